@@ -1,0 +1,11 @@
+"""The ``runner`` command: one click group, one module per command (group).
+
+Commands call the library and never the reverse. Every :class:`~runner.exceptions.RunnerError`
+becomes one line on stderr and a non-zero exit code; a traceback reaching a user is a bug.
+"""
+
+from __future__ import annotations
+
+from runner.cli.base import main
+
+__all__ = ["main"]
