@@ -1,0 +1,107 @@
+"""Check a configuration and describe it: what ``python -m celeryconfig`` prints.
+
+A user's config module validates itself when it ends with::
+
+    if __name__ == "__main__":
+        from runner.config import check_module; raise SystemExit(check_module(__name__))
+
+``check_module`` writes to stdout/stderr on purpose: it is the body of a command, not library
+code that others call for a value (they call :func:`problems` and :func:`summary`).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+from runner.config.conf import Conf
+from runner.config.settings import Settings
+from runner.config.urls import EMBEDDED_DEFAULT_URL, is_supported, mask_url, not_supported_message
+from runner.exceptions import ConfigError, ConfigIssue
+
+
+def _url_line(url: str | None) -> str:
+    if url is None:
+        return f"(embedded SQLite default: {EMBEDDED_DEFAULT_URL})"
+    return mask_url(url)
+
+
+def _schedule_text(schedule: object) -> str:
+    if isinstance(schedule, int | float):
+        return f"every {schedule:g}s"
+    if isinstance(schedule, str):
+        return f"cron '{schedule}'"
+    total = getattr(schedule, "total_seconds", None)
+    return f"every {total():g}s" if callable(total) else repr(schedule)
+
+
+def summary(conf: Conf) -> str:
+    """A short, password-free description of the effective settings."""
+    s: Settings = conf.settings
+    queues = [f"{s.task_default_queue} (default)"]
+    queues += [q.name for q in s.task_queues if q.name != s.task_default_queue]
+    routes = s.task_routes
+    route_count = len(routes) if isinstance(routes, dict | list | tuple) else int(bool(routes))
+    accept = ", ".join(s.accept_content)
+    result_accept = ", ".join(s.result_accept_content) if s.result_accept_content else "same"
+    lines = [
+        f"broker:          {_url_line(s.broker_url)}",
+        f"result backend:  {_url_line(s.result_backend)}",
+        f"serializers:     task={s.task_serializer} result={s.result_serializer}",
+        f"accept_content:  {accept} (results: {result_accept})",
+        f"timezone:        {s.timezone or 'UTC'} (enable_utc={s.enable_utc})",
+        f"queues:          {', '.join(queues)}",
+        f"routes:          {route_count}",
+        f"beat schedule:   {len(s.beat_schedule)} entr{'y' if len(s.beat_schedule) == 1 else 'ies'}",
+    ]
+    lines += [f"  {name}: {entry.task}, {_schedule_text(entry.schedule)}"
+              for name, entry in s.beat_schedule.items()]
+    return "\n".join(lines)
+
+
+def problems(conf: Conf) -> list[ConfigIssue]:
+    """Every problem: invalid settings, and URLs this version of runner cannot serve yet."""
+    try:
+        settings = conf.settings
+    except ConfigError as exc:
+        return list(exc.issues)
+    issues = []
+    for key, kind in (("broker_url", "broker"), ("result_backend", "backend")):
+        url = getattr(settings, key)
+        if url is not None and not is_supported(kind, url):
+            issues.append(ConfigIssue(key, not_supported_message(kind, url), conf.source_of(key)))
+    return issues
+
+
+def report(conf: Conf) -> int:
+    """Print the summary and "configuration OK" (0), or every problem to stderr (1)."""
+    issues = problems(conf)
+    if issues:
+        return _print_issues(issues)
+    print(summary(conf))
+    print("configuration OK")
+    return 0
+
+
+def check_module(module: str | types.ModuleType) -> int:
+    """Validate a config module (a name or the module itself) and report; returns an exit code.
+
+    Under ``python -m celeryconfig`` the module is ``__main__``: its own globals are read (and
+    its file gives the line numbers), it is not imported a second time. The environment is not
+    consulted: this checks the module as written.
+    """
+    if isinstance(module, str) and module == "__main__":
+        module = sys.modules["__main__"]
+    conf = Conf(environ={})
+    try:
+        conf.load_object(module, force=True)
+    except ConfigError as exc:
+        return _print_issues(exc.issues)
+    return report(conf)
+
+
+def _print_issues(issues: list[ConfigIssue]) -> int:
+    print(f"configuration invalid: {len(issues)} problem(s)", file=sys.stderr)
+    for issue in issues:
+        print(f"  {issue}", file=sys.stderr)
+    return 1

@@ -1,0 +1,414 @@
+"""The settings model: one field per setting, Celery's lowercase names and Celery's defaults.
+
+:class:`Settings` is what ``app.conf`` validates into. Field validators normalize the shapes
+Celery users write (tuples, ``timedelta``, kombu ``Queue`` objects, a comma-separated string from
+an environment variable) into one shape per setting, so the rest of runner reads one type.
+``schemas/config.schema.json`` is generated from this model (``python -m runner.config.schema``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import zoneinfo
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from runner.config.urls import check_url, mask_url
+from runner.exceptions import ConfigError
+
+#: Serializer name -> content type. The serialization registry implements them.
+SERIALIZERS: dict[str, str] = {
+    "json": "application/json",
+    "pickle": "application/x-python-serialize",
+    "yaml": "application/x-yaml",
+    "msgpack": "application/x-msgpack",
+}
+CONTENT_TYPES: frozenset[str] = frozenset(SERIALIZERS) | frozenset(SERIALIZERS.values())
+COMPRESSIONS = ("gzip", "zlib", "bzip2")
+POOLS = ("prefork", "threads", "solo")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a tuple, set or comma-separated string (env vars) where a list is expected."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, tuple | set | frozenset):
+        return list(value)
+    return value
+
+
+def _check_serializer(value: str) -> str:
+    if value not in SERIALIZERS:
+        raise ValueError(f"serializer {value!r} is not registered; allowed: "
+                         + ", ".join(SERIALIZERS))
+    return value
+
+
+def _check_accept(value: list[str]) -> list[str]:
+    unknown = [item for item in value if item not in CONTENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown content type(s) {', '.join(map(repr, unknown))}; allowed: "
+                         + ", ".join(SERIALIZERS) + " or " + ", ".join(SERIALIZERS.values()))
+    return value
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        guess = difflib.get_close_matches(value, sorted(_zones()), n=1, cutoff=0.6)
+        hint = f"; did you mean {guess[0]}?" if guess else " (use an IANA name like Europe/Oslo)"
+        raise ValueError(f"unknown timezone {value!r}{hint}") from None
+    return value
+
+
+class TransportOptions(BaseModel):
+    """``broker_transport_options``: known options are typed, others pass through to a broker.
+
+    Reads like a dict too (``opts['visibility_timeout']``, ``opts.get(...)``) for Celery code.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    visibility_timeout: float = Field(
+        30.0, gt=0, description="seconds an unacked task stays claimed; runner renews the claim "
+        "while the task runs, so it need not exceed your longest task")
+    polling_interval: float = Field(
+        0.005, gt=0, description="seconds between idle checks of an embedded broker")
+    max_retries: int | None = Field(
+        None, ge=0, description="connection attempts when publishing before giving up")
+    interval_start: float | None = Field(None, ge=0, description="first retry delay (seconds)")
+    interval_step: float | None = Field(None, ge=0, description="delay added per retry (seconds)")
+    interval_max: float | None = Field(None, ge=0, description="longest retry delay (seconds)")
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class QueueSpec(BaseModel):
+    """One entry of ``task_queues``, whatever shape it was written in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="queue name")
+    routing_key: str | None = Field(None, description="routing key (defaults to the name)")
+    max_priority: int | None = Field(None, ge=0, le=255, description="highest priority served")
+    exchange: str | None = Field(None, description="AMQP exchange (kept for Celery configs)")
+    exchange_type: str | None = Field(None, description="AMQP exchange type")
+    queue_arguments: dict[str, Any] | None = Field(None, description="broker queue arguments")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_any(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) or not hasattr(value, "name"):
+            return value
+        exchange = getattr(value, "exchange", None)  # a kombu Queue or look-alike
+        arguments = getattr(value, "queue_arguments", None) or None
+        return {"name": value.name, "routing_key": getattr(value, "routing_key", None) or None,
+                "max_priority": getattr(value, "max_priority", None)
+                or (arguments or {}).get("x-max-priority"),
+                "exchange": getattr(exchange, "name", exchange) or None,
+                "queue_arguments": arguments}
+
+
+class BeatEntry(BaseModel):
+    """One ``beat_schedule`` entry: which task, when, with what."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    task: str = Field(min_length=1, description="name of the task to send")
+    schedule: Any = Field(description="seconds, a timedelta, a cron string or a schedule object")
+    args: tuple[Any, ...] = Field((), description="positional arguments")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
+    options: dict[str, Any] = Field(default_factory=dict, description="apply_async options")
+    relative: bool = Field(False, description="round an interval to its resolution (Celery)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: Any) -> Any:
+        if isinstance(value, bool) or value is None:
+            raise ValueError(f"schedule {value!r} is not a schedule; use seconds, a timedelta, "
+                             "a cron string like '*/5 * * * *' or a crontab")
+        if isinstance(value, int | float) and value <= 0:
+            raise ValueError(f"an interval must be > 0 seconds (given {value!r})")
+        if isinstance(value, timedelta) and value.total_seconds() <= 0:
+            raise ValueError(f"an interval must be > 0 (given {value!r})")
+        if isinstance(value, str):
+            fields = value.split()
+            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+                raise ValueError(f"cron string {value!r} needs 5 fields: minute hour "
+                                 "day-of-month month day-of-week, e.g. '0 7 * * mon-fri'")
+        return value
+
+
+class Settings(BaseModel):
+    """Every setting runner reads. Unknown names are errors; values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True,
+                              arbitrary_types_allowed=True)
+
+    # --- broker --------------------------------------------------------------------------
+    broker_url: str | None = Field(
+        None, description="broker URL; None means the embedded SQLite default")
+    broker_transport_options: TransportOptions = Field(
+        default_factory=TransportOptions, description="options passed to the broker transport")
+    broker_connection_retry: bool = Field(
+        True, description="retry a lost broker connection instead of failing")
+    broker_connection_retry_on_startup: bool | None = Field(
+        None, description="retry the first connection too (None: as broker_connection_retry)")
+    broker_connection_max_retries: int | None = Field(
+        100, ge=0, description="reconnection attempts before giving up; None or 0 is forever")
+    broker_connection_timeout: float = Field(
+        4.0, gt=0, description="seconds to wait when connecting to the broker")
+    broker_pool_limit: int | None = Field(
+        10, ge=0, description="broker connections kept open per process; None: no limit")
+
+    # --- results ---------------------------------------------------------------------------
+    result_backend: str | None = Field(
+        None, description="result backend URL; None means the embedded SQLite default")
+    result_backend_transport_options: dict[str, Any] = Field(
+        default_factory=dict, description="options passed to the result backend")
+    result_expires: float | None = Field(
+        86400.0, ge=0, description="seconds results are kept (a timedelta is accepted); "
+        "None or 0: forever")
+    result_serializer: str = Field("json", description="serializer for results")
+    result_accept_content: list[str] | None = Field(
+        None, description="content types accepted for results; None: same as accept_content")
+    result_extended: bool = Field(
+        False, description="store task name, args, worker and more with the result")
+    result_persistent: bool | None = Field(
+        None, description="keep results across broker restarts (AMQP/RPC backends)")
+
+    # --- serialization, time -------------------------------------------------------------
+    task_serializer: str = Field("json", description="serializer for task messages")
+    accept_content: list[str] = Field(
+        default_factory=lambda: ["json"],
+        description="serializers/content types a worker accepts; others are rejected")
+    timezone: str | None = Field(None, description="IANA time zone for schedules; None: UTC")
+    enable_utc: bool = Field(True, description="keep dates and times in messages in UTC")
+
+    # --- tasks and routing -------------------------------------------------------------------
+    task_default_queue: str = Field(
+        "celery", min_length=1, description="queue for tasks without a route")
+    task_queues: list[QueueSpec] = Field(
+        default_factory=list, description="queues a worker consumes (names, dicts or Queue "
+        "objects); empty: the default queue")
+    task_routes: Any = Field(
+        None, description="task name -> queue: a dict (glob or regex keys), a list, or a router")
+    task_create_missing_queues: bool = Field(
+        True, description="create a queue named in a route when it is not in task_queues")
+    task_default_priority: int | None = Field(
+        None, ge=0, le=9, description="priority of a task sent without one (0-9)")
+    task_acks_late: bool = Field(
+        False, description="acknowledge a message after the task ran, not before")
+    task_acks_on_failure_or_timeout: bool = Field(
+        True, description="with acks_late, acknowledge failed and timed-out tasks too")
+    task_reject_on_worker_lost: bool | None = Field(
+        None, description="with acks_late, requeue a task whose worker process died")
+    task_time_limit: float | None = Field(
+        None, gt=0, description="hard time limit in seconds; the process is replaced")
+    task_soft_time_limit: float | None = Field(
+        None, gt=0, description="soft time limit in seconds; SoftTimeLimitExceeded is raised")
+    task_default_retry_delay: float = Field(
+        180, ge=0, description="seconds before a retried task runs again")
+    task_max_retries: int | None = Field(
+        3, ge=0, description="retries allowed by Task.retry(); None: forever")
+    task_always_eager: bool = Field(
+        False, description="run tasks in the caller's process instead of sending them")
+    task_eager_propagates: bool = Field(
+        False, description="eager tasks re-raise their exceptions in the caller")
+    task_ignore_result: bool = Field(False, description="do not store task results")
+    task_track_started: bool = Field(False, description="record a STARTED state")
+    task_compression: Literal["gzip", "zlib", "bzip2"] | None = Field(
+        None, description="compress task messages: gzip, zlib or bzip2; None: no compression")
+    task_publish_retry: bool = Field(
+        True, description="retry publishing a task when the broker connection fails")
+    task_publish_retry_policy: dict[str, float] = Field(
+        default_factory=lambda: {"max_retries": 3, "interval_start": 0, "interval_max": 1,
+                                 "interval_step": 0.2},
+        description="max_retries, interval_start, interval_step, interval_max for publishing")
+    task_send_sent_event: bool = Field(False, description="emit a task-sent event")
+    task_annotations: Any = Field(
+        None, description="per-task attribute overrides, e.g. {'tasks.add': {'rate_limit': ...}}")
+
+    # --- worker --------------------------------------------------------------------------------
+    worker_concurrency: int | None = Field(
+        None, ge=1, description="child processes/threads; None: one per CPU")
+    worker_pool: Literal["prefork", "threads", "solo"] = Field(
+        "prefork", description="execution pool: prefork, threads or solo")
+    worker_prefetch_multiplier: int = Field(
+        4, ge=0, description="messages reserved per process; 0: no limit")
+    worker_max_tasks_per_child: int | None = Field(
+        None, ge=1, description="replace a child after this many tasks")
+    worker_max_memory_per_child: int | None = Field(
+        None, ge=1, description="replace a child whose resident memory passes this (KiB)")
+    worker_hijack_root_logger: bool = Field(
+        True, description="the worker configures the root logger")
+    worker_send_task_events: bool = Field(False, description="emit task events for monitors")
+
+    # --- beat, imports ----------------------------------------------------------------------
+    beat_schedule: dict[str, BeatEntry] = Field(
+        default_factory=dict, description="periodic tasks: name -> {task, schedule, args, "
+        "kwargs, options}")
+    beat_max_loop_interval: float = Field(
+        300, gt=0, description="longest sleep of the beat loop, in seconds")
+    imports: list[str] = Field(
+        default_factory=list, description="modules a worker imports to register tasks")
+    include: list[str] = Field(
+        default_factory=list, description="more modules to import, after imports")
+
+    # --- validators ----------------------------------------------------------------------------
+    @field_validator("broker_url", "result_backend", mode="before")
+    @classmethod
+    def _empty_url_is_default(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        return _check_url_field(value, "broker")
+
+    @field_validator("result_backend")
+    @classmethod
+    def _check_backend_url(cls, value: str | None) -> str | None:
+        return _check_url_field(value, "backend")
+
+    @field_validator("result_expires", mode="before")
+    @classmethod
+    def _expires_seconds(cls, value: Any) -> Any:
+        return value.total_seconds() if isinstance(value, timedelta) else value
+
+    @field_validator("task_serializer", "result_serializer")
+    @classmethod
+    def _serializer(cls, value: str) -> str:
+        return _check_serializer(value)
+
+    @field_validator("accept_content", "result_accept_content", "imports", "include",
+                     mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("accept_content", "result_accept_content")
+    @classmethod
+    def _accept(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_accept(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+    @field_validator("worker_pool", mode="before")
+    @classmethod
+    def _pool_alias(cls, value: Any) -> Any:
+        return "prefork" if value == "processes" else value
+
+    @field_validator("task_queues", mode="before")
+    @classmethod
+    def _queues(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, dict):  # Celery's {name: {options}} form
+            return [{"name": name, **(options or {})} for name, options in value.items()]
+        return _split_list(value) if isinstance(value, str | tuple | set) else value
+
+    @field_validator("task_queues")
+    @classmethod
+    def _unique_queues(cls, value: list[QueueSpec]) -> list[QueueSpec]:
+        names = [queue.name for queue in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"queue(s) declared twice: {', '.join(twice)}")
+        return value
+
+    @field_validator("task_routes")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        _check_routes(value)
+        return value
+
+    @field_validator("task_soft_time_limit")
+    @classmethod
+    def _soft_below_hard(cls, soft: float | None, info: ValidationInfo) -> float | None:
+        hard = info.data.get("task_time_limit")
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(f"must be below task_time_limit ({hard}), or the soft limit "
+                             f"never fires; given {soft}")
+        return soft
+
+    def __repr_args__(self):  # never show a password in a repr
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name in URL_SETTINGS else value
+
+
+URL_SETTINGS: tuple[str, ...] = ("broker_url", "result_backend")
+
+
+def _check_url_field(value: str | None, kind: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        check_url(value, kind)
+    except ConfigError as exc:
+        raise ValueError(exc.issues[0].message) from None
+    return value
+
+
+def _check_routes(value: Any) -> None:
+    """Light checks of ``task_routes``; routers themselves run when a task is sent."""
+    if value is None or callable(value):
+        return
+    if isinstance(value, str):  # dotted path of a router function
+        return
+    if isinstance(value, dict):
+        _check_route_map(value)
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            if isinstance(item, dict):
+                _check_route_map(item)
+            elif not (callable(item) or isinstance(item, str)):
+                raise ValueError(f"a task_routes list holds dicts, routers or router paths; "
+                                 f"given {item!r}")
+        return
+    raise ValueError(f"task_routes must be a dict, a list or a router function; given {value!r}")
+
+
+def _check_route_map(routes: dict) -> None:
+    for pattern, route in routes.items():
+        if not isinstance(pattern, str | re.Pattern):
+            raise ValueError(f"route key {pattern!r} must be a task name, glob or regex")
+        if isinstance(route, str):
+            continue
+        if not isinstance(route, dict) or not isinstance(route.get("queue"), str):
+            raise ValueError(f"route for {getattr(pattern, 'pattern', pattern)!r} must be a "
+                             f"queue name or a dict with 'queue'; given {route!r}")
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
