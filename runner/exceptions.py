@@ -102,11 +102,27 @@ class Retry(RunnerError):
     """Raised by ``Task.retry()`` to tell the worker to run the task again later."""
 
     def __init__(self, message: str | None = None, exc: BaseException | None = None,
-                 when: float | None = None):
+                 when: float | None = None, *, countdown: float | None = None,
+                 eta: float | None = None, retry_args: list | None = None,
+                 retry_kwargs: dict | None = None, options: dict | None = None):
         self.exc = exc
         self.when = when
+        self.countdown = countdown
+        self.eta = eta  # epoch seconds
+        self.retry_args = retry_args
+        self.retry_kwargs = retry_kwargs
+        self.options = options or {}
         super().__init__(message or (f"Retry in {when}s: {exc!r}" if when is not None
                                      else f"Retry: {exc!r}"))
+
+    def __reduce__(self):
+        return (_rebuild_retry, (str(self), self.exc, self.when, self.countdown, self.eta,
+                                 self.retry_args, self.retry_kwargs, self.options))
+
+
+def _rebuild_retry(message, exc, when, countdown, eta, retry_args, retry_kwargs, options):
+    return Retry(message, exc, when, countdown=countdown, eta=eta, retry_args=retry_args,
+                 retry_kwargs=retry_kwargs, options=options)
 
 
 class MaxRetriesExceededError(RunnerError):

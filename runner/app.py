@@ -1,0 +1,284 @@
+"""Runner (alias ``Celery``): the registry of tasks, the settings, and sending.
+
+The app does no I/O of its own beyond opening the broker and backend named by its settings, once
+per process (a forked child opens its own).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from runner import serialization
+from runner.backends.base import ResultBackend
+from runner.backends.registry import open_backend
+from runner.brokers.base import Broker
+from runner.brokers.registry import open_broker
+from runner.config import Conf
+from runner.exceptions import NotRegistered
+from runner.message import Message
+from runner.result import AsyncResult
+from runner.routing import Router
+from runner.task import Task
+
+#: where broker and results live when nothing is configured: no server needed
+DEFAULT_URL = "sqlite:///.runner/runner.db"
+
+_current: Runner | None = None
+_current_lock = threading.Lock()
+
+
+def current_app() -> Runner:
+    """The app created last in this process (a default one if none was)."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runner("default")
+        return _current
+
+
+class Control:
+    """``app.control``: revoke, as Celery's remote control does, through the result backend."""
+
+    def __init__(self, app: Runner):
+        self.app = app
+
+    def revoke(self, task_id: str | list[str], terminate: bool = False,
+               signal: str = "SIGTERM") -> None:
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.app.backend.revoke(ids, terminate=terminate, signal=signal)
+
+
+class Runner:
+    """A runner application: ``app = Celery('tasks', broker=..., backend=...)``."""
+
+    def __init__(self, main: str | None = None, broker: str | None = None,
+                 backend: str | None = None, *, include: list[str] | None = None,
+                 set_as_current: bool = True, **settings: Any):
+        global _current
+        self.main = main
+        preconf: dict[str, Any] = dict(settings)
+        if broker is not None:
+            preconf["broker_url"] = broker
+        if backend is not None:
+            preconf["result_backend"] = backend
+        if include:
+            preconf["include"] = list(include)
+        self.conf = Conf(preconf=preconf)
+        self.tasks: dict[str, Task] = {}
+        self.control = Control(self)
+        self._local = threading.local()
+        self._router: tuple[int, Router] | None = None
+        self._imported = False
+        if set_as_current:
+            with _current_lock:
+                _current = self
+
+    def __repr__(self) -> str:
+        return f"<Runner {self.main or '__main__'} at {id(self):#x}>"
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
+                           namespace: str | None = None) -> None:
+        """Celery's ``config_from_object``: a module name (imported when first needed), a
+        module, a class or any object; only lowercase public names are settings."""
+        self.conf.load_object(obj, namespace=namespace, silent=silent, force=force)
+
+    def config_from_file(self, path: str | os.PathLike) -> None:
+        """Settings from a YAML (or JSON) file, above objects loaded earlier."""
+        self.conf.load_file(os.fspath(path))
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False) -> None:
+        """``config_from_object`` with the module name held by an environment variable."""
+        module = os.environ.get(variable_name)
+        if not module:
+            if silent:
+                return
+            from runner.exceptions import ConfigError
+
+            raise ConfigError(f"environment variable {variable_name} is not set: it should name "
+                              f"a configuration module")
+        self.config_from_object(module, silent=silent)
+
+    @property
+    def broker_url(self) -> str:
+        return self.conf.broker_url or DEFAULT_URL
+
+    @property
+    def backend_url(self) -> str:
+        return self.conf.result_backend or DEFAULT_URL
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.conf.timezone or "UTC")
+
+    @property
+    def result_accept(self) -> frozenset[str]:
+        conf = self.conf
+        return serialization.accept_set(conf.result_accept_content or conf.accept_content)
+
+    # -- connections (one per process and thread) ---------------------------------------------
+
+    def _connections(self) -> threading.local:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.pid, local.broker, local.backend = os.getpid(), None, None
+        return local
+
+    @property
+    def broker(self) -> Broker:
+        local = self._connections()
+        if local.broker is None:
+            local.broker = open_broker(self.broker_url, self._transport_options())
+        return local.broker
+
+    @property
+    def backend(self) -> ResultBackend:
+        local = self._connections()
+        if local.backend is None:
+            local.backend = open_backend(self.backend_url, self.conf.result_expires,
+                                         self._transport_options())
+        return local.backend
+
+    def _transport_options(self) -> dict:
+        options = self.conf.broker_transport_options
+        return options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+
+    def close(self) -> None:
+        local = self._connections()
+        for name in ("broker", "backend"):
+            conn = getattr(local, name)
+            if conn is not None:
+                conn.close()
+                setattr(local, name, None)
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """``@app.task`` or ``@app.task(bind=True, name=..., ...)``."""
+        def register(fun: Callable) -> Task:
+            base = options.pop("base", None) or Task
+            task = base(self, fun, **options)
+            self.tasks[task.name] = task
+            return task
+
+        if len(args) == 1 and callable(args[0]) and not options:
+            return register(args[0])
+        if args:
+            raise TypeError("@app.task takes keyword options only: @app.task(name='x')")
+        return register
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """``module.function``, with the app's main name for tasks defined in ``__main__``."""
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{name}"
+
+    def import_task_modules(self) -> None:
+        """Import ``imports`` and ``include`` so the worker knows their tasks."""
+        if self._imported:
+            return
+        self._imported = True
+        for module in [*(self.conf.imports or ()), *(self.conf.include or ())]:
+            importlib.import_module(module)
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            self.import_task_modules()
+            if name in self.tasks:
+                return self.tasks[name]
+            raise NotRegistered(f"Received unregistered task of type {name!r}: the worker's app "
+                                f"does not define it (registered: "
+                                f"{', '.join(sorted(self.tasks)) or 'none'})") from None
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def router(self) -> Router:
+        conf = self.conf
+        key = hash((id(conf.task_routes), conf.task_default_queue, id(conf.task_queues)))
+        if self._router is None or self._router[0] != key:
+            queues = [q.name for q in conf.task_queues] if conf.task_queues else None
+            self._router = (key, Router(conf.task_routes, conf.task_default_queue, queues,
+                                        conf.task_create_missing_queues))
+        return self._router[1]
+
+    def to_timestamp(self, when: datetime | float) -> float:
+        """Epoch seconds for an ``eta``: a naive datetime is read in the app's timezone."""
+        if isinstance(when, datetime):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=self.tz)
+            return when.timestamp()
+        return float(when)
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz)
+
+    def build_message(self, name: str, args: Any = None, kwargs: dict | None = None,
+                      _task: Task | None = None, **options: Any) -> Message:
+        """The message ``send_task`` would enqueue (used for bulk sends and by the worker)."""
+        conf = self.conf
+        options = {k: v for k, v in options.items() if v is not None}
+        routed = self.router().route(name, options, args or (), kwargs or {}, _task)
+        if _task is not None:
+            for key in ("queue", "priority"):
+                if key not in options and getattr(_task, key) is not None:
+                    routed[key] = getattr(_task, key)
+        serializer = options.get("serializer") or (
+            _task.serializer if _task is not None and _task.serializer else conf.task_serializer)
+        content_type, payload = serialization.dumps([list(args or ()), dict(kwargs or {})],
+                                                    serializer)
+        compression = options.get("compression") or conf.task_compression
+        now = time.time()
+        eta = None
+        if options.get("countdown") is not None:
+            eta = now + float(options["countdown"])
+        elif options.get("eta") is not None:
+            eta = self.to_timestamp(options["eta"])
+        expires = options.get("expires")
+        if isinstance(expires, timedelta):
+            expires = now + expires.total_seconds()
+        elif isinstance(expires, datetime):
+            expires = self.to_timestamp(expires)
+        elif expires is not None:
+            expires = now + float(expires)
+        worker_options = {k: options[k] for k in _WORKER_OPTIONS if k in options}
+        if compression:
+            payload = serialization.compress(payload, compression)
+            worker_options["compression"] = compression
+        task_id = options.get("task_id") or Message.new_id()
+        priority = routed.get("priority", conf.task_default_priority)
+        return Message(
+            id=task_id, task=name, content_type=content_type, payload=payload,
+            queue=routed.get("queue") or conf.task_default_queue, priority=priority,
+            eta=eta, expires=expires, retries=int(options.get("retries", 0)),
+            root_id=options.get("root_id") or task_id, parent_id=options.get("parent_id"),
+            group_id=options.get("group_id"), headers=dict(options.get("headers") or {}),
+            options=worker_options, sent_at=now)
+
+    def send_task(self, name: str, args: Any = None, kwargs: dict | None = None,
+                  _task: Task | None = None, **options: Any) -> AsyncResult:
+        """Enqueue a task by name, without needing its code here."""
+        if _task is None:
+            _task = self.tasks.get(name)
+        message = self.build_message(name, args, kwargs, _task=_task, **options)
+        self.broker.enqueue([message])
+        return AsyncResult(message.id, app=self, task_name=name)
+
+    def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
+        return AsyncResult(task_id, app=self, task_name=task_name)
+
+
+#: apply_async options that travel to the worker in ``Message.options``
+_WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
+                   "result_serializer", "link", "link_error")
+
+Celery = Runner

@@ -1,0 +1,98 @@
+"""The result backend interface: where task states and return values are kept.
+
+A record is written by the worker and read by ``AsyncResult``; the last write wins. The backend
+also keeps the revoked set, because it is the one store every producer and worker already share.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner import states
+from runner.config.urls import URL
+
+
+@dataclass(slots=True)
+class ResultRecord:
+    """What is stored for one task. ``payload`` is the serialized return value, or for the
+    exception states the serialized exception description (see ``serialization``)."""
+
+    task_id: str
+    state: str
+    content_type: str = "application/json"
+    payload: bytes = b"null"
+    traceback: str | None = None
+    date_done: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # name, args, kwargs, worker, retries
+
+    @property
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+
+class ResultBackend(ABC):
+    """Stores results; every process opens its own instance."""
+
+    scheme: str = ""
+    #: seconds between checks while waiting for a result (backends that can push ignore it)
+    default_interval = 0.002
+
+    def __init__(self, url: URL, expires: float | None = None,
+                 transport_options: dict | None = None):
+        self.url = url
+        self.expires = expires
+        self.transport_options = dict(transport_options or {})
+
+    @abstractmethod
+    def store(self, records: Sequence[ResultRecord]) -> None:
+        """Write records in one round trip (one transaction where the store has them)."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> ResultRecord | None:
+        """The record of ``task_id``, or None when there is none (PENDING) or it expired."""
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        found = {}
+        for task_id in task_ids:
+            record = self.get(task_id)
+            if record is not None:
+                found[task_id] = record
+        return found
+
+    def wait(self, task_id: str, timeout: float | None, interval: float | None = None
+             ) -> ResultRecord | None:
+        """Block until the task is ready and return its record; on timeout return the latest
+        record (or None). Subclasses replace the polling with something that wakes on change."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        step = interval or self.default_interval
+        while True:
+            record = self.get(task_id)
+            if record is not None and record.ready:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                return record
+            time.sleep(step)
+
+    @abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Delete the record: the task reads as PENDING again."""
+
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False,
+               signal: str = "SIGTERM") -> None:
+        """Remember that these tasks must not run (and, with ``terminate``, must be killed)."""
+
+    @abstractmethod
+    def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        """Which of ``task_ids`` are revoked: id -> (terminate, signal name)."""
+
+    def cleanup(self) -> int:
+        """Delete expired records; return how many."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections."""

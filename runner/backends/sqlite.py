@@ -1,0 +1,144 @@
+"""``sqlite:///path/to.db``: results in the same kind of file as the embedded broker.
+
+By default broker and backend share ``.runner/runner.db``. Records carry an ``expires_at``
+(from ``result_expires``); an expired record reads as PENDING and is deleted by ``cleanup``,
+which workers call now and then.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+
+from runner.backends.base import ResultBackend, ResultRecord
+from runner.config.urls import URL
+from runner.exceptions import BackendError
+from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runner_results (
+    task_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    payload BLOB,
+    traceback TEXT,
+    date_done REAL,
+    meta TEXT,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS runner_results_expiry ON runner_results (expires_at);
+CREATE TABLE IF NOT EXISTS runner_revoked (
+    task_id TEXT PRIMARY KEY,
+    terminate INTEGER NOT NULL,
+    signal TEXT NOT NULL,
+    revoked_at REAL NOT NULL
+);
+"""
+
+UPSERT = """
+INSERT OR REPLACE INTO runner_results
+    (task_id, state, content_type, payload, traceback, date_done, meta, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+SELECT = ("SELECT state, content_type, payload, traceback, date_done, meta, expires_at "
+          "FROM runner_results WHERE task_id = ?")
+
+#: revoked ids are forgotten after this long when result_expires is not set
+REVOKED_KEEP = 86_400.0
+
+
+class SQLiteBackend(ResultBackend):
+    scheme = "sqlite"
+
+    def __init__(self, url: URL, expires: float | None = None,
+                 transport_options: dict | None = None):
+        super().__init__(url, expires, transport_options)
+        self.path = sqlite_path(url)
+        self._lock = threading.Lock()
+        try:
+            self._conn = connect(self.path)
+            self._conn.executescript(SCHEMA)
+        except Exception as exc:
+            raise BackendError(f"cannot open SQLite result backend {self.path!r}: {exc}") from exc
+        interval = float(self.transport_options.get("polling_interval", self.default_interval))
+        self._watcher = ChangeWatcher(self._conn, interval, self._lock)
+
+    def store(self, records: Sequence[ResultRecord]) -> None:
+        rows = [self._row(r) for r in records]
+        with self._lock:
+            if len(rows) == 1:
+                self._conn.execute(UPSERT, rows[0])
+            else:
+                with transaction(self._conn):
+                    self._conn.executemany(UPSERT, rows)
+
+    def _row(self, r: ResultRecord) -> tuple:
+        done = r.date_done
+        expires_at = (done + self.expires) if (done is not None and self.expires) else None
+        meta = json.dumps(r.meta, default=str) if r.meta else None
+        return (r.task_id, r.state, r.content_type, r.payload, r.traceback, done, meta,
+                expires_at)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        with self._lock:
+            row = self._conn.execute(SELECT, (task_id,)).fetchone()
+        if row is None:
+            return None
+        state, content_type, payload, tb, done, meta, expires_at = row
+        if expires_at is not None and expires_at <= time.time():
+            return None
+        return ResultRecord(task_id, state, content_type, payload, tb, done,
+                            json.loads(meta) if meta else {})
+
+    def wait(self, task_id: str, timeout: float | None, interval: float | None = None
+             ) -> ResultRecord | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(task_id)
+            if record is not None and record.ready:
+                return record
+            remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return record
+            self._watcher.wait(remaining, interval)
+
+    def forget(self, task_id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM runner_results WHERE task_id = ?", (task_id,))
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False,
+               signal: str = "SIGTERM") -> None:
+        now = time.time()
+        with self._lock, transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO runner_revoked VALUES (?, ?, ?, ?)",
+                [(task_id, int(terminate), signal, now) for task_id in task_ids])
+
+    def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        if not task_ids:
+            return {}
+        with self._lock:
+            if not self._conn.execute("SELECT 1 FROM runner_revoked LIMIT 1").fetchone():
+                return {}
+            marks = ",".join("?" * len(task_ids))
+            rows = self._conn.execute(
+                f"SELECT task_id, terminate, signal FROM runner_revoked "
+                f"WHERE task_id IN ({marks})", list(task_ids)).fetchall()
+        return {task_id: (bool(term), sig) for task_id, term, sig in rows}
+
+    def cleanup(self) -> int:
+        now = time.time()
+        with self._lock, transaction(self._conn):
+            count = self._conn.execute(
+                "DELETE FROM runner_results WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (now,)).rowcount
+            self._conn.execute("DELETE FROM runner_revoked WHERE revoked_at <= ?",
+                               (now - (self.expires or REVOKED_KEEP),))
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,84 @@
+"""The broker interface: a handful of primitives every transport implements.
+
+Delivery is **at least once**. A fetched message is *claimed*, not removed: it stays in the broker
+until it is acked. A claim lasts ``visibility_timeout`` seconds and the worker renews it with
+:meth:`Broker.extend` while the task runs, so a task that runs long is never handed to a second
+worker, while the claim of a worker that died expires and the message is delivered again.
+Everything above this interface (tasks, results, the worker) is written once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from runner.config.urls import URL
+from runner.message import Message
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A claimed message: its raw bytes and the handle the broker needs to ack or requeue it."""
+
+    tag: object
+    body: bytes
+    queue: str
+    redelivered: bool = False
+
+
+class Broker(ABC):
+    """A transport for task messages. Implementations must be safe to use from one thread at a
+    time per instance; each process (and each worker thread that needs one) opens its own."""
+
+    #: the URL scheme(s) this class serves, for messages and banners
+    scheme: str = ""
+
+    def __init__(self, url: URL, transport_options: dict | None = None):
+        self.url = url
+        self.transport_options = dict(transport_options or {})
+        self.visibility_timeout = float(self.transport_options.get("visibility_timeout", 30.0))
+
+    @abstractmethod
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        """Store messages in one round trip. A message with an ``eta`` in the future is held by
+        the broker (not by any worker) until it is due."""
+
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
+        """Claim up to ``limit`` due messages from ``queues`` without blocking: highest priority
+        first, then oldest first."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Block until new messages may be there (True), or ``timeout`` seconds have passed
+        (False). ``wait(0)`` only asks whether something changed since the last call."""
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Remove messages for good: the task ran (or was refused for good)."""
+
+    @abstractmethod
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give claimed messages back, to be delivered again at once (warm shutdown, reject)."""
+
+    @abstractmethod
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the claims of messages whose tasks are still running."""
+
+    def retry(self, delivery: Delivery, message: Message) -> None:
+        """Replace a delivered message by its next attempt. Brokers that can should do this in
+        one atomic step so that a crash in between neither loses nor doubles the task."""
+        self.enqueue([message])
+        self.ack([delivery])
+
+    @abstractmethod
+    def purge(self, queues: Sequence[str]) -> int:
+        """Delete every waiting message of ``queues``; return how many."""
+
+    @abstractmethod
+    def qsize(self, queue: str) -> int:
+        """Messages waiting (or delayed) in ``queue``, claimed ones excluded."""
+
+    def close(self) -> None:
+        """Release connections; the broker may not be used afterwards."""

@@ -1,0 +1,210 @@
+"""The embedded default broker: one SQLite file, no server.
+
+Messages live in ``runner_messages`` until acked. A claim sets ``visible_at`` to a deadline; a
+message whose deadline passed is visible again, which is how the task of a killed worker is
+delivered again. The live worker renews its claims (:meth:`extend`), so long tasks never run
+twice. Delayed messages (countdown/eta) wait in ``runner_schedule`` and are moved to their queue
+in one transaction when due, by whichever worker looks first: each is moved exactly once.
+
+Every state change is one SQL statement or one ``BEGIN IMMEDIATE`` transaction. Delivery is at
+least once: a worker that dies after running a task but before acking it causes a second run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+
+from runner.brokers.base import Broker, Delivery
+from runner.config.urls import URL
+from runner.exceptions import BrokerError
+from runner.message import Message
+from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runner_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    visible_at REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runner_messages_order
+    ON runner_messages (queue, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS runner_schedule (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    eta REAL NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runner_schedule_eta ON runner_schedule (eta);
+"""
+
+CLAIM = """
+UPDATE runner_messages
+   SET visible_at = :deadline, claimed_by = :consumer, deliveries = deliveries + 1
+ WHERE seq IN (SELECT seq FROM runner_messages
+                WHERE queue = :queue AND visible_at <= :now
+                ORDER BY priority DESC, seq LIMIT :limit)
+RETURNING seq, priority, deliveries, body
+"""
+
+MOVE_DUE = """
+INSERT INTO runner_messages (queue, priority, body)
+SELECT queue, priority, body FROM runner_schedule WHERE eta <= :now ORDER BY eta, seq
+"""
+
+
+class SQLiteBroker(Broker):
+    """``sqlite:///path/to.db``: WAL mode, safe for many producer and worker processes."""
+
+    scheme = "sqlite"
+    #: how often (seconds) a fetch also looks for due delayed messages
+    schedule_check_interval = 0.05
+
+    def __init__(self, url: URL, transport_options: dict | None = None):
+        super().__init__(url, transport_options)
+        self.path = sqlite_path(url)
+        self.polling_interval = float(self.transport_options.get("polling_interval", 0.005))
+        self._lock = threading.Lock()
+        try:
+            self._conn = connect(self.path)
+            self._conn.executescript(SCHEMA)
+        except Exception as exc:  # sqlite3.Error, OSError
+            raise BrokerError(f"cannot open SQLite broker {self.path!r}: {exc}") from exc
+        self._watcher = ChangeWatcher(self._conn, self.polling_interval, self._lock)
+        self._next_schedule_check = 0.0
+        self._rotation = itertools.count()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        now = time.time()
+        ready, delayed = [], []
+        for message in messages:
+            row = (message.queue, message.priority or 0, message.encode())
+            if message.eta is not None and message.eta > now:
+                delayed.append((message.eta, *row))
+            else:
+                ready.append(row)
+        with self._lock:
+            if len(messages) == 1:  # one statement is its own transaction
+                self._insert(ready, delayed)
+            else:
+                with transaction(self._conn):
+                    self._insert(ready, delayed)
+
+    def _insert(self, ready: list, delayed: list) -> None:
+        if ready:
+            self._conn.executemany(
+                "INSERT INTO runner_messages (queue, priority, body) VALUES (?, ?, ?)", ready)
+        if delayed:
+            self._conn.executemany(
+                "INSERT INTO runner_schedule (eta, queue, priority, body) VALUES (?, ?, ?, ?)",
+                delayed)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
+        now = time.time()
+        if now >= self._next_schedule_check:
+            self._move_due(now)
+            self._next_schedule_check = now + self.schedule_check_interval
+        deliveries: list[Delivery] = []
+        # Several queues are served in turn, starting with a different one on each fetch, so a
+        # busy queue cannot starve the others.
+        start = next(self._rotation) % len(queues) if len(queues) > 1 else 0
+        with self._lock:
+            for queue in list(queues[start:]) + list(queues[:start]):
+                want = limit - len(deliveries)
+                if want <= 0:
+                    break
+                rows = self._conn.execute(CLAIM, {
+                    "deadline": now + self.visibility_timeout, "consumer": consumer,
+                    "queue": queue, "now": now, "limit": want}).fetchall()
+                rows.sort(key=lambda r: (-r[1], r[0]))
+                deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1)
+                               for seq, _, count, body in rows]
+        return deliveries
+
+    def _move_due(self, now: float) -> None:
+        with self._lock:
+            due = self._conn.execute(
+                "SELECT 1 FROM runner_schedule WHERE eta <= ? LIMIT 1", (now,)).fetchone()
+            if not due:
+                return
+            with transaction(self._conn):
+                self._conn.execute(MOVE_DUE, {"now": now})
+                self._conn.execute("DELETE FROM runner_schedule WHERE eta <= ?", (now,))
+
+    def wait(self, timeout: float) -> bool:
+        return self._watcher.wait(timeout)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._lock:
+            self._many("DELETE FROM runner_messages WHERE seq = ?", deliveries)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self._lock:
+            self._many("UPDATE runner_messages SET visible_at = 0, claimed_by = NULL "
+                       "WHERE seq = ?", deliveries)
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        deadline = time.time() + self.visibility_timeout
+        with self._lock:
+            self._many(f"UPDATE runner_messages SET visible_at = {deadline!r} WHERE seq = ?",
+                       deliveries)
+
+    def retry(self, delivery: Delivery, message: Message) -> None:
+        with self._lock, transaction(self._conn):
+            self._conn.execute("DELETE FROM runner_messages WHERE seq = ?", (delivery.tag,))
+            row = (message.queue, message.priority or 0, message.encode())
+            if message.eta is not None and message.eta > time.time():
+                self._insert([], [(message.eta, *row)])
+            else:
+                self._insert([row], [])
+
+    def _many(self, sql: str, deliveries: Sequence[Delivery]) -> None:
+        params = [(d.tag,) for d in deliveries]
+        if len(params) == 1:
+            self._conn.execute(sql, params[0])
+        else:
+            with transaction(self._conn):
+                self._conn.executemany(sql, params)
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def purge(self, queues: Sequence[str]) -> int:
+        marks = ",".join("?" * len(queues))
+        with self._lock, transaction(self._conn):
+            count = self._conn.execute(
+                f"DELETE FROM runner_messages WHERE queue IN ({marks}) AND visible_at <= ?",
+                [*queues, time.time()]).rowcount
+            count += self._conn.execute(
+                f"DELETE FROM runner_schedule WHERE queue IN ({marks})", list(queues)).rowcount
+        return count
+
+    def qsize(self, queue: str) -> int:
+        now = time.time()
+        with self._lock:
+            ready = self._conn.execute(
+                "SELECT count(*) FROM runner_messages WHERE queue = ? AND visible_at <= ?",
+                (queue, now)).fetchone()[0]
+            delayed = self._conn.execute(
+                "SELECT count(*) FROM runner_schedule WHERE queue = ?", (queue,)).fetchone()[0]
+        return ready + delayed
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,133 @@
+"""Running one task and describing what happened, shared by the worker and eager mode.
+
+``run_task`` never raises for what the task does: success, failure, retry, reject and ignore all
+come back as an :class:`Outcome`, which the caller turns into a stored result and a broker action.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback as tb_module
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runner import serialization, states
+from runner.backends.base import ResultRecord
+from runner.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from runner.task import Request, Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.result import EagerResult
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: str  # SUCCESS, FAILURE, RETRY, IGNORED or "REJECTED"
+    value: Any = None  # the return value, or the exception
+    traceback: str | None = None
+    runtime: float = 0.0
+    retry: Retry | None = None
+    requeue: bool = False  # for REJECTED
+
+
+def backoff_countdown(factor: float, retries: int, maximum: float, jitter: bool) -> float:
+    """Exponential backoff as Celery computes it: ``factor * 2**retries``, capped, and with
+    full jitter a random value between 0 and that."""
+    countdown = min(maximum, factor * (2 ** retries))
+    if jitter:
+        countdown = random.randrange(int(countdown) + 1)
+    return max(0.0, float(countdown))
+
+
+def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
+    task.push_request(request)
+    start = time.perf_counter()
+    try:
+        value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+        return Outcome(states.SUCCESS, value, runtime=time.perf_counter() - start)
+    except Retry as retry:
+        return Outcome(states.RETRY, retry.exc or retry, _format_tb(retry.exc or retry),
+                       time.perf_counter() - start, retry=retry)
+    except Ignore:
+        return Outcome(states.IGNORED, runtime=time.perf_counter() - start)
+    except Reject as reject:
+        return Outcome("REJECTED", reject, runtime=time.perf_counter() - start,
+                       requeue=reject.requeue)
+    except Exception as exc:  # noqa: BLE001 - the task's failure is data, not our crash
+        runtime = time.perf_counter() - start
+        retry = _autoretry(task, request, exc)
+        if retry is not None:
+            return Outcome(states.RETRY, exc, _format_tb(exc), runtime, retry=retry)
+        return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
+    finally:
+        task.pop_request()
+
+
+def _autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
+    if not task.autoretry_for or not isinstance(exc, task.autoretry_for):
+        return None
+    if task.dont_autoretry_for and isinstance(exc, tuple(task.dont_autoretry_for)):
+        return None
+    options = dict(task.retry_kwargs or {})
+    if task.retry_backoff and "countdown" not in options:
+        factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+        options["countdown"] = backoff_countdown(factor, request.retries,
+                                                 task.retry_backoff_max, task.retry_jitter)
+    try:
+        task.retry(exc=exc, **options)
+    except Retry as retry:
+        return retry
+    except (MaxRetriesExceededError, Exception):  # max_retries reached: fail with exc
+        return None
+    return None  # pragma: no cover - retry() always raises with throw=True
+
+
+def _format_tb(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def build_record(task_name: str, request: Request, outcome: Outcome, serializer: str,
+                 extended: bool = False, hostname: str | None = None) -> ResultRecord:
+    """The result record for an outcome: the value (or the exception) in ``serializer``."""
+    if outcome.state == states.SUCCESS:
+        content_type, payload = serialization.dumps(outcome.value, serializer)
+    else:
+        content_type, payload = serialization.dumps(
+            serialization.exception_to_dict(outcome.value), serializer)
+    meta: dict[str, Any] = {"name": task_name, "retries": request.retries}
+    if extended:
+        meta.update(args=request.args, kwargs=request.kwargs, worker=hostname or request.hostname,
+                    queue=request.delivery_info.get("queue"))
+    return ResultRecord(request.id or "", outcome.state, content_type, payload,
+                        outcome.traceback, time.time(), meta)
+
+
+def apply_eagerly(task: Task, args: list, kwargs: dict, options: dict[str, Any]) -> EagerResult:
+    """Run ``task`` in this process now, retries included, as ``task_always_eager`` does."""
+    from runner.message import Message
+    from runner.result import EagerResult
+
+    task_id = options.get("task_id") or Message.new_id()
+    retries = 0
+    while True:
+        request = Request(id=task_id, task=task.name, args=args, kwargs=kwargs, retries=retries,
+                          is_eager=True, called_directly=False, headers=options.get("headers")
+                          or {}, delivery_info={"is_eager": True})
+        outcome = run_task(task, request, args, kwargs)
+        if outcome.state != states.RETRY or outcome.retry is None:
+            break
+        retries += 1  # eager retries run at once, as in Celery
+        if outcome.retry.retry_args is not None:
+            args = list(outcome.retry.retry_args)
+        if outcome.retry.retry_kwargs is not None:
+            kwargs = dict(outcome.retry.retry_kwargs)
+    state = states.SUCCESS if outcome.state in (states.SUCCESS, states.IGNORED) else (
+        states.FAILURE)
+    result = EagerResult(task_id, outcome.value, state, outcome.traceback, app=task.app,
+                         task_name=task.name)
+    if state == states.FAILURE and task.app.conf.task_eager_propagates:
+        result.maybe_throw()
+    return result

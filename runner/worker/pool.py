@@ -1,0 +1,322 @@
+"""Execution pools: where jobs run. One interface, three kinds.
+
+- ``prefork``: child processes, one job at a time each. The parent enforces hard time limits by
+  killing the child, notices a child that died (signal, ``os._exit``, OOM killer) and replaces it,
+  and recycles children after ``max_tasks_per_child`` jobs or past ``max_memory_per_child``.
+- ``threads``: a thread per slot; hard time limits are best effort (an exception injected into
+  the thread), since a thread cannot be killed.
+- ``solo``: runs each job inline in the worker's own thread.
+
+A pool reports what happened as events: :class:`Finished`, :class:`Lost` or :class:`TimedOut`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING
+
+from runner.exceptions import TimeLimitExceeded
+from runner.message import Message
+from runner.worker.trace import JobResult, _inject, current_rss_kib, handle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.app import Runner
+
+_fork = multiprocessing.get_context("fork")
+
+
+@dataclass(slots=True)
+class Job:
+    id: int
+    message: Message
+    delivery_info: dict
+    time_limit: float | None
+
+
+@dataclass(slots=True)
+class Finished:
+    result: JobResult
+
+
+@dataclass(slots=True)
+class Lost:
+    job_id: int
+    exitcode: int | None
+
+
+@dataclass(slots=True)
+class TimedOut:
+    job_id: int
+    limit: float
+
+
+Event = Finished | Lost | TimedOut
+
+
+class Pool:
+    """What the worker needs from a pool."""
+
+    def __init__(self, app: Runner, size: int, hostname: str, accept: frozenset[str],
+                 max_tasks_per_child: int | None = None,
+                 max_memory_per_child: int | None = None):
+        self.app = app
+        self.size = size
+        self.hostname = hostname
+        self.accept = accept
+        self.max_tasks_per_child = max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child
+
+    def start(self) -> None: ...
+
+    def free_slots(self) -> int:
+        raise NotImplementedError
+
+    def submit(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def collect(self, timeout: float) -> list[Event]:
+        """Events that happened, waiting up to ``timeout`` seconds for the first."""
+        raise NotImplementedError
+
+    def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
+        """Kill what runs ``job_id`` (revoke with terminate); False if the pool cannot."""
+        return False
+
+    def stop(self, kill: bool = False) -> None:
+        """Let workers exit after their job (or kill them at once with ``kill``)."""
+
+    def _run(self, job: Job) -> JobResult:
+        return handle(self.app, job.id, job.message, self.hostname, self.accept,
+                      job.delivery_info)
+
+
+# -- prefork -----------------------------------------------------------------------------------
+
+
+class _Child:
+    __slots__ = ("process", "conn", "job", "deadline", "limit", "done")
+
+    def __init__(self, process, conn: Connection):
+        self.process = process
+        self.conn = conn
+        self.job: int | None = None
+        self.deadline: float | None = None
+        self.limit: float | None = None
+        self.done = 0
+
+
+def _child_main(pool: PreforkPool, conn: Connection) -> None:
+    """The loop of a child process: receive a job, run it, send the result back."""
+    # The parent decides when to stop: a terminal's Ctrl-C or a SIGTERM sent to the whole
+    # process group must not kill a task half way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    measure = bool(pool.max_memory_per_child)
+    try:
+        while True:
+            job = conn.recv()
+            if job is None:
+                break
+            result = pool._run(job)
+            if measure:
+                result.rss_kib = current_rss_kib()
+            conn.send(result)
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        conn.close()
+        os._exit(0)  # skip finalizers of what was inherited from the parent (its connections)
+
+
+class PreforkPool(Pool):
+    def start(self) -> None:
+        self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
+
+    def _spawn(self) -> _Child:
+        parent_end, child_end = _fork.Pipe()
+        process = _fork.Process(target=_child_main, args=(self, child_end), daemon=True,
+                                name="runner-child")
+        process.start()
+        child_end.close()
+        return _Child(process, parent_end)
+
+    def free_slots(self) -> int:
+        return sum(1 for c in self.children if c.job is None)
+
+    def submit(self, job: Job) -> None:
+        child = next(c for c in self.children if c.job is None)
+        child.job = job.id
+        child.limit = job.time_limit
+        child.deadline = time.monotonic() + job.time_limit if job.time_limit else None
+        child.conn.send(job)
+
+    def collect(self, timeout: float) -> list[Event]:
+        events: list[Event] = []
+        busy = [c for c in self.children if c.job is not None]
+        deadlines = [c.deadline for c in busy if c.deadline is not None]
+        if deadlines:
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
+        waitables = [c.conn for c in busy] + [c.process.sentinel for c in self.children]
+        ready = set(wait(waitables, timeout)) if waitables else set()
+        for index, child in enumerate(self.children):
+            if child.conn in ready and child.job is not None:
+                try:
+                    result: JobResult = child.conn.recv()
+                except (EOFError, OSError):
+                    result = None
+                if result is not None:
+                    events.append(Finished(result))
+                    child.job = None
+                    child.done += 1
+                    if self._should_recycle(child, result):
+                        self._retire(child)
+                        self.children[index] = self._spawn()
+                    continue
+            if child.process.sentinel in ready or not child.process.is_alive():
+                if child.job is not None:
+                    child.process.join(0.1)
+                    events.append(Lost(child.job, child.process.exitcode))
+                self.children[index] = self._replace(child)
+            elif child.deadline is not None and time.monotonic() >= child.deadline:
+                child.process.kill()
+                events.append(TimedOut(child.job, child.limit or 0.0))
+                self.children[index] = self._replace(child)
+        return events
+
+    def _should_recycle(self, child: _Child, result: JobResult) -> bool:
+        if self.max_tasks_per_child and child.done >= self.max_tasks_per_child:
+            return True
+        return bool(self.max_memory_per_child and result.rss_kib > self.max_memory_per_child)
+
+    def _retire(self, child: _Child) -> None:
+        try:
+            child.conn.send(None)
+        except OSError:
+            pass
+        child.process.join(5)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        child.conn.close()
+
+    def _replace(self, child: _Child) -> _Child:
+        child.process.join(1)
+        child.conn.close()
+        return self._spawn()
+
+    def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
+        for child in self.children:
+            if child.job == job_id:
+                # children ignore SIGTERM (see _child_main): terminate means kill
+                os.kill(child.process.pid, signal.SIGKILL if signum == signal.SIGTERM
+                        else signum)
+                return True
+        return False
+
+    def stop(self, kill: bool = False) -> None:
+        for child in self.children:
+            if kill:
+                child.process.kill()
+            else:
+                try:
+                    child.conn.send(None)
+                except OSError:
+                    pass
+        for child in self.children:
+            child.process.join(10)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+
+
+# -- threads -----------------------------------------------------------------------------------
+
+
+class ThreadPool(Pool):
+    def start(self) -> None:
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._running: dict[int, tuple[int, float | None, float]] = {}  # job -> thread, deadline
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, daemon=True,
+                                          name=f"runner-thread-{i}") for i in range(self.size)]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
+            with self._lock:
+                deadline = time.monotonic() + job.time_limit if job.time_limit else None
+                self._running[job.id] = (threading.get_ident(), deadline, job.time_limit or 0.0)
+            try:
+                result = self._run(job)
+            except TimeLimitExceeded as exc:  # injected by collect() past the hard limit
+                from runner.worker.trace import refused
+
+                result = refused(self.app, job.id, job.message, exc, self.hostname)
+            finally:
+                with self._lock:
+                    self._running.pop(job.id, None)
+            self._outbox.put(Finished(result))
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.size - len(self._running) - self._inbox.qsize()
+
+    def submit(self, job: Job) -> None:
+        self._inbox.put(job)
+
+    def collect(self, timeout: float) -> list[Event]:
+        events: list[Event] = []
+        try:
+            events.append(self._outbox.get(timeout=timeout))
+            while True:
+                events.append(self._outbox.get_nowait())
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        with self._lock:
+            for thread_id, deadline, _limit in self._running.values():
+                if deadline is not None and now >= deadline:
+                    _inject(thread_id, TimeLimitExceeded)
+        return events
+
+    def stop(self, kill: bool = False) -> None:
+        for _ in self._threads:
+            self._inbox.put(None)
+        if not kill:
+            for thread in self._threads:
+                thread.join(30)
+
+
+# -- solo --------------------------------------------------------------------------------------
+
+
+class SoloPool(Pool):
+    def start(self) -> None:
+        self._done: list[Event] = []
+
+    def free_slots(self) -> int:
+        return 1 if not self._done else 0
+
+    def submit(self, job: Job) -> None:
+        self._done.append(Finished(self._run(job)))
+
+    def collect(self, timeout: float) -> list[Event]:
+        events, self._done = self._done, []
+        if not events and timeout:
+            time.sleep(min(timeout, 0.001))
+        return events
+
+
+POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

@@ -1,0 +1,158 @@
+"""Turning one message into a finished job, inside whichever process or thread runs it.
+
+``handle`` decodes the payload (refusing content types the worker does not accept), runs the task
+under its soft time limit, and returns a :class:`JobResult`: the record to store and what to do
+with the message. It never raises for what the task or the message does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from runner import serialization, states
+from runner.backends.base import ResultRecord
+from runner.exceptions import RunnerError, SoftTimeLimitExceeded
+from runner.execute import Outcome, build_record, run_task
+from runner.message import Message
+from runner.task import Request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.app import Runner
+
+
+@dataclass(slots=True)
+class JobResult:
+    """What a pool hands back to the worker for one job (it crosses a pipe: keep it small)."""
+
+    job_id: int
+    state: str  # SUCCESS, FAILURE, RETRY, IGNORED, REJECTED
+    record: ResultRecord | None  # None: nothing to store (ignore_result, IGNORED, REJECTED)
+    retry_message: Message | None = None
+    requeue: bool = False
+    runtime: float = 0.0
+    summary: str = ""  # repr of the value or the exception, for the log line
+    traceback: str | None = None
+    rss_kib: int = 0
+
+
+def handle(app: Runner, job_id: int, message: Message, hostname: str,
+           accept: frozenset[str], delivery_info: dict) -> JobResult:
+    """Run ``message``'s task and describe the result."""
+    try:
+        task = app.get_task(message.task)
+        payload = message.payload
+        if message.options.get("compression"):
+            payload = serialization.decompress(payload, message.options["compression"])
+        args, kwargs = serialization.loads(payload, message.content_type, accept)
+    except RunnerError as exc:  # unknown task, refused or undecodable content
+        return refused(app, job_id, message, exc, hostname)
+    request = Request(
+        id=message.id, task=message.task, args=args, kwargs=kwargs, retries=message.retries,
+        eta=message.eta, expires=message.expires, hostname=hostname,
+        delivery_info=delivery_info, headers=message.headers, root_id=message.root_id,
+        parent_id=message.parent_id, group=message.group_id, called_directly=False,
+        time_limit=message.options.get("time_limit") or task.effective("time_limit"),
+        soft_time_limit=(message.options.get("soft_time_limit")
+                         or task.effective("soft_time_limit")),
+        options=message.options)
+    disarm = arm_soft_limit(request.soft_time_limit)
+    try:
+        outcome = run_task(task, request, args, kwargs)
+    finally:
+        disarm()
+    serializer = message.options.get("result_serializer") or app.conf.result_serializer
+    ignore = message.options.get("ignore_result")
+    if ignore is None:
+        ignore = task.effective("ignore_result")
+    record = None
+    if not ignore and outcome.state in (states.SUCCESS, states.FAILURE, states.RETRY):
+        record = build_record(task.name, request, outcome, serializer,
+                              app.conf.result_extended, hostname)
+    retry_message = next_attempt(app, message, outcome) if outcome.state == states.RETRY else None
+    summary = repr(outcome.value) if outcome.state != states.IGNORED else ""
+    return JobResult(job_id, outcome.state, record, retry_message, outcome.requeue,
+                     outcome.runtime, summary[:200], outcome.traceback)
+
+
+def refused(app: Runner, job_id: int, message: Message, exc: BaseException,
+            hostname: str | None = None) -> JobResult:
+    """A FAILURE result for a message that cannot run at all (the reason is the exception)."""
+    request = Request(id=message.id, task=message.task, retries=message.retries,
+                      hostname=hostname)
+    outcome = Outcome(states.FAILURE, exc, None)
+    record = build_record(message.task, request, outcome, app.conf.result_serializer)
+    return JobResult(job_id, states.FAILURE, record, summary=f"{type(exc).__name__}: {exc}")
+
+
+def next_attempt(app: Runner, message: Message, outcome: Outcome) -> Message:
+    """The message for the next try of a task that asked to be retried."""
+    retry = outcome.retry
+    assert retry is not None
+    now = time.time()
+    eta = retry.eta if retry.eta is not None else now + float(retry.countdown or 0)
+    changes: dict = {"retries": message.retries + 1, "eta": eta, "sent_at": 0.0}
+    if retry.retry_args is not None or retry.retry_kwargs is not None:
+        args, kwargs = serialization.loads(message.payload, message.content_type)
+        args = list(retry.retry_args) if retry.retry_args is not None else args
+        kwargs = dict(retry.retry_kwargs) if retry.retry_kwargs is not None else kwargs
+        changes["content_type"], changes["payload"] = serialization.dumps(
+            [args, kwargs], serialization.content_type_of(message.content_type))
+    for key in ("queue", "priority"):
+        if retry.options.get(key) is not None:
+            changes[key] = retry.options[key]
+    return dataclasses.replace(message, **changes)
+
+
+# -- soft time limits ---------------------------------------------------------------------------
+
+
+def arm_soft_limit(seconds: float | None) -> Callable[[], None]:
+    """Raise SoftTimeLimitExceeded in the running task after ``seconds``; return a disarm.
+
+    In a process's main thread this is SIGALRM (exact, and interrupts sleeps); in a pool thread
+    the exception is injected asynchronously and is seen at the next Python bytecode."""
+    if not seconds:
+        return _noop
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+        signal.setitimer(signal.ITIMER_REAL, float(seconds))
+
+        def disarm() -> None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        return disarm
+    thread_id = threading.get_ident()
+    timer = threading.Timer(float(seconds), _inject, (thread_id, SoftTimeLimitExceeded))
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
+
+
+def _raise_soft_limit(signum, frame):
+    raise SoftTimeLimitExceeded("SoftTimeLimitExceeded()")
+
+
+def _inject(thread_id: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+def _noop() -> None:
+    return None
+
+
+def current_rss_kib() -> int:
+    """Resident memory of this process in KiB (Linux /proc; 0 where unknown)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * (os.sysconf("SC_PAGE_SIZE") // 1024)
+    except (OSError, ValueError, IndexError):
+        return 0

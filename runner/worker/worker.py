@@ -1,0 +1,351 @@
+"""The worker: fetch messages, hand them to the pool, store results, ack. Read top to bottom.
+
+Guarantees:
+- A message is acked only after its result is stored (``acks_late``), or just before its task
+  starts (the default, as Celery): prefetched messages that never started are not acked, and go
+  back to the broker on shutdown, or after the visibility timeout if the worker is killed.
+- Claims of messages held by this worker are renewed while it lives, so a long task is never
+  given to a second worker.
+- A task whose process dies is recorded as FAILURE (WorkerLostError), or delivered again when
+  ``acks_late`` and ``task_reject_on_worker_lost`` are both on: never PENDING forever.
+- Warm shutdown (SIGTERM, SIGINT): running tasks finish, unstarted ones go back. A second signal
+  is a cold shutdown: running tasks are stopped and their messages go back to the broker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from runner import serialization, states
+from runner.backends.base import ResultRecord
+from runner.brokers.base import Delivery
+from runner.exceptions import (
+    SerializationError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from runner.message import Message
+from runner.worker.pool import POOLS, Finished, Job, Lost, Pool, TimedOut
+from runner.worker.trace import JobResult, refused
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.app import Runner
+
+logger = logging.getLogger("runner.worker")
+
+HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke-terminate checks
+CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
+
+
+@dataclass(slots=True)
+class Held:
+    """A message this worker holds: buffered, or running as ``job``."""
+
+    delivery: Delivery
+    message: Message
+    acks_late: bool
+    acked: bool = False
+    job: int | None = None
+    started: float = 0.0
+    reject_on_worker_lost: bool = False
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int = 1
+    pool: str = "prefork"
+    queues: list[str] = field(default_factory=lambda: ["celery"])
+    hostname: str = ""
+    prefetch_multiplier: int = 4
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None
+
+
+class Worker:
+    def __init__(self, app: Runner, options: WorkerOptions):
+        self.app = app
+        self.options = options
+        self.hostname = options.hostname or f"celery@{socket.gethostname()}"
+        self.consumer_id = f"{self.hostname}:{os.getpid()}"
+        self.accept = serialization.accept_set(app.conf.accept_content)
+        self.broker = app.broker
+        self.backend = app.backend
+        self.capacity = max(options.concurrency,
+                            options.concurrency * max(0, options.prefetch_multiplier))
+        transport = app.conf.broker_transport_options
+        self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
+        self.polling_interval = float(getattr(transport, "polling_interval", 0.005))
+        self.buffer: list[Held] = []  # fetched, not started
+        self.running: dict[int, Held] = {}
+        self.results: list[ResultRecord] = []  # to store, then...
+        self.acks: list[Delivery] = []  # ...to ack, in this order
+        self.job_ids = itertools.count(1)
+        self.stopping = False  # warm shutdown asked
+        self.killing = False  # cold shutdown asked
+        self.more_waiting = True  # the last fetch was full: fetch again without waiting
+        self.terminated: set[str] = set()  # task ids whose process we killed on revoke
+        self.pool: Pool = POOLS[options.pool](
+            app, options.concurrency, self.hostname, self.accept,
+            options.max_tasks_per_child, options.max_memory_per_child)
+        now = time.monotonic()
+        self.next_extend = now + self.visibility_timeout / 3
+        self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
+        self.next_cleanup = now
+
+    # -- the main loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Work until a shutdown signal; return after a clean warm or cold shutdown."""
+        self.install_signal_handlers()
+        self.pool.start()
+        logger.info("%s ready.", self.hostname)
+        try:
+            while not self.killing and not (self.stopping and not self.running):
+                self.fetch()
+                self.dispatch()
+                self.wait_and_collect()
+                self.flush()
+                self.housekeeping()
+        finally:
+            self.shutdown()
+
+    def fetch(self) -> None:
+        room = self.capacity - len(self.buffer) - len(self.running)
+        if self.stopping or room <= 0:
+            return
+        deliveries = self.broker.fetch(self.options.queues, room, self.consumer_id)
+        self.more_waiting = len(deliveries) == room
+        if not deliveries:
+            return
+        held = [h for h in map(self.receive, deliveries) if h is not None]
+        self.drop_revoked(held)
+
+    def receive(self, delivery: Delivery) -> Held | None:
+        try:
+            message = Message.decode(delivery.body)
+        except SerializationError as exc:
+            logger.error("Discarding unreadable message from queue %s: %s", delivery.queue, exc)
+            self.acks.append(delivery)
+            return None
+        task = self.app.tasks.get(message.task)
+        acks_late = message.options.get("acks_late")
+        if acks_late is None:
+            acks_late = task.effective("acks_late") if task else self.app.conf.task_acks_late
+        reject = bool(task.effective("reject_on_worker_lost") if task
+                      else self.app.conf.task_reject_on_worker_lost)
+        logger.info("Task %s[%s] received", message.task, message.id)
+        return Held(delivery, message, bool(acks_late), reject_on_worker_lost=reject)
+
+    def drop_revoked(self, held: list[Held]) -> None:
+        revoked = self.backend.revoked([h.message.id for h in held])
+        now = time.time()
+        for h in held:
+            if h.message.id in revoked:
+                self.finish_revoked(h, "revoked")
+            elif h.message.expires is not None and h.message.expires < now:
+                self.finish_revoked(h, "expired")
+            else:
+                self.buffer.append(h)
+
+    def dispatch(self) -> None:
+        """Start buffered messages on free pool slots, highest priority first."""
+        if self.stopping or not self.buffer:
+            return
+        free = self.pool.free_slots()
+        if free <= 0:
+            return
+        if len(self.buffer) > 1:
+            self.buffer.sort(key=lambda h: -(h.message.priority or 0))
+        starting, self.buffer = self.buffer[:free], self.buffer[free:]
+        for held in starting:
+            self.start(held)
+
+    def start(self, held: Held) -> None:
+        message = held.message
+        task = self.app.tasks.get(message.task)
+        time_limit = message.options.get("time_limit") or (
+            task.effective("time_limit") if task else None)
+        if not held.acks_late:
+            self.acks.append(held.delivery)  # early ack: Celery's default
+            held.acked = True
+        if task is not None and task.effective("track_started"):
+            self.results.append(ResultRecord(message.id, states.STARTED, meta={
+                "name": message.task, "worker": self.hostname, "pid": os.getpid()}))
+        held.job = next(self.job_ids)
+        held.started = time.monotonic()
+        self.running[held.job] = held
+        delivery_info = {"queue": held.delivery.queue, "priority": message.priority,
+                         "redelivered": held.delivery.redelivered}
+        self.pool.submit(Job(held.job, message, delivery_info, time_limit))
+
+    def wait_and_collect(self) -> None:
+        """Wait for the pool, or for new messages while there is room for them."""
+        room = len(self.buffer) + len(self.running) < self.capacity and not self.stopping
+        if room and self.more_waiting:
+            timeout = 0.0
+        elif room and not self.running:
+            self.broker.wait(1.0)
+            return
+        else:
+            timeout = self.polling_interval if room else 1.0
+        for event in self.pool.collect(timeout):
+            if isinstance(event, Finished):
+                self.finished(event.result)
+            elif isinstance(event, Lost):
+                self.lost(event.job_id, event.exitcode)
+            elif isinstance(event, TimedOut):
+                self.timed_out(event.job_id, event.limit)
+        if room and not self.more_waiting:
+            self.more_waiting = self.broker.wait(0)
+
+    # -- what happened to a job -------------------------------------------------------------
+
+    def finished(self, result: JobResult) -> None:
+        held = self.running.pop(result.job_id)
+        message = held.message
+        if result.record is not None:
+            self.results.append(result.record)
+        if result.state == states.RETRY and result.retry_message is not None:
+            logger.info("Task %s[%s] retry: %s", message.task, message.id, result.summary)
+            if held.acked:
+                self.broker.enqueue([result.retry_message])
+            else:
+                self.flush()  # the RETRY state is stored before the next attempt exists
+                self.broker.retry(held.delivery, result.retry_message)
+            return
+        if result.state == "REJECTED" and result.requeue:
+            if held.acked:
+                self.broker.enqueue([message])
+            else:
+                self.broker.requeue([held.delivery])
+            return
+        if not held.acked:
+            self.acks.append(held.delivery)
+        if result.state == states.SUCCESS:
+            logger.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id,
+                        result.runtime, result.summary)
+        elif result.state == states.FAILURE:
+            logger.error("Task %s[%s] raised unexpected: %s\n%s", message.task, message.id,
+                         result.summary, result.traceback or "")
+
+    def lost(self, job_id: int, exitcode: int | None) -> None:
+        held = self.running.pop(job_id)
+        message = held.message
+        how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
+               if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
+        if held.message.id in self.terminated:
+            self.terminated.discard(held.message.id)
+            self.finish_revoked(held, "terminated")
+            return
+        if held.acks_late and held.reject_on_worker_lost:
+            logger.warning("Process running task %s[%s] exited with %s; delivering it again.",
+                           message.task, message.id, how)
+            self.broker.requeue([held.delivery])
+            return
+        error = WorkerLostError(f"Worker exited prematurely: {how} Job: {job_id}.")
+        logger.error("Task %s[%s] raised unexpected: %r", message.task, message.id, error)
+        self.results.append(refused(self.app, job_id, message, error, self.hostname).record)
+        if not held.acked:
+            self.acks.append(held.delivery)
+
+    def timed_out(self, job_id: int, limit: float) -> None:
+        held = self.running.pop(job_id)
+        message = held.message
+        error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
+        logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
+                     message.id)
+        self.results.append(refused(self.app, job_id, message, error, self.hostname).record)
+        if not held.acked:
+            self.acks.append(held.delivery)
+
+    def finish_revoked(self, held: Held, why: str) -> None:
+        logger.info("Discarding %s task %s[%s]", why, held.message.task, held.message.id)
+        error = TaskRevokedError(why)
+        record = refused(self.app, 0, held.message, error, self.hostname).record
+        record.state = states.REVOKED
+        self.results.append(record)
+        if not held.acked:
+            self.acks.append(held.delivery)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Store results, then ack: a crash in between means a second run, never a loss."""
+        if self.results:
+            results, self.results = self.results, []
+            self.backend.store(results)
+        if self.acks:
+            acks, self.acks = self.acks, []
+            self.broker.ack(acks)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_extend:
+            self.next_extend = now + self.visibility_timeout / 3
+            held = [h.delivery for h in self.buffer]
+            held += [h.delivery for h in self.running.values() if not h.acked]
+            self.broker.extend(held)
+        if now >= self.next_housekeeping and self.running:
+            self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
+            self.terminate_revoked()
+        if now >= self.next_cleanup:
+            self.next_cleanup = now + CLEANUP_INTERVAL
+            self.backend.cleanup()
+
+    def terminate_revoked(self) -> None:
+        by_task = {h.message.id: job for job, h in self.running.items()}
+        for task_id, (terminate, signame) in self.backend.revoked(list(by_task)).items():
+            if terminate and task_id not in self.terminated:
+                signum = getattr(signal, signame, signal.SIGTERM)
+                if self.pool.terminate_job(by_task[task_id], signum):
+                    self.terminated.add(task_id)
+                    logger.info("Terminating task %s (%s)", task_id, signame)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.on_signal)
+        signal.signal(signal.SIGQUIT, self.on_cold_signal)
+
+    def on_signal(self, signum, frame) -> None:
+        if self.stopping:
+            self.on_cold_signal(signum, frame)
+            return
+        logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)",
+                       signal.Signals(signum).name, len(self.running))
+        self.stopping = True
+
+    def on_cold_signal(self, signum, frame) -> None:
+        logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
+        self.stopping = self.killing = True
+
+    def shutdown(self) -> None:
+        """Give back what did not start, stop the pool, store and ack what finished."""
+        if self.buffer:
+            self.broker.requeue([h.delivery for h in self.buffer if not h.acked])
+            self.buffer = []
+        self.pool.stop(kill=self.killing)
+        if self.killing:
+            for held in self.running.values():  # interrupted: run again elsewhere
+                if held.acked:
+                    self.broker.enqueue([held.message])
+                else:
+                    self.broker.requeue([held.delivery])
+            self.running.clear()
+        else:
+            for event in self.pool.collect(0):
+                if isinstance(event, Finished):
+                    self.finished(event.result)
+        self.flush()
+        logger.info("%s stopped.", self.hostname)
