@@ -100,8 +100,16 @@ def check_module(module: str | types.ModuleType) -> int:
     return report(conf)
 
 
-def _print_issues(issues: list[ConfigIssue]) -> int:
-    print(f"configuration invalid: {len(issues)} problem(s)", file=sys.stderr)
+def format_issues(issues: list[ConfigIssue]) -> list[str]:
+    """A heading and one line per problem, each with its source when known."""
+    lines = [f"configuration invalid: {len(issues)} problem(s)"]
     for issue in issues:
-        print(f"  {issue}", file=sys.stderr)
+        text = str(issue) if issue.key else (
+            f"{issue.source}: {issue.message}" if issue.source else issue.message)
+        lines.append(f"  {text}")
+    return lines
+
+
+def _print_issues(issues: list[ConfigIssue]) -> int:
+    print("\n".join(format_issues(issues)), file=sys.stderr)
     return 1

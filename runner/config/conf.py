@@ -122,7 +122,9 @@ class Conf:
         except ImportError as exc:
             if pending.silent:
                 return Layer(label=pending.name)
-            raise ConfigError(f"cannot import config module {pending.name!r}: {exc}") from exc
+            raise ConfigError(f"cannot import config module {pending.name!r}: {exc} (is its "
+                              "directory on sys.path? run from the directory that holds it)"
+                              ) from exc
         return read_object(obj, namespace=pending.namespace)
 
     def _layers(self) -> list[Layer]:

@@ -347,3 +347,22 @@ def ensure_cwd_on_path() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def import_path(path: str | os.PathLike) -> types.ModuleType:
+    """Execute a ``.py`` file as a module (named after the file) without putting it on sys.path."""
+    import importlib.util
+
+    where = display_path(path)
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: no such file")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{where}: cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ConfigError(f"config module {where} failed to import: "
+                          f"{type(exc).__name__}: {exc}{_where(exc)}") from exc
+    return module

@@ -24,19 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from runner import serialization
 from runner.config.urls import check_url, mask_url
-from runner.exceptions import ConfigError
+from runner.exceptions import ConfigError, SerializationError
+from runner.routing import validate_routes
 
-#: Serializer name -> content type. The serialization registry implements them.
-SERIALIZERS: dict[str, str] = {
-    "json": "application/json",
-    "pickle": "application/x-python-serialize",
-    "yaml": "application/x-yaml",
-    "msgpack": "application/x-msgpack",
-}
-CONTENT_TYPES: frozenset[str] = frozenset(SERIALIZERS) | frozenset(SERIALIZERS.values())
-COMPRESSIONS = ("gzip", "zlib", "bzip2")
-POOLS = ("prefork", "threads", "solo")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 
 
@@ -49,18 +41,29 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _allowed_serializers() -> str:
+    names = serialization.registered_names()
+    return ", ".join(names) + " (or their content types: " + ", ".join(
+        serialization.content_type_of(name) for name in names) + ")"
+
+
 def _check_serializer(value: str) -> str:
-    if value not in SERIALIZERS:
+    if value not in serialization.registered_names():
         raise ValueError(f"serializer {value!r} is not registered; allowed: "
-                         + ", ".join(SERIALIZERS))
+                         + ", ".join(serialization.registered_names()))
     return value
 
 
 def _check_accept(value: list[str]) -> list[str]:
-    unknown = [item for item in value if item not in CONTENT_TYPES]
+    unknown = []
+    for item in value:
+        try:
+            serialization.content_type_of(item)
+        except SerializationError:
+            unknown.append(item)
     if unknown:
         raise ValueError(f"unknown content type(s) {', '.join(map(repr, unknown))}; allowed: "
-                         + ", ".join(SERIALIZERS) + " or " + ", ".join(SERIALIZERS.values()))
+                         + _allowed_serializers())
     return value
 
 
@@ -166,6 +169,14 @@ class BeatEntry(BaseModel):
         return value
 
 
+def _queues_json_schema(schema: dict[str, Any]) -> None:
+    """In YAML, task_queues is a list of names or queue mappings, or a mapping name -> options."""
+    item = {"anyOf": [{"type": "string"}, schema.pop("items")]}
+    schema.pop("type", None)
+    schema["anyOf"] = [{"type": "array", "items": item},
+                       {"type": "object", "additionalProperties": {"type": ["object", "null"]}}]
+
+
 class Settings(BaseModel):
     """Every setting runner reads. Unknown names are errors; values are checked on assignment."""
 
@@ -217,7 +228,7 @@ class Settings(BaseModel):
         "celery", min_length=1, description="queue for tasks without a route")
     task_queues: list[QueueSpec] = Field(
         default_factory=list, description="queues a worker consumes (names, dicts or Queue "
-        "objects); empty: the default queue")
+        "objects); empty: the default queue", json_schema_extra=_queues_json_schema)
     task_routes: Any = Field(
         None, description="task name -> queue: a dict (glob or regex keys), a list, or a router")
     task_create_missing_queues: bool = Field(
@@ -350,7 +361,9 @@ class Settings(BaseModel):
     @field_validator("task_routes")
     @classmethod
     def _routes(cls, value: Any) -> Any:
-        _check_routes(value)
+        problems = validate_routes(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("task_soft_time_limit")
@@ -378,37 +391,6 @@ def _check_url_field(value: str | None, kind: str) -> str | None:
     except ConfigError as exc:
         raise ValueError(exc.issues[0].message) from None
     return value
-
-
-def _check_routes(value: Any) -> None:
-    """Light checks of ``task_routes``; routers themselves run when a task is sent."""
-    if value is None or callable(value):
-        return
-    if isinstance(value, str):  # dotted path of a router function
-        return
-    if isinstance(value, dict):
-        _check_route_map(value)
-        return
-    if isinstance(value, list | tuple):
-        for item in value:
-            if isinstance(item, dict):
-                _check_route_map(item)
-            elif not (callable(item) or isinstance(item, str)):
-                raise ValueError(f"a task_routes list holds dicts, routers or router paths; "
-                                 f"given {item!r}")
-        return
-    raise ValueError(f"task_routes must be a dict, a list or a router function; given {value!r}")
-
-
-def _check_route_map(routes: dict) -> None:
-    for pattern, route in routes.items():
-        if not isinstance(pattern, str | re.Pattern):
-            raise ValueError(f"route key {pattern!r} must be a task name, glob or regex")
-        if isinstance(route, str):
-            continue
-        if not isinstance(route, dict) or not isinstance(route.get("queue"), str):
-            raise ValueError(f"route for {getattr(pattern, 'pattern', pattern)!r} must be a "
-                             f"queue name or a dict with 'queue'; given {route!r}")
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
