@@ -6,3 +6,11 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from runner import states  # noqa: E402
+from runner.app import Celery, Runner, current_app  # noqa: E402
+from runner.result import AsyncResult, EagerResult  # noqa: E402
+from runner.task import Task  # noqa: E402
+
+__all__ = ["AsyncResult", "Celery", "EagerResult", "Runner", "Task", "current_app", "states",
+           "__version__"]

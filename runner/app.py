@@ -130,21 +130,28 @@ class Runner:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
             local.pid, local.broker, local.backend = os.getpid(), None, None
+            local.broker_url = local.backend_url = None
         return local
 
     @property
     def broker(self) -> Broker:
-        local = self._connections()
-        if local.broker is None:
-            local.broker = open_broker(self.broker_url, self._transport_options())
+        local, url = self._connections(), self.broker_url
+        if local.broker is None or local.broker_url != url:
+            if local.broker is not None:
+                local.broker.close()
+            local.broker = open_broker(url, self._transport_options())
+            local.broker_url = url
         return local.broker
 
     @property
     def backend(self) -> ResultBackend:
-        local = self._connections()
-        if local.backend is None:
-            local.backend = open_backend(self.backend_url, self.conf.result_expires,
+        local, url = self._connections(), self.backend_url
+        if local.backend is None or local.backend_url != url:
+            if local.backend is not None:
+                local.backend.close()
+            local.backend = open_backend(url, self.conf.result_expires,
                                          self._transport_options())
+            local.backend_url = url
         return local.backend
 
     def _transport_options(self) -> dict:

@@ -86,7 +86,10 @@ def _autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
 def _format_tb(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
-    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is run_task.__code__:
+        tb = tb.tb_next  # start at the task, not at runner's call of it
+    return "".join(tb_module.format_exception(type(exc), exc, tb))
 
 
 def build_record(task_name: str, request: Request, outcome: Outcome, serializer: str,

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("runner.worker")
 
+IDLE_WAIT = 0.2  # longest an idle worker sleeps before looking at its signals and timers
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke-terminate checks
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 
@@ -192,7 +193,7 @@ class Worker:
         if room and self.more_waiting:
             timeout = 0.0
         elif room and not self.running:
-            self.broker.wait(1.0)
+            self.broker.wait(IDLE_WAIT)
             return
         else:
             timeout = self.polling_interval if room else 1.0
@@ -336,16 +337,13 @@ class Worker:
             self.broker.requeue([h.delivery for h in self.buffer if not h.acked])
             self.buffer = []
         self.pool.stop(kill=self.killing)
-        if self.killing:
-            for held in self.running.values():  # interrupted: run again elsewhere
-                if held.acked:
-                    self.broker.enqueue([held.message])
-                else:
-                    self.broker.requeue([held.delivery])
-            self.running.clear()
-        else:
-            for event in self.pool.collect(0):
-                if isinstance(event, Finished):
-                    self.finished(event.result)
+        # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
+        # whose messages go back to the broker to run again elsewhere.
+        for held in self.running.values():
+            if held.acked:
+                self.broker.enqueue([held.message])
+            else:
+                self.broker.requeue([held.delivery])
+        self.running.clear()
         self.flush()
         logger.info("%s stopped.", self.hostname)

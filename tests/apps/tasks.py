@@ -1,0 +1,107 @@
+"""The tasks the end-to-end tests run in real worker processes (imported as ``-A tasks``).
+
+Broker and backend come from RUNNER_BROKER_URL / RUNNER_RESULT_BACKEND, set per test.
+"""
+
+import os
+import time
+
+from runner import Celery
+from runner.exceptions import SoftTimeLimitExceeded
+
+app = Celery("tasks")
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def echo(value):
+    return value
+
+
+@app.task
+def boom(message="kaput"):
+    raise ValueError(message)
+
+
+class CustomError(Exception):
+    pass
+
+
+@app.task
+def custom_boom():
+    raise CustomError("custom", 42)
+
+
+@app.task
+def sleep(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+@app.task(bind=True)
+def whoami(self):
+    r = self.request
+    return {"id": r.id, "retries": r.retries, "args": r.args, "kwargs": r.kwargs,
+            "hostname": r.hostname, "queue": r.delivery_info.get("queue"), "pid": os.getpid()}
+
+
+@app.task(bind=True, max_retries=3, default_retry_delay=0.1)
+def flaky(self, fail_times):
+    if self.request.retries < fail_times:
+        raise self.retry(exc=RuntimeError(f"attempt {self.request.retries}"))
+    return self.request.retries
+
+
+@app.task(autoretry_for=(ZeroDivisionError,), retry_backoff=0.1, retry_jitter=False,
+          max_retries=2)
+def divide(x, y):
+    return x / y
+
+
+@app.task(soft_time_limit=0.5)
+def soft_limited(seconds):
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "finished"
+
+
+@app.task(time_limit=0.5)
+def hard_limited(seconds):
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task
+def die(code=1):
+    os._exit(code)
+
+
+@app.task
+def pid():
+    return os.getpid()
+
+
+@app.task(acks_late=True)
+def slow_late(seconds, marker=None):
+    """Appends to ``marker`` (a file) when it starts, so a test can count runs."""
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return "done"
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def die_late(marker):
+    """Dies the first time it runs, succeeds the second time."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("1")
+        os._exit(9)
+    return "second run"
