@@ -112,6 +112,15 @@ def test_validate_config_option_applies_over_target(cli, tmp_path):
     assert "override (default)" in result.stdout
 
 
+def test_validate_shows_old_name_deprecations(cli, tmp_path):
+    (tmp_path / "oldconfig.py").write_text("BROKER_URL = 'memory://'\nCELERYD_CONCURRENCY = 2\n")
+    result = cli.invoke(validate, [str(tmp_path / "oldconfig.py")])
+    assert result.exit_code == 0, result.output
+    assert "oldconfig.py:2: CELERYD_CONCURRENCY is Celery's old name of the setting " \
+        "worker_concurrency" in result.stderr
+    assert "broker:          memory://" in result.stdout
+
+
 def test_validate_tells_a_pipeline_by_its_steps_key(cli, tmp_path):
     path = tmp_path / "etl.yaml"
     path.write_text("name: etl\nsteps:\n  - task: tasks.extract\n")

@@ -14,10 +14,9 @@ from pathlib import Path
 import click
 import yaml
 
-from runner.config.check import format_issues, report
+from runner.config.check import check_conf
 from runner.config.conf import Conf
 from runner.config.loaders import ensure_cwd_on_path, import_path
-from runner.exceptions import ConfigError
 
 _DATA_SUFFIXES = {".yaml", ".yml", ".json"}
 
@@ -57,15 +56,13 @@ def validate(target: str, kind: str | None, config_file: str | None) -> None:
     if kind == "pipeline":
         click.echo(f"Error: {target}: pipelines are not supported yet", err=True)
         sys.exit(2)
-    conf = Conf(environ={})
-    try:
+
+    def load(conf: Conf) -> None:
         _load_target(conf, target)
         if config_file:
             conf.load_file(config_file, layer="cli")
-    except ConfigError as exc:
-        click.echo("\n".join(format_issues(exc.issues)), err=True)
-        sys.exit(1)
-    sys.exit(report(conf))
+
+    sys.exit(check_conf(load))
 
 
 COMMANDS = [validate]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 import types
+import warnings
+from collections.abc import Callable
 
 from runner.config.conf import Conf
 from runner.config.settings import Settings
@@ -73,11 +75,23 @@ def problems(conf: Conf) -> list[ConfigIssue]:
     return issues
 
 
-def report(conf: Conf) -> int:
-    """Print the summary and "configuration OK" (0), or every problem to stderr (1)."""
-    issues = problems(conf)
+def check_conf(load: Callable[[Conf], None]) -> int:
+    """Build a Conf with ``load(conf)``, then print the summary and "configuration OK" (0), or
+    every problem to stderr (1). Old-name deprecations are printed too: here they are the point.
+    """
+    conf = Conf(environ={})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        try:
+            load(conf)
+            issues = problems(conf)
+        except ConfigError as exc:
+            issues = list(exc.issues)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
     if issues:
-        return _print_issues(issues)
+        print("\n".join(format_issues(issues)), file=sys.stderr)
+        return 1
     print(summary(conf))
     print("configuration OK")
     return 0
@@ -92,12 +106,7 @@ def check_module(module: str | types.ModuleType) -> int:
     """
     if isinstance(module, str) and module == "__main__":
         module = sys.modules["__main__"]
-    conf = Conf(environ={})
-    try:
-        conf.load_object(module, force=True)
-    except ConfigError as exc:
-        return _print_issues(exc.issues)
-    return report(conf)
+    return check_conf(lambda conf: conf.load_object(module, force=True))
 
 
 def format_issues(issues: list[ConfigIssue]) -> list[str]:
@@ -108,8 +117,3 @@ def format_issues(issues: list[ConfigIssue]) -> list[str]:
             f"{issue.source}: {issue.message}" if issue.source else issue.message)
         lines.append(f"  {text}")
     return lines
-
-
-def _print_issues(issues: list[ConfigIssue]) -> int:
-    print("\n".join(format_issues(issues)), file=sys.stderr)
-    return 1
