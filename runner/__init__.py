@@ -5,7 +5,7 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from runner.version import __version__  # noqa: E402
 
 from runner import states  # noqa: E402
 from runner.app import Celery, Runner, current_app  # noqa: E402

@@ -15,32 +15,24 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from runner import serialization
+from runner import _state, serialization
 from runner.backends.base import ResultBackend
 from runner.backends.registry import open_backend
 from runner.brokers.base import Broker
 from runner.brokers.registry import open_broker
 from runner.config import Conf
+from runner.config.urls import EMBEDDED_DEFAULT_URL
 from runner.exceptions import NotRegistered
 from runner.message import Message
-from runner.result import AsyncResult
+from runner.execute import apply_eagerly
+from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.task import Task
 
 #: where broker and results live when nothing is configured: no server needed
-DEFAULT_URL = "sqlite:///.runner/runner.db"
+DEFAULT_URL = EMBEDDED_DEFAULT_URL
 
-_current: Runner | None = None
-_current_lock = threading.Lock()
-
-
-def current_app() -> Runner:
-    """The app created last in this process (a default one if none was)."""
-    global _current
-    with _current_lock:
-        if _current is None:
-            _current = Runner("default")
-        return _current
+current_app = _state.current_app
 
 
 class Control:
@@ -61,7 +53,6 @@ class Runner:
     def __init__(self, main: str | None = None, broker: str | None = None,
                  backend: str | None = None, *, include: list[str] | None = None,
                  set_as_current: bool = True, **settings: Any):
-        global _current
         self.main = main
         preconf: dict[str, Any] = dict(settings)
         if broker is not None:
@@ -77,8 +68,7 @@ class Runner:
         self._router: tuple[int, Router] | None = None
         self._imported = False
         if set_as_current:
-            with _current_lock:
-                _current = self
+            _state.set_current_app(self)
 
     def __repr__(self) -> str:
         return f"<Runner {self.main or '__main__'} at {id(self):#x}>"
@@ -283,9 +273,15 @@ class Runner:
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
+    def apply_eagerly(self, task: Task, args: list, kwargs: dict,
+                      options: dict[str, Any]) -> EagerResult:
+        """Run ``task`` here and now through the worker's execution path (``Task.apply``)."""
+        return apply_eagerly(task, args, kwargs, options)
+
 
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
                    "result_serializer", "link", "link_error")
 
 Celery = Runner
+_state.default_app_factory = lambda: Runner("default")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from runner import serialization, states
+from runner._state import current_app
 from runner.exceptions import TaskRevokedError, TimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,8 +23,6 @@ class AsyncResult:
 
     def __init__(self, id: str, app: Runner | None = None, task_name: str | None = None):
         if app is None:
-            from runner.app import current_app
-
             app = current_app()
         self.id = id
         self.app = app

@@ -124,9 +124,7 @@ class Task:
     def apply(self, args: tuple | list | None = None, kwargs: dict | None = None,
               **options: Any) -> EagerResult:
         """Run the task here and now, through the worker's own execution path."""
-        from runner.execute import apply_eagerly  # execute imports task: import here
-
-        return apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
+        return self.app.apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return self.app.AsyncResult(task_id, task_name=self.name)

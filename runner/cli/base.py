@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner import __version__
+from runner.version import __version__
 from runner.exceptions import AppImportError, RunnerError
 
 if TYPE_CHECKING:  # pragma: no cover

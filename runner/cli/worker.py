@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from runner import __version__
+from runner.version import __version__
 from runner.cli.base import app_options
 from runner.config.urls import mask_url
 

@@ -196,7 +196,7 @@ def not_supported_message(kind: str, url: str) -> str:
     label = "broker" if kind == "broker" else "result backend"
     scheme = url.partition("://")[0].lower()
     supported = ", ".join(f"{s}://" for s, cls in table.items() if cls is not None)
-    from runner import __version__
+    from runner.version import __version__
 
     return (f"{label} URL scheme {scheme!r} ({mask_url(url)}) is not supported yet by "
             f"runner {__version__}; supported now: {supported}")
