@@ -23,8 +23,8 @@ from runner.brokers.registry import open_broker
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL
 from runner.exceptions import NotRegistered
-from runner.message import Message
 from runner.execute import apply_eagerly
+from runner.message import Message
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.task import Task

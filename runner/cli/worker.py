@@ -9,9 +9,9 @@ import sys
 
 import click
 
-from runner.version import __version__
 from runner.cli.base import app_options
 from runner.config.urls import mask_url
+from runner.version import __version__
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 
@@ -68,7 +68,7 @@ def banner(app, options) -> str:
     lines = [
         f" -------------- {options.hostname} v{__version__}",
         "--- ***** ----- ",
-        f"-- ******* ---- [config]",
+        "-- ******* ---- [config]",
         f"- *** --- * --- .> app:         {app.main or '__main__'}:{id(app):#x}",
         f"- ** ---------- .> transport:   {mask_url(app.broker_url)}",
         f"- ** ---------- .> results:     {mask_url(app.backend_url)}",
