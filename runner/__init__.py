@@ -5,12 +5,11 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 
 from __future__ import annotations
 
-from runner.version import __version__  # noqa: E402
-
-from runner import states  # noqa: E402
-from runner.app import Celery, Runner, current_app  # noqa: E402
-from runner.result import AsyncResult, EagerResult  # noqa: E402
-from runner.task import Task  # noqa: E402
+from runner import states
+from runner.app import Celery, Runner, current_app
+from runner.result import AsyncResult, EagerResult
+from runner.task import Task
+from runner.version import __version__
 
 __all__ = ["AsyncResult", "Celery", "EagerResult", "Runner", "Task", "current_app", "states",
            "__version__"]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from runner.version import __version__
 from runner.exceptions import AppImportError, RunnerError
+from runner.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
