@@ -37,9 +37,13 @@ def app(db_url: str):
     """The test app of ``tests/apps/tasks.py``, pointed at this test's database."""
     import tasks
 
+    runtime = tasks.app.conf._runtime  # settings changed by the test are undone after it
+    saved = dict(runtime.values), dict(runtime.sources)
     tasks.app.conf.update(broker_url=db_url, result_backend=db_url)
     yield tasks.app
     tasks.app.close()
+    runtime.values, runtime.sources = saved
+    tasks.app.conf._invalidate()
 
 
 class WorkerProcess:
