@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +89,28 @@ class ResultBackend(ABC):
     @abstractmethod
     def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
         """Which of ``task_ids`` are revoked: id -> (terminate, signal name)."""
+
+    # -- small keyed data, for what spans tasks (chord counters, pipeline run records) --------
+
+    @abstractmethod
+    def get_data(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or None."""
+
+    @abstractmethod
+    def update_data(self, key: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+        """Atomically replace the value of ``key`` by ``change(old)`` (None deletes it) and return
+        the new value. ``change`` may be called more than once (optimistic stores retry on
+        conflict), so it must have no side effects."""
+
+    @abstractmethod
+    def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+
+    def put_data(self, key: str, value: bytes) -> None:
+        self.update_data(key, lambda _old: value)
+
+    def delete_data(self, key: str) -> None:
+        self.update_data(key, lambda _old: None)
 
     def cleanup(self) -> int:
         """Delete expired records; return how many."""

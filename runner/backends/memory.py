@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
@@ -15,6 +15,7 @@ class _Store:
         self.cond = threading.Condition()
         self.results: dict[str, tuple[ResultRecord, float | None]] = {}
         self.revoked: dict[str, tuple[bool, str]] = {}
+        self.data: dict[str, bytes] = {}
 
 
 _STORES: dict[str, _Store] = {}
@@ -71,3 +72,21 @@ class MemoryBackend(ResultBackend):
     def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
         with self._store.cond:
             return {t: self._store.revoked[t] for t in task_ids if t in self._store.revoked}
+
+    def get_data(self, key: str) -> bytes | None:
+        with self._store.cond:
+            return self._store.data.get(key)
+
+    def update_data(self, key: str, change: Callable[[bytes | None], bytes | None]
+                    ) -> bytes | None:
+        with self._store.cond:
+            new = change(self._store.data.get(key))
+            if new is None:
+                self._store.data.pop(key, None)
+            else:
+                self._store.data[key] = new
+            return new
+
+    def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
+        with self._store.cond:
+            return sorted((k, v) for k, v in self._store.data.items() if k.startswith(prefix))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS runner_results (
     expires_at REAL
 );
 CREATE INDEX IF NOT EXISTS runner_results_expiry ON runner_results (expires_at);
+CREATE TABLE IF NOT EXISTS runner_data (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runner_revoked (
     task_id TEXT PRIMARY KEY,
     terminate INTEGER NOT NULL,
@@ -128,6 +133,34 @@ class SQLiteBackend(ResultBackend):
                 f"SELECT task_id, terminate, signal FROM runner_revoked "
                 f"WHERE task_id IN ({marks})", list(task_ids)).fetchall()
         return {task_id: (bool(term), sig) for task_id, term, sig in rows}
+
+    def get_data(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM runner_data WHERE key = ?",
+                                     (key,)).fetchone()
+        return row[0] if row else None
+
+    def update_data(self, key: str, change: Callable[[bytes | None], bytes | None]
+                    ) -> bytes | None:
+        # BEGIN IMMEDIATE takes the write lock first: the read and the write are one step, and
+        # `change` runs exactly once.
+        with self._lock, transaction(self._conn):
+            row = self._conn.execute("SELECT value FROM runner_data WHERE key = ?",
+                                     (key,)).fetchone()
+            new = change(row[0] if row else None)
+            if new is None:
+                self._conn.execute("DELETE FROM runner_data WHERE key = ?", (key,))
+            else:
+                self._conn.execute("INSERT OR REPLACE INTO runner_data VALUES (?, ?, ?)",
+                                   (key, new, time.time()))
+        return new
+
+    def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"
+        with self._lock:
+            return self._conn.execute(
+                "SELECT key, value FROM runner_data WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, upper)).fetchall()
 
     def cleanup(self) -> int:
         now = time.time()
