@@ -24,6 +24,7 @@ class _Store:
         self.queues: dict[str, list] = {}  # queue -> heap of (-priority, seq, body)
         self.claimed: dict[int, tuple] = {}  # seq -> (deadline, queue, priority, body)
         self.delayed: list = []  # heap of (eta, seq, queue, priority, body)
+        self.delivered: set[int] = set()  # seqs fetched before: the next fetch is a redelivery
         self.seq = itertools.count()
         self.version = 0
 
@@ -75,7 +76,9 @@ class MemoryBroker(Broker):
                 while heap and len(out) < limit:
                     negprio, seq, body = heapq.heappop(heap)
                     store.claimed[seq] = (now + self.visibility_timeout, queue, -negprio, body)
-                    out.append(Delivery(tag=seq, body=body, queue=queue))
+                    out.append(Delivery(tag=seq, body=body, queue=queue,
+                                        redelivered=seq in store.delivered))
+                    store.delivered.add(seq)
         return out
 
     def wait(self, timeout: float) -> bool:
@@ -95,6 +98,7 @@ class MemoryBroker(Broker):
         with self._store.cond:
             for d in deliveries:
                 self._store.claimed.pop(d.tag, None)
+                self._store.delivered.discard(d.tag)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         store = self._store
@@ -119,7 +123,9 @@ class MemoryBroker(Broker):
         store, count = self._store, 0
         with store.cond:
             for queue in queues:
-                count += len(store.queues.pop(queue, []))
+                purged = store.queues.pop(queue, [])
+                store.delivered.difference_update(seq for _, seq, _ in purged)
+                count += len(purged)
             kept = [item for item in store.delayed if item[2] not in queues]
             count += len(store.delayed) - len(kept)
             store.delayed = kept
