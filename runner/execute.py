@@ -36,7 +36,7 @@ def backoff_countdown(factor: float, retries: int, maximum: float, jitter: bool)
     full jitter a random value between 0 and that."""
     countdown = min(maximum, factor * (2 ** retries))
     if jitter:
-        countdown = random.randrange(int(countdown) + 1)
+        countdown = random.uniform(0, countdown)  # not randrange: a 0.4 s backoff is not 0
     return max(0.0, float(countdown))
 
 

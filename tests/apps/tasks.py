@@ -105,3 +105,57 @@ def die_late(marker):
             f.write("1")
         os._exit(9)
     return "second run"
+
+
+def _mark(marker, text):
+    """Append one line to ``marker`` (O_APPEND: lines of concurrent writers never mix)."""
+    with open(marker, "a") as f:
+        f.write(f"{text}\n")
+
+
+@app.task
+def sleep_marked(seconds, marker):
+    """Writes its pid to ``marker`` when it starts, so a test can find (and kill) it."""
+    _mark(marker, os.getpid())
+    time.sleep(seconds)
+    return "done"
+
+
+@app.task
+def segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+@app.task
+def record(i, marker):
+    """Counts its runs in ``marker``; returns ``2 * i``."""
+    _mark(marker, i)
+    return 2 * i
+
+
+@app.task(autoretry_for=(ZeroDivisionError,), retry_backoff=0.2, retry_jitter=False,
+          max_retries=3)
+def backoff_fail(marker):
+    _mark(marker, time.time())
+    return 1 / 0
+
+
+@app.task(autoretry_for=(ZeroDivisionError,), retry_backoff=0.4, retry_jitter=True,
+          max_retries=3)
+def jitter_fail(marker):
+    _mark(marker, time.time())
+    return 1 / 0
+
+
+@app.task(soft_time_limit=0.5)
+def spin(seconds):
+    """Busy for ``seconds`` (no blocking call): how a soft limit reaches a pool thread."""
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            pass
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "finished"
