@@ -209,9 +209,10 @@ class Runner:
         return self._router[1]
 
     def to_timestamp(self, when: datetime | float) -> float:
-        """Epoch seconds for an ``eta``: a naive datetime is read in the app's timezone."""
+        """Epoch seconds for an ``eta``: a naive datetime is read in the app's timezone (as in
+        Celery: ``timezone``, else UTC, else with ``enable_utc=False`` the local time)."""
         if isinstance(when, datetime):
-            if when.tzinfo is None:
+            if when.tzinfo is None and (self.conf.timezone or self.conf.enable_utc):
                 when = when.replace(tzinfo=self.tz)
             return when.timestamp()
         return float(when)

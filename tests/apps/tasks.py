@@ -149,6 +149,73 @@ def jitter_fail(marker):
     return 1 / 0
 
 
+# -- calling API tests (tests/test_calling.py, test_results.py, test_serializers_e2e.py, ...) --
+
+
+def _append_line(path, text):
+    with open(path, "a") as f:
+        f.write(f"{text}\n")
+
+
+@app.task
+def log_label(path, label):
+    """Appends ``label`` to ``path``, so a test can read the order in which tasks ran."""
+    _append_line(path, label)
+    return label
+
+
+@app.task(bind=True)
+def request_info(self, *args, **kwargs):
+    r = self.request
+    return {"id": r.id, "args": r.args, "kwargs": r.kwargs, "headers": r.headers,
+            "delivery_info": r.delivery_info, "is_eager": r.is_eager, "hostname": r.hostname,
+            "retries": r.retries}
+
+
+@app.task(bind=True, max_retries=1)
+def retry_once(self, countdown):
+    if self.request.retries == 0:
+        raise self.retry(exc=KeyError("first try"), countdown=countdown)
+    return f"second try of {self.request.id}"
+
+
+@app.task(autoretry_for=(ZeroDivisionError,), retry_backoff=5, retry_backoff_max=0.2,
+          retry_jitter=False, max_retries=2)
+def capped_backoff_fail():
+    return 1 / 0
+
+
+@app.task(name="calling.renamed")
+def renamed(x):
+    return f"renamed {x}"
+
+
+@app.task(bind=True, queue="media")
+def on_media_queue(self):
+    return self.request.delivery_info.get("queue")
+
+
+@app.task(ignore_result=True)
+def fire_and_forget(path):
+    _append_line(path, "ran")
+
+
+@app.task(serializer="pickle")
+def pickled_echo(value):
+    return value
+
+
+@app.task
+def unserializable_result():
+    return object()
+
+
+@app.task
+def worker_only_error():
+    """Raises an exception whose class the caller cannot import."""
+    raise type("WorkerOnlyError", (Exception,), {"__module__": "worker_only_errors"})("only here")
+
+
 @app.task(soft_time_limit=0.5)
 def spin(seconds):
     """Busy for ``seconds`` (no blocking call): how a soft limit reaches a pool thread."""
@@ -159,3 +226,15 @@ def spin(seconds):
     except SoftTimeLimitExceeded:
         return "cleaned up"
     return "finished"
+
+
+@app.task(acks_late=True)
+def slow_once(marker, seconds=30):
+    """Sleeps ``seconds`` on its first run (a test then stops its worker), returns at once on
+    later runs; each run adds a line to ``marker``."""
+    first = not os.path.exists(marker)
+    _mark(marker, os.getpid())
+    if first:
+        time.sleep(seconds)
+        return "first run"
+    return "second run"
