@@ -25,6 +25,8 @@ from runner.config.urls import EMBEDDED_DEFAULT_URL
 from runner.exceptions import NotRegistered
 from runner.execute import apply_eagerly
 from runner.message import Message
+from runner.middleware import Middleware
+from runner.pipeline.engine import PipelineMiddleware
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.task import Task
@@ -64,6 +66,8 @@ class Runner:
         self.conf = Conf(preconf=preconf)
         self.tasks: dict[str, Task] = {}
         self.control = Control(self)
+        #: hooks the worker calls for each finished task (chains, chords, pipelines, yours)
+        self.middleware: list[Middleware] = [PipelineMiddleware()]
         self._local = threading.local()
         self._router: tuple[int, Router] | None = None
         self._imported = False
@@ -282,7 +286,7 @@ class Runner:
 
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
-                   "result_serializer", "link", "link_error")
+                   "result_serializer", "link", "link_error", "chain", "chord", "step_retries")
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")

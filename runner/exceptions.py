@@ -159,4 +159,14 @@ class WorkerLostError(RunnerError):
 
 
 class PipelineError(RunnerError):
-    """A pipeline file is invalid or a run cannot proceed."""
+    """A pipeline file is invalid or a run cannot proceed; carries every problem found, each
+    starting with ``file:line:col`` where it has one."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = "\n".join([f"{len(self.problems)} problems:"] +
+                              [f"  - {p}" for p in self.problems])
+        super().__init__(text)

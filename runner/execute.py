@@ -65,6 +65,18 @@ def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
 
 
 def _autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
+    step = request.options.get("step_retries")  # a pipeline step's `retries:`
+    if step:
+        if request.retries >= step["max_retries"]:
+            return None
+        backoff = step.get("backoff")
+        if backoff:
+            factor = 1 if backoff is True else float(backoff)
+            countdown = backoff_countdown(factor, request.retries, task.retry_backoff_max,
+                                          task.retry_jitter)
+        else:
+            countdown = float(step.get("delay") or 0)
+        return Retry(exc=exc, when=countdown, countdown=countdown)
     if not task.autoretry_for or not isinstance(exc, task.autoretry_for):
         return None
     if task.dont_autoretry_for and isinstance(exc, tuple(task.dont_autoretry_for)):

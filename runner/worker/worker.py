@@ -87,6 +87,7 @@ class Worker:
         self.buffer: list[Held] = []  # fetched, not started
         self.running: dict[int, Held] = {}
         self.results: list[ResultRecord] = []  # to store, then...
+        self.completed: list[tuple[Message, str, ResultRecord | None]] = []  # for middleware
         self.acks: list[Delivery] = []  # ...to ack, in this order
         self.job_ids = itertools.count(1)
         self.stopping = False  # warm shutdown asked
@@ -189,6 +190,8 @@ class Worker:
 
     def wait_and_collect(self) -> None:
         """Wait for the pool, or for new messages while there is room for them."""
+        if self.results:  # a STARTED or REVOKED state is stored now, not after the wait
+            self.flush()
         room = len(self.buffer) + len(self.running) < self.capacity and not self.stopping
         if room and self.more_waiting:
             timeout = 0.0
@@ -230,6 +233,7 @@ class Worker:
             return
         if not held.acked:
             self.acks.append(held.delivery)
+        self.completed.append((message, result.state, result.record))
         if result.state == states.SUCCESS:
             logger.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id,
                         result.runtime, result.summary)
@@ -253,9 +257,7 @@ class Worker:
             return
         error = WorkerLostError(f"Worker exited prematurely: {how} Job: {job_id}.")
         logger.error("Task %s[%s] raised unexpected: %r", message.task, message.id, error)
-        self.results.append(refused(self.app, job_id, message, error, self.hostname).record)
-        if not held.acked:
-            self.acks.append(held.delivery)
+        self.fail(held, error)
 
     def timed_out(self, job_id: int, limit: float) -> None:
         held = self.running.pop(job_id)
@@ -263,29 +265,44 @@ class Worker:
         error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
                      message.id)
-        self.results.append(refused(self.app, job_id, message, error, self.hostname).record)
-        if not held.acked:
-            self.acks.append(held.delivery)
+        self.fail(held, error)
 
     def finish_revoked(self, held: Held, why: str) -> None:
         logger.info("Discarding %s task %s[%s]", why, held.message.task, held.message.id)
-        error = TaskRevokedError(why)
+        self.fail(held, TaskRevokedError(why), states.REVOKED)
+
+    def fail(self, held: Held, error: BaseException, state: str = states.FAILURE) -> None:
+        """Record a task that could not finish by itself (lost, timed out, revoked)."""
         record = refused(self.app, 0, held.message, error, self.hostname).record
-        record.state = states.REVOKED
+        record.state = state
         self.results.append(record)
+        self.completed.append((held.message, state, record))
         if not held.acked:
             self.acks.append(held.delivery)
 
     # -- writing ----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Store results, then ack: a crash in between means a second run, never a loss."""
+        """Store results, run the middleware, then ack: a crash in between means a second
+        run, never a loss."""
         if self.results:
             results, self.results = self.results, []
             self.backend.store(results)
+        if self.completed:
+            completed, self.completed = self.completed, []
+            for message, state, record in completed:
+                self.after_task_stored(message, state, record)
         if self.acks:
             acks, self.acks = self.acks, []
             self.broker.ack(acks)
+
+    def after_task_stored(self, message: Message, state: str, record) -> None:
+        for middleware in self.app.middleware:
+            try:
+                middleware.after_task_stored(self.app, message, state, record)
+            except Exception:  # noqa: BLE001 - one hook's bug must not stop the worker
+                logger.exception("Middleware %s failed after task %s[%s]",
+                                 type(middleware).__name__, message.task, message.id)
 
     # -- timers -----------------------------------------------------------------------------
 

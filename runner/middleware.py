@@ -1,0 +1,22 @@
+"""Middleware: behaviour that hooks into the worker instead of branching inside its loop.
+
+A middleware sees each task that reached a final state (SUCCESS, FAILURE, REVOKED), after its
+result is stored and before its message is acked, in the worker's main process. Chains, links,
+chords and pipelines move forward this way. A hook that raises is logged and does not stop the
+worker; since the message is acked afterwards, a worker killed in between runs the task again
+and the hook sees it twice, so hooks must be idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.backends.base import ResultRecord
+    from runner.message import Message
+
+
+class Middleware:
+    def after_task_stored(self, app: Any, message: Message, state: str,
+                          record: ResultRecord | None) -> None:
+        """Called once per final outcome of a message (see the module docstring)."""

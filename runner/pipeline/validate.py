@@ -1,0 +1,308 @@
+"""Loading a pipeline file and finding every problem in it before anything is enqueued.
+
+Problems are reported all at once, each as ``file:line:col: what``: YAML syntax, unknown keys and
+wrong types (from the model), steps that need missing steps, cycles, template syntax errors,
+templates reading params or steps that do not exist, tasks the app does not register, and
+parameter values of the wrong type.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from runner.exceptions import PipelineError
+from runner.pipeline.model import ParamSpec, Pipeline
+from runner.pipeline.source import Located, YAMLSyntaxError, load_located
+from runner.pipeline.template import check_syntax, references, walk_strings
+
+RUN_FIELDS = ("id", "logical_date", "ds", "pipeline", "name")
+
+
+@dataclass
+class LoadedPipeline:
+    model: Pipeline
+    path: str
+    text: str
+    sha256: str
+    located: Located
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def load_pipeline(path: str | Path) -> LoadedPipeline:
+    """Read and check ``path``; raises PipelineError listing every problem."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such pipeline file") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return load_pipeline_text(text, path)
+
+
+def load_pipeline_text(text: str, path: str = "<pipeline>") -> LoadedPipeline:
+    try:
+        located = load_located(text, path)
+    except YAMLSyntaxError as exc:
+        where = f"{path}:{exc.line}:{exc.column}" if exc.line else path
+        raise PipelineError(f"{where}: {exc}") from None
+    if not isinstance(located.data, dict):
+        raise PipelineError(f"{path}: a pipeline file is a mapping with 'name' and 'steps', "
+                            f"got {type(located.data).__name__}")
+    try:
+        model = Pipeline.model_validate(located.data)
+        problems = []
+    except ValidationError as exc:
+        model, problems = None, _model_problems(exc, located)
+    view = model if model is not None else _lenient(located.data)
+    problems += graph_problems(view, located) + template_problems(view, located)
+    if problems:
+        raise PipelineError(problems)
+    return LoadedPipeline(model, path, text, hashlib.sha256(text.encode()).hexdigest(), located)
+
+
+def _lenient(data: dict) -> SimpleNamespace:
+    """What the graph and template checks read, taken from data the model refused, so that
+    every problem is reported at once."""
+    def listify(value: Any) -> list:
+        return [value] if isinstance(value, str) else value if isinstance(value, list) else []
+
+    steps = {}
+    for name, raw in (data.get("steps") or {}).items() if isinstance(data.get("steps"), dict) \
+            else []:
+        raw = raw if isinstance(raw, dict) else {}
+        steps[str(name)] = SimpleNamespace(
+            needs=[n for n in listify(raw.get("needs")) if isinstance(n, str)],
+            args=raw.get("args"), kwargs=raw.get("kwargs"), map=raw.get("map"),
+            when=raw.get("when"))
+    params = {}
+    if isinstance(data.get("params"), dict):
+        for name, raw in data["params"].items():
+            default = raw.get("default") if isinstance(raw, dict) else raw
+            params[str(name)] = SimpleNamespace(default=default)
+    return SimpleNamespace(steps=steps, params=params)
+
+
+def _model_problems(exc: ValidationError, located: Located) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        # pydantic adds the member name of unions/tagged parts to loc: keep real keys only
+        path = _real_path(located, loc)
+        key = ".".join(str(p) for p in path) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            parent = _model_at(path[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            hint = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+            message = f"{key}: unknown key" + (
+                f"; did you mean {hint[0]!r}?" if hint else
+                f" (allowed: {', '.join(allowed)})" if allowed else "")
+        elif error["type"] == "missing":
+            message = f"{key}: required key is missing"
+        else:
+            given = json.dumps(error.get("input"), default=str)
+            message = f"{key}: {error['msg']} (got {given[:80]})"
+        problems.append(f"{located.where(path)}: {message}")
+    return problems
+
+
+def _real_path(located: Located, loc: tuple) -> tuple:
+    path: list = []
+    data: Any = located.data
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            path.append(part)
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            path.append(part)
+            data = data[part]
+        elif isinstance(data, dict | list) or data is None:
+            path.append(part)  # a missing or extra key: keep it for the message
+            data = None
+    return tuple(path)
+
+
+def _model_at(path: tuple):
+    """The pydantic model class that describes the mapping at ``path``."""
+    from runner.pipeline.model import Step, StepOptions, Trigger
+
+    if not path:
+        return Pipeline
+    if path[0] == "steps" and len(path) == 2:
+        return Step
+    if path[0] == "defaults" and len(path) == 1:
+        return StepOptions
+    if path[0] == "params" and len(path) == 2:
+        return ParamSpec
+    if path[0] == "triggers" and len(path) == 2:
+        return Trigger
+    return None
+
+
+def graph_problems(model: Pipeline, located: Located) -> list[str]:
+    problems = []
+    names = list(model.steps)
+    for name, step in model.steps.items():
+        for index, need in enumerate(step.needs):
+            if need not in model.steps:
+                hint = difflib.get_close_matches(need, names, n=1)
+                problems.append(f"{located.where(('steps', name, 'needs', index))}: step "
+                                f"{name!r} needs {need!r}, which is not a step"
+                                + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            elif need == name:
+                problems.append(f"{located.where(('steps', name, 'needs', index))}: step "
+                                f"{name!r} needs itself")
+    cycle = find_cycle(model)
+    if cycle:
+        problems.append(f"{located.where(('steps', cycle[0], 'needs'))}: steps form a cycle: "
+                        f"{' -> '.join(cycle)}")
+    return problems
+
+
+def find_cycle(model: Pipeline) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for need in model.steps[name].needs:
+            if need not in model.steps or need == name:
+                continue
+            if state.get(need) == 1:
+                return stack[stack.index(need):] + [need]
+            if need not in state:
+                found = visit(need)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in model.steps:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def ancestors(model: Pipeline, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(model.steps[name].needs)
+    while todo:
+        need = todo.pop()
+        if need in seen or need not in model.steps:
+            continue
+        seen.add(need)
+        todo.extend(model.steps[need].needs)
+    return seen
+
+
+def template_problems(model: Pipeline, located: Located) -> list[str]:
+    problems: list[str] = []
+    for name, spec in model.params.items():
+        for path, text in walk_strings(spec.default, ("params", name, "default")):
+            problems += _check_template(text, path, located, model, step=None, mapped=False,
+                                        allowed={"run", "params"})
+    for name, step in model.steps.items():
+        base = ("steps", name)
+        visible = ancestors(model, name)
+        for field in ("args", "kwargs", "map", "when"):
+            value = getattr(step, field)
+            mapped = step.map is not None and field in ("args", "kwargs", "when")
+            for path, text in walk_strings(value, (*base, field)):
+                problems += _check_template(text, path, located, model, step=name,
+                                            mapped=mapped, visible=visible)
+    return problems
+
+
+def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
+                    step: str | None, mapped: bool, visible: set[str] | None = None,
+                    allowed: set[str] | None = None) -> list[str]:
+    where = located.where(path)
+    error = check_syntax(text)
+    if error:
+        return [f"{where}: template syntax error in {text!r}: {error}"]
+    allowed = allowed or {"run", "params", "steps", *(("item", "index") if mapped else ())}
+    problems = []
+    for ref in references(text):
+        head = ref[0]
+        if head not in allowed:
+            extra = (" ('item' and 'index' exist only in a step with 'map')"
+                     if head in ("item", "index") else "")
+            problems.append(f"{where}: {text!r} reads {head!r}, which is not defined{extra}; "
+                            f"templates can read: {', '.join(sorted(allowed))}")
+        elif head == "params" and len(ref) > 1 and ref[1] not in model.params:
+            hint = difflib.get_close_matches(ref[1], list(model.params), n=1)
+            problems.append(f"{where}: {text!r} reads params.{ref[1]}, which is not a param"
+                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        elif head == "run" and len(ref) > 1 and ref[1] not in RUN_FIELDS:
+            problems.append(f"{where}: {text!r} reads run.{ref[1]}; run has "
+                            f"{', '.join(RUN_FIELDS)}")
+        elif head == "steps" and len(ref) > 1:
+            target = ref[1]
+            if target not in model.steps:
+                problems.append(f"{where}: {text!r} reads steps.{target}, which is not a step")
+            elif visible is not None and target not in visible:
+                problems.append(f"{where}: {text!r} reads steps.{target}, but step {step!r} "
+                                f"does not need it (add it to needs)")
+            elif len(ref) > 2 and ref[2] not in ("result", "state"):
+                problems.append(f"{where}: {text!r} reads steps.{target}.{ref[2]}; a step has "
+                                f"'result' and 'state'")
+    return problems
+
+
+# -- parameters ----------------------------------------------------------------------------
+
+
+def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
+    """``value`` converted to the param's type; ValueError saying what is wrong."""
+    kind = spec.type
+    if kind == "any" or value is None:
+        return value
+    if isinstance(value, str) and kind not in ("str", "date", "datetime"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"param {name}: {value!r} is not a {kind}") from None
+    try:
+        if kind == "str":
+            return value if isinstance(value, str) else str(value)
+        if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind == "bool" and isinstance(value, bool):
+            return value
+        if kind == "list" and isinstance(value, list):
+            return value
+        if kind == "dict" and isinstance(value, dict):
+            return value
+        if kind == "date":
+            if isinstance(value, datetime):
+                return value.date()
+            if isinstance(value, date):
+                return value
+            return date.fromisoformat(str(value)[:10]) if len(str(value)) >= 10 and (
+                "T" in str(value) or " " in str(value)) else date.fromisoformat(str(value))
+        if kind == "datetime":
+            if isinstance(value, datetime):
+                return value
+            return datetime.fromisoformat(str(value))
+    except ValueError:
+        pass
+    raise ValueError(f"param {name}: {value!r} is not a {kind}")
