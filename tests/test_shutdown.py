@@ -1,0 +1,117 @@
+"""Stopping a worker, gently or not: no task is lost, and none runs twice while its worker lives."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+SHORT_VISIBILITY = {"RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"visibility_timeout": 1})}
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().split()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not get {count} line(s) in {timeout}s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_warm_shutdown_finishes_running_tasks_and_gives_back_prefetched_ones(
+        app, start_worker, tmp_path, signum):
+    from tasks import add, sleep_marked
+
+    worker = start_worker("-c", "1")
+    marker = tmp_path / "started"
+    running = sleep_marked.delay(1, str(marker))
+    waiting = [add.delay(i, i) for i in range(3)]
+    worker.wait_for_log(f"Task tasks.add[{waiting[-1].id}] received")
+    wait_for_lines(marker, 1)
+    worker.signal(signum)
+    assert worker.proc.wait(10) == 0
+    log = worker.log()
+    assert f"Warm shutdown ({signal.Signals(signum).name})" in log
+    assert "stopped." in log
+    assert running.state == "SUCCESS" and running.result == "done"
+    assert [r.state for r in waiting] == ["PENDING"] * 3
+    assert app.broker.qsize("celery") == 3  # back in the queue, not lost
+
+    start_worker("-c", "1")
+    assert [r.get(timeout=10) for r in waiting] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("acks_late", [True, False], ids=["acks_late", "early_ack"])
+def test_second_signal_is_a_cold_shutdown_and_the_interrupted_task_runs_again(
+        app, start_worker, tmp_path, acks_late):
+    from tasks import slow_once
+
+    worker = start_worker("-c", "1")
+    marker = tmp_path / "runs"
+    result = slow_once.apply_async((str(marker),), acks_late=acks_late)
+    wait_for_lines(marker, 1)
+    worker.signal(signal.SIGTERM)
+    worker.wait_for_log("Warm shutdown")
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    worker.proc.wait(10)
+    assert time.monotonic() - started < 5  # did not wait for the 30 s task
+    assert "Cold shutdown (SIGTERM)" in worker.log()
+    assert result.state == "PENDING"
+
+    start_worker("-c", "1")
+    assert result.get(timeout=10) == "second run"
+    assert len(marker.read_text().split()) == 2
+
+
+def test_acks_late_task_of_a_worker_killed_with_sigkill_runs_on_another_worker(
+        app, start_worker, tmp_path):
+    from tasks import slow_once
+
+    first = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    marker = tmp_path / "runs"
+    result = slow_once.delay(str(marker))
+    wait_for_lines(marker, 1)
+    first.kill_all()  # the worker and its children: nothing is acked, nothing is given back
+    assert result.state == "PENDING"
+
+    second = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    assert result.get(timeout=15) == "second run"
+    assert len(marker.read_text().split()) == 2
+    assert f"Task tasks.slow_once[{result.id}] succeeded" in second.log()
+
+
+def test_long_acks_late_task_is_not_run_twice_while_its_worker_lives(
+        app, start_worker, tmp_path):
+    from tasks import slow_late
+
+    busy = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    idle = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    marker = tmp_path / "runs"
+    result = slow_late.delay(3, str(marker))  # three times the visibility timeout
+    assert result.get(timeout=15) == "done"
+    assert len(marker.read_text().split()) == 1
+    received = f"Task tasks.slow_late[{result.id}] received"
+    assert (received in busy.log()) != (received in idle.log())
+
+
+def test_prefetched_task_is_not_given_to_another_worker_while_it_waits(
+        app, start_worker, tmp_path):
+    from tasks import slow_late
+
+    first_marker, second_marker = tmp_path / "first", tmp_path / "second"
+    first = slow_late.delay(2.5, str(first_marker))
+    second = slow_late.delay(0, str(second_marker))
+    holder = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    holder.wait_for_log(f"Task tasks.slow_late[{second.id}] received")  # buffered behind first
+    other = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    assert first.get(timeout=15) == "done" and second.get(timeout=15) == "done"
+    assert len(first_marker.read_text().split()) == 1
+    assert len(second_marker.read_text().split()) == 1
+    assert "tasks.slow_late" not in other.log().split("ready.")[-1]
