@@ -238,15 +238,3 @@ def slow_once(marker, seconds=30):
         time.sleep(seconds)
         return "first run"
     return "second run"
-
-
-@app.task(acks_late=True)
-def slow_once(marker, seconds=30):
-    """Sleeps ``seconds`` on its first run (a test then stops its worker), returns at once on
-    later runs; each run adds a line to ``marker``."""
-    first = not os.path.exists(marker)
-    _mark(marker, os.getpid())
-    if first:
-        time.sleep(seconds)
-        return "first run"
-    return "second run"
