@@ -126,7 +126,7 @@ def test_validate_tells_a_pipeline_by_its_steps_key(cli, tmp_path):
     path.write_text("name: etl\nsteps:\n  - task: tasks.extract\n")
     result = cli.invoke(validate, [str(path)])
     assert result.exit_code == 1  # checked as a pipeline: its steps must be a mapping
-    assert "etl.yaml:3:3: steps: Input should be a valid dictionary" in result.stderr
+    assert "etl.yaml:2:1: steps: Input should be a valid dictionary" in result.stderr
     forced = cli.invoke(validate, [str(path), "--kind", "config"])
     assert forced.exit_code == 1 and "steps: unknown setting" in forced.stderr
 
