@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from runner import states
 from runner.app import Celery, Runner, current_app
-from runner.result import AsyncResult, EagerResult
+from runner.canvas import chain, chord, group, signature
+from runner.result import AsyncResult, EagerResult, GroupResult
 from runner.task import Task
 from runner.version import __version__
 
-__all__ = ["AsyncResult", "Celery", "EagerResult", "Runner", "Task", "current_app", "states",
-           "__version__"]
+__all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "Runner", "Task", "chain",
+           "chord", "current_app", "group", "signature", "states", "__version__"]

@@ -20,6 +20,7 @@ from runner.backends.base import ResultBackend
 from runner.backends.registry import open_backend
 from runner.brokers.base import Broker
 from runner.brokers.registry import open_broker
+from runner.canvas import CanvasMiddleware, Signature
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL
 from runner.exceptions import NotRegistered
@@ -67,7 +68,7 @@ class Runner:
         self.tasks: dict[str, Task] = {}
         self.control = Control(self)
         #: hooks the worker calls for each finished task (chains, chords, pipelines, yours)
-        self.middleware: list[Middleware] = [PipelineMiddleware()]
+        self.middleware: list[Middleware] = [CanvasMiddleware(), PipelineMiddleware()]
         self._local = threading.local()
         self._router: tuple[int, Router] | None = None
         self._imported = False
@@ -253,6 +254,11 @@ class Runner:
         elif expires is not None:
             expires = now + float(expires)
         worker_options = {k: options[k] for k in _WORKER_OPTIONS if k in options}
+        for key in ("link", "link_error"):  # one signature or a list of them, as plain dicts
+            if key in worker_options:
+                value = worker_options[key]
+                worker_options[key] = [dict(s) for s in ([value] if isinstance(value, dict)
+                                                         else value)]
         if compression:
             payload = serialization.compress(payload, compression)
             worker_options["compression"] = compression
@@ -278,6 +284,11 @@ class Runner:
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
+    def signature(self, name: str, args: Any = None, kwargs: dict | None = None,
+                  immutable: bool = False, **options: Any) -> Signature:
+        """``app.signature('tasks.add', (2, 2))``: a task call as data (see runner.canvas)."""
+        return Signature(name, args, kwargs, options, immutable=immutable, app=self)
+
     def apply_eagerly(self, task: Task, args: list, kwargs: dict,
                       options: dict[str, Any]) -> EagerResult:
         """Run ``task`` here and now through the worker's execution path (``Task.apply``)."""
@@ -286,7 +297,8 @@ class Runner:
 
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
-                   "result_serializer", "link", "link_error", "chain", "chord", "step_retries")
+                   "result_serializer", "link", "link_error", "chain", "chord", "group_index",
+                   "step_retries")
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from runner.exceptions import SerializationError
@@ -49,8 +49,7 @@ class Message:
         return str(uuid.uuid4())
 
     def encode(self) -> bytes:
-        envelope = asdict(self)
-        del envelope["payload"]
+        envelope = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
         if not self.sent_at:
             envelope["sent_at"] = time.time()
         head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=True).encode()
@@ -74,3 +73,6 @@ class Message:
             return cls(payload=payload, **envelope)
         except TypeError as exc:
             raise SerializationError(f"malformed task message envelope: {exc}") from exc
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name != "payload")

@@ -173,6 +173,62 @@ class AsyncResult:
                 time.sleep(0.01)
 
 
+class GroupResult:
+    """The results of a group, in the order its tasks were given."""
+
+    def __init__(self, id: str, results: list[AsyncResult], app: Runner | None = None):
+        self.id = id
+        self.results = list(results)
+        self.app = app or current_app()
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult:
+        return self.results[index]
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        return sum(1 for r in self.results if r.successful())
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None, **_ignored: Any) -> list[Any]:
+        """Every task's value, in order; ``timeout`` bounds the whole wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(result.get(timeout=left, propagate=propagate, interval=interval))
+        return values
+
+    join = get
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+
+    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        self.app.control.revoke([r.id for r in self.results], terminate=terminate,
+                                signal=signal)
+
+
 class EagerResult(AsyncResult):
     """The result of a task run in this process (``apply()``, ``task_always_eager``)."""
 

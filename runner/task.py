@@ -126,6 +126,21 @@ class Task:
         """Run the task here and now, through the worker's own execution path."""
         return self.app.apply_eagerly(self, list(args or ()), dict(kwargs or {}), options)
 
+    # -- canvas -----------------------------------------------------------------------------
+
+    def signature(self, args: Any = None, kwargs: dict | None = None, **options: Any) -> Any:
+        """This task's call as data (``runner.canvas.Signature``)."""
+        immutable = options.pop("immutable", False)
+        return self.app.signature(self.name, args, kwargs, immutable=immutable, **options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """``add.s(2, 2)``: a signature; chained, the previous result is prepended."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Any:
+        """An immutable signature: chained, it ignores the previous result."""
+        return self.signature(args, kwargs, immutable=True)
+
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return self.app.AsyncResult(task_id, task_name=self.name)
 

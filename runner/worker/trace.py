@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from traceback import format_exception
 from typing import TYPE_CHECKING
 
 from runner import serialization, states
 from runner.backends.base import ResultRecord
-from runner.exceptions import RunnerError, SoftTimeLimitExceeded
+from runner.exceptions import RunnerError, SerializationError, SoftTimeLimitExceeded
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message
 from runner.task import Request
@@ -41,6 +42,7 @@ class JobResult:
     summary: str = ""  # repr of the value or the exception, for the log line
     traceback: str | None = None
     rss_kib: int = 0
+    refused: bool = False  # never ran: unknown task, content not accepted, undecodable
 
 
 def handle(app: Runner, job_id: int, message: Message, hostname: str,
@@ -53,7 +55,9 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
             payload = serialization.decompress(payload, message.options["compression"])
         args, kwargs = serialization.loads(payload, message.content_type, accept)
     except RunnerError as exc:  # unknown task, refused or undecodable content
-        return refused(app, job_id, message, exc, hostname)
+        result = refused(app, job_id, message, exc, hostname)
+        result.refused = True
+        return result
     request = Request(
         id=message.id, task=message.task, args=args, kwargs=kwargs, retries=message.retries,
         eta=message.eta, expires=message.expires, hostname=hostname,
@@ -72,10 +76,18 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
     ignore = message.options.get("ignore_result")
     if ignore is None:
         ignore = task.effective("ignore_result")
+    if ignore and any(message.options.get(k) for k in ("chain", "link", "chord")):
+        ignore = False  # what comes next needs the value
     record = None
     if not ignore and outcome.state in (states.SUCCESS, states.FAILURE, states.RETRY):
-        record = build_record(task.name, request, outcome, serializer,
-                              app.conf.result_extended, hostname)
+        try:
+            record = build_record(task.name, request, outcome, serializer,
+                                  app.conf.result_extended, hostname)
+        except SerializationError as exc:  # a value that cannot be stored fails the task
+            outcome = Outcome(states.FAILURE, exc, "".join(format_exception(exc)),
+                              outcome.runtime)
+            record = build_record(task.name, request, outcome, serializer,
+                                  app.conf.result_extended, hostname)
     retry_message = next_attempt(app, message, outcome) if outcome.state == states.RETRY else None
     summary = repr(outcome.value) if outcome.state != states.IGNORED else ""
     return JobResult(job_id, outcome.state, record, retry_message, outcome.requeue,
