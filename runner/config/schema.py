@@ -59,17 +59,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 if the committed schema differs from the model")
     parser.add_argument("--output", type=Path, default=SCHEMA_PATH, help="file to write/check")
     args = parser.parse_args(argv)
-    text = render()
-    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
-    if args.check:
+    return write_or_check(render(), args.output, args.check, "python -m runner.config.schema")
+
+
+def write_or_check(text: str, output: Path, check: bool, command: str) -> int:
+    """Write ``text`` to ``output``; with ``check``, only compare (exit code 1 when stale,
+    telling to run ``command``). Shared by every generated schema."""
+    current = output.read_text(encoding="utf-8") if output.exists() else None
+    if check:
         if current != text:
-            print(f"{args.output} is stale; run: python -m runner.config.schema", file=sys.stderr)
+            print(f"{output} is stale; run: {command}", file=sys.stderr)
             return 1
-        print(f"{args.output} is up to date")
+        print(f"{output} is up to date")
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    print(f"wrote {output}")
     return 0
 
 
