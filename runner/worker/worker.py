@@ -237,6 +237,9 @@ class Worker:
         if result.state == states.SUCCESS:
             logger.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id,
                         result.runtime, result.summary)
+        elif result.refused:
+            logger.error("Task %s[%s] refused, not run: %s", message.task, message.id,
+                         result.summary)
         elif result.state == states.FAILURE:
             logger.error("Task %s[%s] raised unexpected: %s\n%s", message.task, message.id,
                          result.summary, result.traceback or "")
