@@ -227,8 +227,11 @@ class Runner:
 
     def build_message(self, name: str, args: Any = None, kwargs: dict | None = None,
                       _task: Task | None = None, **options: Any) -> Message:
-        """The message ``send_task`` would enqueue (used for bulk sends and by the worker)."""
+        """The message ``send_task`` would enqueue (used for bulk sends and by the worker).
+        A task registered here brings its own options (queue, priority, serializer)."""
         conf = self.conf
+        if _task is None:
+            _task = self.tasks.get(name)
         options = {k: v for k, v in options.items() if v is not None}
         routed = self.router().route(name, options, args or (), kwargs or {}, _task)
         if _task is not None:
