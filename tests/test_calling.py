@@ -244,6 +244,17 @@ def test_retry_backoff_max_caps_the_wait_between_tries(app, start_worker):
     assert 0.4 <= time.monotonic() - started < 4
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_retry_with_new_arguments_runs_again_with_them(app, start_worker, compression):
+    from tasks import retry_with_new_args
+
+    app.conf.update(task_compression=compression)
+    start_worker()
+    result = retry_with_new_args.delay(1)
+    assert result.get(timeout=10) == 2
+    assert result.retries == 1
+
+
 # -- per-task and per-call options ------------------------------------------------------------
 
 

@@ -112,11 +112,14 @@ def next_attempt(app: Runner, message: Message, outcome: Outcome) -> Message:
     eta = retry.eta if retry.eta is not None else now + float(retry.countdown or 0)
     changes: dict = {"retries": message.retries + 1, "eta": eta, "sent_at": 0.0}
     if retry.retry_args is not None or retry.retry_kwargs is not None:
-        args, kwargs = serialization.loads(message.payload, message.content_type)
+        compression = message.options.get("compression")
+        payload = serialization.decompress(message.payload, compression)
+        args, kwargs = serialization.loads(payload, message.content_type)
         args = list(retry.retry_args) if retry.retry_args is not None else args
         kwargs = dict(retry.retry_kwargs) if retry.retry_kwargs is not None else kwargs
-        changes["content_type"], changes["payload"] = serialization.dumps(
-            [args, kwargs], serialization.content_type_of(message.content_type))
+        content_type, payload = serialization.dumps([args, kwargs], message.content_type)
+        changes["content_type"] = content_type
+        changes["payload"] = serialization.compress(payload, compression)
     for key in ("queue", "priority"):
         if retry.options.get(key) is not None:
             changes[key] = retry.options[key]

@@ -238,3 +238,10 @@ def slow_once(marker, seconds=30):
         time.sleep(seconds)
         return "first run"
     return "second run"
+
+
+@app.task(bind=True, max_retries=1)
+def retry_with_new_args(self, n):
+    if self.request.retries == 0:
+        raise self.retry(args=[n + 1], countdown=0)
+    return n
