@@ -74,6 +74,8 @@ class Task:
         for key, default in TASK_OPTIONS.items():
             setattr(self, key, options.get(key, default))
         self.name: str = options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
+        #: Celery's ``max_retries=None``: retry forever, whatever task_max_retries says
+        self._retry_forever = "max_retries" in options and options["max_retries"] is None
         self.autoretry_for = tuple(self.autoretry_for or ())
         self.__doc__ = fun.__doc__
         self.__name__ = fun.__name__
@@ -173,7 +175,7 @@ class Task:
     def effective(self, option: str) -> Any:
         """The task's own option, or the app setting it defaults to."""
         value = getattr(self, option)
-        if value is not None:
+        if value is not None or (option == "max_retries" and self._retry_forever):
             return value
         setting = _SETTING_FOR_OPTION.get(option)
         return getattr(self.app.conf, setting) if setting else None

@@ -219,6 +219,14 @@ def test_retry_past_max_retries_fails_with_the_original_exception(app, start_wor
     assert failing.retries == 3
 
 
+def test_max_retries_none_retries_forever(app, start_worker):
+    from tasks import retry_forever
+
+    start_worker()
+    assert app.conf.task_max_retries == 3
+    assert retry_forever.delay(5).get(timeout=10) == 5
+
+
 def test_autoretry_for_retries_the_listed_exception_then_fails(app, start_worker):
     from tasks import divide
 

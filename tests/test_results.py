@@ -164,3 +164,16 @@ def test_results_of_many_tasks_come_back_in_order(app, start_worker):
     start_worker("-c", "2")
     results = [add.delay(i, i) for i in range(20)]
     assert [r.get(timeout=10) for r in results] == [2 * i for i in range(20)]
+
+
+def test_result_extended_keeps_name_args_kwargs_and_worker(app, start_worker):
+    from tasks import add
+
+    start_worker("-n", "ext@test", env={"RUNNER_RESULT_EXTENDED": "true"})
+    result = add.apply_async((1,), {"y": 5})
+    assert result.get(timeout=10) == 6
+    fresh = app.AsyncResult(result.id)
+    assert fresh.name == "tasks.add"
+    assert (fresh.args, fresh.kwargs) == ([1], {"y": 5})
+    assert fresh.worker == "ext@test"
+    assert fresh.retries == 0

@@ -245,3 +245,11 @@ def retry_with_new_args(self, n):
     if self.request.retries == 0:
         raise self.retry(args=[n + 1], countdown=0)
     return n
+
+
+@app.task(bind=True, max_retries=None, default_retry_delay=0)
+def retry_forever(self, times):
+    """max_retries=None: retries as often as it asks, past task_max_retries (3)."""
+    if self.request.retries < times:
+        raise self.retry(exc=RuntimeError("again"))
+    return self.request.retries
