@@ -1,0 +1,209 @@
+"""``redis://`` results: one key per task, with ``result_expires`` as its TTL.
+
+A finished task's record is written and announced (PUBLISH on ``runner:done:<id>``) in one
+round trip; ``AsyncResult.get`` subscribes, reads once, then sleeps until the announcement, so
+waiting costs no polling. Across a Redis outage it keeps waiting (reconnecting with backoff)
+until its own timeout. Keyed data (chord counters, run records) uses WATCH/MULTI, retried on
+conflict, with a sorted-set index for prefix scans.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from runner.backends.base import ResultBackend, ResultRecord
+from runner.config.urls import URL
+from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
+
+REVOKED_KEEP = 86_400  # seconds a revoke is remembered
+
+
+class RedisBackend(ResultBackend):
+    scheme = "redis"
+
+    def __init__(self, url: URL, expires: float | None = None,
+                 transport_options: dict | None = None):
+        super().__init__(url, expires, transport_options)
+        options = self.transport_options
+        self.prefix = str(options.get("global_keyprefix", "runner:"))
+        self.max_retries = options.get("max_retries", 100)
+        self.client = make_client(url, options)
+        self._local = threading.local()
+
+    def _key(self, task_id: str) -> str:
+        return f"{self.prefix}result:{task_id}"
+
+    def _channel(self, task_id: str) -> str:
+        return f"{self.prefix}done:{task_id}"
+
+    def _retry(self, what: str, operation: Callable, deadline: float | None = None):
+        return retrying(what, self.url, operation, self.max_retries, deadline)
+
+    # -- records --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _encode(r: ResultRecord) -> bytes:
+        head = json.dumps([r.state, r.content_type, r.traceback, r.date_done, r.meta],
+                          separators=(",", ":"), default=str).encode()
+        return head + b"\n" + (r.payload or b"")
+
+    @staticmethod
+    def _decode(task_id: str, raw: bytes) -> ResultRecord:
+        head, _, payload = raw.partition(b"\n")
+        state, content_type, traceback, date_done, meta = json.loads(head)
+        return ResultRecord(task_id, state, content_type, payload, traceback, date_done, meta)
+
+    def store(self, records: Sequence[ResultRecord]) -> None:
+        ttl = int(self.expires) if self.expires else None
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for r in records:
+                pipe.set(self._key(r.task_id), self._encode(r), ex=ttl)
+                if r.ready:
+                    pipe.publish(self._channel(r.task_id), r.state)
+            pipe.execute()
+        self._retry("store results", write)
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        raw = self._retry("get result", lambda: self.client.get(self._key(task_id)))
+        return self._decode(task_id, raw) if raw is not None else None
+
+    def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
+        if not task_ids:
+            return {}
+        raws = self._retry("get results",
+                           lambda: self.client.mget([self._key(t) for t in task_ids]))
+        return {t: self._decode(t, raw) for t, raw in zip(task_ids, raws, strict=True)
+                if raw is not None}
+
+    def _pubsub(self) -> redis.client.PubSub:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            pubsub = self._local.pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+        return pubsub
+
+    def wait(self, task_id: str, timeout: float | None, interval: float | None = None
+             ) -> ResultRecord | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record = None
+        while True:
+            try:
+                record = self._wait_once(task_id, deadline)
+                return record
+            except OUTAGE_ERRORS:
+                self._local.pubsub = None  # reconnect with a fresh subscription
+                record = self._retry("wait for result", lambda: self.get(task_id), deadline) \
+                    if deadline is None or time.monotonic() < deadline else record
+                if record is not None and record.ready:
+                    return record
+                if deadline is not None and time.monotonic() >= deadline:
+                    return record
+
+    def _wait_once(self, task_id: str, deadline: float | None) -> ResultRecord | None:
+        channel = self._channel(task_id)
+        pubsub = self._pubsub()
+        pubsub.subscribe(channel)
+        try:
+            # Read only once the subscription is confirmed: a result stored before that is seen
+            # by the read, one stored after it by the subscription.
+            while True:
+                message = pubsub.get_message(timeout=self._left(deadline))
+                if message is None:
+                    return self.get(task_id)
+                if message["type"] == "subscribe" and message["channel"].decode() == channel:
+                    break
+            record = self.get(task_id)
+            while record is None or not record.ready:
+                left = self._left(deadline)
+                if left is not None and left <= 0:
+                    return record
+                message = pubsub.get_message(timeout=left)
+                if message and message["type"] == "message" and \
+                        message["channel"].decode() == channel:
+                    record = self.get(task_id)
+            return record
+        finally:
+            pubsub.unsubscribe(channel)
+
+    @staticmethod
+    def _left(deadline: float | None) -> float | None:
+        if deadline is None:
+            return 1.0  # wake now and then, e.g. to notice a Redis restart
+        return max(0.0, deadline - time.monotonic())
+
+    def forget(self, task_id: str) -> None:
+        self._retry("forget", lambda: self.client.delete(self._key(task_id)))
+
+    # -- revocation -----------------------------------------------------------------------------
+
+    def revoke(self, task_ids: Sequence[str], terminate: bool = False,
+               signal: str = "SIGTERM") -> None:
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.set(f"{self.prefix}revoked:{task_id}", f"{int(terminate)}|{signal}",
+                         ex=REVOKED_KEEP)
+            pipe.execute()
+        self._retry("revoke", write)
+
+    def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        if not task_ids:
+            return {}
+        values = self._retry("read revoked", lambda: self.client.mget(
+            [f"{self.prefix}revoked:{t}" for t in task_ids]))
+        found = {}
+        for task_id, value in zip(task_ids, values, strict=True):
+            if value is not None:
+                terminate, _, signal = value.decode().partition("|")
+                found[task_id] = (terminate == "1", signal or "SIGTERM")
+        return found
+
+    # -- keyed data -------------------------------------------------------------------------------
+
+    def get_data(self, key: str) -> bytes | None:
+        return self._retry("get data", lambda: self.client.get(f"{self.prefix}data:{key}"))
+
+    def update_data(self, key: str, change: Callable[[bytes | None], bytes | None]
+                    ) -> bytes | None:
+        name, index = f"{self.prefix}data:{key}", f"{self.prefix}data-index"
+
+        def attempt() -> bytes | None:
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(name)
+                        new = change(pipe.get(name))
+                        pipe.multi()
+                        if new is None:
+                            pipe.delete(name)
+                            pipe.zrem(index, key)
+                        else:
+                            pipe.set(name, new)
+                            pipe.zadd(index, {key: 0})
+                        pipe.execute()
+                        return new
+                    except redis.WatchError:
+                        continue  # someone changed it between our read and write: again
+        return self._retry("update data", attempt)
+
+    def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
+        def scan() -> list[tuple[str, bytes]]:
+            keys = [k.decode() for k in self.client.zrangebylex(
+                f"{self.prefix}data-index", f"[{prefix}", f"[{prefix}\xff")]
+            if not keys:
+                return []
+            values = self.client.mget([f"{self.prefix}data:{k}" for k in keys])
+            return [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
+        return self._retry("scan data", scan)
+
+    def close(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is not None:
+            pubsub.close()
+        self.client.close()

@@ -1,0 +1,274 @@
+"""``redis://``: the broker for many workers on many hosts.
+
+Layout (prefix ``runner:``, transport option ``global_keyprefix``):
+
+- ``q:<queue>``   sorted set of message ids; score = (9 - priority) * 1e12 + sequence, so
+                  ZPOPMIN gives the highest priority first, oldest first within it;
+- ``body``        hash id -> message bytes;  ``info``  hash id -> "queue<TAB>score";
+- ``unacked``     sorted set id -> claim deadline;  ``deliveries``  hash id -> count;
+- ``delayed``     sorted set id -> eta (countdown/eta tasks wait here, in Redis);
+- ``wake:<queue>`` list of tokens an idle worker blocks on (BLPOP), pushed with each message.
+
+Every state change is one Lua script, so it is atomic: a fetch moves due delayed messages and
+expired claims back to their queues and claims up to ``limit`` messages in one step; an ack
+removes the message; a retry replaces it. Delivery is at least once: a claim not renewed within
+``visibility_timeout`` seconds (the worker renews it while the task runs) is delivered again.
+A lost wake token costs latency, never a message: waiting always ends within one second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from runner.brokers.base import Broker, Delivery
+from runner.config.urls import URL
+from runner.message import Message
+from runner.redis_store import make_client, retrying
+
+PRIORITY_STEP = 10**12
+WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
+MAX_IDLE_BLOCK = 1.0  # seconds: also how soon expired claims and due etas are noticed
+
+_RELEASE = """
+local function release(prefix, zkey, now)
+  local ids = redis.call('ZRANGEBYSCORE', prefix .. zkey, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do
+    local info = redis.call('HGET', prefix .. 'info', id)
+    redis.call('ZREM', prefix .. zkey, id)
+    if info then
+      local tab = string.find(info, '\\t', 1, true)
+      local queue = string.sub(info, 1, tab - 1)
+      redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
+      redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
+      redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, %(keep)d)
+    end
+  end
+end
+""" % {"keep": WAKE_KEEP - 1}
+
+_PUT = """
+local function put(prefix, id, queue, priority, eta, body, now)
+  local seq = redis.call('INCR', prefix .. 'seq')
+  local score = string.format('%%d', (9 - priority) * %(step)d + seq)
+  redis.call('HSET', prefix .. 'body', id, body)
+  redis.call('HSET', prefix .. 'info', id, queue .. '\\t' .. score)
+  if eta > now then
+    redis.call('ZADD', prefix .. 'delayed', eta, id)
+  else
+    redis.call('ZADD', prefix .. 'q:' .. queue, score, id)
+    redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
+    redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, %(keep)d)
+  end
+end
+""" % {"step": PRIORITY_STEP, "keep": WAKE_KEEP - 1}
+
+_FORGET = """
+local function forget(prefix, id)
+  local info = redis.call('HGET', prefix .. 'info', id)
+  if info then
+    local tab = string.find(info, '\\t', 1, true)
+    redis.call('ZREM', prefix .. 'q:' .. string.sub(info, 1, tab - 1), id)
+  end
+  redis.call('ZREM', prefix .. 'unacked', id)
+  redis.call('ZREM', prefix .. 'delayed', id)
+  redis.call('HDEL', prefix .. 'body', id)
+  redis.call('HDEL', prefix .. 'info', id)
+  redis.call('HDEL', prefix .. 'deliveries', id)
+end
+"""
+
+# ARGV: prefix, now, then groups of 5: id, queue, priority, eta, body
+ENQUEUE = _PUT + """
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV, 5 do
+  put(prefix, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], now)
+end
+return 1
+"""
+
+# ARGV: prefix, now, deadline, limit, queues...
+FETCH = _RELEASE + """
+local prefix, now, deadline, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+release(prefix, 'delayed', now)
+release(prefix, 'unacked', now)
+local out, count = {}, 0
+for i = 5, #ARGV do
+  local queue = ARGV[i]
+  if count < limit then
+    local popped = redis.call('ZPOPMIN', prefix .. 'q:' .. queue, limit - count)
+    for j = 1, #popped, 2 do
+      local id = popped[j]
+      local body = redis.call('HGET', prefix .. 'body', id)
+      if body then
+        redis.call('ZADD', prefix .. 'unacked', deadline, id)
+        local n = redis.call('HINCRBY', prefix .. 'deliveries', id, 1)
+        out[#out + 1] = id
+        out[#out + 1] = queue
+        out[#out + 1] = body
+        out[#out + 1] = n
+        count = count + 1
+      end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: prefix, ids...
+ACK = _FORGET + """
+for i = 2, #ARGV do forget(ARGV[1], ARGV[i]) end
+return 1
+"""
+
+# ARGV: prefix, ids...
+REQUEUE = """
+local prefix = ARGV[1]
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZREM', prefix .. 'unacked', id) == 1 then
+    local info = redis.call('HGET', prefix .. 'info', id)
+    if info then
+      local tab = string.find(info, '\\t', 1, true)
+      local queue = string.sub(info, 1, tab - 1)
+      redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
+      redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
+    end
+  end
+end
+return 1
+"""
+
+# ARGV: prefix, deadline, ids...
+EXTEND = """
+for i = 3, #ARGV do redis.call('ZADD', ARGV[1] .. 'unacked', 'XX', ARGV[2], ARGV[i]) end
+return 1
+"""
+
+# ARGV: prefix, now, old id, id, queue, priority, eta, body
+RETRY = _FORGET + _PUT + """
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+forget(prefix, ARGV[3])
+put(prefix, ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], now)
+return 1
+"""
+
+# ARGV: prefix, queues...
+PURGE = _FORGET + """
+local prefix, count = ARGV[1], 0
+local wanted = {}
+for i = 2, #ARGV do
+  wanted[ARGV[i]] = true
+  for _, id in ipairs(redis.call('ZRANGE', prefix .. 'q:' .. ARGV[i], 0, -1)) do
+    forget(prefix, id)
+    count = count + 1
+  end
+end
+for _, id in ipairs(redis.call('ZRANGE', prefix .. 'delayed', 0, -1)) do
+  local info = redis.call('HGET', prefix .. 'info', id)
+  if info and wanted[string.sub(info, 1, string.find(info, '\\t', 1, true) - 1)] then
+    forget(prefix, id)
+    count = count + 1
+  end
+end
+return count
+"""
+
+
+class RedisBroker(Broker):
+    """``redis://:password@host:port/db``; see the module docstring for the guarantees."""
+
+    scheme = "redis"
+
+    def __init__(self, url: URL, transport_options: dict | None = None):
+        super().__init__(url, transport_options)
+        options = self.transport_options
+        self.prefix = str(options.get("global_keyprefix", "runner:"))
+        self.max_retries = options.get("max_retries", 100)
+        self.client = make_client(url, options)
+        self._scripts = {name: self.client.register_script(source) for name, source in {
+            "enqueue": ENQUEUE, "fetch": FETCH, "ack": ACK, "requeue": REQUEUE,
+            "extend": EXTEND, "retry": RETRY, "purge": PURGE}.items()}
+        self._wake_keys: dict[tuple[str, ...], list[str]] = {}  # queues -> wake list keys
+        self._local = threading.local()
+
+    def _run(self, what: str, script: str, args: list) -> object:
+        return retrying(what, self.url, lambda: self._scripts[script](args=args),
+                        self.max_retries)
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        args: list = [self.prefix, repr(time.time())]
+        for message in messages:
+            args += [message.id, message.queue, message.priority or 0,
+                     repr(message.eta or 0.0), message.encode()]
+        self._run("enqueue", "enqueue", args)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
+        self.watch(queues)
+        now = time.time()
+        rows = self._run("fetch", "fetch", [self.prefix, repr(now),
+                                            repr(now + self.visibility_timeout), limit,
+                                            *queues])
+        return [Delivery(tag=rows[i].decode(), body=rows[i + 2], queue=rows[i + 1].decode(),
+                         redelivered=int(rows[i + 3]) > 1) for i in range(0, len(rows), 4)]
+
+    def wait(self, timeout: float) -> bool:
+        """Block on the wake lists of the queues fetched last (at most a second at a time)."""
+        keys = self._local.__dict__.get("wake_keys")
+        if not keys:
+            time.sleep(min(timeout, 0.01))
+            return True
+        if timeout <= 0:
+            return bool(retrying("wait", self.url, lambda: self.client.exists(*keys),
+                                 self.max_retries))
+        block = min(timeout, MAX_IDLE_BLOCK)
+        got = retrying("wait", self.url, lambda: self.client.blpop(keys, timeout=block),
+                       self.max_retries)
+        return got is not None
+
+    def watch(self, queues: Sequence[str]) -> None:
+        """Which queues :meth:`wait` wakes for: those this thread fetched from last."""
+        key = tuple(queues)
+        if key not in self._wake_keys:
+            self._wake_keys[key] = [f"{self.prefix}wake:{q}" for q in queues]
+        self._local.wake_keys = self._wake_keys[key]
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._run("ack", "ack", [self.prefix, *(d.tag for d in deliveries)])
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._run("requeue", "requeue", [self.prefix, *(d.tag for d in deliveries)])
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            deadline = repr(time.time() + self.visibility_timeout)
+            self._run("extend", "extend", [self.prefix, deadline, *(d.tag for d in deliveries)])
+
+    def retry(self, delivery: Delivery, message: Message) -> None:
+        self._run("retry", "retry", [self.prefix, repr(time.time()), delivery.tag, message.id,
+                                     message.queue, message.priority or 0,
+                                     repr(message.eta or 0.0), message.encode()])
+
+    # -- admin --------------------------------------------------------------------------------
+
+    def purge(self, queues: Sequence[str]) -> int:
+        return int(self._run("purge", "purge", [self.prefix, *queues]))
+
+    def qsize(self, queue: str) -> int:
+        def count() -> int:
+            ready = self.client.zcard(f"{self.prefix}q:{queue}")
+            delayed = self.client.zrange(f"{self.prefix}delayed", 0, -1)
+            infos = self.client.hmget(f"{self.prefix}info", delayed) if delayed else []
+            return ready + sum(1 for info in infos
+                               if info and info.split(b"\t", 1)[0].decode() == queue)
+        return retrying("qsize", self.url, count, self.max_retries)
+
+    def close(self) -> None:
+        self.client.close()

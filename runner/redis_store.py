@@ -1,0 +1,77 @@
+"""What the Redis broker and result backend share: the client, and riding out outages.
+
+``redis://[:password@]host[:port][/db]``, ``rediss://`` (TLS; ``?ssl_cert_reqs=required|optional|
+none&ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...``) and ``redis+socket:///path/to.sock
+[?db=N]``. Every operation goes through :func:`retrying`: a lost connection is retried with
+exponential backoff (logged, URL masked) up to ``broker_connection_max_retries`` times (None or
+0: forever), so producers, workers and ``AsyncResult.get`` carry on across a Redis restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runner.config.urls import URL, mask_url
+
+logger = logging.getLogger("runner.redis")
+
+T = TypeVar("T")
+OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+              "none": ssl.CERT_NONE, "cert_required": ssl.CERT_REQUIRED,
+              "cert_optional": ssl.CERT_OPTIONAL, "cert_none": ssl.CERT_NONE}
+
+
+def make_client(url: URL, options: dict | None = None) -> redis.Redis:
+    """A client for ``url``; ``options`` are transport options (``socket_timeout``, ...)."""
+    options = options or {}
+    common = {
+        "password": url.password,
+        "username": url.username or None,
+        "socket_connect_timeout": float(options.get("socket_connect_timeout", 4.0)),
+        "socket_keepalive": True,
+        "health_check_interval": int(options.get("health_check_interval", 25)),
+    }
+    if url.scheme == "redis+socket":
+        return redis.Redis(unix_socket_path=url.path, db=int(url.query.get("db", 0)), **common)
+    if url.scheme == "rediss":
+        query = url.query
+        common.update(
+            ssl=True,
+            ssl_cert_reqs=_CERT_REQS.get(str(query.get("ssl_cert_reqs", "required")).lower(),
+                                         ssl.CERT_REQUIRED),
+            ssl_ca_certs=query.get("ssl_ca_certs"), ssl_certfile=query.get("ssl_certfile"),
+            ssl_keyfile=query.get("ssl_keyfile"))
+    return redis.Redis(host=url.host or "localhost", port=url.port or 6379, db=url.db or 0,
+                       **common)
+
+
+def retrying(what: str, url: URL, operation: Callable[[], T],
+             max_retries: int | None = 100, deadline: float | None = None) -> T:
+    """Run ``operation``; on a lost connection retry with backoff (0.1 s doubling to 5 s).
+
+    ``deadline`` (monotonic) stops retrying early, re-raising the connection error."""
+    attempt = 0
+    while True:
+        try:
+            return operation()
+        except OUTAGE_ERRORS as exc:
+            attempt += 1
+            if max_retries and attempt > max_retries:
+                raise
+            delay = min(5.0, 0.1 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random() / 2)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s: cannot reach Redis at %s (%s); retry %d in %.2fs", what,
+                           mask_url(url.raw), type(exc).__name__, attempt, delay)
+            time.sleep(delay)
