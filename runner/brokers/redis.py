@@ -42,16 +42,16 @@ local function release(prefix, zkey, now)
       local queue = string.sub(info, 1, tab - 1)
       redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
       redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
-      redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, %(keep)d)
+      redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, WAKE_LAST)
     end
   end
 end
-""" % {"keep": WAKE_KEEP - 1}
+""".replace("WAKE_LAST", str(WAKE_KEEP - 1))
 
 _PUT = """
 local function put(prefix, id, queue, priority, eta, body, now)
   local seq = redis.call('INCR', prefix .. 'seq')
-  local score = string.format('%%d', (9 - priority) * %(step)d + seq)
+  local score = string.format('%d', (9 - priority) * PRIORITY_STEP + seq)
   redis.call('HSET', prefix .. 'body', id, body)
   redis.call('HSET', prefix .. 'info', id, queue .. '\\t' .. score)
   if eta > now then
@@ -59,10 +59,10 @@ local function put(prefix, id, queue, priority, eta, body, now)
   else
     redis.call('ZADD', prefix .. 'q:' .. queue, score, id)
     redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
-    redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, %(keep)d)
+    redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, WAKE_LAST)
   end
 end
-""" % {"step": PRIORITY_STEP, "keep": WAKE_KEEP - 1}
+""".replace("WAKE_LAST", str(WAKE_KEEP - 1)).replace("PRIORITY_STEP", str(PRIORITY_STEP))
 
 _FORGET = """
 local function forget(prefix, id)
