@@ -49,11 +49,12 @@ def app(db_url: str):
 class WorkerProcess:
     """A real ``runner worker`` process; its log is in ``self.log_path``."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path):
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+                 app: str = "tasks"):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "worker", "-A", "tasks", "-l", "info", *args],
+            [sys.executable, "-m", "runner", "worker", "-A", app, "-l", "info", *args],
             cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 
@@ -102,12 +103,14 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(worker_env, tmp_path):
-    """``start_worker('-c', '2')`` starts a worker on the test database and waits for it."""
+    """``start_worker('-c', '2')`` starts a worker on the test database and waits for it;
+    ``app='pipelines.tasks'`` runs another app than ``tests/apps/tasks.py``."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, wait: bool = True, env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(*args: str, wait: bool = True, env: dict[str, str] | None = None,
+              app: str = "tasks") -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess(list(args), {**worker_env, **(env or {})}, tmp_path, log)
+        worker = WorkerProcess(list(args), {**worker_env, **(env or {})}, tmp_path, log, app)
         started.append(worker)
         if wait:
             worker.wait_for_log("ready.")
@@ -116,3 +119,67 @@ def start_worker(worker_env, tmp_path):
     yield start
     for worker in started:
         worker.stop()
+
+
+class PipelineHarness:
+    """Pipelines of ``tests/apps/pipeline_tasks.py`` on this test's database: write a file,
+    run the ``runner`` CLI in a subprocess, submit and wait in process, count task runs."""
+
+    def __init__(self, app, env: dict[str, str], tmp_path: Path, start_worker):
+        self.app, self.env, self.dir, self._start_worker = app, env, tmp_path, start_worker
+
+    def write(self, text: str, name: str = "pipeline.yaml") -> Path:
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=self.dir,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def worker(self, *args: str) -> WorkerProcess:
+        return self._start_worker(*args, app="pipeline_tasks")
+
+    def submit(self, path: Path, **params):
+        from runner.pipeline import engine
+        from runner.pipeline.validate import load_pipeline
+
+        return engine.submit(self.app, load_pipeline(path), params).id
+
+    def wait(self, run_id: str, timeout: float = 30):
+        from runner.pipeline.runs import RUN_DONE, load_run
+
+        deadline = time.monotonic() + timeout
+        while True:
+            record = load_run(self.app.backend, run_id)
+            if record.state in RUN_DONE:
+                return record
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {record.state} after {timeout}s: "
+                                     f"{ {n: s.state for n, s in record.steps.items()} }")
+            time.sleep(0.05)
+
+    def result(self, run_id: str, step: str):
+        from runner.pipeline.engine import Driver
+        from runner.pipeline.runs import load_run
+
+        return Driver(self.app, run_id).step_result(load_run(self.app.backend, run_id), step)
+
+    def marks(self) -> list[str]:
+        path = self.dir / "marks.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture
+def pipelines(db_url, worker_env, tmp_path, start_worker):
+    """A :class:`PipelineHarness`; its app is ``pipeline_tasks.app`` on this test's database."""
+    import pipeline_tasks
+
+    app = pipeline_tasks.app
+    runtime = app.conf._runtime
+    saved = dict(runtime.values), dict(runtime.sources)
+    app.conf.update(broker_url=db_url, result_backend=db_url)
+    yield PipelineHarness(app, worker_env, tmp_path, start_worker)
+    app.close()
+    runtime.values, runtime.sources = saved
+    app.conf._invalidate()

@@ -15,6 +15,7 @@ import yaml
 from runner.cli.base import load_app
 from runner.exceptions import PipelineError
 from runner.pipeline import engine
+from runner.pipeline.model import Pipeline
 from runner.pipeline.runs import RUN_DONE, RunRecord, items_key, list_runs, load_run
 from runner.pipeline.validate import LoadedPipeline, load_pipeline
 
@@ -34,13 +35,21 @@ def params_option(command):
                         help="Set a param (VALUE is YAML: 3, [a, b], {k: v}); repeatable.")(command)
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+def parse_params(pairs: tuple[str, ...], pipeline: Pipeline | None = None) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; a VALUE stays text for a typed param (its type converts it), and
+    is read as YAML for an untyped one (``limit: 1000`` in the file, ``-p limit=5``)."""
     params: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="-p")
-        params[name.strip()] = value  # typed by the param's declared type
+        spec = pipeline.params.get(name.strip()) if pipeline else None
+        if spec is not None and spec.type == "any":
+            try:
+                value = yaml.safe_load(value)
+            except (yaml.YAMLError, ValueError):
+                pass  # not YAML: the text itself
+        params[name.strip()] = value
     return params
 
 
@@ -97,7 +106,8 @@ def validated(path: str, app_path: str | None, config_path: str | None):
 def submit(file, params, app_path, config_path, logical_date, wait) -> None:
     """Validate FILE and start a run of it; print the run id."""
     loaded, app = validated(file, app_path, config_path)
-    record = engine.submit(app, loaded, parse_params(params), _logical_date(logical_date, app))
+    record = engine.submit(app, loaded, parse_params(params, loaded.model),
+                           _logical_date(logical_date, app))
     click.echo(record.id)
     if wait:
         sys.exit(follow(app, record.id))
@@ -135,7 +145,7 @@ def run(file, params, app_path, config_path, concurrency, logical_date) -> None:
         command += ["--config", config_path]
     worker = subprocess.Popen(command, env=env)
     try:
-        record = engine.submit(app, loaded, parse_params(params),
+        record = engine.submit(app, loaded, parse_params(params, loaded.model),
                                _logical_date(logical_date, app))
         click.echo(f"run {record.id} of {loaded.name}")
         code = follow(app, record.id, worker=worker)

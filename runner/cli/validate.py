@@ -8,6 +8,7 @@ A YAML file with a top-level ``steps:`` key is a pipeline; anything else is a co
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -27,9 +28,13 @@ def guess_kind(target: str) -> str:
     if path.suffix.lower() not in _DATA_SUFFIXES or not path.is_file():
         return "config"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return "config"  # the config loader reports the problem with its line
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "config"  # the config loader reports the problem
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError):  # broken YAML: a top-level `steps:` line still tells
+        return "pipeline" if re.search(r"^steps\s*:", text, re.M) else "config"
     return "pipeline" if isinstance(data, dict) and "steps" in data else "config"
 
 

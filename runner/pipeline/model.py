@@ -3,7 +3,9 @@ here: ``python -m runner.pipeline.schema``)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -67,6 +69,35 @@ class Step(StepOptions):
         return [value] if isinstance(value, str) else value
 
 
+_EVERY = re.compile(r"^(\d+(\.\d+)?[smhd])+$")
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
+                ("day of week", 0, 7))
+_CRON_NAMES = {"month": {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                         "nov", "dec"},
+               "day of week": {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}}
+
+
+def check_cron(expression: str) -> None:
+    """ValueError unless ``expression`` is a five-field cron expression (names, ranges, lists
+    and steps allowed: ``*/15 9-17 * jan-mar mon,fri``)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {expression!r} has {len(fields)} fields, needs 5: minute hour "
+                         f"day-of-month month day-of-week")
+    for text, (what, low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in text.split(","):
+            base, slash, step = part.partition("/")
+            bounds = [] if base == "*" else base.split("-", 1)
+            for bound in bounds:
+                if not (bound.lower() in _CRON_NAMES.get(what, ())
+                        or bound.isdigit() and low <= int(bound) <= high):
+                    raise ValueError(f"cron {expression!r}: {bound!r} is not a valid {what} "
+                                     f"({low}-{high})")
+            if slash and not (step.isdigit() and int(step) > 0):
+                raise ValueError(f"cron {expression!r}: step {step!r} of the {what} is not a "
+                                 f"positive number")
+
+
 class Trigger(_Strict):
     """When the pipeline runs by itself (``runner beat``)."""
 
@@ -75,6 +106,31 @@ class Trigger(_Strict):
     timezone: str | None = Field(None, description="IANA zone of the cron times.")
     params: dict[str, Any] = Field(default_factory=dict)
     catchup: Literal["skip", "latest", "all"] = "skip"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_cron(value)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | None) -> str | None:
+        if value is not None and not _EVERY.match(value):
+            raise ValueError(f"{value!r} is not an interval such as '30s', '15m', '1h', '1d'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+                raise ValueError(f"unknown time zone {value!r}; use an IANA name such as "
+                                 f"Europe/Oslo or UTC") from None
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Trigger:

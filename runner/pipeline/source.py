@@ -33,11 +33,25 @@ class YAMLSyntaxError(Exception):
         super().__init__(message)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps an impossible date (``2026-02-30``) as text, so that the param
+    check reports it at its line instead of the parser failing without one."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
+
+
 def load_located(text: str, file: str) -> Located:
     """Parse ``text``; raises YAMLSyntaxError with the line of a syntax error."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

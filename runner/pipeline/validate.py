@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
 
 from runner.exceptions import PipelineError
-from runner.pipeline.model import ParamSpec, Pipeline
+from runner.pipeline.model import TYPE_ALIASES, ParamSpec, ParamType, Pipeline
 from runner.pipeline.source import Located, YAMLSyntaxError, load_located
 from runner.pipeline.template import check_syntax, references, walk_strings
 
@@ -68,7 +68,8 @@ def load_pipeline_text(text: str, path: str = "<pipeline>") -> LoadedPipeline:
     except ValidationError as exc:
         model, problems = None, _model_problems(exc, located)
     view = model if model is not None else _lenient(located.data)
-    problems += graph_problems(view, located) + template_problems(view, located)
+    problems += (graph_problems(view, located) + template_problems(view, located)
+                 + param_problems(view, located))
     if problems:
         raise PipelineError(problems)
     return LoadedPipeline(model, path, text, hashlib.sha256(text.encode()).hexdigest(), located)
@@ -92,7 +93,10 @@ def _lenient(data: dict) -> SimpleNamespace:
     if isinstance(data.get("params"), dict):
         for name, raw in data["params"].items():
             default = raw.get("default") if isinstance(raw, dict) else raw
-            params[str(name)] = SimpleNamespace(default=default)
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            kind = TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else None
+            params[str(name)] = SimpleNamespace(
+                default=default, type=kind if kind in get_args(ParamType) else "any")
     return SimpleNamespace(steps=steps, params=params)
 
 
@@ -269,6 +273,20 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
 # -- parameters ----------------------------------------------------------------------------
 
 
+def param_problems(model: Pipeline, located: Located) -> list[str]:
+    """Defaults that are not of their param's type (template defaults are checked at submit,
+    once rendered)."""
+    problems = []
+    for name, spec in model.params.items():
+        if spec.default is None or any(True for _ in walk_strings(spec.default)):
+            continue
+        try:
+            coerce_param(name, spec, spec.default)
+        except ValueError as exc:
+            problems.append(f"{located.where(('params', name, 'default'))}: {exc}")
+    return problems
+
+
 def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
     """``value`` converted to the param's type; ValueError saying what is wrong."""
     kind = spec.type
@@ -277,7 +295,7 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
     if isinstance(value, str) and kind not in ("str", "date", "datetime"):
         try:
             value = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):  # ValueError: an impossible date, 2026-02-30
             raise ValueError(f"param {name}: {value!r} is not a {kind}") from None
     try:
         if kind == "str":
