@@ -9,7 +9,6 @@ an environment variable) into one shape per setting, so the rest of runner reads
 from __future__ import annotations
 
 import difflib
-import re
 import zoneinfo
 from datetime import timedelta
 from functools import lru_cache
@@ -28,8 +27,7 @@ from runner import serialization
 from runner.config.urls import check_url, mask_url
 from runner.exceptions import ConfigError, SerializationError
 from runner.routing import validate_routes
-
-_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+from runner.schedules import as_schedule
 
 
 def _split_list(value: Any) -> Any:
@@ -150,6 +148,12 @@ class BeatEntry(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments")
     options: dict[str, Any] = Field(default_factory=dict, description="apply_async options")
     relative: bool = Field(False, description="round an interval to its resolution (Celery)")
+    catchup: Literal["skip", "latest", "all"] = Field(
+        "skip", description="fires missed while beat was down: skip them, run the latest "
+        "once, or run all (oldest first, up to catchup_limit)")
+    catchup_limit: int | None = Field(
+        None, ge=1, description="most missed fires run with catchup 'all' (None: "
+        "beat_catchup_limit)")
 
     @field_validator("schedule")
     @classmethod
@@ -157,15 +161,10 @@ class BeatEntry(BaseModel):
         if isinstance(value, bool) or value is None:
             raise ValueError(f"schedule {value!r} is not a schedule; use seconds, a timedelta, "
                              "a cron string like '*/5 * * * *' or a crontab")
-        if isinstance(value, int | float) and value <= 0:
-            raise ValueError(f"an interval must be > 0 seconds (given {value!r})")
-        if isinstance(value, timedelta) and value.total_seconds() <= 0:
-            raise ValueError(f"an interval must be > 0 (given {value!r})")
-        if isinstance(value, str):
-            fields = value.split()
-            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-                raise ValueError(f"cron string {value!r} needs 5 fields: minute hour "
-                                 "day-of-month month day-of-week, e.g. '0 7 * * mon-fri'")
+        try:
+            as_schedule(value)  # cron fields are parsed by croniter: ranges, steps, names
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
 
@@ -288,6 +287,11 @@ class Settings(BaseModel):
         "kwargs, options}")
     beat_max_loop_interval: float = Field(
         300, gt=0, description="longest sleep of the beat loop, in seconds")
+    beat_lease_seconds: float = Field(
+        10, gt=0, description="leader lease of runner beat: a standby takes over at most this "
+        "long after the leader dies")
+    beat_catchup_limit: int = Field(
+        100, ge=1, description="most missed fires one entry runs with catchup 'all'")
     imports: list[str] = Field(
         default_factory=list, description="modules a worker imports to register tasks")
     include: list[str] = Field(
