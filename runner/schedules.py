@@ -131,7 +131,7 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         times = croniter(self.expression, start, day_or=self.day_or)
         while True:
             candidate = _instant(times.get_next(datetime), tz)
-            if candidate > after:
+            if candidate.timestamp() > after.timestamp():  # same-zone `>` ignores fold
                 return candidate
 
     @property

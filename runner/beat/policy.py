@@ -30,7 +30,8 @@ def plan(entry: Entry, cursor: float, now: float, grace: float) -> Plan:
     on_time_from = now - grace
     result = Plan()
     if entry.catchup == "skip" and cursor < on_time_from:
-        result.dropped = -1  # some, uncounted: skipping needs no enumeration
+        first = entry.schedule.next_after(datetime.fromtimestamp(cursor, tz), tz)
+        result.dropped = -1 if first.timestamp() < on_time_from else 0  # skipping: uncounted
         cursor = on_time_from
     keep = 1 if entry.catchup == "latest" else entry.catchup_limit
     missed: deque[datetime] = deque(maxlen=keep)
