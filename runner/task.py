@@ -6,6 +6,7 @@ A Task holds options only; sending goes through ``app.send_task`` and running th
 
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,9 +120,23 @@ class Task:
         """Send the task to a worker. Options as Celery: countdown, eta, expires, queue,
         priority, task_id, serializer, headers, ignore_result, time_limit, soft_time_limit,
         link, link_error. With ``task_always_eager`` it runs here and returns an EagerResult."""
+        if self.typing:
+            self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+
+    def check_arguments(self, args: tuple | list | None, kwargs: dict | None) -> None:
+        """Celery's ``typing``: a call the function cannot accept fails here, in the caller,
+        with a TypeError, rather than later on a worker."""
+        signature = self.__dict__.get("_signature")
+        if signature is None:
+            signature = self._signature = inspect.signature(self.run)
+        bound = (self,) if self.bind else ()
+        try:
+            signature.bind(*bound, *(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}() {exc}") from None
 
     def apply(self, args: tuple | list | None = None, kwargs: dict | None = None,
               **options: Any) -> EagerResult:

@@ -49,6 +49,22 @@ def test_delay_and_apply_async_send_args_and_kwargs_to_a_worker(app, start_worke
     assert add.apply_async(args=[1, 1]).get(timeout=10) == 2
 
 
+def test_wrong_arguments_fail_in_the_caller_before_anything_is_sent(app):
+    from tasks import add, request_info, whoami
+
+    with pytest.raises(TypeError, match="tasks.add.*missing a required argument: 'y'"):
+        add.delay(1)
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        add.apply_async((1, 2, 3))
+    with pytest.raises(TypeError, match="tasks.whoami"):
+        whoami.delay("self is not an argument of a bound task's caller")
+    app.conf.update(task_always_eager=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        add.delay(1, 2, z=3)
+    assert app.broker.qsize("celery") == 0
+    assert request_info.delay(1, 2, any="thing").get()["args"] == [1, 2]  # *args, **kwargs
+
+
 def test_apply_async_task_id_is_the_result_id(app, start_worker):
     from tasks import request_info
 
