@@ -87,7 +87,8 @@ def test_bound_task_sees_its_request(app, start_worker):
     assert info["hostname"] == "alpha@testhost"
     assert info["retries"] == 0 and info["is_eager"] is False
     assert info["headers"]["trace"] == "abc-123"
-    assert info["delivery_info"]["queue"] == "celery"
+    assert info["delivery_info"]["queue"] == info["delivery_info"]["routing_key"] == "celery"
+    assert info["delivery_info"]["redelivered"] is False
     assert info["delivery_info"]["priority"] == 7
 
 

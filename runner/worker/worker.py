@@ -185,7 +185,9 @@ class Worker:
         held.started = time.monotonic()
         self.running[held.job] = held
         delivery_info = {"queue": held.delivery.queue, "priority": message.priority,
-                         "redelivered": held.delivery.redelivered}
+                         "redelivered": held.delivery.redelivered,
+                         # Celery's keys, which tasks read to learn their queue
+                         "exchange": "", "routing_key": held.delivery.queue}
         self.pool.submit(Job(held.job, message, delivery_info, time_limit))
 
     def wait_and_collect(self) -> None:
