@@ -129,8 +129,8 @@ def _pipeline_entries(directory: str, tz: tzinfo, known: set[str] | None,
     for path in sorted([*root.glob("*.yaml"), *root.glob("*.yml")]):
         try:
             loaded = load_pipeline(path)
-        except RunnerError as exc:
-            problems.append(f"pipeline {path}: {exc}")
+        except RunnerError as exc:  # the message names file:line:col already
+            problems.append(str(exc))
             continue
         model = loaded.model
         for index, trigger in enumerate(model.triggers):
