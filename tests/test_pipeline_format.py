@@ -185,7 +185,7 @@ triggers:
     expected = [
         ("p.yaml:1:1", "name: String should match pattern"),
         ("p.yaml:19:5", "a trigger needs exactly one of 'cron' or 'every'"),
-        ("p.yaml:20:6", "cron '0 3 * *' has 4 fields, needs 5"),
+        ("p.yaml:20:6", "cron string '0 3 * *' needs 5 fields"),
         ("p.yaml:7:16", "step 'a' needs 'nope', which is not a step"),
         ("p.yaml:7:5", "steps form a cycle: a -> b -> a"),
         ("p.yaml:8:12", "reads params.limmit, which is not a param; did you mean 'limit'?"),
@@ -210,13 +210,14 @@ def test_trigger_cron_and_timezone_are_checked():
             "  - {every: soon}\n")
     problems = problems_of(text)
     assert len(problems) == 4, problems
-    assert problems[0].startswith("p.yaml:5:6: triggers.0.cron: Value error, cron '61 2 * * *"
-                                  "': '61' is not a valid minute (0-59)")
+    assert problems[0].startswith("p.yaml:5:6: triggers.0.cron: Value error, bad cron "
+                                  "expression '61 2 * * *'")
+    assert problems[0].endswith("out of range (got \"61 2 * * *\")")
     assert problems[1].startswith("p.yaml:6:6: triggers.1.cron: ") and "needs 5" in problems[1]
-    assert problems[2].startswith("p.yaml:7:25: triggers.2.timezone: Value error, unknown time "
-                                  "zone 'Mars/Olympus'")
-    assert problems[3].startswith("p.yaml:8:6: triggers.3.every: Value error, 'soon' is not "
-                                  "an interval")
+    assert problems[2].startswith("p.yaml:7:25: triggers.2.timezone: Value error, unknown "
+                                  "timezone 'Mars/Olympus'")
+    assert problems[3].startswith("p.yaml:8:6: triggers.3.every: Value error, interval 'soon' "
+                                  "is not like '30s'")
 
 
 def test_param_defaults_of_the_wrong_type_are_reported_at_validation():

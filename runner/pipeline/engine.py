@@ -38,7 +38,7 @@ from runner.pipeline.runs import (
     save_spec,
     task_id,
 )
-from runner.pipeline.template import render
+from runner.pipeline.template import RenderError, render
 from runner.pipeline.validate import LoadedPipeline, coerce_param
 
 logger = logging.getLogger("runner.pipeline")
@@ -59,15 +59,15 @@ def resolve_params(pipeline: Pipeline, given: dict[str, Any], run: dict[str, Any
                 for name in given if name not in pipeline.params]
     values: dict[str, Any] = {}
     for name, spec in pipeline.params.items():
-        if name in given:
-            value = given[name]
-        elif spec.required:
+        if name not in given and spec.required:
             problems.append(f"param {name!r} is required (-p {name}=...)")
             continue
-        else:
-            value = render(spec.default, {"run": run, "params": values})
         try:
+            value = given[name] if name in given else render(
+                spec.default, {"run": run, "params": values})
             values[name] = coerce_param(name, spec, value)
+        except RenderError as exc:
+            problems.append(f"param {name!r}: default {exc}")
         except ValueError as exc:
             problems.append(str(exc))
     if problems:
@@ -88,6 +88,7 @@ def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = Non
     logical_date = logical_date or app.now()
     if logical_date.tzinfo is None:
         logical_date = logical_date.replace(tzinfo=app.tz)
+    logical_date = logical_date.astimezone(app.tz)  # run.ds is the date in the app's zone
     values = resolve_params(pipeline, params or {},
                             run_context(run_id, pipeline.name, logical_date))
     record = RunRecord(id=run_id, pipeline=pipeline.name, file=loaded.path,
@@ -217,7 +218,9 @@ class Driver:
                                         f"not a list")
             messages = self.messages(record, name, step, context, items)
         except Exception as exc:  # noqa: BLE001 - a template failing at run time fails the step
-            error = f"step {name!r}: {type(exc).__name__}: {exc}"
+            cause = exc if isinstance(exc, RenderError | PipelineError) else \
+                f"{type(exc).__name__}: {exc}"
+            error = f"step {name!r}: {cause}"
             logger.error("Pipeline run %s: %s", self.run_id, error)
             self.settle(name, "failed", error=error)
             return

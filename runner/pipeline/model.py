@@ -3,11 +3,12 @@ here: ``python -m runner.pipeline.schema``)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runner.exceptions import ConfigError
+from runner.schedules import crontab, parse_every, zone
 
 ParamType = Literal["any", "str", "int", "float", "bool", "date", "datetime", "list", "dict"]
 TYPE_ALIASES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
@@ -69,33 +70,15 @@ class Step(StepOptions):
         return [value] if isinstance(value, str) else value
 
 
-_EVERY = re.compile(r"^(\d+(\.\d+)?[smhd])+$")
-_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
-                ("day of week", 0, 7))
-_CRON_NAMES = {"month": {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                         "nov", "dec"},
-               "day of week": {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}}
-
-
-def check_cron(expression: str) -> None:
-    """ValueError unless ``expression`` is a five-field cron expression (names, ranges, lists
-    and steps allowed: ``*/15 9-17 * jan-mar mon,fri``)."""
-    fields = expression.split()
-    if len(fields) != 5:
-        raise ValueError(f"cron {expression!r} has {len(fields)} fields, needs 5: minute hour "
-                         f"day-of-month month day-of-week")
-    for text, (what, low, high) in zip(fields, _CRON_FIELDS, strict=True):
-        for part in text.split(","):
-            base, slash, step = part.partition("/")
-            bounds = [] if base == "*" else base.split("-", 1)
-            for bound in bounds:
-                if not (bound.lower() in _CRON_NAMES.get(what, ())
-                        or bound.isdigit() and low <= int(bound) <= high):
-                    raise ValueError(f"cron {expression!r}: {bound!r} is not a valid {what} "
-                                     f"({low}-{high})")
-            if slash and not (step.isdigit() and int(step) > 0):
-                raise ValueError(f"cron {expression!r}: step {step!r} of the {what} is not a "
-                                 f"positive number")
+def _checked(parse: Any, value: str | None) -> str | None:
+    """``value`` when ``parse`` (the one beat uses) accepts it; its ConfigError as the
+    ValueError pydantic reports at the value's line."""
+    if value is not None:
+        try:
+            parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
 
 
 class Trigger(_Strict):
@@ -110,27 +93,17 @@ class Trigger(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_cron(value)
-        return value
+        return _checked(crontab.from_string, value)
 
     @field_validator("every")
     @classmethod
     def _every(cls, value: str | None) -> str | None:
-        if value is not None and not _EVERY.match(value):
-            raise ValueError(f"{value!r} is not an interval such as '30s', '15m', '1h', '1d'")
-        return value
+        return _checked(parse_every, value)
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
-                raise ValueError(f"unknown time zone {value!r}; use an IANA name such as "
-                                 f"Europe/Oslo or UTC") from None
-        return value
+        return _checked(zone, value)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Trigger:

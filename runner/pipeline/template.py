@@ -39,18 +39,27 @@ def _compiled(text: str):
     return ENV.from_string(text), False
 
 
+class RenderError(Exception):
+    """A template failed at run time; the message names the template and the cause."""
+
+
 def render(value: Any, context: dict[str, Any]) -> Any:
-    """Render templates anywhere inside ``value`` (lists and dicts are walked)."""
+    """Render templates anywhere inside ``value`` (lists and dicts are walked); RenderError
+    names the template that failed."""
     if isinstance(value, str):
         if not is_template(value):
             return value
-        compiled, native = _compiled(value)
-        if not native:
-            return compiled.render(**context)
-        result = compiled(**context)
-        if isinstance(result, Undefined):
-            result._fail_with_undefined_error()  # raises UndefinedError naming the name
-        return result
+        try:
+            compiled, native = _compiled(value)
+            if not native:
+                return compiled.render(**context)
+            result = compiled(**context)
+            if isinstance(result, Undefined):
+                result._fail_with_undefined_error()  # raises UndefinedError naming the name
+            return result
+        except Exception as exc:  # noqa: BLE001 - whatever the expression raised
+            raise RenderError(f"template {value!r} failed: {type(exc).__name__}: {exc}"
+                              ) from exc
     if isinstance(value, list):
         return [render(item, context) for item in value]
     if isinstance(value, dict):

@@ -227,7 +227,7 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
         visible = ancestors(model, name)
         for field in ("args", "kwargs", "map", "when"):
             value = getattr(step, field)
-            mapped = step.map is not None and field in ("args", "kwargs", "when")
+            mapped = step.map is not None and field in ("args", "kwargs")  # `when`: the step
             for path, text in walk_strings(value, (*base, field)):
                 problems += _check_template(text, path, located, model, step=name,
                                             mapped=mapped, visible=visible)
@@ -246,7 +246,7 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
     for ref in references(text):
         head = ref[0]
         if head not in allowed:
-            extra = (" ('item' and 'index' exist only in a step with 'map')"
+            extra = (" ('item' and 'index' exist only in args and kwargs of a step with 'map')"
                      if head in ("item", "index") else "")
             problems.append(f"{where}: {text!r} reads {head!r}, which is not defined{extra}; "
                             f"templates can read: {', '.join(sorted(allowed))}")

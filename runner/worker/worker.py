@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("runner.worker")
 
 IDLE_WAIT = 0.2  # longest an idle worker sleeps before looking at its signals and timers
-HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke-terminate checks
+HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 
 
@@ -318,9 +318,12 @@ class Worker:
             held = [h.delivery for h in self.buffer]
             held += [h.delivery for h in self.running.values() if not h.acked]
             self.broker.extend(held)
-        if now >= self.next_housekeeping and self.running:
+        if now >= self.next_housekeeping and (self.running or self.buffer):
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
             self.terminate_revoked()
+            if self.buffer:  # revoked after it was prefetched: it must not start
+                buffered, self.buffer = self.buffer, []
+                self.drop_revoked(buffered)
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_INTERVAL
             self.backend.cleanup()
