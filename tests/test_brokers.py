@@ -118,12 +118,8 @@ def test_requeued_message_is_delivered_again_at_once(connect):
     first.enqueue([message("m1")])
     deliveries = first.fetch(["celery"], 1, "w1")
     first.requeue(deliveries)
-    assert broker_qsize(second) == 1
+    assert second.qsize("celery") == 1
     assert ids(second.fetch(["celery"], 1, "w2")) == ["m1"]
-
-
-def broker_qsize(broker: Broker) -> int:
-    return broker.qsize("celery")
 
 
 def test_higher_priority_first_then_oldest_first(broker):
