@@ -39,7 +39,7 @@ class ResultBackend(ABC):
 
     scheme: str = ""
     #: seconds between checks while waiting for a result (backends that can push ignore it)
-    default_interval = 0.002
+    default_interval = 0.001
 
     def __init__(self, url: URL, expires: float | None = None,
                  transport_options: dict | None = None):

@@ -31,7 +31,8 @@ class RedisBackend(ResultBackend):
         super().__init__(url, expires, transport_options)
         options = self.transport_options
         self.prefix = str(options.get("global_keyprefix", "runner:"))
-        self.max_retries = options.get("max_retries", 100)
+        retries = options.get("max_retries")
+        self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self.client = make_client(url, options)
         self._local = threading.local()
 

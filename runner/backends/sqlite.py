@@ -68,7 +68,8 @@ class SQLiteBackend(ResultBackend):
             self._conn.executescript(SCHEMA)
         except Exception as exc:
             raise BackendError(f"cannot open SQLite result backend {self.path!r}: {exc}") from exc
-        interval = float(self.transport_options.get("polling_interval", self.default_interval))
+        interval = float(self.transport_options.get("result_polling_interval")
+                         or self.default_interval)
         self._watcher = ChangeWatcher(self._conn, interval, self._lock)
 
     def store(self, records: Sequence[ResultRecord]) -> None:

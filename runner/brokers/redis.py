@@ -185,7 +185,8 @@ class RedisBroker(Broker):
         super().__init__(url, transport_options)
         options = self.transport_options
         self.prefix = str(options.get("global_keyprefix", "runner:"))
-        self.max_retries = options.get("max_retries", 100)
+        retries = options.get("max_retries")
+        self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self.client = make_client(url, options)
         self._scripts = {name: self.client.register_script(source) for name, source in {
             "enqueue": ENQUEUE, "fetch": FETCH, "ack": ACK, "requeue": REQUEUE,

@@ -93,6 +93,9 @@ class TransportOptions(BaseModel):
         "while the task runs, so it need not exceed your longest task")
     polling_interval: float = Field(
         0.005, gt=0, description="seconds between idle checks of an embedded broker")
+    result_polling_interval: float = Field(
+        0.001, gt=0, description="seconds between checks of an embedded result backend while "
+        "AsyncResult.get() waits (only while someone waits)")
     max_retries: int | None = Field(
         None, ge=0, description="connection attempts when publishing before giving up")
     interval_start: float | None = Field(None, ge=0, description="first retry delay (seconds)")
