@@ -462,3 +462,11 @@ def test_p_value_is_yaml_for_an_untyped_param_and_text_for_a_str_param(pipelines
     assert submitted.returncode == 0, submitted.stderr
     status = pipelines.cli("status", submitted.stdout.strip())  # no worker: still running
     assert "params {code: '007', limit: 5, tags: [a, b]}" in status.stdout
+
+
+def test_jinja_globals_and_template_variables_are_not_undefined_names():
+    model = load_pipeline_text(
+        "name: x\nparams: {shops: [a, b]}\nsteps:\n  a:\n    task: t.a\n"
+        "    args: ['{{ range(3) | list }}', '{% for s in params.shops %}{{ s }}{% endfor %}',"
+        " '{% set n = params.shops | length %}{{ n }}', '{{ dict(k=1) }}']\n", "p.yaml").model
+    assert len(model.steps["a"].args) == 4

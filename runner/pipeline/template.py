@@ -82,6 +82,7 @@ def references(text: str) -> Iterator[tuple[str, ...]]:
     expr = _single_expression(text)
     tree = ENV.parse(f"{{{{ {expr} }}}}" if expr is not None else text)
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned |= set(ENV.globals)  # range, dict, namespace, ...: Jinja's own, always defined
     yield from _paths(tree, assigned)
 
 
