@@ -133,9 +133,11 @@ class PipelineHarness:
         path.write_text(text)
         return path
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=self.dir,
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+    def cli(self, *args: str, timeout: float = 60, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "runner", *map(str, args)],
+                              cwd=cwd or self.dir, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
 
     def worker(self, *args: str) -> WorkerProcess:
         return self._start_worker(*args, app="pipeline_tasks")
