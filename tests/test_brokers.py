@@ -277,3 +277,25 @@ def test_revoked_ids_are_shared_with_every_connection(open_results):
     producer.revoke(["t2"], terminate=True, signal="SIGKILL")
     assert worker.revoked(["t1", "t2", "t3"]) == {"t1": (False, "SIGTERM"),
                                                  "t2": (True, "SIGKILL")}
+
+
+def test_concurrent_consumers_each_get_a_message_exactly_once(connect):
+    producer = connect(visibility_timeout=60)
+    producer.enqueue([message(f"m{i}") for i in range(600)])
+    consumers = [connect(visibility_timeout=60) for _ in range(4)]
+    got: list[list[str]] = [[] for _ in consumers]
+
+    def drain(index: int) -> None:
+        broker = consumers[index]
+        while deliveries := broker.fetch(["celery"], 7, f"w{index}"):
+            got[index] += ids(deliveries)
+            broker.ack(deliveries)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(consumers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    everything = [task_id for part in got for task_id in part]
+    assert sorted(everything) == sorted(f"m{i}" for i in range(600))
+    assert producer.qsize("celery") == 0
