@@ -177,3 +177,15 @@ def test_result_extended_keeps_name_args_kwargs_and_worker(app, start_worker):
     assert (fresh.args, fresh.kwargs) == ([1], {"y": 5})
     assert fresh.worker == "ext@test"
     assert fresh.retries == 0
+
+
+def test_revoking_a_delayed_task_stops_it_before_its_eta(app, start_worker, tmp_path):
+    from tasks import log_label
+
+    start_worker()
+    marker = tmp_path / "ran.txt"
+    result = log_label.apply_async((str(marker), "late"), countdown=0.5)
+    result.revoke()
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=10)
+    assert not marker.exists()
