@@ -470,3 +470,28 @@ def test_jinja_globals_and_template_variables_are_not_undefined_names():
         "    args: ['{{ range(3) | list }}', '{% for s in params.shops %}{{ s }}{% endfor %}',"
         " '{% set n = params.shops | length %}{{ n }}', '{{ dict(k=1) }}']\n", "p.yaml").model
     assert len(model.steps["a"].args) == 4
+
+
+def test_unknown_tasks_are_reported_with_the_other_problems_at_once(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text("name: mixed\napp: pipelines.tasks\nsteps:\n"
+                    "  a: {task: pipelines.tasks.totl, retries: -1}\n"
+                    "  b: {task: pipelines.tasks.total, needs: [zz]}\n")
+    result = runner_cli("validate", path, cwd=ROOT)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:4:35: steps.a.retries: Input should be greater than or equal to 0 (got -1)",
+        f"{path}:5:44: step 'b' needs 'zz', which is not a step",
+        f"{path}:4:7: step 'a': unknown task 'pipelines.tasks.totl'; did you mean "
+        f"'pipelines.tasks.total'?"]
+    submitted = runner_cli("submit", path, cwd=ROOT)
+    assert submitted.returncode == 2
+    assert "3 problems" in submitted.stderr and "unknown task" in submitted.stderr
+
+
+def test_validate_without_an_importable_app_checks_everything_else(tmp_path):
+    path = tmp_path / "noapp.yaml"
+    path.write_text("name: noapp\napp: no_such_module_here\nsteps:\n  a: {task: x.y}\n")
+    result = runner_cli("validate", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "task names not checked" in result.stdout

@@ -17,7 +17,8 @@ from runner.exceptions import PipelineError
 from runner.pipeline import engine
 from runner.pipeline.model import Pipeline
 from runner.pipeline.runs import RUN_DONE, RunRecord, items_key, list_runs, load_run
-from runner.pipeline.validate import LoadedPipeline, load_pipeline
+from runner.pipeline.source import Located
+from runner.pipeline.validate import load_pipeline
 
 POLL = 0.1  # seconds between looks at a run's record while waiting
 
@@ -53,44 +54,40 @@ def parse_params(pairs: tuple[str, ...], pipeline: Pipeline | None = None) -> di
     return params
 
 
-def pipeline_app(loaded: LoadedPipeline | None, app_path: str | None, config_path: str | None):
-    """The app for a pipeline: -A, else the file's ``app:``; its ``config:`` is applied."""
-    model = loaded.model if loaded else None
-    app = load_app(app_path or (model.app if model else None), None)
-    if model is not None and model.config:
-        if model.config.endswith((".yaml", ".yml", ".json")):
-            base = os.path.dirname(os.path.abspath(loaded.path))
-            app.conf.load_file(os.path.join(base, model.config))
+def pipeline_app(source: Located | None, app_path: str | None, config_path: str | None):
+    """The app for a pipeline: -A, else the file's ``app:``; its ``config:`` is applied. Reads
+    the file as written, so that this works for a file with other problems too."""
+    data = source.data if source is not None and isinstance(source.data, dict) else {}
+    named, config = (data.get(key) if isinstance(data.get(key), str) else None
+                     for key in ("app", "config"))
+    app = load_app(app_path or named, None)
+    if config:
+        if config.endswith((".yaml", ".yml", ".json")):
+            base = os.path.dirname(os.path.abspath(source.file))
+            app.conf.load_file(os.path.join(base, config))
         else:
-            app.config_from_object(model.config, force=True)
+            app.config_from_object(config, force=True)
     if config_path:
         app.conf.load_file(config_path, layer="cli")
     return app
 
 
-def check_tasks(loaded: LoadedPipeline, app) -> None:
-    """Every step's task is registered by the app (when the app defines any tasks)."""
+def registered_tasks(app) -> set[str]:
     app.import_task_modules()
-    if not app.tasks:
-        return
-    problems = []
-    for name, step in loaded.model.steps.items():
-        if step.task not in app.tasks:
-            import difflib
-
-            hint = difflib.get_close_matches(step.task, list(app.tasks), n=1)
-            problems.append(f"{loaded.located.where(('steps', name, 'task'))}: step {name!r}: "
-                            f"unknown task {step.task!r}"
-                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
-    if problems:
-        raise PipelineError(problems)
+    return set(app.tasks)
 
 
 def validated(path: str, app_path: str | None, config_path: str | None):
-    loaded = load_pipeline(path)
-    app = pipeline_app(loaded, app_path, config_path)
-    check_tasks(loaded, app)
-    return loaded, app
+    """The pipeline at ``path`` and its app; PipelineError with every problem, unknown task
+    names included."""
+    apps = []
+
+    def task_names(source: Located) -> set[str]:
+        apps.append(pipeline_app(source, app_path, config_path))
+        return registered_tasks(apps[0])
+
+    loaded = load_pipeline(path, task_names)
+    return loaded, apps[0]
 
 
 # -- submit / run ---------------------------------------------------------------------------

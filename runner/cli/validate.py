@@ -72,24 +72,26 @@ def validate(target: str, kind: str | None, config_file: str | None) -> None:
 def validate_pipeline(target: str, config_file: str | None) -> int:
     """0 and a summary when the pipeline is valid (its tasks checked against its app when the
     app imports), else 1 and every problem, one per line."""
-    from runner.cli.pipelines import check_tasks, pipeline_app
+    from runner.cli.pipelines import pipeline_app, registered_tasks
     from runner.exceptions import PipelineError, RunnerError
     from runner.pipeline.validate import load_pipeline
 
-    try:
-        loaded = load_pipeline(target)
-        model = loaded.model
-        note = ""
+    notes = []
+
+    def task_names(source) -> set[str] | None:
         try:
-            check_tasks(loaded, pipeline_app(loaded, None, config_file))
-        except PipelineError:
-            raise
+            return registered_tasks(pipeline_app(source, None, config_file))
         except RunnerError as exc:  # the app does not import: say so, check the rest
-            note = f" (task names not checked: {exc})"
+            notes.append(f" (task names not checked: {exc})")
+            return None
+
+    try:
+        model = load_pipeline(target, task_names).model
     except PipelineError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
         return 1
+    note = "".join(notes)
     click.echo(f"pipeline {model.name}: {len(model.steps)} steps, {len(model.params)} params, "
                f"{len(model.triggers)} trigger(s){note}")
     click.echo("pipeline OK")

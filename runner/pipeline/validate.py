@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -41,8 +42,13 @@ class LoadedPipeline:
         return self.model.name
 
 
-def load_pipeline(path: str | Path) -> LoadedPipeline:
-    """Read and check ``path``; raises PipelineError listing every problem."""
+#: Given the file as written, the task names its app registers (None: do not check them).
+TaskNames = Callable[[Located], Collection[str] | None]
+
+
+def load_pipeline(path: str | Path, task_names: TaskNames | None = None) -> LoadedPipeline:
+    """Read and check ``path``; raises PipelineError listing every problem (unknown tasks too,
+    with ``task_names``)."""
     path = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -50,10 +56,11 @@ def load_pipeline(path: str | Path) -> LoadedPipeline:
         raise PipelineError(f"{path}: no such pipeline file") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return load_pipeline_text(text, path)
+    return load_pipeline_text(text, path, task_names)
 
 
-def load_pipeline_text(text: str, path: str = "<pipeline>") -> LoadedPipeline:
+def load_pipeline_text(text: str, path: str = "<pipeline>",
+                       task_names: TaskNames | None = None) -> LoadedPipeline:
     try:
         located = load_located(text, path)
     except YAMLSyntaxError as exc:
@@ -70,6 +77,8 @@ def load_pipeline_text(text: str, path: str = "<pipeline>") -> LoadedPipeline:
     view = model if model is not None else _lenient(located.data)
     problems += (graph_problems(view, located) + template_problems(view, located)
                  + param_problems(view, located))
+    if task_names is not None:
+        problems += task_problems(view, located, task_names(located))
     if problems:
         raise PipelineError(problems)
     return LoadedPipeline(model, path, text, hashlib.sha256(text.encode()).hexdigest(), located)
@@ -86,6 +95,7 @@ def _lenient(data: dict) -> SimpleNamespace:
             else []:
         raw = raw if isinstance(raw, dict) else {}
         steps[str(name)] = SimpleNamespace(
+            task=raw.get("task"),
             needs=[n for n in listify(raw.get("needs")) if isinstance(n, str)],
             args=raw.get("args"), kwargs=raw.get("kwargs"), map=raw.get("map"),
             when=raw.get("when"))
@@ -154,6 +164,21 @@ def _model_at(path: tuple):
     if path[0] == "triggers" and len(path) == 2:
         return Trigger
     return None
+
+
+def task_problems(model: Pipeline, located: Located, known: Collection[str] | None
+                  ) -> list[str]:
+    """Steps whose task is not one of ``known`` (nothing to check when None or empty)."""
+    if not known:
+        return []
+    problems = []
+    for name, step in model.steps.items():
+        if isinstance(step.task, str) and step.task not in known:
+            hint = difflib.get_close_matches(step.task, list(known), n=1)
+            problems.append(f"{located.where(('steps', name, 'task'))}: step {name!r}: "
+                            f"unknown task {step.task!r}"
+                            + (f"; did you mean {hint[0]!r}?" if hint else ""))
+    return problems
 
 
 def graph_problems(model: Pipeline, located: Located) -> list[str]:
