@@ -377,7 +377,7 @@ steps:
   report:
     task: pipeline_tasks.collect
     needs: [flaky, load]
-    args: [["{{ steps.load.result }}", "{{ steps.flaky.result }}"]]
+    args: [["{{ steps.load.result }}", "{{ steps.flaky.result }}", "{{ steps.flaky.state }}"]]
     kwargs: {label: report}
   publish: {task: pipeline_tasks.echo, needs: [report], args: [p], kwargs: {label: publish}}
   side: {task: pipeline_tasks.echo, args: [side], kwargs: {label: side}}
@@ -412,7 +412,7 @@ def test_ignore_failure_lets_dependents_run_with_the_failed_result_as_none(pipel
     assert record.state == "success"
     assert record.steps["flaky"].state == "failed"
     assert record.steps["publish"].state == "success"
-    assert pipelines.result(run, "report") == [[1, 2, 3], None]
+    assert pipelines.result(run, "report") == [[1, 2, 3], None, "failed"]
 
 
 def test_retry_reruns_only_failed_and_skipped_steps_reusing_stored_results(pipelines, tmp_path):
@@ -432,10 +432,34 @@ def test_retry_reruns_only_failed_and_skipped_steps_reusing_stored_results(pipel
     marks = pipelines.marks()
     assert (marks.count("load"), marks.count("side")) == (1, 1)  # not run again
     assert (marks.count("flaky"), marks.count("report"), marks.count("publish")) == (3, 1, 1)
-    assert pipelines.result(run, "report") == [[1, 2, 3], "flaky"]  # load's stored result
+    assert pipelines.result(run, "report") == [[1, 2, 3], "flaky", "success"]  # load's stored
     again = pipelines.cli("retry", run)
     assert again.returncode == 2
     assert f"run {run} succeeded; nothing to retry" in again.stderr
+
+
+def test_a_mapped_step_fails_when_an_item_fails_and_retry_runs_it_again(pipelines, tmp_path):
+    flag = tmp_path / "broken-item2"
+    flag.touch()
+    path = pipelines.write("""\
+name: mapped-failure
+app: pipeline_tasks
+steps:
+  each: {task: pipeline_tasks.broken_while_flagged, map: [1, 2, 3], args: ["item{{ item }}"]}
+  join: {task: pipeline_tasks.collect, needs: [each], args: ["{{ steps.each.result }}"]}
+""")
+    _worker(pipelines)
+    run = pipelines.submit(path)
+    record = pipelines.wait(run)
+    assert (record.state, record.steps["each"].state, record.steps["join"].state) == (
+        "failed", "failed", "skipped")
+    assert record.steps["each"].error == "1 of 3 items failed; first: RuntimeError: item2 is " \
+                                         "broken"
+    flag.unlink()
+    assert pipelines.cli("retry", run, "--wait").returncode == 0
+    assert pipelines.result(run, "join") == ["item1", "item2", "item3"]
+    assert sorted(pipelines.marks()) == ["fanin", "item1", "item1", "item2", "item2", "item3",
+                                         "item3"]
 
 
 def test_retry_of_a_running_run_is_refused(pipelines):
