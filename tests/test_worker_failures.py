@@ -138,10 +138,10 @@ def test_soft_time_limit_raises_inside_a_busy_task(app, start_worker, pool):
 
 @pytest.mark.parametrize("pool", ["prefork", "threads"])
 def test_soft_time_limit_not_caught_fails_the_task(app, start_worker, pool):
-    from tasks import sleep
+    from tasks import nap
 
     start_worker("-P", pool, "-c", "1")
-    result = sleep.apply_async((5,), soft_time_limit=0.3)
+    result = nap.apply_async((5,), soft_time_limit=0.3)
     with pytest.raises(SoftTimeLimitExceeded):
         result.get(timeout=10)
 
@@ -261,3 +261,26 @@ def test_revoked_task_that_did_not_start_never_runs(app, start_worker, tmp_path)
     worker.wait_for_log(f"Discarding revoked task tasks.sleep_marked[{result.id}]")
     wait_for_state(result, "REVOKED")
     assert not marker.exists()
+
+
+def test_thread_pool_time_limits_fail_only_their_own_task_and_keep_every_thread(
+        app, start_worker):
+    from tasks import add, nap, sleep
+
+    worker = start_worker("-P", "threads", "-c", "4")
+    started = time.monotonic()
+    hard = [nap.apply_async((5,), time_limit=0.1) for _ in range(20)]
+    soft = [nap.apply_async((5,), soft_time_limit=0.1) for _ in range(20)]
+    fine = [add.delay(i, i) for i in range(20)]
+    for result in hard:
+        with pytest.raises(TimeLimitExceeded):
+            result.get(timeout=10)
+    for result in soft:
+        with pytest.raises(SoftTimeLimitExceeded):
+            result.get(timeout=10)
+    assert [r.get(timeout=10) for r in fine] == [2 * i for i in range(20)]
+    assert time.monotonic() - started < 5
+    started = time.monotonic()  # all four threads still run tasks side by side
+    assert [r.get(timeout=10) for r in [sleep.delay(0.5, i) for i in range(4)]] == [0, 1, 2, 3]
+    assert time.monotonic() - started < 1.2
+    assert "Exception in thread" not in worker.log()

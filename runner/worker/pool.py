@@ -12,19 +12,21 @@ A pool reports what happened as events: :class:`Finished`, :class:`Lost` or :cla
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING
 
-from runner.exceptions import TimeLimitExceeded
+from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from runner.message import Message
-from runner.worker.trace import JobResult, _inject, current_rss_kib, handle
+from runner.worker.trace import JobResult, _inject, current_rss_kib, handle, pool_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -240,10 +242,17 @@ class PreforkPool(Pool):
 
 
 class ThreadPool(Pool):
+    """Time limits are kept by the worker's thread (``collect``), which injects the exception
+    into the pool thread: at most once per limit and job, and never after the job ended, so it
+    cannot reach the next job or end the thread. (A timer thread per job would be worse: on
+    CPython 3.11 an exception injected while a thread starts another can land in the new one.)
+    """
+
     def start(self) -> None:
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._running: dict[int, tuple[int, float | None, float]] = {}  # job -> thread, deadline
+        # job id -> [thread running it (None until taken), hard deadline, soft deadline]
+        self._jobs: dict[int, list] = {}
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._loop, daemon=True,
                                           name=f"runner-thread-{i}") for i in range(self.size)]
@@ -255,41 +264,81 @@ class ThreadPool(Pool):
             job = self._inbox.get()
             if job is None:
                 return
-            with self._lock:
-                deadline = time.monotonic() + job.time_limit if job.time_limit else None
-                self._running[job.id] = (threading.get_ident(), deadline, job.time_limit or 0.0)
-            try:
-                result = self._run(job)
-            except TimeLimitExceeded as exc:  # injected by collect() past the hard limit
-                from runner.worker.trace import refused
+            self._outbox.put(Finished(self._work(job)))
 
-                result = refused(self.app, job.id, job.message, exc, self.hostname)
-            finally:
+    def _work(self, job: Job) -> JobResult:
+        thread_id = threading.get_ident()
+        try:
+            with self._lock:
+                self._jobs[job.id][0] = thread_id
+            pool_thread.arm_soft_limit = functools.partial(self._arm_soft_limit, job.id)
+            return self._run(job)
+        except (TimeLimitExceeded, SoftTimeLimitExceeded) as exc:  # outside the task's code
+            from runner.worker.trace import refused
+
+            return refused(self.app, job.id, job.message, exc, self.hostname)
+        finally:
+            self._finished(job.id, thread_id)
+
+    def _arm_soft_limit(self, job_id: int, seconds: float) -> Callable[[], None]:
+        def disarm() -> None:
+            with self._lock:
+                if job_id in self._jobs:
+                    self._jobs[job_id][2] = None
+
+        with self._lock:
+            self._jobs[job_id][2] = time.monotonic() + seconds
+        return disarm
+
+    def _finished(self, job_id: int, thread_id: int) -> None:
+        while True:
+            try:
+                pool_thread.arm_soft_limit = None
                 with self._lock:
-                    self._running.pop(job.id, None)
-            self._outbox.put(Finished(result))
+                    self._jobs.pop(job_id, None)  # no limit reaches this thread after this...
+                _inject(thread_id, None)  # ...and one not raised yet is dropped
+                return
+            except (TimeLimitExceeded, SoftTimeLimitExceeded):
+                continue  # raised just now, after the job ended: ignore it
 
     def free_slots(self) -> int:
         with self._lock:
-            return self.size - len(self._running) - self._inbox.qsize()
+            return self.size - len(self._jobs)
 
     def submit(self, job: Job) -> None:
+        deadline = time.monotonic() + job.time_limit if job.time_limit else None
+        with self._lock:
+            self._jobs[job.id] = [None, deadline, None]
         self._inbox.put(job)
 
     def collect(self, timeout: float) -> list[Event]:
         events: list[Event] = []
+        with self._lock:
+            deadlines = [d for entry in self._jobs.values() for d in entry[1:] if d is not None]
+        if deadlines:  # wake at the first time limit, as the prefork pool does
+            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         try:
             events.append(self._outbox.get(timeout=timeout))
             while True:
                 events.append(self._outbox.get_nowait())
         except queue.Empty:
             pass
+        self._enforce_limits()
+        return events
+
+    def _enforce_limits(self) -> None:
         now = time.monotonic()
         with self._lock:
-            for thread_id, deadline, _limit in self._running.values():
-                if deadline is not None and now >= deadline:
+            for entry in self._jobs.values():
+                thread_id, hard, soft = entry
+                if thread_id is None:
+                    continue
+                if hard is not None and now >= hard:
                     _inject(thread_id, TimeLimitExceeded)
-        return events
+                    entry[1] = entry[2] = None
+                elif soft is not None and now >= soft:
+                    _inject(thread_id, SoftTimeLimitExceeded)
+                    entry[2] = None
 
     def stop(self, kill: bool = False) -> None:
         for _ in self._threads:

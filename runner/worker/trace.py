@@ -144,6 +144,9 @@ def arm_soft_limit(seconds: float | None) -> Callable[[], None]:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
         return disarm
+    arm_in_pool = getattr(pool_thread, "arm_soft_limit", None)
+    if arm_in_pool is not None:  # a thread pool's thread: the pool keeps the time
+        return arm_in_pool(float(seconds))
     thread_id = threading.get_ident()
     timer = threading.Timer(float(seconds), _inject, (thread_id, SoftTimeLimitExceeded))
     timer.daemon = True
@@ -151,12 +154,18 @@ def arm_soft_limit(seconds: float | None) -> Callable[[], None]:
     return timer.cancel
 
 
+#: ``pool_thread.arm_soft_limit(seconds) -> disarm``, set by a thread pool in its threads
+pool_thread = threading.local()
+
+
 def _raise_soft_limit(signum, frame):
     raise SoftTimeLimitExceeded("SoftTimeLimitExceeded()")
 
 
-def _inject(thread_id: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+def _inject(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (None: cancel that)."""
+    exc = ctypes.py_object(exc_type) if exc_type is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)
 
 
 def _noop() -> None:

@@ -253,3 +253,12 @@ def retry_forever(self, times):
     if self.request.retries < times:
         raise self.retry(exc=RuntimeError("again"))
     return self.request.retries
+
+
+@app.task
+def nap(seconds):
+    """Sleeps in short naps, as I/O-bound code does: a limit reaches a pool thread at once."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    return "rested"
