@@ -115,3 +115,18 @@ def test_prefetched_task_is_not_given_to_another_worker_while_it_waits(
     assert len(first_marker.read_text().split()) == 1
     assert len(second_marker.read_text().split()) == 1
     assert "tasks.slow_late" not in other.log().split("ready.")[-1]
+
+
+def test_acks_late_task_runs_again_when_only_the_main_worker_process_is_killed(
+        app, start_worker, tmp_path):
+    from tasks import slow_once
+
+    first = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    marker = tmp_path / "runs"
+    result = slow_once.delay(str(marker))
+    wait_for_lines(marker, 1)
+    first.signal(signal.SIGKILL)  # `kill -9 PID`: the child running the task is orphaned
+    first.proc.wait(10)
+
+    start_worker("-c", "1", env=SHORT_VISIBILITY)
+    assert result.get(timeout=15) == "second run"

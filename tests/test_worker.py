@@ -139,3 +139,26 @@ def test_default_prefetch_claims_several_tasks_per_process(app, start_worker):
     worker.wait_for_log(f"Task tasks.sleep[{results[3].id}] received")
     assert app.broker.qsize("celery") == 0
     assert [r.get(timeout=10) for r in results] == [0, 1, 2, 3]
+
+
+def test_hostname_placeholder_is_replaced_by_the_machine_name(app, start_worker):
+    import socket
+
+    from tasks import whoami
+
+    worker = start_worker("-n", "w1@%h")
+    assert f"w1@{socket.gethostname()} ready." in worker.log()
+    assert whoami.delay().get(timeout=10)["hostname"] == f"w1@{socket.gethostname()}"
+
+
+def test_task_the_worker_does_not_know_fails_and_names_it(app, start_worker):
+    from runner.exceptions import NotRegistered
+
+    worker = start_worker("-c", "1")
+    result = app.send_task("tasks.not_defined_here", args=[1])
+    with pytest.raises(NotRegistered, match="tasks.not_defined_here"):
+        result.get(timeout=10)
+    worker.wait_for_log("tasks.not_defined_here")
+    from tasks import add
+
+    assert add.delay(1, 1).get(timeout=10) == 2
