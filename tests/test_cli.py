@@ -134,6 +134,17 @@ def test_unsupported_broker_is_one_line_that_never_shows_the_password(worker_env
         assert "secret" not in done.stderr + done.stdout
 
 
+def test_unsupported_result_backend_is_an_error_before_anything_is_sent(
+        app, worker_env, tmp_path):
+    env = {**worker_env, "RUNNER_RESULT_BACKEND": "redis://:secret@localhost/1"}
+    for command in (["worker"], ["result", "an-id"], ["call", "tasks.add", "--wait"]):
+        done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
+        assert done.returncode == 2
+        assert_one_line_error(done.stderr, "result backend", "not supported yet")
+        assert "secret" not in done.stderr + done.stdout
+    assert app.broker.qsize("celery") == 0  # call --wait did not send a task it cannot wait for
+
+
 def test_sqlite_broker_in_a_place_that_cannot_hold_a_file_is_a_clear_error(
         worker_env, tmp_path):
     (tmp_path / "plain-file").write_text("")
@@ -194,6 +205,15 @@ def test_call_with_bad_json_arguments_is_a_usage_error(app, cli, option, text):
     assert done.exit_code == 2
     assert option in done.output
     assert app.broker.qsize("celery") == 0
+
+
+def test_call_wait_gives_up_after_the_timeout_with_one_line(app, cli):
+    done = CliRunner().invoke(main, ["call", "-A", "tasks", "tasks.add", "--args", "[1, 2]",
+                                     "--wait", "--timeout", "0.2"])
+    assert done.exit_code == 2
+    task_id, error = done.output.splitlines()
+    assert UUID.match(task_id)
+    assert error.startswith("Error: ") and "timed out" in error and task_id in error
 
 
 # -- runner result --------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ def call(app, name, args_json, kwargs_json, queue, countdown, priority, serializ
         if name not in app.tasks:
             raise RunnerError(f"unknown task {name!r}; the app registers: "
                               f"{', '.join(sorted(app.tasks))}")
+    if wait:
+        app.backend  # noqa: B018 - a backend that cannot be opened fails before the send
     result = app.send_task(name, args, kwargs, queue=queue, countdown=countdown,
                            priority=priority, serializer=serializer)
     click.echo(result.id)
