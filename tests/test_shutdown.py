@@ -23,12 +23,13 @@ def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
     raise AssertionError(f"{path} did not get {count} line(s) in {timeout}s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum, pool", [(signal.SIGTERM, "prefork"), (signal.SIGINT, "prefork"),
+                                          (signal.SIGTERM, "threads"), (signal.SIGINT, "solo")])
 def test_warm_shutdown_finishes_running_tasks_and_gives_back_prefetched_ones(
-        app, start_worker, tmp_path, signum):
+        app, start_worker, tmp_path, signum, pool):
     from tasks import add, sleep_marked
 
-    worker = start_worker("-c", "1")
+    worker = start_worker("-c", "1", "-P", pool)
     marker = tmp_path / "started"
     running = sleep_marked.delay(1, str(marker))
     waiting = [add.delay(i, i) for i in range(3)]
@@ -47,12 +48,13 @@ def test_warm_shutdown_finishes_running_tasks_and_gives_back_prefetched_ones(
     assert [r.get(timeout=10) for r in waiting] == [0, 2, 4]
 
 
-@pytest.mark.parametrize("acks_late", [True, False], ids=["acks_late", "early_ack"])
+@pytest.mark.parametrize("acks_late, pool", [(True, "prefork"), (False, "prefork"),
+                                             (True, "threads"), (True, "solo")])
 def test_second_signal_is_a_cold_shutdown_and_the_interrupted_task_runs_again(
-        app, start_worker, tmp_path, acks_late):
+        app, start_worker, tmp_path, acks_late, pool):
     from tasks import slow_once
 
-    worker = start_worker("-c", "1")
+    worker = start_worker("-c", "1", "-P", pool)
     marker = tmp_path / "runs"
     result = slow_once.apply_async((str(marker),), acks_late=acks_late)
     wait_for_lines(marker, 1)

@@ -62,6 +62,10 @@ class TimedOut:
 Event = Finished | Lost | TimedOut
 
 
+class ColdShutdown(BaseException):
+    """Raised through a task running in the worker's thread when a cold shutdown is asked."""
+
+
 class Pool:
     """What the worker needs from a pool."""
 
@@ -90,6 +94,10 @@ class Pool:
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         """Kill what runs ``job_id`` (revoke with terminate); False if the pool cannot."""
         return False
+
+    def interrupt(self) -> None:
+        """Cold shutdown asked (called from the worker's signal handler): stop jobs that run in
+        the worker's own thread now. Other pools are stopped by ``stop(kill=True)``."""
 
     def stop(self, kill: bool = False) -> None:
         """Let workers exit after their job (or kill them at once with ``kill``)."""
@@ -359,7 +367,15 @@ class SoloPool(Pool):
         return 1 if not self._done else 0
 
     def submit(self, job: Job) -> None:
-        self._done.append(Finished(self._run(job)))
+        self._busy = True
+        try:
+            self._done.append(Finished(self._run(job)))
+        finally:
+            self._busy = False
+
+    def interrupt(self) -> None:
+        if getattr(self, "_busy", False):
+            raise ColdShutdown  # out of the task (no ``except Exception`` catches it)
 
     def collect(self, timeout: float) -> list[Event]:
         events, self._done = self._done, []

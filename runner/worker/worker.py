@@ -33,7 +33,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
-from runner.worker.pool import POOLS, Finished, Job, Lost, Pool, TimedOut
+from runner.worker.pool import POOLS, ColdShutdown, Finished, Job, Lost, Pool, TimedOut
 from runner.worker.trace import JobResult, refused
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,6 +116,8 @@ class Worker:
                 self.wait_and_collect()
                 self.flush()
                 self.housekeeping()
+        except ColdShutdown:  # a task running inline was stopped: its message goes back
+            pass
         finally:
             self.shutdown()
 
@@ -355,6 +357,7 @@ class Worker:
     def on_cold_signal(self, signum, frame) -> None:
         logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
         self.stopping = self.killing = True
+        self.pool.interrupt()
 
     def shutdown(self) -> None:
         """Give back what did not start, stop the pool, store and ack what finished."""
