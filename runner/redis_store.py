@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runner.config.urls import URL, mask_url
+from runner.exceptions import BrokerError, RunnerError
 
 logger = logging.getLogger("runner.redis")
 
@@ -57,21 +58,23 @@ def make_client(url: URL, options: dict | None = None) -> redis.Redis:
 
 
 def retrying(what: str, url: URL, operation: Callable[[], T],
-             max_retries: int | None = 100, deadline: float | None = None) -> T:
+             max_retries: int | None = 100, deadline: float | None = None,
+             error: type[RunnerError] = BrokerError) -> T:
     """Run ``operation``; on a lost connection retry with backoff (0.1 s doubling to 5 s).
 
-    ``deadline`` (monotonic) stops retrying early, re-raising the connection error."""
+    After ``max_retries`` (0 or None: never) or past ``deadline`` (monotonic) it raises
+    ``error`` (BrokerError or BackendError) naming the masked URL."""
     attempt = 0
     while True:
         try:
             return operation()
         except OUTAGE_ERRORS as exc:
             attempt += 1
-            if max_retries and attempt > max_retries:
-                raise
             delay = min(5.0, 0.1 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random() / 2)
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise
+            if (max_retries and attempt > max_retries) or (
+                    deadline is not None and time.monotonic() + delay > deadline):
+                raise error(f"cannot reach Redis at {mask_url(url.raw)} ({what}): "
+                            f"{type(exc).__name__}: {exc}") from exc
             logger.warning("%s: cannot reach Redis at %s (%s); retry %d in %.2fs", what,
                            mask_url(url.raw), type(exc).__name__, attempt, delay)
             time.sleep(delay)

@@ -17,9 +17,103 @@ if str(APPS) not in sys.path:
     sys.path.insert(0, str(APPS))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "transports(*names): run the module's tests on each transport named "
+        "('sqlite', 'redis'); the default is sqlite only")
+
+
+def pytest_generate_tests(metafunc):
+    """``db_url`` is one transport by default; ``@pytest.mark.transports('sqlite', 'redis')``
+    (on a test or as a module's ``pytestmark``) runs the same test on each."""
+    if "transport" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("transports")
+        names = list(marker.args) if marker else ["sqlite"]
+        metafunc.parametrize("transport", names, indirect=True)
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """A fresh SQLite file for broker and results: ``sqlite:////abs/path/runner.db``."""
+def transport(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server of the test session: 127.0.0.1, a free port, AOF on, own folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port).flushall()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the session (tests needing it are skipped where none is
+    installed); each test that uses it starts from an empty database."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, transport: str, request) -> str:
+    """Broker and results of this test: a fresh SQLite file (``sqlite:////abs/runner.db``),
+    or, for the redis transport, an emptied database of the session's redis-server."""
+    if transport == "redis":
+        server = request.getfixturevalue("redis_server")
+        if server.proc is None or server.proc.poll() is not None:
+            server.start()  # a test stopped it
+        server.flush()
+        return server.url
     return f"sqlite:///{tmp_path}/runner.db"
 
 

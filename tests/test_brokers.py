@@ -1,7 +1,7 @@
 """The broker and result-backend contracts, checked against every implementation.
 
-Each test runs once on ``sqlite://`` (a fresh file) and once on ``memory://`` (a fresh name), so a
-new transport is one more parameter here.
+Each test runs on ``sqlite://`` (a fresh file), ``memory://`` (a fresh name) and ``redis://`` (an
+emptied database of the session's redis-server), so a new transport is one more parameter here.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ from runner.message import Message
 VISIBILITY = 0.3  # seconds a claim lasts in these tests
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "redis"])
 def url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/broker.db"
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        return server.url
     return f"memory://test-{uuid.uuid4().hex}"
 
 

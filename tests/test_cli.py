@@ -126,23 +126,35 @@ def test_app_module_that_fails_to_import_says_what_failed_inside_it(worker_env, 
 
 
 def test_unsupported_broker_is_one_line_that_never_shows_the_password(worker_env, tmp_path):
-    env = {**worker_env, "RUNNER_BROKER_URL": "redis://:secret@localhost/0"}
+    env = {**worker_env, "RUNNER_BROKER_URL": "amqp://guest:secret@localhost:5672/vhost"}
     for command in (["worker"], ["call", "tasks.add"], ["purge", "-f"]):
         done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
         assert done.returncode == 2
-        assert_one_line_error(done.stderr, "redis", "not supported yet")
+        assert_one_line_error(done.stderr, "amqp", "not supported yet")
         assert "secret" not in done.stderr + done.stdout
 
 
 def test_unsupported_result_backend_is_an_error_before_anything_is_sent(
         app, worker_env, tmp_path):
-    env = {**worker_env, "RUNNER_RESULT_BACKEND": "redis://:secret@localhost/1"}
+    env = {**worker_env, "RUNNER_RESULT_BACKEND": "rpc://"}
     for command in (["worker"], ["result", "an-id"], ["call", "tasks.add", "--wait"]):
         done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
         assert done.returncode == 2
         assert_one_line_error(done.stderr, "result backend", "not supported yet")
-        assert "secret" not in done.stderr + done.stdout
     assert app.broker.qsize("celery") == 0  # call --wait did not send a task it cannot wait for
+
+
+def test_unreachable_redis_is_one_line_that_never_shows_the_password(worker_env, tmp_path):
+    env = {**worker_env, "RUNNER_BROKER_URL": "redis://:secret@127.0.0.1:1/0",
+           "RUNNER_RESULT_BACKEND": "redis://:secret@127.0.0.1:1/1",
+           "RUNNER_BROKER_TRANSPORT_OPTIONS": '{"max_retries": 1}'}
+    for command in (["call", "tasks.add", "--args", "[1, 2]"], ["result", "an-id"]):
+        done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()  # retry warnings, then the error
+        assert lines[-1].startswith("Error: cannot reach Redis at redis://:**@127.0.0.1:1/")
+        assert "Traceback" not in done.stderr
+        assert "secret" not in done.stderr + done.stdout
 
 
 def test_sqlite_broker_in_a_place_that_cannot_hold_a_file_is_a_clear_error(

@@ -10,6 +10,7 @@ conflict, with a sorted-set index for prefix scans.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,10 @@ import redis
 
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
+from runner.exceptions import BackendError
 from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
+
+logger = logging.getLogger("runner.redis")
 
 REVOKED_KEEP = 86_400  # seconds a revoke is remembered
 
@@ -43,7 +47,7 @@ class RedisBackend(ResultBackend):
         return f"{self.prefix}done:{task_id}"
 
     def _retry(self, what: str, operation: Callable, deadline: float | None = None):
-        return retrying(what, self.url, operation, self.max_retries, deadline)
+        return retrying(what, self.url, operation, self.max_retries, deadline, BackendError)
 
     # -- records --------------------------------------------------------------------------------
 
@@ -60,20 +64,23 @@ class RedisBackend(ResultBackend):
         return ResultRecord(task_id, state, content_type, payload, traceback, date_done, meta)
 
     def store(self, records: Sequence[ResultRecord]) -> None:
-        ttl = int(self.expires) if self.expires else None
+        ttl_ms = max(1, int(self.expires * 1000)) if self.expires else None
 
         def write() -> None:
             pipe = self.client.pipeline(transaction=False)
             for r in records:
-                pipe.set(self._key(r.task_id), self._encode(r), ex=ttl)
+                pipe.set(self._key(r.task_id), self._encode(r), px=ttl_ms)
                 if r.ready:
                     pipe.publish(self._channel(r.task_id), r.state)
             pipe.execute()
         self._retry("store results", write)
 
-    def get(self, task_id: str) -> ResultRecord | None:
-        raw = self._retry("get result", lambda: self.client.get(self._key(task_id)))
+    def _read(self, task_id: str) -> ResultRecord | None:
+        raw = self.client.get(self._key(task_id))
         return self._decode(task_id, raw) if raw is not None else None
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        return self._retry("get result", lambda: self._read(task_id))
 
     def get_many(self, task_ids: Sequence[str]) -> dict[str, ResultRecord]:
         if not task_ids:
@@ -91,20 +98,22 @@ class RedisBackend(ResultBackend):
 
     def wait(self, task_id: str, timeout: float | None, interval: float | None = None
              ) -> ResultRecord | None:
+        """Wait for the announcement of the result; across a Redis outage keep trying (once a
+        second) until ``timeout`` runs out, instead of failing."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        record = None
         while True:
             try:
-                record = self._wait_once(task_id, deadline)
-                return record
-            except OUTAGE_ERRORS:
-                self._local.pubsub = None  # reconnect with a fresh subscription
-                record = self._retry("wait for result", lambda: self.get(task_id), deadline) \
-                    if deadline is None or time.monotonic() < deadline else record
-                if record is not None and record.ready:
-                    return record
-                if deadline is not None and time.monotonic() >= deadline:
-                    return record
+                return self._wait_once(task_id, deadline)
+            except OUTAGE_ERRORS as exc:
+                pubsub, self._local.pubsub = getattr(self._local, "pubsub", None), None
+                if pubsub is not None:
+                    pubsub.reset()
+                left = self._left(deadline)
+                if left is not None and left <= 0:
+                    return None
+                logger.warning("waiting for result %s: cannot reach Redis at %s (%s); "
+                               "still waiting", task_id, self.url.masked, type(exc).__name__)
+                time.sleep(min(1.0, left if left is not None else 1.0))
 
     def _wait_once(self, task_id: str, deadline: float | None) -> ResultRecord | None:
         channel = self._channel(task_id)
@@ -116,21 +125,28 @@ class RedisBackend(ResultBackend):
             while True:
                 message = pubsub.get_message(timeout=self._left(deadline))
                 if message is None:
-                    return self.get(task_id)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return self._read(task_id)
+                    continue
                 if message["type"] == "subscribe" and message["channel"].decode() == channel:
                     break
-            record = self.get(task_id)
+            record = self._read(task_id)
             while record is None or not record.ready:
                 left = self._left(deadline)
                 if left is not None and left <= 0:
                     return record
                 message = pubsub.get_message(timeout=left)
-                if message and message["type"] == "message" and \
+                if message is None and deadline is None:
+                    record = self._read(task_id)  # now and then, in case a message was lost
+                elif message and message["type"] == "message" and \
                         message["channel"].decode() == channel:
-                    record = self.get(task_id)
+                    record = self._read(task_id)
             return record
         finally:
-            pubsub.unsubscribe(channel)
+            try:
+                pubsub.unsubscribe(channel)
+            except OUTAGE_ERRORS:
+                pass
 
     @staticmethod
     def _left(deadline: float | None) -> float | None:

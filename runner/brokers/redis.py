@@ -220,12 +220,9 @@ class RedisBroker(Broker):
 
     def wait(self, timeout: float) -> bool:
         """Block on the wake lists of the queues fetched last (at most a second at a time)."""
-        keys = self._local.__dict__.get("wake_keys")
-        if not keys:
-            time.sleep(min(timeout, 0.01))
-            return True
-        if timeout <= 0:
-            return bool(retrying("wait", self.url, lambda: self.client.exists(*keys),
+        keys = self._local.__dict__.get("wake_keys") or [f"{self.prefix}wake:celery"]
+        if timeout <= 0:  # only: did anything arrive since the last call? (takes the tokens)
+            return bool(retrying("wait", self.url, lambda: self.client.delete(*keys),
                                  self.max_retries))
         block = min(timeout, MAX_IDLE_BLOCK)
         got = retrying("wait", self.url, lambda: self.client.blpop(keys, timeout=block),

@@ -22,9 +22,9 @@ EMBEDDED_DEFAULT_URL = "sqlite:///.runner/runner.db"
 BROKER_CLASSES: dict[str, str | None] = {
     "sqlite": "runner.brokers.sqlite:SQLiteBroker",
     "memory": "runner.brokers.memory:MemoryBroker",
-    "redis": None,
-    "rediss": None,
-    "redis+socket": None,
+    "redis": "runner.brokers.redis:RedisBroker",
+    "rediss": "runner.brokers.redis:RedisBroker",
+    "redis+socket": "runner.brokers.redis:RedisBroker",
     "amqp": None,
     "pyamqp": None,
     "amqps": None,
@@ -33,9 +33,9 @@ BROKER_CLASSES: dict[str, str | None] = {
 BACKEND_CLASSES: dict[str, str | None] = {
     "sqlite": "runner.backends.sqlite:SQLiteBackend",
     "memory": "runner.backends.memory:MemoryBackend",
-    "redis": None,
-    "rediss": None,
-    "redis+socket": None,
+    "redis": "runner.backends.redis:RedisBackend",
+    "rediss": "runner.backends.redis:RedisBackend",
+    "redis+socket": "runner.backends.redis:RedisBackend",
     "rpc": None,
 }
 
