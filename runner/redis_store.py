@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -42,6 +44,7 @@ def make_client(url: URL, options: dict | None = None) -> redis.Redis:
         "socket_connect_timeout": float(options.get("socket_connect_timeout", 4.0)),
         "socket_keepalive": True,
         "health_check_interval": int(options.get("health_check_interval", 25)),
+        "retry": Retry(NoBackoff(), 0),  # retrying() below is the one retry policy
     }
     if url.scheme == "redis+socket":
         return redis.Redis(unix_socket_path=url.path, db=int(url.query.get("db", 0)), **common)
