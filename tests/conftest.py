@@ -196,6 +196,22 @@ class WorkerProcess:
 
 
 @pytest.fixture
+def wait_for_lines():
+    """``wait_for_lines(path, n)``: the lines of a marker file a task writes, once it has n."""
+
+    def wait(path: Path, count: int, timeout: float = 10.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = path.read_text().split() if path.exists() else []
+            if len(lines) >= count:
+                return lines
+            time.sleep(0.02)
+        raise AssertionError(f"{path} did not get {count} line(s) in {timeout}s")
+
+    return wait
+
+
+@pytest.fixture
 def start_worker(worker_env, tmp_path):
     """``start_worker('-c', '2')`` starts a worker on the test database and waits for it;
     ``app='pipelines.tasks'`` runs another app than ``tests/apps/tasks.py``."""

@@ -5,28 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 SHORT_VISIBILITY = {"RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"visibility_timeout": 1})}
 
 
-def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().split()
-            if len(lines) >= count:
-                return lines
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not get {count} line(s) in {timeout}s")
-
-
 @pytest.mark.parametrize("signum, pool", [(signal.SIGTERM, "prefork"), (signal.SIGINT, "prefork"),
                                           (signal.SIGTERM, "threads"), (signal.SIGINT, "solo")])
 def test_warm_shutdown_finishes_running_tasks_and_gives_back_prefetched_ones(
-        app, start_worker, tmp_path, signum, pool):
+        app, start_worker, tmp_path, signum, pool, wait_for_lines):
     from tasks import add, sleep_marked
 
     worker = start_worker("-c", "1", "-P", pool)
@@ -51,7 +39,7 @@ def test_warm_shutdown_finishes_running_tasks_and_gives_back_prefetched_ones(
 @pytest.mark.parametrize("acks_late, pool", [(True, "prefork"), (False, "prefork"),
                                              (True, "threads"), (True, "solo")])
 def test_second_signal_is_a_cold_shutdown_and_the_interrupted_task_runs_again(
-        app, start_worker, tmp_path, acks_late, pool):
+        app, start_worker, tmp_path, acks_late, pool, wait_for_lines):
     from tasks import slow_once
 
     worker = start_worker("-c", "1", "-P", pool)
@@ -73,7 +61,7 @@ def test_second_signal_is_a_cold_shutdown_and_the_interrupted_task_runs_again(
 
 
 def test_acks_late_task_of_a_worker_killed_with_sigkill_runs_on_another_worker(
-        app, start_worker, tmp_path):
+        app, start_worker, tmp_path, wait_for_lines):
     from tasks import slow_once
 
     first = start_worker("-c", "1", env=SHORT_VISIBILITY)
@@ -120,7 +108,7 @@ def test_prefetched_task_is_not_given_to_another_worker_while_it_waits(
 
 
 def test_acks_late_task_runs_again_when_only_the_main_worker_process_is_killed(
-        app, start_worker, tmp_path):
+        app, start_worker, tmp_path, wait_for_lines):
     from tasks import slow_once
 
     first = start_worker("-c", "1", env=SHORT_VISIBILITY)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,17 +17,6 @@ def wait_for_state(result, state: str, timeout: float = 10.0) -> None:
     while result.state != state and time.monotonic() < deadline:
         time.sleep(0.02)
     assert result.state == state
-
-
-def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().split()
-            if len(lines) >= count:
-                return lines
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not get {count} line(s) in {timeout}s")
 
 
 # -- retries ------------------------------------------------------------------------------------
@@ -186,7 +174,8 @@ def test_child_that_exits_is_replaced_and_its_task_fails_with_worker_lost(app, s
     assert add.delay(2, 2).get(timeout=10) == 4
 
 
-def test_child_killed_with_sigkill_is_replaced_and_its_task_fails(app, start_worker, tmp_path):
+def test_child_killed_with_sigkill_is_replaced_and_its_task_fails(
+        app, start_worker, tmp_path, wait_for_lines):
     from tasks import add, sleep_marked
 
     start_worker("-c", "1")
@@ -220,7 +209,7 @@ def test_acks_late_task_of_a_dead_child_is_delivered_again_when_reject_on_worker
 
 
 def test_acks_late_task_of_a_dead_child_fails_without_reject_on_worker_lost(
-        app, start_worker, tmp_path):
+        app, start_worker, tmp_path, wait_for_lines):
     from tasks import slow_late
 
     start_worker("-c", "1")
@@ -236,7 +225,8 @@ def test_acks_late_task_of_a_dead_child_fails_without_reject_on_worker_lost(
 # -- revoke -------------------------------------------------------------------------------------
 
 
-def test_revoke_with_terminate_kills_the_running_task(app, start_worker, tmp_path):
+def test_revoke_with_terminate_kills_the_running_task(
+        app, start_worker, tmp_path, wait_for_lines):
     from tasks import add, sleep_marked
 
     worker = start_worker("-c", "1")
