@@ -18,9 +18,9 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from runner.config.urls import URL, mask_url
 from runner.exceptions import BrokerError, RunnerError

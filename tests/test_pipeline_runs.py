@@ -7,8 +7,12 @@ import sqlite3
 import time
 from datetime import date
 
+import pytest
+
 from runner.message import Message
 from runner.pipeline.runs import load_run
+
+pytestmark = pytest.mark.transports("sqlite", "redis")
 
 
 def _worker(pipelines, *args):
@@ -341,6 +345,7 @@ steps:
     assert record.state == "failed"
 
 
+@pytest.mark.transports("sqlite")  # reads the message straight from the SQLite file
 def test_serializer_option_encodes_the_step_arguments(pipelines, tmp_path):
     path = pipelines.write("""\
 name: ser

@@ -6,6 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
+
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 FAN_OUT = """\
 name: fan-out
 app: pipeline_tasks

@@ -2,8 +2,9 @@
 
 Layout (prefix ``runner:``, transport option ``global_keyprefix``):
 
-- ``q:<queue>``   sorted set of message ids; score = (9 - priority) * 1e12 + sequence, so
-                  ZPOPMIN gives the highest priority first, oldest first within it;
+- ``q:<queue>``   sorted set of delivery ids (``<task id>#<sequence>``: a retry of a task is a
+                  new delivery); score = (9 - priority) * 1e12 + sequence, so ZPOPMIN gives
+                  the highest priority first, oldest first within it;
 - ``body``        hash id -> message bytes;  ``info``  hash id -> "queue<TAB>score";
 - ``unacked``     sorted set id -> claim deadline;  ``deliveries``  hash id -> count;
 - ``delayed``     sorted set id -> eta (countdown/eta tasks wait here, in Redis);
@@ -49,9 +50,10 @@ end
 """.replace("WAKE_LAST", str(WAKE_KEEP - 1))
 
 _PUT = """
-local function put(prefix, id, queue, priority, eta, body, now)
+local function put(prefix, task_id, queue, priority, eta, body, now)
   local seq = redis.call('INCR', prefix .. 'seq')
   local score = string.format('%d', (9 - priority) * PRIORITY_STEP + seq)
+  local id = task_id .. '#' .. seq
   redis.call('HSET', prefix .. 'body', id, body)
   redis.call('HSET', prefix .. 'info', id, queue .. '\\t' .. score)
   if eta > now then
