@@ -85,13 +85,16 @@ def test_scheme_tables_name_classes_without_importing_them():
     assert BROKER_CLASSES["memory"] == "runner.brokers.memory:MemoryBroker"
     assert BACKEND_CLASSES["sqlite"] == "runner.backends.sqlite:SQLiteBackend"
     assert BACKEND_CLASSES["memory"] == "runner.backends.memory:MemoryBackend"
-    assert BROKER_CLASSES["redis"] is None and BACKEND_CLASSES["rpc"] is None
+    assert BROKER_CLASSES["redis"] == "runner.brokers.redis:RedisBroker"
+    assert BACKEND_CLASSES["redis"] == "runner.backends.redis:RedisBackend"
+    assert BROKER_CLASSES["amqp"] is None and BACKEND_CLASSES["rpc"] is None
     assert "rpc" not in BROKER_CLASSES
 
 
 def test_not_supported_message_is_clear_and_masked():
-    text = not_supported_message("broker", "redis://:pw@localhost:6379/0")
-    assert text.startswith("broker URL scheme 'redis' (redis://:**@localhost:6379/0) "
+    text = not_supported_message("broker", "amqp://guest:pw@localhost:5672/vhost")
+    assert text.startswith("broker URL scheme 'amqp' (amqp://guest:**@localhost:5672/vhost) "
                            "is not supported yet by runner ")
-    assert text.endswith("supported now: sqlite://, memory://")
+    assert text.endswith("supported now: sqlite://, memory://, redis://, rediss://, "
+                         "redis+socket://")
     assert "rpc" in not_supported_message("backend", "rpc://")

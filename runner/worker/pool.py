@@ -19,10 +19,10 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from runner.message import Message
@@ -78,6 +78,8 @@ class Pool:
         self.accept = accept
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
+        #: woken when a job ends in a pool thread (set by the worker before start)
+        self.waker: Any = None
 
     def start(self) -> None: ...
 
@@ -87,8 +89,9 @@ class Pool:
     def submit(self, job: Job) -> None:
         raise NotImplementedError
 
-    def collect(self, timeout: float) -> list[Event]:
-        """Events that happened, waiting up to ``timeout`` seconds for the first."""
+    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
+        """Events that happened, waiting up to ``timeout`` seconds for the first, or until one
+        of ``waitables`` (objects with ``fileno()``) is ready."""
         raise NotImplementedError
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
@@ -167,14 +170,14 @@ class PreforkPool(Pool):
         child.deadline = time.monotonic() + job.time_limit if job.time_limit else None
         child.conn.send(job)
 
-    def collect(self, timeout: float) -> list[Event]:
+    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
         busy = [c for c in self.children if c.job is not None]
         deadlines = [c.deadline for c in busy if c.deadline is not None]
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        waitables = [c.conn for c in busy] + [c.process.sentinel for c in self.children]
-        ready = set(wait(waitables, timeout)) if waitables else set()
+        ready = set(wait([*(c.conn for c in busy), *(c.process.sentinel for c in self.children),
+                          *waitables], timeout))
         for index, child in enumerate(self.children):
             if child.conn in ready and child.job is not None:
                 try:
@@ -273,6 +276,8 @@ class ThreadPool(Pool):
             if job is None:
                 return
             self._outbox.put(Finished(self._work(job)))
+            if self.waker is not None:
+                self.waker.wake()
 
     def _work(self, job: Job) -> JobResult:
         thread_id = threading.get_ident()
@@ -319,14 +324,21 @@ class ThreadPool(Pool):
             self._jobs[job.id] = [None, deadline, None]
         self._inbox.put(job)
 
-    def collect(self, timeout: float) -> list[Event]:
+    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
         with self._lock:
             deadlines = [d for entry in self._jobs.values() for d in entry[1:] if d is not None]
         if deadlines:  # wake at the first time limit, as the prefork pool does
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
+        if self._outbox.empty():
+            if waitables:  # a finished job wakes the waker, which is one of them
+                wait(list(waitables), timeout)
+            else:
+                try:
+                    events.append(self._outbox.get(timeout=timeout))
+                except queue.Empty:
+                    pass
         try:
-            events.append(self._outbox.get(timeout=timeout))
             while True:
                 events.append(self._outbox.get_nowait())
         except queue.Empty:
@@ -377,10 +389,13 @@ class SoloPool(Pool):
         if getattr(self, "_busy", False):
             raise ColdShutdown  # out of the task (no ``except Exception`` catches it)
 
-    def collect(self, timeout: float) -> list[Event]:
+    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events, self._done = self._done, []
         if not events and timeout:
-            time.sleep(min(timeout, 0.001))
+            if waitables:
+                wait(list(waitables), timeout)
+            else:
+                time.sleep(min(timeout, 0.001))
         return events
 
 

@@ -33,6 +33,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
+from runner.worker.consumer import Consumer, Waker
 from runner.worker.pool import POOLS, ColdShutdown, Finished, Job, Lost, Pool, TimedOut
 from runner.worker.trace import JobResult, refused
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger("runner.worker")
 
-IDLE_WAIT = 0.2  # longest an idle worker sleeps before looking at its signals and timers
+IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake it sooner)
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 
@@ -92,11 +93,14 @@ class Worker:
         self.job_ids = itertools.count(1)
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
-        self.more_waiting = True  # the last fetch was full: fetch again without waiting
         self.terminated: set[str] = set()  # task ids whose process we killed on revoke
         self.pool: Pool = POOLS[options.pool](
             app, options.concurrency, self.hostname, self.accept,
             options.max_tasks_per_child, options.max_memory_per_child)
+        self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
+        self.pool.waker = self.waker
+        self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
+                                 self.waker)
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -108,10 +112,11 @@ class Worker:
         """Work until a shutdown signal; return after a clean warm or cold shutdown."""
         self.install_signal_handlers()
         self.pool.start()
+        self.consumer.start()
         logger.info("%s ready.", self.hostname)
         try:
             while not self.killing and not (self.stopping and not self.running):
-                self.fetch()
+                self.receive_fetched()
                 self.dispatch()
                 self.wait_and_collect()
                 self.flush()
@@ -121,16 +126,15 @@ class Worker:
         finally:
             self.shutdown()
 
-    def fetch(self) -> None:
-        room = self.capacity - len(self.buffer) - len(self.running)
-        if self.stopping or room <= 0:
+    def receive_fetched(self) -> None:
+        """Take what the consumer claimed; drop what was revoked or expired meanwhile."""
+        if self.stopping:
+            self.give_back_unstarted()
             return
-        deliveries = self.broker.fetch(self.options.queues, room, self.consumer_id)
-        self.more_waiting = len(deliveries) == room
-        if not deliveries:
-            return
-        held = [h for h in map(self.receive, deliveries) if h is not None]
-        self.drop_revoked(held)
+        deliveries = self.consumer.take()
+        if deliveries:
+            held = [h for h in map(self.receive, deliveries) if h is not None]
+            self.drop_revoked(held)
 
     def receive(self, delivery: Delivery) -> Held | None:
         try:
@@ -138,6 +142,7 @@ class Worker:
         except SerializationError as exc:
             logger.error("Discarding unreadable message from queue %s: %s", delivery.queue, exc)
             self.acks.append(delivery)
+            self.consumer.release()
             return None
         task = self.app.tasks.get(message.task)
         acks_late = message.options.get("acks_late")
@@ -154,23 +159,27 @@ class Worker:
         for h in held:
             if h.message.id in revoked:
                 self.finish_revoked(h, "revoked")
+                self.consumer.release()
             elif h.message.expires is not None and h.message.expires < now:
                 self.finish_revoked(h, "expired")
+                self.consumer.release()
             else:
                 self.buffer.append(h)
 
     def dispatch(self) -> None:
         """Start buffered messages on free pool slots, highest priority first."""
         if self.stopping or not self.buffer:
+            self.consumer.set_hungry(not self.stopping)
             return
         free = self.pool.free_slots()
-        if free <= 0:
-            return
-        if len(self.buffer) > 1:
-            self.buffer.sort(key=lambda h: -(h.message.priority or 0))
-        starting, self.buffer = self.buffer[:free], self.buffer[free:]
-        for held in starting:
-            self.start(held)
+        if free > 0:
+            if len(self.buffer) > 1:
+                self.buffer.sort(key=lambda h: -(h.message.priority or 0))
+            starting, self.buffer = self.buffer[:free], self.buffer[free:]
+            for held in starting:
+                self.start(held)
+        # With messages still waiting to start, the consumer may wait for a batch of slots.
+        self.consumer.set_hungry(not self.buffer)
 
     def start(self, held: Held) -> None:
         message = held.message
@@ -193,31 +202,28 @@ class Worker:
         self.pool.submit(Job(held.job, message, delivery_info, time_limit))
 
     def wait_and_collect(self) -> None:
-        """Wait for the pool, or for new messages while there is room for them."""
+        """Wait until a job ends, the consumer brings messages, a signal comes or a timer is
+        due, whichever is first."""
         if self.results:  # a STARTED or REVOKED state is stored now, not after the wait
             self.flush()
-        room = len(self.buffer) + len(self.running) < self.capacity and not self.stopping
-        if room and self.more_waiting:
+        timeout = max(0.0, min(IDLE_WAIT, self.next_timer() - time.monotonic()))
+        if self.consumer.inbox or self.stopping:
             timeout = 0.0
-        elif room and not self.running:
-            self.broker.wait(IDLE_WAIT)
-            return
-        else:
-            timeout = self.polling_interval if room else 1.0
-        for event in self.pool.collect(timeout):
+        events = self.pool.collect(timeout, [self.waker])
+        self.waker.drain()
+        for event in events:
             if isinstance(event, Finished):
                 self.finished(event.result)
             elif isinstance(event, Lost):
                 self.lost(event.job_id, event.exitcode)
             elif isinstance(event, TimedOut):
                 self.timed_out(event.job_id, event.limit)
-        if room and not self.more_waiting:
-            self.more_waiting = self.broker.wait(0)
 
     # -- what happened to a job -------------------------------------------------------------
 
     def finished(self, result: JobResult) -> None:
         held = self.running.pop(result.job_id)
+        self.consumer.release()
         message = held.message
         if result.record is not None:
             self.results.append(result.record)
@@ -250,6 +256,7 @@ class Worker:
 
     def lost(self, job_id: int, exitcode: int | None) -> None:
         held = self.running.pop(job_id)
+        self.consumer.release()
         message = held.message
         how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
                if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
@@ -268,6 +275,7 @@ class Worker:
 
     def timed_out(self, job_id: int, limit: float) -> None:
         held = self.running.pop(job_id)
+        self.consumer.release()
         message = held.message
         error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
@@ -313,12 +321,21 @@ class Worker:
 
     # -- timers -----------------------------------------------------------------------------
 
+    def next_timer(self) -> float:
+        """When :meth:`housekeeping` next has something to do (monotonic)."""
+        timers = [self.next_extend, self.next_cleanup]
+        if self.running or self.buffer:
+            timers.append(self.next_housekeeping)
+        return min(timers)
+
     def housekeeping(self) -> None:
         now = time.monotonic()
         if now >= self.next_extend:
             self.next_extend = now + self.visibility_timeout / 3
             held = [h.delivery for h in self.buffer]
             held += [h.delivery for h in self.running.values() if not h.acked]
+            with self.consumer.holding() as inbox:  # fetched, not yet taken
+                held += inbox
             self.broker.extend(held)
         if now >= self.next_housekeeping and (self.running or self.buffer):
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -326,6 +343,7 @@ class Worker:
             if self.buffer:  # revoked after it was prefetched: it must not start
                 buffered, self.buffer = self.buffer, []
                 self.drop_revoked(buffered)
+                self.consumer.set_hungry(not self.buffer)
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_INTERVAL
             self.backend.cleanup()
@@ -353,17 +371,27 @@ class Worker:
         logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)",
                        signal.Signals(signum).name, len(self.running))
         self.stopping = True
+        self.waker.wake()
 
     def on_cold_signal(self, signum, frame) -> None:
         logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
         self.stopping = self.killing = True
+        self.waker.wake()
         self.pool.interrupt()
+
+    def give_back_unstarted(self) -> None:
+        """Stop consuming; what was fetched and never started goes back to the broker at once,
+        for other workers to run."""
+        if self.consumer.is_alive():
+            self.consumer.stop()
+        unstarted = [h.delivery for h in self.buffer if not h.acked] + self.consumer.take()
+        self.buffer = []
+        if unstarted:
+            self.broker.requeue(unstarted)
 
     def shutdown(self) -> None:
         """Give back what did not start, stop the pool, store and ack what finished."""
-        if self.buffer:
-            self.broker.requeue([h.delivery for h in self.buffer if not h.acked])
-            self.buffer = []
+        self.give_back_unstarted()
         self.pool.stop(kill=self.killing)
         # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
         # whose messages go back to the broker to run again elsewhere.
@@ -374,4 +402,5 @@ class Worker:
                 self.broker.requeue([held.delivery])
         self.running.clear()
         self.flush()
+        self.waker.close()
         logger.info("%s stopped.", self.hostname)

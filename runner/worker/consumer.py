@@ -1,0 +1,148 @@
+"""The consumer: a thread that claims messages for the worker, so the main loop never blocks
+on the broker and the broker never waits for the main loop.
+
+It keeps at most ``capacity`` messages (concurrency x prefetch multiplier) in the worker's hands:
+each claimed message takes a slot, given back when the worker is done with it. While the worker
+still has messages to start, the consumer waits until a batch of slots is free, so a busy
+worker fetches several messages per round trip; a worker with nothing to start fetches at once.
+When the broker has nothing, the consumer blocks in ``broker.wait`` (BLPOP on Redis, a cheap
+change counter on SQLite) and wakes the main loop through a :class:`Waker` when work arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from runner.brokers.base import Broker, Delivery
+from runner.exceptions import RunnerError
+
+logger = logging.getLogger("runner.worker")
+
+IDLE_BLOCK = 0.25  # longest one broker.wait; also how soon a stop is noticed
+ERROR_PAUSE = 1.0  # seconds between attempts while the broker fails
+
+
+class Waker:
+    """A self-pipe: any thread, or a signal handler, wakes a ``select`` on :meth:`fileno`."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        try:
+            os.write(self._write, b"!")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (or closed): a wake-up is pending anyway
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Consumer(threading.Thread):
+    """Fetches into :attr:`inbox`; the worker takes from it and calls :meth:`release`."""
+
+    def __init__(self, broker: Broker, queues: Sequence[str], consumer_id: str, capacity: int,
+                 waker: Waker):
+        super().__init__(name="runner-consumer", daemon=True)
+        self.broker = broker
+        self.queues = list(queues)
+        self.consumer_id = consumer_id
+        self.capacity = capacity
+        self.batch = max(1, capacity // 2)
+        self.waker = waker
+        self.inbox: list[Delivery] = []
+        self._free = capacity
+        self._cond = threading.Condition()
+        self._hungry = True  # the worker has nothing to start: fetch even a single message
+        self._stopped = False
+
+    # -- called by the worker ---------------------------------------------------------------
+
+    def take(self) -> list[Delivery]:
+        with self._cond:
+            taken, self.inbox = self.inbox, []
+        return taken
+
+    @contextlib.contextmanager
+    def holding(self):
+        """The inbox, locked: claims the worker holds but has not taken yet."""
+        with self._cond:
+            yield list(self.inbox)
+
+    def release(self, count: int = 1) -> None:
+        """The worker is done with ``count`` messages: their slots are free again."""
+        with self._cond:
+            self._free += count
+            self._cond.notify()
+
+    def set_hungry(self, hungry: bool) -> None:
+        with self._cond:
+            if hungry != self._hungry:
+                self._hungry = hungry
+                self._cond.notify()
+
+    def stop(self) -> None:
+        """Stop fetching and wait for a fetch in flight; what it got stays in :attr:`inbox`."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self.join(IDLE_BLOCK + 5)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (
+                        self._free == 0 or (self._free < self.batch and not self._hungry)):
+                    self._cond.wait(IDLE_BLOCK)
+                if self._stopped:
+                    return
+                want, self._free = self._free, 0
+            got = self._fetch(want)
+            with self._cond:
+                self._free += want - len(got)
+                if got:
+                    self.inbox += got
+            if got:
+                self.waker.wake()
+            if len(got) < want and not self._stopped:
+                self._wait()
+
+    def _fetch(self, want: int) -> list[Delivery]:
+        try:
+            return self.broker.fetch(self.queues, want, self.consumer_id)
+        except RunnerError as exc:
+            logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
+        except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf
+            logger.exception("consumer: fetching failed; retrying in %ss", ERROR_PAUSE)
+        time.sleep(ERROR_PAUSE)
+        return []
+
+    def _wait(self) -> None:
+        try:
+            self.broker.wait(IDLE_BLOCK)
+        except Exception as exc:  # noqa: BLE001
+            logger.error("consumer: waiting on the broker failed: %s", exc)
+            time.sleep(ERROR_PAUSE)
