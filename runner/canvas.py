@@ -303,6 +303,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
 class CanvasMiddleware(Middleware):
     """Sends what comes after a task: its chain's next step, its links, its chord's body."""
 
+    def wants(self, message: Message) -> bool:
+        options = message.options
+        return bool(options.get("chain") or options.get("link") or options.get("link_error")
+                    or options.get("chord"))
+
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         options = message.options

@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Middleware:
+    def wants(self, message: Message) -> bool:
+        """Whether :meth:`after_task_stored` has anything to do for ``message``; messages no
+        middleware wants are stored and acked in one step where the store allows it."""
+        return True
+
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         """Called once per final outcome of a message (see the module docstring)."""

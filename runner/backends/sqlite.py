@@ -73,13 +73,17 @@ class SQLiteBackend(ResultBackend):
         self._watcher = ChangeWatcher(self._conn, interval, self._lock)
 
     def store(self, records: Sequence[ResultRecord]) -> None:
-        rows = [self._row(r) for r in records]
         with self._lock:
-            if len(rows) == 1:
-                self._conn.execute(UPSERT, rows[0])
+            if len(records) == 1:
+                self._conn.execute(UPSERT, self._row(records[0]))
             else:
                 with transaction(self._conn):
-                    self._conn.executemany(UPSERT, rows)
+                    self.write_rows(self._conn, records)
+
+    def write_rows(self, conn, records: Sequence[ResultRecord]) -> None:
+        """Write records on ``conn``, inside the caller's transaction (the SQLite broker uses
+        this to store results and ack their messages in one commit)."""
+        conn.executemany(UPSERT, [self._row(r) for r in records])
 
     def _row(self, r: ResultRecord) -> tuple:
         done = r.date_done

@@ -72,6 +72,12 @@ class Broker(ABC):
         self.enqueue([message])
         self.ack([delivery])
 
+    def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
+        """Store ``records`` in ``backend`` and ack ``deliveries`` in one atomic step, where
+        broker and backend share a store (SQLite: one file, one transaction). Returns False
+        when they cannot, and the caller stores, then acks."""
+        return False
+
     @abstractmethod
     def purge(self, queues: Sequence[str]) -> int:
         """Delete every waiting message of ``queues``; return how many."""

@@ -175,6 +175,16 @@ class SQLiteBroker(Broker):
             else:
                 self._insert([row], [])
 
+    def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
+        write_rows = getattr(backend, "write_rows", None)
+        if write_rows is None or getattr(backend, "path", None) != self.path:
+            return False
+        with self._lock, transaction(self._conn):
+            write_rows(self._conn, records)
+            self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
+                                   [(d.tag,) for d in deliveries])
+        return True
+
     def _many(self, sql: str, deliveries: Sequence[Delivery]) -> None:
         params = [(d.tag,) for d in deliveries]
         if len(params) == 1:

@@ -419,6 +419,9 @@ def retry(app: Any, run_id: str) -> RunRecord:
 class PipelineMiddleware(Middleware):
     """Moves a run forward when a task of one of its steps reaches a final state."""
 
+    def wants(self, message: Message) -> bool:
+        return HEADER_RUN in message.headers
+
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         if HEADER_RUN in message.headers:

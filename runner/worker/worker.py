@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("runner.worker")
 
 IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake it sooner)
+FLUSH_AFTER = 0.002  # seconds a finished result may wait, so results are written in batches
+FLUSH_BATCH = 64  # ...or this many, whichever comes first
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 
@@ -94,6 +96,7 @@ class Worker:
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
         self.terminated: set[str] = set()  # task ids whose process we killed on revoke
+        self.unflushed_since: float | None = None  # when the oldest unwritten result came
         self.pool: Pool = POOLS[options.pool](
             app, options.concurrency, self.hostname, self.accept,
             options.max_tasks_per_child, options.max_memory_per_child)
@@ -119,7 +122,7 @@ class Worker:
                 self.receive_fetched()
                 self.dispatch()
                 self.wait_and_collect()
-                self.flush()
+                self.maybe_flush()
                 self.housekeeping()
         except ColdShutdown:  # a task running inline was stopped: its message goes back
             pass
@@ -209,6 +212,9 @@ class Worker:
         timeout = max(0.0, min(IDLE_WAIT, self.next_timer() - time.monotonic()))
         if self.consumer.inbox or self.stopping:
             timeout = 0.0
+        elif self.unflushed_since is not None:
+            timeout = min(timeout, max(0.0, self.unflushed_since + FLUSH_AFTER
+                                       - time.monotonic()))
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         for event in events:
@@ -297,18 +303,34 @@ class Worker:
 
     # -- writing ----------------------------------------------------------------------------
 
+    def maybe_flush(self) -> None:
+        """Flush now, or soon: while tasks keep finishing, results are written together."""
+        if not (self.results or self.acks):
+            return
+        now = time.monotonic()
+        if self.unflushed_since is None:
+            self.unflushed_since = now
+        if (not self.running or self.stopping or len(self.results) + len(self.acks)
+                >= FLUSH_BATCH or now - self.unflushed_since >= FLUSH_AFTER):
+            self.flush()
+
     def flush(self) -> None:
         """Store results, run the middleware, then ack: a crash in between means a second
-        run, never a loss."""
-        if self.results:
-            results, self.results = self.results, []
+        run, never a loss. Without middleware to run, store and ack are one step where the
+        broker and backend share a store."""
+        self.unflushed_since = None
+        results, self.results = self.results, []
+        completed, self.completed = self.completed, []
+        acks, self.acks = self.acks, []
+        hooked = [c for c in completed
+                  if any(m.wants(c[0]) for m in self.app.middleware)]
+        if not hooked and self.broker.ack_and_store(acks, results, self.backend):
+            return
+        if results:
             self.backend.store(results)
-        if self.completed:
-            completed, self.completed = self.completed, []
-            for message, state, record in completed:
-                self.after_task_stored(message, state, record)
-        if self.acks:
-            acks, self.acks = self.acks, []
+        for message, state, record in hooked:
+            self.after_task_stored(message, state, record)
+        if acks:
             self.broker.ack(acks)
 
     def after_task_stored(self, message: Message, state: str, record) -> None:
