@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 
 from runner import _state, serialization
 from runner.backends.base import ResultBackend
-from runner.backends.registry import open_backend
+from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import Broker
 from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature
 from runner.config import Conf
-from runner.config.urls import EMBEDDED_DEFAULT_URL
+from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
 from runner.exceptions import NotRegistered
 from runner.execute import apply_eagerly
 from runner.message import Message
@@ -145,7 +145,7 @@ class Runner:
             if local.backend is not None:
                 local.backend.close()
             local.backend = open_backend(url, self.conf.result_expires,
-                                         self._transport_options())
+                                         self._transport_options(), self.broker_url)
             local.backend_url = url
         return local.backend
 
@@ -273,7 +273,17 @@ class Runner:
             eta=eta, expires=expires, retries=int(options.get("retries", 0)),
             root_id=options.get("root_id") or task_id, parent_id=options.get("parent_id"),
             group_id=options.get("group_id"), headers=dict(options.get("headers") or {}),
-            options=worker_options, sent_at=now)
+            options=worker_options, sent_at=now,
+            reply_to=options.get("reply_to") or self._reply_to())
+
+    def _reply_to(self) -> str | None:
+        """The reply queue to name in messages, for a result backend that sends results back
+        to the caller (rpc://); None for the others (without opening them)."""
+        url, cached = self.backend_url, self.__dict__.get("_sends_replies")
+        if cached is None or cached[0] != url:
+            cls = backend_class(parse_url(url).scheme)
+            cached = self._sends_replies = (url, getattr(cls, "sends_replies", False))
+        return self.backend.reply_to if cached[1] else None
 
     def send_task(self, name: str, args: Any = None, kwargs: dict | None = None,
                   _task: Task | None = None, **options: Any) -> AsyncResult:

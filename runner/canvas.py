@@ -326,8 +326,9 @@ class CanvasMiddleware(Middleware):
                 else:
                     follow.append(nxt.clone((value,), chain=rest[1:]) if rest[1:]
                                   else nxt.clone((value,)))
-            for sig in follow:
-                sig.apply_async(parent_id=message.id, root_id=message.root_id)
+            for sig in follow:  # with rpc://, results go to the caller of the first step
+                sig.apply_async(parent_id=message.id, root_id=message.root_id,
+                                reply_to=message.reply_to)
         elif state in (states.FAILURE, states.REVOKED):
             for errback in options.get("link_error") or ():
                 Signature.from_dict(errback, app=app).clone((message.id,)).apply_async(

@@ -42,6 +42,7 @@ class Message:
     # ignore_result, result_serializer, link, link_error, compression
     options: dict[str, Any] = field(default_factory=dict)
     sent_at: float = 0.0
+    reply_to: str | None = None  # the caller's reply queue, where rpc:// sends the result
     v: int = PROTOCOL_VERSION
 
     @staticmethod
@@ -52,6 +53,8 @@ class Message:
         envelope = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
         if not self.sent_at:
             envelope["sent_at"] = time.time()
+        if self.reply_to is None:  # optional: absent unless the result backend is rpc://
+            del envelope["reply_to"]
         head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=True).encode()
         return head + b"\n" + self.payload
 

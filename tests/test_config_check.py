@@ -56,13 +56,25 @@ def test_python_m_on_an_invalid_module_prints_every_error(tmp_path):
     assert "Traceback" not in err
 
 
-def test_seed_rabbitmq_urls_are_recognized_but_not_supported_yet(tmp_path, capsys, monkeypatch):
+def test_seed_rabbitmq_urls_are_supported(tmp_path, capsys, monkeypatch):
     (tmp_path / "seedconfig.py").write_text("broker_url = 'pyamqp://'\nresult_backend = 'rpc://'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert check_module("seedconfig") == 1
+    assert check_module("seedconfig") == 0
+    assert "not supported" not in capsys.readouterr().err
+
+
+def test_a_scheme_not_supported_yet_is_named_with_the_password_masked(
+        tmp_path, capsys, monkeypatch):
+    from runner.config.urls import BROKER_CLASSES
+
+    monkeypatch.setitem(BROKER_CLASSES, "amqps", None)  # as a version without it would say
+    (tmp_path / "seedconfig2.py").write_text("broker_url = 'amqps://u:hunter2@h/v'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert check_module("seedconfig2") == 1
     err = capsys.readouterr().err
-    assert "broker URL scheme 'pyamqp' (pyamqp://) is not supported yet" in err
-    assert "result backend URL scheme 'rpc' (rpc://) is not supported yet" in err
+    assert "broker URL scheme 'amqps' (amqps://u:**@h/v) is not supported yet" in err
+    assert "hunter2" not in err
+    sys.modules.pop("seedconfig2", None)
     sys.modules.pop("seedconfig", None)
 
 

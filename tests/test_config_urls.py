@@ -87,14 +87,18 @@ def test_scheme_tables_name_classes_without_importing_them():
     assert BACKEND_CLASSES["memory"] == "runner.backends.memory:MemoryBackend"
     assert BROKER_CLASSES["redis"] == "runner.brokers.redis:RedisBroker"
     assert BACKEND_CLASSES["redis"] == "runner.backends.redis:RedisBackend"
-    assert BROKER_CLASSES["amqp"] is None and BACKEND_CLASSES["rpc"] is None
+    for scheme in ("amqp", "pyamqp", "amqps"):
+        assert BROKER_CLASSES[scheme] == "runner.brokers.amqp:AMQPBroker"
+    assert BACKEND_CLASSES["rpc"] == "runner.backends.rpc:RPCBackend"
     assert "rpc" not in BROKER_CLASSES
 
 
-def test_not_supported_message_is_clear_and_masked():
-    text = not_supported_message("broker", "amqp://guest:pw@localhost:5672/vhost")
-    assert text.startswith("broker URL scheme 'amqp' (amqp://guest:**@localhost:5672/vhost) "
+def test_not_supported_message_is_clear_and_masked(monkeypatch):
+    monkeypatch.setitem(BROKER_CLASSES, "amqps", None)  # a scheme this version would lack
+    monkeypatch.setitem(BACKEND_CLASSES, "rpc", None)
+    text = not_supported_message("broker", "amqps://guest:pw@localhost:5671/vhost")
+    assert text.startswith("broker URL scheme 'amqps' (amqps://guest:**@localhost:5671/vhost) "
                            "is not supported yet by runner ")
     assert text.endswith("supported now: sqlite://, memory://, redis://, rediss://, "
-                         "redis+socket://")
+                         "redis+socket://, amqp://, pyamqp://")
     assert "rpc" in not_supported_message("backend", "rpc://")

@@ -28,6 +28,7 @@ class ResultRecord:
     traceback: str | None = None
     date_done: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # name, args, kwargs, worker, retries
+    reply_to: str | None = None  # the caller's reply queue (rpc://), from Message.reply_to
 
     @property
     def ready(self) -> bool:
@@ -38,6 +39,10 @@ class ResultBackend(ABC):
     """Stores results; every process opens its own instance."""
 
     scheme: str = ""
+    #: False for a backend that only passes results on (rpc://): no keyed data, no revoked set
+    keeps_state: bool = True
+    #: True when producers must name their reply queue in each message (``reply_to``)
+    sends_replies: bool = False
     #: seconds between checks while waiting for a result (backends that can push ignore it)
     default_interval = 0.001
 
@@ -46,6 +51,13 @@ class ResultBackend(ABC):
         self.url = url
         self.expires = expires
         self.transport_options = dict(transport_options or {})
+
+    @classmethod
+    def from_url(cls, url: URL, expires: float | None = None,
+                 transport_options: dict | None = None, broker_url: str | None = None
+                 ) -> ResultBackend:
+        """Open the backend; ``broker_url`` is for backends that travel over the broker."""
+        return cls(url, expires, transport_options)
 
     @abstractmethod
     def store(self, records: Sequence[ResultRecord]) -> None:

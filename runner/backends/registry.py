@@ -17,7 +17,7 @@ def backend_class(scheme: str) -> type[ResultBackend]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_backend(url: str, expires: float | None = None,
-                 transport_options: dict | None = None) -> ResultBackend:
+def open_backend(url: str, expires: float | None = None, transport_options: dict | None = None,
+                 broker_url: str | None = None) -> ResultBackend:
     parsed = parse_url(url)
-    return backend_class(parsed.scheme)(parsed, expires, transport_options)
+    return backend_class(parsed.scheme).from_url(parsed, expires, transport_options, broker_url)

@@ -25,9 +25,9 @@ BROKER_CLASSES: dict[str, str | None] = {
     "redis": "runner.brokers.redis:RedisBroker",
     "rediss": "runner.brokers.redis:RedisBroker",
     "redis+socket": "runner.brokers.redis:RedisBroker",
-    "amqp": None,
-    "pyamqp": None,
-    "amqps": None,
+    "amqp": "runner.brokers.amqp:AMQPBroker",
+    "pyamqp": "runner.brokers.amqp:AMQPBroker",
+    "amqps": "runner.brokers.amqp:AMQPBroker",
 }
 
 BACKEND_CLASSES: dict[str, str | None] = {
@@ -36,7 +36,7 @@ BACKEND_CLASSES: dict[str, str | None] = {
     "redis": "runner.backends.redis:RedisBackend",
     "rediss": "runner.backends.redis:RedisBackend",
     "redis+socket": "runner.backends.redis:RedisBackend",
-    "rpc": None,
+    "rpc": "runner.backends.rpc:RPCBackend",
 }
 
 SCHEMES: frozenset[str] = frozenset(BROKER_CLASSES) | frozenset(BACKEND_CLASSES)

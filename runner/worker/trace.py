@@ -88,6 +88,8 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
                               outcome.runtime)
             record = build_record(task.name, request, outcome, serializer,
                                   app.conf.result_extended, hostname)
+    if record is not None:
+        record.reply_to = message.reply_to  # rpc://: where the result goes
     retry_message = next_attempt(app, message, outcome) if outcome.state == states.RETRY else None
     summary = repr(outcome.value) if outcome.state != states.IGNORED else ""
     return JobResult(job_id, outcome.state, record, retry_message, outcome.requeue,
@@ -101,6 +103,7 @@ def refused(app: Runner, job_id: int, message: Message, exc: BaseException,
                       hostname=hostname)
     outcome = Outcome(states.FAILURE, exc, None)
     record = build_record(message.task, request, outcome, app.conf.result_serializer)
+    record.reply_to = message.reply_to
     return JobResult(job_id, states.FAILURE, record, summary=f"{type(exc).__name__}: {exc}")
 
 

@@ -194,7 +194,8 @@ class Worker:
             held.acked = True
         if task is not None and task.effective("track_started"):
             self.results.append(ResultRecord(message.id, states.STARTED, meta={
-                "name": message.task, "worker": self.hostname, "pid": os.getpid()}))
+                "name": message.task, "worker": self.hostname, "pid": os.getpid()},
+                reply_to=message.reply_to))
         held.job = next(self.job_ids)
         held.started = time.monotonic()
         self.running[held.job] = held

@@ -1,0 +1,154 @@
+"""RabbitMQ connections for the ``amqp://`` broker and the ``rpc://`` result backend (pika).
+
+A :class:`Link` is one blocking connection and one channel, used by one thread. After an outage
+(RabbitMQ restarted, network lost) :meth:`Link.run` reopens it with exponential backoff (0.1 s
+doubling to 5 s, logged with the URL masked) and runs the operation again, up to
+``max_retries`` attempts (0 or None: forever). A wrong password or a missing virtual host is not
+an outage: it is one :class:`BrokerError` naming the user and the vhost, at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pika
+import pika.exceptions as amqp_errors
+from pika.adapters.blocking_connection import BlockingChannel
+
+from runner.config.urls import URL
+from runner.exceptions import BrokerError
+
+logger = logging.getLogger("runner.amqp")
+if logging.getLogger("pika").level == logging.NOTSET:
+    # pika logs each connection step, and each failed one with a traceback; runner's own
+    # warnings say what failed (URL masked) and what happens next
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+T = TypeVar("T")
+
+#: errors that mean "the connection is gone": reconnect and try again
+OUTAGE_ERRORS = (amqp_errors.AMQPConnectionError, amqp_errors.ConnectionWrongStateError,
+                 amqp_errors.ChannelWrongStateError, amqp_errors.StreamLostError,
+                 ConnectionError, OSError)
+MAX_BACKOFF = 5.0
+
+
+def connection_parameters(url: URL, options: dict | None = None) -> pika.ConnectionParameters:
+    """``amqp://user:pass@host:port/vhost``; ``pyamqp://`` alone is guest:guest@localhost:5672/."""
+    options = options or {}
+    secure = url.scheme == "amqps"
+    ssl_options = None
+    if secure:
+        context = ssl.create_default_context()
+        if url.query.get("ssl_cert_reqs", "").lower() in ("none", "cert_none"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        ssl_options = pika.SSLOptions(context, url.host or "localhost")
+    return pika.ConnectionParameters(
+        host=url.host or "localhost", port=url.port or (5671 if secure else 5672),
+        virtual_host=url.path or "/",
+        credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
+        heartbeat=int(options.get("heartbeat", 60)),
+        connection_attempts=1, socket_timeout=float(options.get("socket_timeout", 5.0)),
+        blocked_connection_timeout=float(options.get("blocked_connection_timeout", 60.0)),
+        ssl_options=ssl_options)
+
+
+def who(url: URL) -> str:
+    return f"user {url.username or 'guest'!r} on vhost {url.path or '/'!r} at {url.masked}"
+
+
+def open_connection(url: URL, options: dict | None = None) -> pika.BlockingConnection:
+    """A new connection; a refused login or vhost raises :class:`BrokerError` (not retried),
+    an unreachable server raises pika's own error (an outage: the caller retries)."""
+    try:
+        return pika.BlockingConnection(connection_parameters(url, options))
+    except amqp_errors.ProbableAuthenticationError:
+        raise BrokerError(f"RabbitMQ refused the login of {who(url)}: wrong user name or "
+                          f"password (rabbitmqctl add_user / change_password)") from None
+    except amqp_errors.ProbableAccessDeniedError as exc:
+        reason = str(exc.args[0]) if exc.args else str(exc)
+        missing = "not found" in reason
+        problem = ("the vhost does not exist (rabbitmqctl add_vhost)" if missing else
+                   "the user has no permissions on the vhost (rabbitmqctl set_permissions)")
+        raise BrokerError(f"RabbitMQ refused access for {who(url)}: {problem}") from None
+
+
+def unreachable(url: URL, what: str, exc: BaseException) -> BrokerError:
+    return BrokerError(f"{what}: cannot reach RabbitMQ at {url.masked} "
+                       f"({type(exc).__name__}: {exc})")
+
+
+def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker) -> BrokerError:
+    if exc.reply_code == 406:
+        return BrokerError(f"queue {queue!r} on vhost {url.path!r} exists with other settings "
+                           f"({exc.reply_text}); runner declares durable queues with "
+                           f"x-max-priority: delete it (rabbitmqctl delete_queue) or use "
+                           f"another vhost")
+    return BrokerError(f"RabbitMQ closed the channel on queue {queue!r} ({who(url)}): "
+                       f"{exc.reply_code} {exc.reply_text}")
+
+
+class Link:
+    """One connection and one channel for one thread, reopened after an outage."""
+
+    def __init__(self, url: URL, options: dict | None = None, confirm: bool = False,
+                 max_retries: int | None = 100):
+        self.url = url
+        self.options = dict(options or {})
+        self.confirm = confirm
+        self.max_retries = max_retries
+        self.connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self.generation = 0  # bumped on each (re)connection: delivery tags die with a channel
+        self.owner = threading.current_thread()
+
+    def channel(self) -> BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            self.drop()
+            self.connection = open_connection(self.url, self.options)
+            self._channel = self.connection.channel()
+            if self.confirm:
+                self._channel.confirm_delivery()
+            self.generation += 1
+        return self._channel
+
+    def run(self, what: str, operation: Callable[[BlockingChannel], T]) -> T:
+        """``operation(channel)``; after an outage reconnect with backoff and run it again."""
+        attempt = 0
+        while True:
+            try:
+                result = operation(self.channel())
+                if attempt:
+                    logger.warning("%s: reconnected to RabbitMQ at %s", what, self.url.masked)
+                return result
+            except OUTAGE_ERRORS as exc:
+                self.drop()
+                attempt += 1
+                if self.max_retries and attempt > self.max_retries:
+                    raise unreachable(self.url, what, exc) from None
+                delay = self.backoff(attempt)
+                logger.warning("%s: lost RabbitMQ at %s (%s); reconnecting in %.2fs "
+                               "(attempt %d)", what, self.url.masked, type(exc).__name__,
+                               delay, attempt)
+                time.sleep(delay)
+
+    @staticmethod
+    def backoff(attempt: int) -> float:
+        return min(MAX_BACKOFF, 0.1 * 2 ** (attempt - 1))
+
+    def drop(self) -> None:
+        """Forget the connection (closing it if it is still open)."""
+        connection, self.connection, self._channel = self.connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - it is going away anyway
+                pass
+
+    close = drop
