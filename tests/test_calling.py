@@ -19,6 +19,8 @@ from runner.exceptions import (
 )
 from runner.exceptions import TimeoutError as RunnerTimeoutError
 
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 
 def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
@@ -284,6 +286,10 @@ def test_retry_with_new_arguments_runs_again_with_them(app, start_worker, compre
 
 
 def _messages_in_broker(db_url: str) -> int:
+    if db_url.startswith("redis://"):
+        import redis
+
+        return redis.Redis.from_url(db_url).hlen("runner:body")
     path = db_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT count(*) FROM runner_messages").fetchone()[0]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "pipelines"
 

@@ -11,6 +11,8 @@ from runner import AsyncResult, states
 from runner.exceptions import TaskRevokedError
 from runner.exceptions import TimeoutError as RunnerTimeoutError
 
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 
 def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout

@@ -10,6 +10,8 @@ import pytest
 
 from runner import group, states
 
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 
 @pytest.fixture
 def two_workers(start_worker):

@@ -4,6 +4,8 @@ import pytest
 
 from runner.exceptions import TimeoutError as RunnerTimeoutError
 
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
 
 def test_seed_tutorial_end_to_end(app, start_worker):
     from tasks import add, boom
