@@ -84,6 +84,12 @@ def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = Non
            logical_date: datetime | None = None, run_id: str | None = None) -> RunRecord:
     """Start a run: store its record and enqueue the steps that need nothing."""
     pipeline = loaded.model
+    if not app.backend.keeps_state:  # rpc://: results go to the caller and are gone once read
+        raise PipelineError(
+            f"pipeline {pipeline.name!r} cannot run with result_backend "
+            f"{app.backend.scheme}://: a run keeps its record and the steps' results in the "
+            f"result backend, which rpc:// does not keep; set result_backend to redis:// or "
+            f"sqlite:///... (broker_url can stay amqp://)")
     run_id = run_id or new_run_id()
     logical_date = logical_date or app.now()
     if logical_date.tzinfo is None:

@@ -1,0 +1,259 @@
+"""amqp:// broker and rpc:// backend against the real RabbitMQ of the machine (127.0.0.1:5672).
+
+The module creates its own vhost and user with rabbitmqctl and deletes them afterwards; it is
+skipped only where RabbitMQ is not installed or not reachable.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from runner.brokers.registry import open_broker
+from runner.exceptions import BrokerError
+from runner.message import Message
+
+USER, PASSWORD = f"runner_test_{uuid.uuid4().hex[:8]}", "s3cret-pw"
+VHOST = f"runner_test_{uuid.uuid4().hex[:8]}"
+URL = f"amqp://{USER}:{PASSWORD}@127.0.0.1:5672/{VHOST}"
+
+
+def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rabbitmq():
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("RabbitMQ is not installed (no rabbitmqctl)")
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        pytest.skip("no RabbitMQ listening on 127.0.0.1:5672")
+    rabbitmqctl("add_vhost", VHOST)
+    rabbitmqctl("add_user", USER, PASSWORD)
+    rabbitmqctl("set_permissions", "-p", VHOST, USER, ".*", ".*", ".*")
+    yield
+    rabbitmqctl("delete_vhost", VHOST, check=False)
+    rabbitmqctl("delete_user", USER, check=False)
+
+
+@pytest.fixture
+def amqp_app(app, worker_env, tmp_path):
+    """The test app on this module's vhost: results on rpc:// (``amqp_app.sqlite`` for a test
+    that wants them kept in SQLite)."""
+    app.conf.update(broker_url=URL, result_backend="rpc://")
+    app.broker.purge(["celery", "other"])
+    worker_env.update(RUNNER_BROKER_URL=URL, RUNNER_RESULT_BACKEND="rpc://")
+    return app
+
+
+def use_sqlite_results(app, worker_env, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/results.db"
+    app.close()
+    app.conf.update(result_backend=url)
+    worker_env["RUNNER_RESULT_BACKEND"] = url
+
+
+def message(i: int, queue: str = "celery", **fields) -> Message:
+    return Message(id=f"m{i}", task="tasks.add", content_type="application/json",
+                   payload=b"[[1,2],{}]", queue=queue, **fields)
+
+
+SEED_APP = """\
+from runner import Celery
+
+app = Celery('seedtasks')
+app.config_from_object('celeryconfig')
+
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+def test_seed_celeryconfig_runs_add_through_a_worker_with_rpc_results(
+        amqp_app, worker_env, start_worker, tmp_path, monkeypatch):
+    """The seed's celeryconfig (pyamqp:// broker, rpc:// results), on this module's vhost."""
+    import tasks
+
+    seed_url = URL.replace("amqp://", "pyamqp://")
+    (tmp_path / "celeryconfig.py").write_text(
+        f"broker_url = {seed_url!r}\nresult_backend = 'rpc://'\n")
+    (tmp_path / "seedtasks.py").write_text(SEED_APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for key in ("RUNNER_BROKER_URL", "RUNNER_RESULT_BACKEND"):
+        worker_env.pop(key)
+        monkeypatch.delenv(key, raising=False)
+    start_worker("-c", "2", app="seedtasks")
+    import seedtasks
+
+    try:
+        result = seedtasks.add.delay(4, 4)
+        assert result.get(timeout=10) == 8
+        assert result.state == "SUCCESS" and result.ready()
+    finally:
+        seedtasks.app.close()
+    assert tasks  # the tests' app stays current for the other tests
+
+
+def test_rpc_failure_propagates_and_other_callers_see_pending(amqp_app, start_worker):
+    import tasks
+
+    start_worker()
+    failing = tasks.boom.delay("broken here")
+    with pytest.raises(ValueError, match="broken here"):
+        failing.get(timeout=10)
+    assert failing.state == "FAILURE"
+    result = tasks.add.delay(1, 1)
+    assert result.get(timeout=10) == 2
+    amqp_app.close()  # a new connection is another caller: the result went to the first one
+    assert amqp_app.AsyncResult(result.id).state == "PENDING"
+
+
+def test_higher_priority_runs_first(amqp_app, start_worker, tmp_path, wait_for_lines):
+    import tasks
+
+    marker = tmp_path / "order.log"
+    for i, priority in enumerate([0, 3, 9, 1, 6]):
+        tasks.record.apply_async((i, str(marker)), priority=priority)
+    start_worker("-c", "1", "--prefetch-multiplier", "1")
+    assert wait_for_lines(marker, 5) == ["2", "4", "1", "3", "0"]
+
+
+def test_routed_task_runs_on_its_queue(amqp_app, start_worker):
+    import tasks
+
+    start_worker("-Q", "other")
+    result = tasks.add.apply_async((2, 3), queue="other")
+    assert result.get(timeout=10) == 5
+    assert amqp_app.broker.qsize("celery") == 0
+
+
+def test_countdown_is_held_by_rabbitmq_not_by_the_consumer(amqp_app, start_worker):
+    import tasks
+
+    start_worker()
+    sent = time.monotonic()
+    later = tasks.add.apply_async((1, 2), countdown=1.3)
+    now = tasks.add.delay(5, 5)
+    assert now.get(timeout=5) == 10  # the delayed task blocks nothing
+    assert later.state == "PENDING"
+    assert later.get(timeout=10) == 3
+    assert 1.25 <= time.monotonic() - sent < 4
+
+
+def test_killed_worker_task_is_redelivered(amqp_app, worker_env, tmp_path, start_worker,
+                                           wait_for_lines):
+    import tasks
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    marker = tmp_path / "runs.log"
+    first = start_worker()
+    result = tasks.slow_late.delay(0.5, str(marker))
+    wait_for_lines(marker, 1)
+    first.kill_all()  # SIGKILL: nothing acked, RabbitMQ sees the connection die
+    start_worker()
+    assert result.get(timeout=15) == "done"
+    assert len(wait_for_lines(marker, 2)) == 2
+
+
+def test_wrong_password_and_missing_vhost_are_one_clear_error(amqp_app, worker_env, tmp_path):
+    for url, expected in [
+            (f"amqp://{USER}:wrong-pw@127.0.0.1:5672/{VHOST}", "wrong user name or password"),
+            (f"amqp://{USER}:{PASSWORD}@127.0.0.1:5672/no_such_vhost", "vhost does not exist")]:
+        with pytest.raises(BrokerError) as caught:
+            open_broker(url)
+        text = str(caught.value)
+        assert expected in text and repr(USER) in text
+        assert PASSWORD not in text and "wrong-pw" not in text
+        env = {**worker_env, "RUNNER_BROKER_URL": url}
+        done = subprocess.run([sys.executable, "-m", "runner", "call", "-A", "tasks",
+                               "tasks.add"], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr
+        assert PASSWORD not in done.stderr and "wrong-pw" not in done.stderr
+
+
+def test_purge_and_qsize(amqp_app):
+    broker = open_broker(URL)
+    try:
+        broker.enqueue([message(i) for i in range(3)])
+        assert broker.qsize("celery") == 3
+        assert broker.purge(["celery"]) == 3
+        assert broker.qsize("celery") == 0
+    finally:
+        broker.close()
+
+
+def test_restart_under_load_loses_nothing(amqp_app, worker_env, tmp_path, start_worker):
+    import tasks
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    worker = start_worker("-c", "2")
+    durable = open_broker(URL)
+    durable.enqueue([message(i, queue="kept") for i in range(5)])  # nobody consumes "kept"
+    results = [tasks.add.delay(i, i) for i in range(20)]
+    try:
+        rabbitmqctl("stop_app")
+        time.sleep(0.5)
+    finally:
+        rabbitmqctl("start_app")
+    rabbitmqctl("await_startup")
+    results += [tasks.add.delay(i, i) for i in range(20, 40)]  # the producer reconnects
+    assert [r.get(timeout=30) for r in results] == [2 * i for i in range(40)]
+    durable.close()
+    again = open_broker(URL)
+    try:
+        assert again.qsize("kept") == 5
+    finally:
+        again.close()
+    log = worker.log()
+    assert "reconnected to RabbitMQ" in log
+    assert f"amqp://{USER}:**@127.0.0.1:5672/{VHOST}" in log and PASSWORD not in log
+    worker.signal(signal.SIGTERM)
+
+
+PIPELINE = """\
+name: on-rabbit
+app: pipeline_tasks
+steps:
+  first:
+    task: pipeline_tasks.echo
+    args: [1]
+  second:
+    task: pipeline_tasks.echo
+    needs: [first]
+    args: ["{{ steps.first.result }}"]
+"""
+
+
+def test_pipeline_runs_on_amqp_with_sqlite_results(pipelines, worker_env, tmp_path):
+    results = f"sqlite:///{tmp_path}/results.db"
+    pipelines.app.conf.update(broker_url=URL, result_backend=results)
+    worker_env.update(RUNNER_BROKER_URL=URL, RUNNER_RESULT_BACKEND=results)
+    pipelines.worker()
+    run = pipelines.submit(pipelines.write(PIPELINE))
+    assert pipelines.wait(run).state == "success"
+
+
+def test_pipeline_with_rpc_results_alone_is_refused(pipelines, worker_env):
+    pipelines.app.conf.update(broker_url=URL, result_backend="rpc://")
+    worker_env.update(RUNNER_BROKER_URL=URL, RUNNER_RESULT_BACKEND="rpc://")
+    path = pipelines.write(PIPELINE)
+    for command in ("submit", "run"):
+        done = pipelines.cli(command, path)
+        assert done.returncode != 0
+        lines = done.stderr.strip().splitlines()
+        assert "rpc://" in lines[-1] and "keeps" in lines[-1] and "Traceback" not in done.stderr
