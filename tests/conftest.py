@@ -89,6 +89,13 @@ class RedisServer:
 
         redis.Redis(port=self.port).flushall()
 
+    def fresh(self) -> str:
+        """Running (again, if a test stopped it) and empty; returns :attr:`url`."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        self.flush()
+        return self.url
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
@@ -109,11 +116,7 @@ def db_url(tmp_path: Path, transport: str, request) -> str:
     """Broker and results of this test: a fresh SQLite file (``sqlite:////abs/runner.db``),
     or, for the redis transport, an emptied database of the session's redis-server."""
     if transport == "redis":
-        server = request.getfixturevalue("redis_server")
-        if server.proc is None or server.proc.poll() is not None:
-            server.start()  # a test stopped it
-        server.flush()
-        return server.url
+        return request.getfixturevalue("redis_server").fresh()
     return f"sqlite:///{tmp_path}/runner.db"
 
 

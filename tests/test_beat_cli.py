@@ -80,8 +80,10 @@ def wait_for(log: Path, text: str, timeout: float = 15.0) -> float:
     return time.monotonic()
 
 
-@pytest.fixture(params=["sqlite"])  # "redis" joins when the Redis backend exists
+@pytest.fixture(params=["sqlite", "redis"])
 def backend_url(request, tmp_path) -> str:
+    if request.param == "redis":
+        return request.getfixturevalue("redis_server").fresh()
     return f"sqlite:///{tmp_path}/beat.db"
 
 
