@@ -18,17 +18,20 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from runner.config.urls import URL, mask_url
-from runner.exceptions import BrokerError, RunnerError
+from runner.exceptions import BrokerError, ConfigError, RunnerError
 
 logger = logging.getLogger("runner.redis")
 
 T = TypeVar("T")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+#: subclasses of ConnectionError in redis-py, but no outage: retrying cannot fix a password
+REFUSED_ERRORS = (AuthenticationError, AuthorizationError)
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
               "none": ssl.CERT_NONE, "cert_required": ssl.CERT_REQUIRED,
@@ -71,6 +74,8 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
     while True:
         try:
             return operation()
+        except REFUSED_ERRORS as exc:
+            raise refused(url, what, exc) from exc
         except OUTAGE_ERRORS as exc:
             attempt += 1
             delay = min(5.0, 0.1 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random() / 2)
@@ -81,3 +86,10 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
             logger.warning("%s: cannot reach Redis at %s (%s); retry %d in %.2fs", what,
                            mask_url(url.raw), type(exc).__name__, attempt, delay)
             time.sleep(delay)
+
+
+def refused(url: URL, what: str, exc: Exception) -> ConfigError:
+    """Redis turned the credentials of ``url`` down: a configuration error, not an outage."""
+    return ConfigError(f"Redis at {mask_url(url.raw)} refused the credentials ({what}): "
+                       f"{type(exc).__name__}: {str(exc).rstrip('.')}; check the password (and "
+                       "user) in the URL")

@@ -48,9 +48,10 @@ def _free_port() -> int:
 class RedisServer:
     """A real redis-server of the test session: 127.0.0.1, a free port, AOF on, own folder."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *args: str, password: str | None = None):
         self.folder = folder
         self.port = _free_port()
+        self.args, self.password = list(args), password  # more redis-server options
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -62,9 +63,10 @@ class RedisServer:
 
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder)],
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
+             *self.args, *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -87,7 +89,7 @@ class RedisServer:
     def flush(self) -> None:
         import redis
 
-        redis.Redis(port=self.port).flushall()
+        redis.Redis(port=self.port, password=self.password).flushall()
 
     def fresh(self) -> str:
         """Running (again, if a test stopped it) and empty; returns :attr:`url`."""

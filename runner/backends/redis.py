@@ -20,7 +20,7 @@ import redis
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
+from runner.redis_store import OUTAGE_ERRORS, REFUSED_ERRORS, make_client, refused, retrying
 
 logger = logging.getLogger("runner.redis")
 
@@ -104,6 +104,8 @@ class RedisBackend(ResultBackend):
         while True:
             try:
                 return self._wait_once(task_id, deadline)
+            except REFUSED_ERRORS as exc:
+                raise refused(self.url, "wait for result", exc) from exc
             except OUTAGE_ERRORS as exc:
                 pubsub, self._local.pubsub = getattr(self._local, "pubsub", None), None
                 if pubsub is not None:

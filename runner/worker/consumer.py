@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from runner.brokers.base import Broker, Delivery
-from runner.exceptions import RunnerError
+from runner.exceptions import ConfigError, RunnerError
 
 logger = logging.getLogger("runner.worker")
 
@@ -76,6 +76,7 @@ class Consumer(threading.Thread):
         self._cond = threading.Condition()
         self._hungry = True  # the worker has nothing to start: fetch even a single message
         self._stopped = False
+        self.fatal: ConfigError | None = None  # e.g. a wrong password: the worker must stop
 
     # -- called by the worker ---------------------------------------------------------------
 
@@ -133,6 +134,11 @@ class Consumer(threading.Thread):
     def _fetch(self, want: int) -> list[Delivery]:
         try:
             return self.broker.fetch(self.queues, want, self.consumer_id)
+        except ConfigError as exc:  # no retry can fix it: the worker stops with this error
+            with self._cond:
+                self.fatal, self._stopped = exc, True
+            self.waker.wake()
+            return []
         except RunnerError as exc:
             logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
         except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf

@@ -131,6 +131,8 @@ class Worker:
 
     def receive_fetched(self) -> None:
         """Take what the consumer claimed; drop what was revoked or expired meanwhile."""
+        if self.consumer.fatal is not None:  # e.g. the broker refused the password
+            raise self.consumer.fatal
         if self.stopping:
             self.give_back_unstarted()
             return

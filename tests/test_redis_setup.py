@@ -1,0 +1,221 @@
+"""The seed's Redis set-up as users write it: ``redis://host:port/db`` in ``Celery(...)`` or in
+``app.conf``, a password, a unix socket and TLS, each against a real redis-server and worker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.exceptions import ConfigError
+from tests.conftest import ROOT, RedisServer, WorkerProcess
+
+PASSWORD = "s3cret-pw"
+
+APP = """
+from runner import Celery
+
+{setup}
+
+
+@app.task
+def add(x, y):
+    return x + y
+"""
+
+
+@pytest.fixture
+def seed_app(tmp_path):
+    """``seed_app(setup)`` writes ``seedapp.py`` (``setup`` makes ``app``), starts ``runner
+    worker -A seedapp`` on it (no RUNNER_* environment) and imports it here too."""
+    started: list[WorkerProcess] = []
+    imported = []
+
+    def make(setup: str, wait: bool = True):
+        folder = tmp_path / f"app{len(imported)}"
+        folder.mkdir()
+        (folder / "seedapp.py").write_text(APP.format(setup=setup))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+        worker = WorkerProcess(["-c", "1"], env, folder, folder / "worker.log", app="seedapp")
+        started.append(worker)
+        if wait:
+            worker.wait_for_log("ready.")
+        spec = importlib.util.spec_from_file_location("seedapp", folder / "seedapp.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        imported.append(module)
+        return module, worker
+
+    yield make
+    for module in imported:
+        module.app.close()
+    for worker in started:
+        worker.stop()
+
+
+def _server(tmp_path_factory, name: str, *args: str, password: str | None = None):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp(name), *args, password=password)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def password_server(tmp_path_factory):
+    """A second redis-server, started with ``--requirepass``."""
+    server = _server(tmp_path_factory, "redis-pw", password=PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def socket_server(tmp_path_factory):
+    """A redis-server that also listens on a unix socket; yields (server, socket path)."""
+    folder = tmp_path_factory.mktemp("redis-sock")
+    path = folder / "redis.sock"
+    server = _server(tmp_path_factory, "redis-sock-data", "--unixsocket", str(path),
+                     "--unixsocketperm", "700")
+    yield server, path
+    server.stop()
+
+
+def _supports_tls() -> bool:
+    """Built with TLS, redis-server complains of the missing certificate, not of the option."""
+    if shutil.which("openssl") is None:
+        return False
+    out = subprocess.run(["redis-server", "--port", "0", "--tls-port", "1", "--bind",
+                          "127.0.0.1"], capture_output=True, text=True, timeout=10)
+    return "tls-cert-file" in out.stdout
+
+
+def _make_certs(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1, signed by it (openssl)."""
+    ca_key, ca, key, csr, cert = (folder / n for n in
+                                  ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=runner test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj",
+        "/CN=127.0.0.1")
+    ext = folder / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A redis-server with ``--tls-port`` (plain port too, for the fixture's own checks);
+    yields (server, tls port, certificate paths)."""
+    if not _supports_tls():
+        pytest.skip("this redis-server was built without TLS support")
+    certs = _make_certs(tmp_path_factory.mktemp("certs"))
+    tls_port = RedisServer(tmp_path_factory.mktemp("unused")).port
+    server = _server(tmp_path_factory, "redis-tls", "--tls-port", str(tls_port),
+                     "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
+                     "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no")
+    yield server, tls_port, certs
+    server.stop()
+
+
+# -- the seed's set-up -------------------------------------------------------------------------
+
+
+def test_seed_redis_urls_given_to_celery_run_a_task_and_store_its_result(seed_app,
+                                                                         redis_server):
+    url = redis_server.fresh()
+    seed, worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})")
+    assert seed.add.delay(4, 4).get(timeout=10) == 8
+    assert f"transport:   {url}" in worker.log()
+
+
+def test_password_url_against_a_server_with_requirepass(seed_app, password_server):
+    password_server.flush()
+    url = f"redis://:{PASSWORD}@127.0.0.1:{password_server.port}/1"
+    seed, worker = seed_app(f"app = Celery('tasks')\n"
+                            f"app.conf.broker_url = {url!r}\n"
+                            f"app.conf.result_backend = {url!r}")
+    assert seed.add.delay(2, 3).get(timeout=10) == 5
+    assert PASSWORD not in worker.log()
+    assert f"redis://:**@127.0.0.1:{password_server.port}/1" in worker.log()
+
+
+def test_wrong_password_is_one_clear_error_with_the_password_masked(seed_app, password_server):
+    url = f"redis://:wrong-pw@127.0.0.1:{password_server.port}/0"
+    seed, worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})",
+                            wait=False)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        seed.add.delay(1, 1)
+    assert time.monotonic() - started < 2  # not retried as if Redis were down
+    message = str(caught.value)
+    assert "wrong-pw" not in message and "redis://:**@127.0.0.1" in message
+    assert "refused the credentials" in message and "password" in message
+
+    assert worker.proc.wait(15) == 2  # the worker stops with it too, at once
+    log = worker.log()
+    assert "wrong-pw" not in log and "Traceback" not in log
+    errors = [line for line in log.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "refused the credentials" in errors[0]
+
+
+def test_unix_socket_url(seed_app, socket_server):
+    server, path = socket_server
+    server.flush()
+    url = f"redis+socket://{path}"
+    seed, worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})")
+    assert seed.add.delay(20, 22).get(timeout=10) == 42
+    assert seed.app.broker.client.connection_pool.connection_kwargs["path"] == str(path)
+
+
+def test_rediss_tls_options_reach_the_client(redis_server):
+    from runner import Celery
+
+    url = ("rediss://:pw@redis.example:6380/2?ssl_cert_reqs=optional&ssl_ca_certs=/etc/ca.pem"
+           "&ssl_certfile=/etc/client.crt&ssl_keyfile=/etc/client.key")
+    app = Celery("tls", broker=url, backend=url, set_as_current=False)
+    try:
+        for client in (app.broker.client, app.backend.client):
+            pool = client.connection_pool
+            kwargs = pool.connection_kwargs
+            assert pool.connection_class.__name__ == "SSLConnection"
+            assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("redis.example", 6380, 2)
+            assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+            assert kwargs["ssl_certfile"] == "/etc/client.crt"
+            assert kwargs["ssl_keyfile"] == "/etc/client.key"
+            import ssl
+
+            assert kwargs["ssl_cert_reqs"] == ssl.CERT_OPTIONAL
+    finally:
+        app.close()
+
+
+def test_rediss_against_a_real_tls_server(seed_app, tls_server):
+    server, tls_port, certs = tls_server
+    server.flush()
+    url = f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={certs['ca']}"
+    seed, worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})")
+    assert seed.add.delay(1, 2).get(timeout=10) == 3
+
+    from runner import Celery
+    from runner.exceptions import BrokerError
+
+    untrusted = f"rediss://127.0.0.1:{tls_port}/0"  # the system CAs do not know ours
+    app = Celery("untrusted", broker=untrusted, backend=untrusted, set_as_current=False,
+                 broker_transport_options={"max_retries": 1})
+    try:
+        with pytest.raises(BrokerError, match="cannot reach Redis"):
+            app.send_task("seedapp.add", (1, 1))
+    finally:
+        app.close()
