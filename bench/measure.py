@@ -1,7 +1,9 @@
-"""Measure one system: ``python bench/measure.py SYSTEM WORKDIR OUT.json --tasks N --roundtrips N``.
+"""Measure one system: ``python bench/measure.py SYSTEM WORKDIR OUT.json --tasks N --roundtrips N
+[--redis redis://127.0.0.1:PORT]``.
 
-``run.py`` starts this once per system, in a session of its own, so that a system that hangs can
-be killed with everything it started. The phases, in order, on fresh SQLite files in WORKDIR:
+``run.py`` starts this once per system and transport, in a session of its own, so that a system
+that hangs can be killed with everything it started. The phases, in order, on fresh SQLite files
+in WORKDIR, or on the given redis-server (emptied first with FLUSHALL):
 
 1. enqueue: N ``delay()`` calls into an empty queue, no worker running;
 2. drain: start a worker with 2 processes, time until N results are stored (start-up included),
@@ -226,7 +228,17 @@ def bulk(system: System, count: int, result: dict) -> None:
     log(system, f"bulk-enqueued {count} at {result['bulk_enqueue_rate']:.0f}/s")
 
 
+def flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
 def measure(system: System, tasks: int, count: int, result: dict) -> None:
+    if system.redis:
+        flush(system.redis)
     env = {**os.environ, **system.env()}
     os.environ.update(system.env())
     system.load()
@@ -256,12 +268,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--roundtrips", type=int, default=300)
+    parser.add_argument("--redis", default=None, metavar="URL",
+                        help="redis://127.0.0.1:PORT (without a database); default: SQLite")
     args = parser.parse_args()
     # run.py stops us with SIGTERM: leave through the finally blocks that stop the worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"system": args.system}
     try:
-        measure(SYSTEMS[args.system](args.workdir), args.tasks, args.roundtrips, result)
+        system = SYSTEMS[args.system](args.workdir, args.redis)
+        measure(system, args.tasks, args.roundtrips, result)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"  {args.system}: failed: {exc}", file=sys.stderr)

@@ -1,11 +1,16 @@
-"""Speed of runner's embedded SQLite default against Huey's SqliteHuey and Celery on SQLite.
+"""Speed of runner against Huey, Celery and Dramatiq: on SQLite (runner's embedded default) and
+on one redis-server the benchmark starts itself.
 
-    pip install -e '.[bench]' && python bench/run.py [--tasks 10000] [--roundtrips 300]
-                                                     [--systems runner,huey,celery]
+    pip install -e '.[bench]' && python bench/run.py [--transports sqlite,redis]
+        [--systems runner,huey,celery,dramatiq,dramatiq8] [--tasks N] [--roundtrips 300]
+        [--items 1000] [--no-pipeline]
 
-Every system runs on fresh files in one temporary folder (same disk), with 2 worker processes and
-the noop task ``add(i, i)``, results stored. Each system is measured by ``measure.py`` in a
-session of its own, killed with everything it started if it overruns or on Ctrl-C.
+Every system runs with 2 worker processes and the noop task ``add(i, i)``, results stored: on
+SQLite on fresh files in one temporary folder (same disk), on Redis on one redis-server
+(127.0.0.1, a free port, no persistence, emptied before each system). Each system is measured by
+``measure.py`` in a session of its own, killed with everything it started if it overruns or on
+Ctrl-C; the pipeline row (issue 4) by ``pipeline.py`` the same way. The redis-server is stopped
+at the end whatever happens.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from redisserver import RedisServer
+from systems import LABELS, SHORT, SYSTEMS
+
 BENCH = Path(__file__).resolve().parent
 SYSTEM_TIMEOUT = 300.0  # seconds for one system, all phases; measure.py budgets each phase
-PACKAGES = {"runner": ["runner"], "huey": ["huey"], "celery": ["celery", "kombu", "sqlalchemy"]}
+PACKAGES = {"runner": ["runner"], "huey": ["huey"], "celery": ["celery", "kombu"],
+            "dramatiq": ["dramatiq"], "dramatiq8": []}
+EXTRA_PACKAGES = {"sqlite": {"celery": ["sqlalchemy"]}, "redis": {"runner": ["redis"]}}
+TRANSPORTS = ("sqlite", "redis")
+DEFAULT_TASKS = {"sqlite": 10_000, "redis": 20_000}  # issue 3 asks for 10,000, issue 5 20,000
 
 #: (key, label, higher is better)
 ROWS = [
@@ -38,12 +50,24 @@ ROWS = [
     ("idle_cpu_pct", "idle worker CPU (% of a core)", False),
 ]
 
-#: the targets of issue 3, against Huey: (key, label, test of runner/huey)
+#: the targets of issue 3 (SQLite, against Huey) and issue 5 (Redis, against Celery and
+#: Dramatiq's best): (transport, key, label, other systems, test of runner/best other)
 TARGETS = [
-    ("drain_rate", "drain >= 2x Huey", lambda r: r >= 2),
-    ("enqueue_rate", "enqueue >= 2x Huey", lambda r: r >= 2),
-    ("rt_p50_ms", "p50 round trip <= 1/10 of Huey's", lambda r: r <= 0.1),
+    ("sqlite", "drain_rate", "drain >= 2x Huey", ["huey"], lambda r: r >= 2),
+    ("sqlite", "enqueue_rate", "enqueue >= 2x Huey", ["huey"], lambda r: r >= 2),
+    ("sqlite", "rt_p50_ms", "p50 round trip <= 1/10 of Huey's", ["huey"], lambda r: r <= 0.1),
+    ("redis", "drain_rate", "drain >= 5x Celery", ["celery"], lambda r: r >= 5),
+    ("redis", "drain_rate", "drain above Dramatiq's best", ["dramatiq", "dramatiq8"],
+     lambda r: r > 1),
+    ("redis", "enqueue_rate", "enqueue >= 5x Celery", ["celery"], lambda r: r >= 5),
+    ("redis", "rt_p50_ms", "p50 round trip <= 1/3 of Celery's", ["celery"],
+     lambda r: r <= 1 / 3),
+    ("redis", "peak_rss_mib", "worker RSS no larger than Celery's", ["celery"],
+     lambda r: r <= 1),
 ]
+ISSUES = {"sqlite": 3, "redis": 5}
+PIPELINE_RATIO = 1.5  # issue 4: the pipeline within 1.5x of the bare tasks' time
+CLI_SUBMIT_LIMIT = 1.0  # seconds
 
 
 class Interrupted(Exception):
@@ -57,14 +81,28 @@ def on_signal(signum, frame):
 # -- running one system --------------------------------------------------------------------
 
 
-def measure(name: str, workdir: Path, args: argparse.Namespace) -> dict:
-    """Run ``measure.py`` for one system; whatever happens, nothing it started survives."""
-    workdir.mkdir()
+def measure(name: str, workdir: Path, tasks: int, redis: str | None,
+            args: argparse.Namespace) -> dict:
+    """``measure.py`` for one system on one transport."""
+    command = [str(BENCH / "measure.py"), name, str(workdir), str(workdir / "result.json"),
+               "--tasks", str(tasks), "--roundtrips", str(args.roundtrips)]
+    return run_script(name, command + (["--redis", redis] if redis else []), workdir)
+
+
+def measure_pipeline(workdir: Path, redis: str | None, args: argparse.Namespace) -> dict:
+    """``pipeline.py``: the pipeline row of one transport."""
+    command = [str(BENCH / "pipeline.py"), str(workdir), str(workdir / "result.json"),
+               "--items", str(args.items)]
+    return run_script("pipeline", command + (["--redis", redis] if redis else []), workdir)
+
+
+def run_script(name: str, command: list[str], workdir: Path) -> dict:
+    """Run a bench script that writes ``workdir/result.json``; whatever happens, nothing it
+    started survives."""
+    workdir.mkdir(parents=True)
     out = workdir / "result.json"
-    command = [sys.executable, str(BENCH / "measure.py"), name, str(workdir), str(out),
-               "--tasks", str(args.tasks), "--roundtrips", str(args.roundtrips)]
-    print(f"{name}:", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(command, cwd=workdir, start_new_session=True,
+    print(f"{workdir.parent.name} {name}:", file=sys.stderr, flush=True)
+    proc = subprocess.Popen([sys.executable, *command], cwd=workdir, start_new_session=True,
                             stdin=subprocess.DEVNULL)
     try:
         proc.wait(SYSTEM_TIMEOUT)
@@ -73,12 +111,13 @@ def measure(name: str, workdir: Path, args: argparse.Namespace) -> dict:
     finally:
         stop(proc)
     if not out.exists():
-        return {"system": name, "error": f"measure.py exited with {proc.returncode}"}
+        return {"system": name, "error": f"{Path(command[0]).name} exited with "
+                                         f"{proc.returncode}"}
     return json.loads(out.read_text())
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (measure.py then stops its worker), then SIGKILL its whole session."""
+    """SIGTERM (the script then stops its worker), then SIGKILL its whole session."""
     handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         _stop(proc)
@@ -113,100 +152,203 @@ def fmt(value: float | None) -> str:
 
 
 def ratio(results: dict, key: str, other: str) -> float | None:
+    """runner's value / ``other``'s, on one transport's ``results``."""
+    if "runner" not in results or other not in results:
+        return None
     mine, theirs = results["runner"].get(key), results[other].get(key)
     if mine is None or theirs is None or theirs == 0:
         return None
     return mine / theirs
 
 
-def table(results: dict, names: list[str]) -> str:
-    others = [n for n in names if n != "runner"] if "runner" in results else []
-    header = ["metric", "better", *names, *[f"runner/{o}" for o in others]]
-    lines = [header]
+def table(results: dict) -> str:
+    """One table: for each transport its systems, then runner's ratio to each of the others."""
+    groups, names, cells = [], [], []  # per column: transport, header, (key -> text)
+    for transport, found in results.items():
+        others = [n for n in found if n != "runner"] if "runner" in found else []
+        for name in found:
+            groups.append(transport)
+            names.append(LABELS[name])
+            cells.append(lambda key, r=found[name]: fmt(r.get(key)))
+        for other in others:
+            groups.append(transport)
+            names.append(f"r/{SHORT[other]}")
+            cells.append(lambda key, f=found, o=other: f"{r:.3g}" if (
+                r := ratio(f, key, o)) is not None else "-")
+    lines = [["", "", *[g if i == 0 or groups[i - 1] != g else "" for i, g in
+                        enumerate(groups)]],
+             ["metric", "better", *names]]
     for key, label, higher in ROWS:
-        if not any(key in results[n] for n in names):
+        if not any(key in r for found in results.values() for r in found.values()):
             continue
-        row = [label, "higher" if higher else "lower"]
-        row += [fmt(results[n].get(key)) for n in names]
-        row += [f"{r:.3g}" if (r := ratio(results, key, o)) is not None else "-"
-                for o in others]
-        lines.append(row)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        lines.append([label, "higher" if higher else "lower", *[cell(key) for cell in cells]])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = []
-    for line in lines:
-        cells = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
-        cells += [cell.rjust(width) for cell, width in zip(line[2:], widths[2:], strict=True)]
-        text.append("  ".join(cells))
-    text.insert(1, "-" * len(text[0]))
+    for n, line in enumerate(lines):
+        out = [line[0].ljust(widths[0]), line[1].ljust(widths[1])]
+        out += [(cell.ljust(width) if n == 0 else cell.rjust(width))
+                for cell, width in zip(line[2:], widths[2:], strict=True)]
+        text.append("  ".join(out).rstrip())
+    text.insert(2, "-" * max(len(line) for line in text))
     return "\n".join(text)
 
 
-def notes(results: dict, names: list[str], args: argparse.Namespace) -> list[str]:
+def notes(results: dict, tasks: dict[str, int], args: argparse.Namespace) -> list[str]:
     lines = []
-    for name in names:
-        r = results[name]
-        if "error" in r:
-            lines.append(f"{name}: {r['error']}")
-        if r.get("enqueued", args.tasks) < args.tasks:
-            lines.append(f"{name}: enqueue stopped at {r['enqueued']} tasks (time budget)")
-        if "drain_note" in r:
-            lines.append(f"{name}: drain incomplete: {r['drain_note']}; rate = stored/elapsed")
-        if r.get("roundtrips", args.roundtrips) < args.roundtrips:
-            lines.append(f"{name}: {r['roundtrips']} round trips of {args.roundtrips} "
-                         f"(30 s budget)")
+    for transport, found in results.items():
+        for name, r in found.items():
+            who = f"{transport} {LABELS[name]}"
+            if "error" in r:
+                lines.append(f"{who}: {r['error']}")
+            if r.get("enqueued", tasks[transport]) < tasks[transport]:
+                lines.append(f"{who}: enqueue stopped at {r['enqueued']} tasks (time budget)")
+            if "drain_note" in r:
+                lines.append(f"{who}: drain incomplete: {r['drain_note']}; "
+                             f"rate = stored/elapsed")
+            if r.get("roundtrips", args.roundtrips) < args.roundtrips:
+                lines.append(f"{who}: {r['roundtrips']} round trips of {args.roundtrips} "
+                             f"(30 s budget)")
     return lines
 
 
 def targets(results: dict) -> list[str]:
-    if "runner" not in results or "huey" not in results:
-        return []
-    lines = ["Targets of issue 3 (runner against Huey, one run):"]
-    for key, label, test in TARGETS:
-        r = ratio(results, key, "huey")
-        verdict = "n/a" if r is None else ("PASS" if test(r) else "MISS")
-        measured = "" if r is None else f"{r:.3g}x"
-        lines.append(f"  {verdict:4}  {label:34} {measured}")
+    lines = []
+    for transport, found in results.items():
+        rows = [t for t in TARGETS if t[0] == transport]
+        if "runner" not in found or not rows:
+            continue
+        lines.append(f"Targets of issue {ISSUES[transport]} on {transport} (runner's ratio, "
+                     f"one run):")
+        for _, key, label, others, test in rows:
+            ratios = [r for o in others if (r := ratio(found, key, o)) is not None]
+            # against the best of several: the smallest ratio where higher is better
+            r = (min(ratios) if dict((k, h) for k, _, h in ROWS)[key] else max(ratios)) \
+                if ratios else None
+            verdict = "n/a" if r is None else ("PASS" if test(r) else "MISS")
+            measured = "" if r is None else f"{r:.3g}x"
+            lines.append(f"  {verdict:4}  {label:36} {measured}")
     return lines
 
 
-def versions(names: list[str]) -> str:
+def pipeline_table(rows: dict, items: int) -> list[str]:
+    if not rows:
+        return []
+    lines = [f"Pipeline row (issue 4): numbers -> map double over {items:,} items -> collect, "
+             f"on a warm runner worker with 2 processes, best of 2; bare = the same {items + 2:,} "
+             f"tasks by delay()",
+             f"{'transport':10} {'bare tasks (s)':>15} {'pipeline (s)':>13} "
+             f"{'pipeline/bare':>14} {'runner submit (s)':>18}"]
+    verdicts = []
+    for transport, r in rows.items():
+        if "error" in r:
+            lines.append(f"{transport:10} failed: {r['error']}")
+            continue
+        share = r["pipeline_s"] / r["bare_s"]
+        lines.append(f"{transport:10} {r['bare_s']:15.2f} {r['pipeline_s']:13.2f} "
+                     f"{share:14.2f} {r['cli_submit_s']:18.2f}")
+        label = f"{transport}: pipeline within {PIPELINE_RATIO}x of the bare tasks"
+        verdicts.append(f"  {'PASS' if share <= PIPELINE_RATIO else 'MISS':4}  {label:50} "
+                        f"{share:.2f}x")
+        label = f"{transport}: runner submit returns in under {CLI_SUBMIT_LIMIT:.0f} s"
+        verdicts.append(f"  {'PASS' if r['cli_submit_s'] < CLI_SUBMIT_LIMIT else 'MISS':4}  "
+                        f"{label:50} {r['cli_submit_s']:.2f} s")
+    return [*lines, "Targets of issue 4:", *verdicts]
+
+
+def redis_limit(server: RedisServer) -> dict:
+    """The server's own limit: redis-benchmark with its default 50 clients, and with 1."""
+    print("redis-benchmark:", file=sys.stderr, flush=True)
+    return {"50 clients": server.benchmark(50, 100_000), "1 client": server.benchmark(1, 20_000)}
+
+
+def limit_lines(limits: dict) -> list[str]:
+    lines = []
+    for clients, rates in limits.items():
+        if rates:
+            lines.append(f"redis-benchmark -q -t set,get,lpush,lpop, {clients}, unpipelined "
+                         f"(requests/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
+    return lines
+
+
+def versions(names: list[str], transports: list[str]) -> str:
     found = []
-    for name in names:
-        for package in PACKAGES[name]:
-            try:
-                found.append(f"{package} {metadata.version(package)}")
-            except metadata.PackageNotFoundError:
-                found.append(f"{package} (not installed)")
+    packages = [p for n in names for p in PACKAGES[n]]
+    packages += [p for t in transports for n, extra in EXTRA_PACKAGES[t].items() if n in names
+                 for p in extra]
+    for package in dict.fromkeys(packages):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} (not installed)")
+    if "redis" in transports and shutil.which("redis-server"):
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+        found.append("redis-server " + out.stdout.split("v=")[-1].split()[0])
     return ", ".join(found)
 
 
 # -- main ------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=10_000, help="tasks to enqueue and drain")
+    parser.add_argument("--transports", default="sqlite,redis",
+                        help="comma-separated: sqlite, redis")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated: {', '.join(SYSTEMS)} (dramatiq: 2 processes x 1 "
+                             f"thread, dramatiq8: 2 x 8); each runs on the transports it has")
+    parser.add_argument("--tasks", type=int, default=None,
+                        help="tasks to enqueue and drain (default: 10000 on SQLite, 20000 on "
+                             "Redis)")
     parser.add_argument("--roundtrips", type=int, default=300,
                         help="sequential delay().get() calls")
-    parser.add_argument("--systems", default="runner,huey,celery",
-                        help="comma-separated: runner, huey, celery")
+    parser.add_argument("--items", type=int, default=1000, help="items of the pipeline's map")
+    parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                        help="skip the pipeline row")
     parser.add_argument("--dir", default=None,
                         help="where the temporary folder goes (default: the system's temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and worker logs")
     args = parser.parse_args()
-    names = [n.strip() for n in args.systems.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PACKAGES]
-    if unknown:
-        parser.error(f"unknown system(s): {', '.join(unknown)} (choose from runner, huey, "
-                     f"celery)")
+    args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    args.systems = [n.strip() for n in args.systems.split(",") if n.strip()]
+    for kind, given, known in (("transport", args.transports, TRANSPORTS),
+                               ("system", args.systems, SYSTEMS)):
+        if unknown := [n for n in given if n not in known]:
+            parser.error(f"unknown {kind}(s): {', '.join(unknown)} (choose from "
+                         f"{', '.join(known)})")
+    return args
+
+
+def run_transport(transport: str, root: Path, redis: str | None, args: argparse.Namespace,
+                  tasks: int, results: dict, pipelines: dict) -> None:
+    results[transport] = {}
+    for name in args.systems:
+        if transport in SYSTEMS[name].transports:
+            results[transport][name] = measure(name, root / transport / name, tasks, redis,
+                                               args)
+    if args.pipeline and "runner" in args.systems:
+        pipelines[transport] = measure_pipeline(root / transport / "pipeline", redis, args)
+
+
+def main() -> int:
+    args = parse()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tasks = {t: args.tasks or DEFAULT_TASKS[t] for t in TRANSPORTS}
     root = Path(tempfile.mkdtemp(prefix="runner-bench-", dir=args.dir))
     started = time.monotonic()
     results: dict = {}
+    pipelines: dict = {}
+    limits: dict = {}
     try:
-        for name in names:
-            results[name] = measure(name, root / name, args)
+        for transport in args.transports:
+            if transport == "redis":
+                with RedisServer(root / "redis-server") as server:
+                    limits = redis_limit(server)
+                    run_transport(transport, root, server.url, args, tasks[transport], results,
+                                  pipelines)
+            else:
+                run_transport(transport, root, None, args, tasks[transport], results,
+                              pipelines)
     except Interrupted as exc:
         print(f"interrupted ({exc}): every process started was stopped", file=sys.stderr)
         return 130
@@ -215,21 +357,28 @@ def main() -> int:
             print(f"files kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
+    counts = ", ".join(f"{tasks[t]:,} tasks on {t}" for t in args.transports)
     print()
-    print(f"{args.tasks} tasks, {args.roundtrips} round trips, 2 worker processes, add(i, i) "
-          f"with results stored; {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"files in {root.parent}; {time.monotonic() - started:.0f} s in all, load average "
+    print(f"{counts}, {args.roundtrips} round trips, 2 worker processes, add(i, i) with results "
+          f"stored; {os.cpu_count()} CPUs, Python {platform.python_version()}, files in "
+          f"{root.parent}; {time.monotonic() - started:.0f} s in all, load average "
           f"{os.getloadavg()[0]:.2f} at the end")
-    print(versions(names))
+    print(versions(args.systems, args.transports))
+    for line in limit_lines(limits):
+        print(line)
     print()
-    print(table(results, names))
-    print("runner/X = runner's value / X's: above 1 is better for runner where higher is "
-          "better, below 1 where lower is.")
-    if "huey" in results:
+    print(table(results))
+    print("r/X = runner's value / X's on the same transport: above 1 is better for runner where "
+          "higher is better, below 1 where lower is.")
+    if "huey" in results.get("sqlite", {}):
         print("Durability differs: runner commits with synchronous=NORMAL (WAL), SqliteHuey "
               "with SQLite's default FULL (an fsync per commit).")
-    for line in notes(results, names, args) + [""] + targets(results):
+    for line in notes(results, tasks, args) + [""] + targets(results):
         print(line)
+    if pipelines:
+        print()
+        for line in pipeline_table(pipelines, args.items):
+            print(line)
     return 0
 
 

@@ -1,10 +1,13 @@
 """The systems compared, behind one small interface: send, wait, count stored results, and
 the command that starts a worker with 2 processes.
 
-Each system's task module lives in ``bench/apps`` and reads the path of its SQLite file(s) from
-``BENCH_DB`` (and ``BENCH_RESULTS_DB``), so the client here and the worker process use the same
-files. Stored results are counted with a plain read-only ``sqlite3`` query on the system's own
-table: in WAL mode the reader blocks no writer, so counting does not slow the drain.
+Each system's task module lives in ``bench/apps``. On SQLite it reads the path of its file(s)
+from ``BENCH_DB`` (and ``BENCH_RESULTS_DB``); on Redis the URLs of its broker and result backend
+from ``BENCH_BROKER_URL`` and ``BENCH_RESULT_URL``; so the client here and the worker process use
+the same store. Stored results are counted without slowing the drain: on SQLite with a plain
+read-only ``sqlite3`` query on the system's own table (in WAL mode the reader blocks no writer),
+on Redis with ``DBSIZE`` of the results database, which holds nothing but one key per result
+(broker in db 0, results in db 1, flushed before each system).
 """
 
 from __future__ import annotations
@@ -19,21 +22,39 @@ from typing import Any
 APPS = Path(__file__).resolve().parent / "apps"
 
 
+BROKER_DB, RESULT_DB = 0, 1  # Redis databases
+
+
 class System:
-    """One task queue under test, with its files in ``workdir``."""
+    """One task queue under test, with its files in ``workdir``, on the redis-server at
+    ``redis`` (``redis://127.0.0.1:PORT``) or, when that is None, on SQLite files."""
 
     name = ""
     module = ""  # the task module in bench/apps
+    transports = ("sqlite", "redis")
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, redis: str | None = None):
         self.workdir = workdir
+        self.redis = redis
         self.db = workdir / f"{self.name}.db"
         self.tasks: Any = None
+        self._results_client: Any = None
+
+    @property
+    def broker_url(self) -> str:
+        return f"{self.redis}/{BROKER_DB}"
+
+    @property
+    def result_url(self) -> str:
+        return f"{self.redis}/{RESULT_DB}"
 
     def env(self) -> dict[str, str]:
         """Environment of the client (this process) and of the worker."""
         path = os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")])
-        return {"BENCH_DB": str(self.db), "PYTHONPATH": path}
+        env = {"BENCH_DB": str(self.db), "PYTHONPATH": path}
+        if self.redis:
+            env.update(BENCH_BROKER_URL=self.broker_url, BENCH_RESULT_URL=self.result_url)
+        return env
 
     def load(self) -> None:
         """Import the task module (after :meth:`env` is in ``os.environ``)."""
@@ -52,7 +73,16 @@ class System:
         raise NotImplementedError
 
     def stored(self) -> int:
-        """How many successful results are stored now."""
+        """How many results are stored now (successful ones, where SQLite lets us tell)."""
+        if not self.redis:
+            return self.stored_sqlite()
+        if self._results_client is None:
+            import redis
+
+            self._results_client = redis.Redis.from_url(self.result_url)
+        return self._results_client.dbsize()
+
+    def stored_sqlite(self) -> int:
         raise NotImplementedError
 
     def bulk_send(self, count: int) -> None:
@@ -76,8 +106,10 @@ class Runner(System):
     module = "benchtasks"
 
     def env(self) -> dict[str, str]:
-        url = f"sqlite:///{self.db}"  # the env settings would win over the app's: set them too
-        return {**super().env(), "RUNNER_BROKER_URL": url, "RUNNER_RESULT_BACKEND": url}
+        # the env settings would win over the app's: set them too
+        broker = self.broker_url if self.redis else f"sqlite:///{self.db}"
+        backend = self.result_url if self.redis else broker
+        return {**super().env(), "RUNNER_BROKER_URL": broker, "RUNNER_RESULT_BACKEND": backend}
 
     def worker_command(self) -> list[str]:
         return [sys.executable, "-m", "runner", "worker", "-A", self.module, "-c", "2",
@@ -89,7 +121,7 @@ class Runner(System):
     def get(self, handle: Any, timeout: float) -> Any:
         return handle.get(timeout=timeout)
 
-    def stored(self) -> int:
+    def stored_sqlite(self) -> int:
         return self._count(self.db, "SELECT count(*) FROM runner_results WHERE state = ?",
                            "SUCCESS")
 
@@ -101,6 +133,7 @@ class Runner(System):
 class Huey(System):
     name = "huey"
     module = "hueytasks"
+    transports = ("sqlite",)
 
     def worker_command(self) -> list[str]:
         # huey_consumer.py with 2 worker processes; polling delays are Huey's defaults
@@ -113,7 +146,7 @@ class Huey(System):
     def get(self, handle: Any, timeout: float) -> Any:
         return handle.get(blocking=True, timeout=timeout)
 
-    def stored(self) -> int:
+    def stored_sqlite(self) -> int:
         return self._count(self.db, "SELECT count(*) FROM kv WHERE queue = ?", "bench")
 
 
@@ -121,8 +154,8 @@ class Celery(System):
     name = "celery"
     module = "celerytasks"
 
-    def __init__(self, workdir: Path):
-        super().__init__(workdir)
+    def __init__(self, workdir: Path, redis: str | None = None):
+        super().__init__(workdir, redis)
         self.results_db = workdir / "celery-results.db"
 
     def env(self) -> dict[str, str]:
@@ -138,9 +171,39 @@ class Celery(System):
     def get(self, handle: Any, timeout: float) -> Any:
         return handle.get(timeout=timeout)
 
-    def stored(self) -> int:
+    def stored_sqlite(self) -> int:
         return self._count(self.results_db,
                            "SELECT count(*) FROM celery_taskmeta WHERE status = ?", "SUCCESS")
 
 
-SYSTEMS: dict[str, type[System]] = {s.name: s for s in (Runner, Huey, Celery)}
+class Dramatiq(System):
+    """Dramatiq's CLI with 2 processes of ``threads`` worker threads each (its default is 8)."""
+
+    name = "dramatiq"
+    module = "dramatiqtasks"
+    transports = ("redis",)
+    threads = 1
+
+    def worker_command(self) -> list[str]:
+        return [sys.executable, "-m", "dramatiq", self.module, "-p", "2", "-t",
+                str(self.threads)]
+
+    def send(self, i: int) -> Any:
+        return self.tasks.add.send(i, i)
+
+    def get(self, handle: Any, timeout: float) -> Any:
+        return handle.get_result(block=True, timeout=int(timeout * 1000))
+
+
+class Dramatiq8(Dramatiq):
+    name = "dramatiq8"
+    threads = 8
+
+
+SYSTEMS: dict[str, type[System]] = {
+    s.name: s for s in (Runner, Huey, Celery, Dramatiq, Dramatiq8)}
+
+#: how the report names each system, in full and in the header of runner's ratio to it
+LABELS = {"runner": "runner", "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
+          "dramatiq8": "dramatiq 2x8"}
+SHORT = {**LABELS, "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}

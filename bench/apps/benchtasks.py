@@ -1,14 +1,37 @@
-"""runner's side of the benchmark: the noop task, on the SQLite file named by BENCH_DB."""
+"""runner's side of the benchmark: the noop task, and the tasks of ``benchpipeline.yaml``.
+
+Broker and backend come from ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (Redis), else both are
+the SQLite file named by ``BENCH_DB``.
+"""
 
 import os
 
 from runner import Celery
 
-URL = f"sqlite:///{os.environ['BENCH_DB']}"  # an absolute path: sqlite:////tmp/.../runner.db
+SQLITE = f"sqlite:///{os.environ.get('BENCH_DB', 'bench.db')}"  # sqlite:////tmp/.../runner.db
 
-app = Celery("benchtasks", broker=URL, backend=URL)
+app = Celery("benchtasks", broker=os.environ.get("BENCH_BROKER_URL", SQLITE),
+             backend=os.environ.get("BENCH_RESULT_URL", SQLITE))
 
 
 @app.task
 def add(x, y):
     return x + y
+
+
+@app.task
+def numbers(count):
+    """The pipeline's first step: the items to map over."""
+    return list(range(count))
+
+
+@app.task
+def double(x):
+    """The mapped step: one task per item."""
+    return 2 * x
+
+
+@app.task
+def collect(values):
+    """The fan-in: every mapped result, in item order."""
+    return sum(values)
