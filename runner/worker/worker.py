@@ -212,6 +212,8 @@ class Worker:
         due, whichever is first."""
         if self.results:  # a STARTED or REVOKED state is stored now, not after the wait
             self.flush()
+        if self.acks and self.unflushed_since is None:  # an early ack of a task that just
+            self.unflushed_since = time.monotonic()  # started waits a batch, not a second
         timeout = max(0.0, min(IDLE_WAIT, self.next_timer() - time.monotonic()))
         if self.consumer.inbox or self.stopping:
             timeout = 0.0
