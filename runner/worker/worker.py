@@ -45,6 +45,7 @@ logger = logging.getLogger("runner.worker")
 IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake it sooner)
 FLUSH_AFTER = 0.002  # seconds a finished result may wait, so results are written in batches
 FLUSH_BATCH = 64  # ...or this many, whichever comes first
+RECHECK_AFTER = 0.1  # a message held longer is looked up in the revoked set again to start
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 
@@ -60,6 +61,7 @@ class Held:
     job: int | None = None
     started: float = 0.0
     reject_on_worker_lost: bool = False
+    checked: float = 0.0  # when it was last looked up in the revoked set (monotonic)
 
 
 @dataclass
@@ -160,8 +162,9 @@ class Worker:
 
     def drop_revoked(self, held: list[Held]) -> None:
         revoked = self.backend.revoked([h.message.id for h in held])
-        now = time.time()
+        now, checked = time.time(), time.monotonic()
         for h in held:
+            h.checked = checked
             if h.message.id in revoked:
                 self.finish_revoked(h, "revoked")
                 self.consumer.release()
@@ -181,6 +184,11 @@ class Worker:
             if len(self.buffer) > 1:
                 self.buffer.sort(key=lambda h: -(h.message.priority or 0))
             starting, self.buffer = self.buffer[:free], self.buffer[free:]
+            stale = time.monotonic() - RECHECK_AFTER
+            if any(h.checked < stale for h in starting):  # waited a while: revoked since?
+                waiting = len(self.buffer)
+                self.drop_revoked(starting)  # what is still to run is put back at the end
+                starting, self.buffer = self.buffer[waiting:], self.buffer[:waiting]
             for held in starting:
                 self.start(held)
         # With messages still waiting to start, the consumer may wait for a batch of slots.
