@@ -73,7 +73,11 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
     attempt = 0
     while True:
         try:
-            return operation()
+            value = operation()
+            if attempt:
+                logger.warning("%s: reconnected to Redis at %s after %d retries", what,
+                               mask_url(url.raw), attempt)
+            return value
         except REFUSED_ERRORS as exc:
             raise refused(url, what, exc) from exc
         except OUTAGE_ERRORS as exc:

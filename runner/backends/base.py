@@ -118,6 +118,25 @@ class ResultBackend(ABC):
     def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, in key order."""
 
+    def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
+        """Atomically add ``member`` to the set at ``key``: (whether it was new, the set's
+        size). Counting what finished, once each, even when a task is delivered twice."""
+        added: list[bool] = []
+
+        def change(raw: bytes | None) -> bytes:
+            members = set(raw.decode().split("\n")) if raw else set()
+            added[:] = [member not in members]
+            members.add(member)
+            return "\n".join(sorted(members)).encode()
+
+        raw = self.update_data(key, change)
+        return added[0], len(raw.decode().split("\n"))
+
+    def set_size(self, key: str) -> int:
+        """How many members the set at ``key`` has (0 when there is none)."""
+        raw = self.get_data(key)
+        return len(raw.decode().split("\n")) if raw else 0
+
     def put_data(self, key: str, value: bytes) -> None:
         self.update_data(key, lambda _old: value)
 

@@ -16,6 +16,7 @@ class _Store:
         self.results: dict[str, tuple[ResultRecord, float | None]] = {}
         self.revoked: dict[str, tuple[bool, str]] = {}
         self.data: dict[str, bytes] = {}
+        self.sets: dict[str, set[str]] = {}
 
 
 _STORES: dict[str, _Store] = {}
@@ -86,6 +87,17 @@ class MemoryBackend(ResultBackend):
             else:
                 self._store.data[key] = new
             return new
+
+    def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
+        with self._store.cond:
+            members = self._store.sets.setdefault(key, set())
+            added = member not in members
+            members.add(member)
+            return added, len(members)
+
+    def set_size(self, key: str) -> int:
+        with self._store.cond:
+            return len(self._store.sets.get(key, ()))
 
     def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
         with self._store.cond:

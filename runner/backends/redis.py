@@ -211,6 +211,22 @@ class RedisBackend(ResultBackend):
                         continue  # someone changed it between our read and write: again
         return self._retry("update data", attempt)
 
+    def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
+        name = f"{self.prefix}set:{key}"
+
+        def add() -> tuple[bool, int]:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(name, member)
+            pipe.scard(name)
+            if self.expires:
+                pipe.expire(name, max(1, int(self.expires)))
+            added, size, *_ = pipe.execute()
+            return bool(added), int(size)
+        return self._retry("add to set", add)
+
+    def set_size(self, key: str) -> int:
+        return int(self._retry("set size", lambda: self.client.scard(f"{self.prefix}set:{key}")))
+
     def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
         def scan() -> list[tuple[str, bytes]]:
             keys = [k.decode() for k in self.client.zrangebylex(

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS runner_data (
     value BLOB NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runner_sets (
+    key TEXT NOT NULL,
+    member TEXT NOT NULL,
+    PRIMARY KEY (key, member)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runner_revoked (
     task_id TEXT PRIMARY KEY,
     terminate INTEGER NOT NULL,
@@ -159,6 +164,19 @@ class SQLiteBackend(ResultBackend):
                 self._conn.execute("INSERT OR REPLACE INTO runner_data VALUES (?, ?, ?)",
                                    (key, new, time.time()))
         return new
+
+    def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
+        with self._lock, transaction(self._conn):
+            added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
+                                       (key, member)).rowcount == 1
+            size = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                      (key,)).fetchone()[0]
+        return added, size
+
+    def set_size(self, key: str) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                      (key,)).fetchone()[0]
 
     def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\uffff"

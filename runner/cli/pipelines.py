@@ -190,10 +190,7 @@ def step_lines(app, record: RunRecord) -> dict[str, str]:
 
 
 def _items_done(app, record: RunRecord, name: str) -> int:
-    import json
-
-    raw = app.backend.get_data(items_key(record.id, name, record.attempt_of(name)))
-    return len(json.loads(raw)["done"]) if raw else 0
+    return app.backend.set_size(items_key(record.id, name, record.attempt_of(name)))
 
 
 # -- looking at runs ------------------------------------------------------------------------

@@ -47,6 +47,10 @@ HEADER_RUN = "pipeline_run"
 HEADER_STEP = "pipeline_step"
 HEADER_INDEX = "pipeline_index"
 HEADER_ATTEMPT = "pipeline_attempt"
+HEADER_ITEMS = "pipeline_items"  # how many tasks a mapped step has
+
+_SPECS: dict[str, Pipeline] = {}  # run id -> its pipeline (immutable once submitted)
+_SPECS_KEEP = 256
 
 
 # -- submitting ---------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ class Driver:
         self.app = app
         self.backend: ResultBackend = app.backend
         self.run_id = run_id
-        self.pipeline = pipeline or Pipeline.model_validate(load_spec(self.backend, run_id))
+        self.pipeline = pipeline or _spec(self.backend, run_id)
 
     # atomic changes of the run record ------------------------------------------------------
 
@@ -151,12 +155,16 @@ class Driver:
             record.finished_at = time.time()
 
     def settle(self, name: str, state: str, error: str | None = None,
-               reason: str | None = None, retries: int = 0) -> None:
-        """Mark step ``name`` done (once) and start what became ready."""
+               reason: str | None = None, retries: int = 0, attempt: int | None = None
+               ) -> None:
+        """Mark step ``name`` done (once) and start what became ready. With ``attempt``, only
+        if the step's current attempt is that one (a late task of an earlier attempt is not)."""
         def mutate(record: RunRecord) -> list[str]:
             step = record.steps[name]
             if step.state in STEP_DONE or record.state != "running":
                 return []  # settled already (a task delivered twice), or run cancelled
+            if attempt is not None and step.attempt != attempt:
+                return []
             step.state, step.ended_at = state, time.time()
             step.error, step.reason = error, reason
             step.retries = max(step.retries, retries)
@@ -297,7 +305,8 @@ class Driver:
             local = context if index is None else {**context, "item": item, "index": index}
             args = render(step.args, local)
             kwargs = render(step.kwargs, local)
-            headers = {**options["headers"], HEADER_INDEX: index}
+            headers = {**options["headers"], HEADER_INDEX: index,
+                       HEADER_ITEMS: None if items is None else len(items)}
             out.append(self.app.build_message(
                 step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
                 root_id=record.id, **{**options, "headers": headers}))
@@ -313,55 +322,62 @@ def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:
 # -- called by the worker when a pipeline task is done --------------------------------------------
 
 
+def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
+    """A run's pipeline, read and validated once per process."""
+    pipeline = _SPECS.get(run_id)
+    if pipeline is None:
+        pipeline = Pipeline.model_validate(load_spec(backend, run_id))
+        if len(_SPECS) >= _SPECS_KEEP:
+            _SPECS.pop(next(iter(_SPECS)))
+        _SPECS[run_id] = pipeline
+    return pipeline
+
+
 def task_finished(app: Any, message: Message, record: ResultRecord | None,
                   state: str) -> None:
-    """A task of a pipeline step reached a final state (its result is stored)."""
+    """A task of a pipeline step reached a final state (its result is stored).
+
+    A single task settles its step. A mapped step's task adds its index to the step's set of
+    finished items (one atomic command); the one that completes the set settles the step. No
+    run record is read per task."""
     headers = message.headers
     run_id, name = headers[HEADER_RUN], headers[HEADER_STEP]
     index, attempt = headers.get(HEADER_INDEX), headers.get(HEADER_ATTEMPT, 1)
     retries = int(record.meta.get("retries", 0)) if record is not None else 0
-    driver = Driver(app, run_id)
-    run = load_run(driver.backend, run_id)
-    if run.state in RUN_DONE or run.attempt_of(name) != attempt:
-        return  # cancelled, or a task of an earlier attempt
     error = _error_text(record) if state != states.SUCCESS else None
+    backend = app.backend
     if index is None:
-        driver.settle(name, "success" if state == states.SUCCESS else
-                      "cancelled" if state == states.REVOKED else "failed",
-                      error=error, retries=retries)
+        Driver(app, run_id).settle(name, "success" if state == states.SUCCESS else
+                                   "cancelled" if state == states.REVOKED else "failed",
+                                   error=error, retries=retries, attempt=attempt)
         return
-    total = run.steps[name].items or 0
-    finished = _finish_item(driver.backend, run_id, name, attempt, index,
-                            state == states.SUCCESS, error)
-    if finished is None or len(finished["done"]) < total:
+    key = items_key(run_id, name, attempt)
+    if state != states.SUCCESS:
+        _note_failure(backend, key, str(index), error)
+    added, done = backend.add_to_set(key, str(index))
+    total = headers.get(HEADER_ITEMS)
+    if not added or total is None or done < total:
         return
-    failed = len(finished["failed"])
-    if failed:
-        driver.settle(name, "failed", error=f"{failed} of {total} items failed; first: "
-                      f"{finished['first_error']}", retries=retries)
+    failures = backend.get_data(f"{key}:failed")
+    driver = Driver(app, run_id)
+    if failures:
+        info = json.loads(failures)
+        driver.settle(name, "failed", error=f"{len(info['items'])} of {total} items failed; "
+                      f"first: {info['first_error']}", retries=retries, attempt=attempt)
     else:
-        driver.settle(name, "success", retries=retries)
+        driver.settle(name, "success", retries=retries, attempt=attempt)
 
 
-def _finish_item(backend: ResultBackend, run_id: str, name: str, attempt: int, index: int,
-                 ok: bool, error: str | None) -> dict | None:
-    """Record item ``index`` as done; None when it was done already (a second delivery)."""
-    first = []
-
+def _note_failure(backend: ResultBackend, key: str, index: str, error: str | None) -> None:
+    """Remember a failed item (before it counts as finished, so the last one sees it)."""
     def add(raw: bytes | None) -> bytes:
-        data = json.loads(raw) if raw else {"done": [], "failed": [], "first_error": None}
-        if index in data["done"]:
-            first[:] = [False]
-            return raw or json.dumps(data).encode()
-        first[:] = [True]
-        data["done"].append(index)
-        if not ok:
-            data["failed"].append(index)
-            data["first_error"] = data["first_error"] or error
-        return json.dumps(data).encode()
+        info = json.loads(raw) if raw else {"items": [], "first_error": None}
+        if index not in info["items"]:
+            info["items"].append(index)
+            info["first_error"] = info["first_error"] or error
+        return json.dumps(info).encode()
 
-    raw = backend.update_data(items_key(run_id, name, attempt), add)
-    return json.loads(raw) if first and first[0] else None
+    backend.update_data(f"{key}:failed", add)
 
 
 def _error_text(record: ResultRecord | None) -> str | None:
