@@ -25,3 +25,10 @@ class Middleware:
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         """Called once per final outcome of a message (see the module docstring)."""
+
+    def after_tasks_stored(self, app: Any,
+                           completed: list[tuple[Message, str, ResultRecord | None]]) -> None:
+        """The batch form, called by the worker with every wanted outcome of one flush;
+        override it to do one round trip for many tasks."""
+        for message, state, record in completed:
+            self.after_task_stored(app, message, state, record)

@@ -132,6 +132,11 @@ class ResultBackend(ABC):
         raw = self.update_data(key, change)
         return added[0], len(raw.decode().split("\n"))
 
+    def add_to_sets(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, int]]:
+        """:meth:`add_to_set` for many (key, member) pairs, in order, in one round trip where
+        the store allows it."""
+        return [self.add_to_set(key, member) for key, member in pairs]
+
     def set_size(self, key: str) -> int:
         """How many members the set at ``key`` has (0 when there is none)."""
         raw = self.get_data(key)

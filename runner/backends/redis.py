@@ -212,17 +212,22 @@ class RedisBackend(ResultBackend):
         return self._retry("update data", attempt)
 
     def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
-        name = f"{self.prefix}set:{key}"
+        return self.add_to_sets([(key, member)])[0]
 
-        def add() -> tuple[bool, int]:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.sadd(name, member)
-            pipe.scard(name)
-            if self.expires:
-                pipe.expire(name, max(1, int(self.expires)))
-            added, size, *_ = pipe.execute()
-            return bool(added), int(size)
-        return self._retry("add to set", add)
+    def add_to_sets(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, int]]:
+        def add() -> list[tuple[bool, int]]:
+            pipe = self.client.pipeline(transaction=True)  # MULTI: each SCARD sees its SADD
+            for key, member in pairs:
+                name = f"{self.prefix}set:{key}"
+                pipe.sadd(name, member)
+                pipe.scard(name)
+                if self.expires:
+                    pipe.expire(name, max(1, int(self.expires)))
+            replies = pipe.execute()
+            step = 3 if self.expires else 2
+            return [(bool(replies[i]), int(replies[i + 1]))
+                    for i in range(0, len(replies), step)]
+        return self._retry("add to sets", add)
 
     def set_size(self, key: str) -> int:
         return int(self._retry("set size", lambda: self.client.scard(f"{self.prefix}set:{key}")))

@@ -166,12 +166,18 @@ class SQLiteBackend(ResultBackend):
         return new
 
     def add_to_set(self, key: str, member: str) -> tuple[bool, int]:
+        return self.add_to_sets([(key, member)])[0]
+
+    def add_to_sets(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, int]]:
+        out = []
         with self._lock, transaction(self._conn):
-            added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
-                                       (key, member)).rowcount == 1
-            size = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
-                                      (key,)).fetchone()[0]
-        return added, size
+            for key, member in pairs:
+                added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
+                                           (key, member)).rowcount == 1
+                size = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                          (key,)).fetchone()[0]
+                out.append((added, size))
+        return out
 
     def set_size(self, key: str) -> int:
         with self._lock:

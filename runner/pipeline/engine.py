@@ -333,33 +333,43 @@ def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
     return pipeline
 
 
-def task_finished(app: Any, message: Message, record: ResultRecord | None,
-                  state: str) -> None:
-    """A task of a pipeline step reached a final state (its result is stored).
+def tasks_finished(app: Any, completed: list[tuple[Message, str, ResultRecord | None]]
+                   ) -> None:
+    """Tasks of pipeline steps reached a final state (their results are stored).
 
     A single task settles its step. A mapped step's task adds its index to the step's set of
-    finished items (one atomic command); the one that completes the set settles the step. No
-    run record is read per task."""
-    headers = message.headers
-    run_id, name = headers[HEADER_RUN], headers[HEADER_STEP]
-    index, attempt = headers.get(HEADER_INDEX), headers.get(HEADER_ATTEMPT, 1)
-    retries = int(record.meta.get("retries", 0)) if record is not None else 0
-    error = _error_text(record) if state != states.SUCCESS else None
+    finished items, all of one batch in one round trip; the task that completes the set
+    settles the step. No run record is read per task."""
     backend = app.backend
-    if index is None:
-        Driver(app, run_id).settle(name, "success" if state == states.SUCCESS else
-                                   "cancelled" if state == states.REVOKED else "failed",
-                                   error=error, retries=retries, attempt=attempt)
+    items = []
+    for message, state, record in completed:
+        headers = message.headers
+        run_id, name = headers[HEADER_RUN], headers[HEADER_STEP]
+        index, attempt = headers.get(HEADER_INDEX), headers.get(HEADER_ATTEMPT, 1)
+        retries = int(record.meta.get("retries", 0)) if record is not None else 0
+        error = _error_text(record) if state != states.SUCCESS else None
+        if index is None:
+            Driver(app, run_id).settle(name, "success" if state == states.SUCCESS else
+                                       "cancelled" if state == states.REVOKED else "failed",
+                                       error=error, retries=retries, attempt=attempt)
+            continue
+        key = items_key(run_id, name, attempt)
+        if state != states.SUCCESS:
+            _note_failure(backend, key, str(index), error)
+        items.append((key, str(index), headers, retries))
+    if not items:
         return
-    key = items_key(run_id, name, attempt)
-    if state != states.SUCCESS:
-        _note_failure(backend, key, str(index), error)
-    added, done = backend.add_to_set(key, str(index))
-    total = headers.get(HEADER_ITEMS)
-    if not added or total is None or done < total:
-        return
-    failures = backend.get_data(f"{key}:failed")
-    driver = Driver(app, run_id)
+    counts = backend.add_to_sets([(key, index) for key, index, _, _ in items])
+    for (key, _index, headers, retries), (added, done) in zip(items, counts, strict=True):
+        total = headers.get(HEADER_ITEMS)
+        if added and total is not None and done == total:
+            _settle_mapped(app, headers, key, total, retries)
+
+
+def _settle_mapped(app: Any, headers: dict, key: str, total: int, retries: int) -> None:
+    driver = Driver(app, headers[HEADER_RUN])
+    name, attempt = headers[HEADER_STEP], headers.get(HEADER_ATTEMPT, 1)
+    failures = app.backend.get_data(f"{key}:failed")
     if failures:
         info = json.loads(failures)
         driver.settle(name, "failed", error=f"{len(info['items'])} of {total} items failed; "
@@ -447,4 +457,8 @@ class PipelineMiddleware(Middleware):
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         if HEADER_RUN in message.headers:
-            task_finished(app, message, record, state)
+            tasks_finished(app, [(message, state, record)])
+
+    def after_tasks_stored(self, app: Any,
+                           completed: list[tuple[Message, str, ResultRecord | None]]) -> None:
+        tasks_finished(app, [c for c in completed if HEADER_RUN in c[0].headers])

@@ -341,18 +341,19 @@ class Worker:
             return
         if results:
             self.backend.store(results)
-        for message, state, record in hooked:
-            self.after_task_stored(message, state, record)
+        for middleware in self.app.middleware:
+            wanted = [c for c in hooked if middleware.wants(c[0])]
+            if wanted:
+                self.run_middleware(middleware, wanted)
         if acks:
             self.broker.ack(acks)
 
-    def after_task_stored(self, message: Message, state: str, record) -> None:
-        for middleware in self.app.middleware:
-            try:
-                middleware.after_task_stored(self.app, message, state, record)
-            except Exception:  # noqa: BLE001 - one hook's bug must not stop the worker
-                logger.exception("Middleware %s failed after task %s[%s]",
-                                 type(middleware).__name__, message.task, message.id)
+    def run_middleware(self, middleware, completed: list) -> None:
+        try:
+            middleware.after_tasks_stored(self.app, completed)
+        except Exception:  # noqa: BLE001 - one hook's bug must not stop the worker
+            logger.exception("Middleware %s failed after task(s) %s", type(middleware).__name__,
+                             ", ".join(f"{m.task}[{m.id}]" for m, _, _ in completed))
 
     # -- timers -----------------------------------------------------------------------------
 
