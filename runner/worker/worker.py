@@ -36,6 +36,7 @@ from runner.message import Message
 from runner.worker.consumer import Consumer, Waker
 from runner.worker.pool import POOLS, ColdShutdown, Finished, Job, Lost, Pool, TimedOut
 from runner.worker.trace import JobResult, refused
+from runner.worker.writer import Writer
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -43,8 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("runner.worker")
 
 IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake it sooner)
-FLUSH_AFTER = 0.002  # seconds a finished result may wait, so results are written in batches
-FLUSH_BATCH = 64  # ...or this many, whichever comes first
 RECHECK_AFTER = 0.1  # a message held longer is looked up in the revoked set again to start
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
@@ -98,7 +97,7 @@ class Worker:
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
         self.terminated: set[str] = set()  # task ids whose process we killed on revoke
-        self.unflushed_since: float | None = None  # when the oldest unwritten result came
+        self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.pool: Pool = POOLS[options.pool](
             app, options.concurrency, self.hostname, self.accept,
             options.max_tasks_per_child, options.max_memory_per_child)
@@ -118,13 +117,14 @@ class Worker:
         self.install_signal_handlers()
         self.pool.start()
         self.consumer.start()
+        self.writer.start()
         logger.info("%s ready.", self.hostname)
         try:
             while not self.killing and not (self.stopping and not self.running):
                 self.receive_fetched()
                 self.dispatch()
                 self.wait_and_collect()
-                self.maybe_flush()
+                self.flush()
                 self.housekeeping()
         except ColdShutdown:  # a task running inline was stopped: its message goes back
             pass
@@ -220,14 +220,11 @@ class Worker:
         due, whichever is first."""
         if self.results:  # a STARTED or REVOKED state is stored now, not after the wait
             self.flush()
-        if self.acks and self.unflushed_since is None:  # an early ack of a task that just
-            self.unflushed_since = time.monotonic()  # started waits a batch, not a second
         timeout = max(0.0, min(IDLE_WAIT, self.next_timer() - time.monotonic()))
         if self.consumer.inbox or self.stopping:
             timeout = 0.0
-        elif self.unflushed_since is not None:
-            timeout = min(timeout, max(0.0, self.unflushed_since + FLUSH_AFTER
-                                       - time.monotonic()))
+        elif self.acks:  # early acks of tasks that just started: hand them over soon
+            timeout = min(timeout, 0.002)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         for event in events:
@@ -248,10 +245,10 @@ class Worker:
             self.results.append(result.record)
         if result.state == states.RETRY and result.retry_message is not None:
             logger.info("Task %s[%s] retry: %s", message.task, message.id, result.summary)
+            self.flush_and_wait()  # the RETRY state is stored before the next attempt exists
             if held.acked:
                 self.broker.enqueue([result.retry_message])
             else:
-                self.flush()  # the RETRY state is stored before the next attempt exists
                 self.broker.retry(held.delivery, result.retry_message)
             return
         if result.state == "REJECTED" and result.requeue:
@@ -316,25 +313,21 @@ class Worker:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def maybe_flush(self) -> None:
-        """Flush now, or soon: while tasks keep finishing, results are written together."""
-        if not (self.results or self.acks):
-            return
-        now = time.monotonic()
-        if self.unflushed_since is None:
-            self.unflushed_since = now
-        if (not self.running or self.stopping or len(self.results) + len(self.acks)
-                >= FLUSH_BATCH or now - self.unflushed_since >= FLUSH_AFTER):
-            self.flush()
-
     def flush(self) -> None:
-        """Store results, run the middleware, then ack: a crash in between means a second
-        run, never a loss. Without middleware to run, store and ack are one step where the
-        broker and backend share a store."""
-        self.unflushed_since = None
+        """Hand results, outcomes and acks to the writer thread (see :mod:`writer`)."""
         results, self.results = self.results, []
         completed, self.completed = self.completed, []
         acks, self.acks = self.acks, []
+        self.writer.submit(results, completed, acks)
+
+    def flush_and_wait(self) -> None:
+        self.flush()
+        self.writer.drain()
+
+    def write(self, results: list, completed: list, acks: list) -> None:
+        """Store results, run the middleware, then ack: a crash in between means a second
+        run, never a loss. Without middleware to run, store and ack are one step where the
+        broker and backend share a store. Runs in the writer thread."""
         hooked = [c for c in completed
                   if any(m.wants(c[0]) for m in self.app.middleware)]
         if not hooked and self.broker.ack_and_store(acks, results, self.backend):
@@ -438,5 +431,6 @@ class Worker:
                 self.broker.requeue([held.delivery])
         self.running.clear()
         self.flush()
+        self.writer.stop()  # returns once everything handed over is written
         self.waker.close()
         logger.info("%s stopped.", self.hostname)
