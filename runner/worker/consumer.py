@@ -16,10 +16,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from runner.brokers.base import Broker, Delivery
-from runner.exceptions import ConfigError, RunnerError
+from runner.exceptions import ConfigError, RunnerError, SerializationError
+from runner.message import Message
 
 logger = logging.getLogger("runner.worker")
 
@@ -59,11 +62,38 @@ class Waker:
                 pass
 
 
+@dataclass(slots=True)
+class Fetched:
+    """A claimed message, decoded and looked up in the revoked set by the consumer thread."""
+
+    delivery: Delivery
+    message: Message | None  # None: unreadable (see error)
+    error: str | None = None
+    revoked: bool = False
+
+
+def decode_all(deliveries: list[Delivery], revoked: Callable[[list[str]], Any] | None = None
+               ) -> list[Fetched]:
+    """Decode claimed messages and mark those in the revoked set (one lookup for the batch)."""
+    out = []
+    for delivery in deliveries:
+        try:
+            out.append(Fetched(delivery, Message.decode(delivery.body)))
+        except SerializationError as exc:
+            out.append(Fetched(delivery, None, str(exc)))
+    if revoked is not None:
+        ids = revoked([f.message.id for f in out if f.message is not None])
+        if ids:
+            for fetched in out:
+                fetched.revoked = fetched.message is not None and fetched.message.id in ids
+    return out
+
+
 class Consumer(threading.Thread):
     """Fetches into :attr:`inbox`; the worker takes from it and calls :meth:`release`."""
 
     def __init__(self, broker: Broker, queues: Sequence[str], consumer_id: str, capacity: int,
-                 waker: Waker):
+                 waker: Waker, revoked: Callable[[list[str]], Any] | None = None):
         super().__init__(name="runner-consumer", daemon=True)
         self.broker = broker
         self.queues = list(queues)
@@ -71,7 +101,8 @@ class Consumer(threading.Thread):
         self.capacity = capacity
         self.batch = max(1, capacity // 2)
         self.waker = waker
-        self.inbox: list[Delivery] = []
+        self.revoked = revoked  # the backend's revoked-set lookup, done here, off the loop
+        self.inbox: list[Fetched] = []
         self._free = capacity
         self._cond = threading.Condition()
         self._hungry = True  # the worker has nothing to start: fetch even a single message
@@ -80,7 +111,7 @@ class Consumer(threading.Thread):
 
     # -- called by the worker ---------------------------------------------------------------
 
-    def take(self) -> list[Delivery]:
+    def take(self) -> list[Fetched]:
         with self._cond:
             taken, self.inbox = self.inbox, []
         return taken
@@ -89,7 +120,7 @@ class Consumer(threading.Thread):
     def holding(self):
         """The inbox, locked: claims the worker holds but has not taken yet."""
         with self._cond:
-            yield list(self.inbox)
+            yield [fetched.delivery for fetched in self.inbox]
 
     def release(self, count: int = 1) -> None:
         """The worker is done with ``count`` messages: their slots are free again."""
@@ -122,14 +153,22 @@ class Consumer(threading.Thread):
                     return
                 want, self._free = self._free, 0
             got = self._fetch(want)
+            prepared = self._prepare(got) if got else []
             with self._cond:
                 self._free += want - len(got)
-                if got:
-                    self.inbox += got
+                if prepared:
+                    self.inbox += prepared
             if got:
                 self.waker.wake()
             if len(got) < want and not self._stopped:
                 self._wait()
+
+    def _prepare(self, deliveries: list[Delivery]) -> list[Fetched]:
+        try:
+            return decode_all(deliveries, self.revoked)
+        except Exception as exc:  # noqa: BLE001 - the backend failed: the loop checks again
+            logger.error("consumer: looking up revoked tasks failed: %s", exc)
+            return [replace(fetched, revoked=False) for fetched in decode_all(deliveries)]
 
     def _fetch(self, want: int) -> list[Delivery]:
         try:

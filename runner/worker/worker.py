@@ -27,13 +27,12 @@ from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
 from runner.exceptions import (
-    SerializationError,
     TaskRevokedError,
     TimeLimitExceeded,
     WorkerLostError,
 )
 from runner.message import Message
-from runner.worker.consumer import Consumer, Waker
+from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.pool import POOLS, ColdShutdown, Finished, Job, Lost, Pool, TimedOut
 from runner.worker.trace import JobResult, refused
 from runner.worker.writer import Writer
@@ -104,7 +103,7 @@ class Worker:
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         self.pool.waker = self.waker
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
-                                 self.waker)
+                                 self.waker, revoked=self.backend.revoked)
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -138,16 +137,29 @@ class Worker:
         if self.stopping:
             self.give_back_unstarted()
             return
-        deliveries = self.consumer.take()
-        if deliveries:
-            held = [h for h in map(self.receive, deliveries) if h is not None]
-            self.drop_revoked(held)
+        fetched = self.consumer.take()
+        if not fetched:
+            return
+        now, checked = time.time(), time.monotonic()
+        for item in fetched:
+            held = self.receive(item)
+            if held is None:
+                continue
+            held.checked = checked
+            if item.revoked:
+                self.finish_revoked(held, "revoked")
+                self.consumer.release()
+            elif held.message.expires is not None and held.message.expires < now:
+                self.finish_revoked(held, "expired")
+                self.consumer.release()
+            else:
+                self.buffer.append(held)
 
-    def receive(self, delivery: Delivery) -> Held | None:
-        try:
-            message = Message.decode(delivery.body)
-        except SerializationError as exc:
-            logger.error("Discarding unreadable message from queue %s: %s", delivery.queue, exc)
+    def receive(self, fetched: Fetched) -> Held | None:
+        delivery, message = fetched.delivery, fetched.message
+        if message is None:
+            logger.error("Discarding unreadable message from queue %s: %s", delivery.queue,
+                         fetched.error)
             self.acks.append(delivery)
             self.consumer.release()
             return None
@@ -413,7 +425,8 @@ class Worker:
         for other workers to run."""
         if self.consumer.is_alive():
             self.consumer.stop()
-        unstarted = [h.delivery for h in self.buffer if not h.acked] + self.consumer.take()
+        unstarted = [h.delivery for h in self.buffer if not h.acked]
+        unstarted += [fetched.delivery for fetched in self.consumer.take()]
         self.buffer = []
         if unstarted:
             self.broker.requeue(unstarted)
