@@ -64,16 +64,38 @@ class RedisBackend(ResultBackend):
         return ResultRecord(task_id, state, content_type, payload, traceback, date_done, meta)
 
     def store(self, records: Sequence[ResultRecord]) -> None:
-        ttl_ms = max(1, int(self.expires * 1000)) if self.expires else None
-
         def write() -> None:
             pipe = self.client.pipeline(transaction=False)
-            for r in records:
-                pipe.set(self._key(r.task_id), self._encode(r), px=ttl_ms)
-                if r.ready:
-                    pipe.publish(self._channel(r.task_id), r.state)
+            self.queue_store(pipe, records)
             pipe.execute()
         self._retry("store results", write)
+
+    def queue_store(self, pipe: redis.client.Pipeline, records: Sequence[ResultRecord],
+                    from_db: int | None = None) -> None:
+        """Add the commands that store ``records`` to ``pipe``; with ``from_db`` (the pipe's
+        connection is on another database of the same server, e.g. the broker's) they are
+        wrapped in SELECTs so that the broker can store and ack in one round trip."""
+        ttl_ms = max(1, int(self.expires * 1000)) if self.expires else None
+        switch = from_db is not None and from_db != self.db
+        if switch:
+            pipe.execute_command("SELECT", self.db)
+        for r in records:
+            pipe.set(self._key(r.task_id), self._encode(r), px=ttl_ms)
+            if r.ready:
+                pipe.publish(self._channel(r.task_id), r.state)
+        if switch:
+            pipe.execute_command("SELECT", from_db)
+
+    @property
+    def db(self) -> int:
+        return self.url.db or 0
+
+    def same_server(self, url: URL) -> bool:
+        """Whether ``url`` names this backend's Redis server (any database)."""
+        def server(u: URL) -> tuple:
+            where = u.path if u.scheme == "redis+socket" else (u.host, u.port or 6379)
+            return u.scheme, where, u.username, u.password
+        return server(url) == server(self.url)
 
     def _read(self, task_id: str) -> ResultRecord | None:
         raw = self.client.get(self._key(task_id))

@@ -14,14 +14,20 @@ Every state change is one Lua script, so it is atomic: a fetch moves due delayed
 expired claims back to their queues and claims up to ``limit`` messages in one step; an ack
 removes the message; a retry replaces it. Delivery is at least once: a claim not renewed within
 ``visibility_timeout`` seconds (the worker renews it while the task runs) is delivered again.
+Enqueue, fetch and retry carry a request token (``done:<token>``, kept ten minutes), so when a
+connection drops after Redis ran the script but before its reply arrived, the retried call
+neither enqueues twice nor loses the claims it made (they are returned again).
 A lost wake token costs latency, never a message: waiting always ends within one second.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
+
+from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
@@ -31,6 +37,7 @@ from runner.redis_store import make_client, retrying
 PRIORITY_STEP = 10**12
 WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
 MAX_IDLE_BLOCK = 1.0  # seconds: also how soon expired claims and due etas are noticed
+DONE_KEEP = 600  # seconds a request token is remembered (longer than any retrying of a call)
 
 _RELEASE = """
 local function release(prefix, zkey, now)
@@ -81,22 +88,45 @@ local function forget(prefix, id)
 end
 """
 
-# ARGV: prefix, now, then groups of 5: id, queue, priority, eta, body
-ENQUEUE = _PUT + """
+# Run once per request token: a call retried after a lost reply does nothing again.
+_ONCE = """
+if not redis.call('SET', ARGV[1] .. 'done:' .. ARGV[#ARGV], 1, 'NX', 'EX', DONE_KEEP) then
+  return 1
+end
+""".replace("DONE_KEEP", str(DONE_KEEP))
+
+# ARGV: prefix, now, then groups of 5: id, queue, priority, eta, body; token
+ENQUEUE = _PUT + _ONCE + """
 local prefix, now = ARGV[1], tonumber(ARGV[2])
-for i = 3, #ARGV, 5 do
+for i = 3, #ARGV - 1, 5 do
   put(prefix, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], now)
 end
 return 1
 """
 
-# ARGV: prefix, now, deadline, limit, queues...
+# ARGV: prefix, now, deadline, limit, token, queues...
 FETCH = _RELEASE + """
 local prefix, now, deadline, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local done = prefix .. 'done:' .. ARGV[5]
+local out, count = {}, 0
+local seen = redis.call('GET', done)
+if seen then  -- the same fetch again (its reply was lost): the claims it made, if still ours
+  for _, id in ipairs(cmsgpack.unpack(seen)) do
+    local body = redis.call('HGET', prefix .. 'body', id)
+    local info = redis.call('HGET', prefix .. 'info', id)
+    if body and info and redis.call('ZSCORE', prefix .. 'unacked', id) then
+      out[#out + 1] = id
+      out[#out + 1] = string.sub(info, 1, string.find(info, '\t', 1, true) - 1)
+      out[#out + 1] = body
+      out[#out + 1] = redis.call('HGET', prefix .. 'deliveries', id)
+    end
+  end
+  return out
+end
 release(prefix, 'delayed', now)
 release(prefix, 'unacked', now)
-local out, count = {}, 0
-for i = 5, #ARGV do
+local ids = {}
+for i = 6, #ARGV do
   local queue = ARGV[i]
   if count < limit then
     local popped = redis.call('ZPOPMIN', prefix .. 'q:' .. queue, limit - count)
@@ -110,13 +140,15 @@ for i = 5, #ARGV do
         out[#out + 1] = queue
         out[#out + 1] = body
         out[#out + 1] = n
+        ids[#ids + 1] = id
         count = count + 1
       end
     end
   end
 end
+if count > 0 then redis.call('SET', done, cmsgpack.pack(ids), 'EX', DONE_KEEP) end
 return out
-"""
+""".replace("DONE_KEEP", str(DONE_KEEP))
 
 # ARGV: prefix, ids...
 ACK = _FORGET + """
@@ -148,8 +180,8 @@ for i = 3, #ARGV do redis.call('ZADD', ARGV[1] .. 'unacked', 'XX', ARGV[2], ARGV
 return 1
 """
 
-# ARGV: prefix, now, old id, id, queue, priority, eta, body
-RETRY = _FORGET + _PUT + """
+# ARGV: prefix, now, old id, id, queue, priority, eta, body, token
+RETRY = _FORGET + _PUT + _ONCE + """
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 forget(prefix, ARGV[3])
 put(prefix, ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], now)
@@ -200,6 +232,11 @@ class RedisBroker(Broker):
         return retrying(what, self.url, lambda: self._scripts[script](args=args),
                         self.max_retries)
 
+    @staticmethod
+    def _token() -> str:
+        """Names one call, retries included (see the module docstring)."""
+        return os.urandom(12).hex()
+
     # -- producing ----------------------------------------------------------------------------
 
     def enqueue(self, messages: Sequence[Message]) -> None:
@@ -207,7 +244,7 @@ class RedisBroker(Broker):
         for message in messages:
             args += [message.id, message.queue, message.priority or 0,
                      repr(message.eta or 0.0), message.encode()]
-        self._run("enqueue", "enqueue", args)
+        self._run("enqueue", "enqueue", [*args, self._token()])
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -216,7 +253,7 @@ class RedisBroker(Broker):
         now = time.time()
         rows = self._run("fetch", "fetch", [self.prefix, repr(now),
                                             repr(now + self.visibility_timeout), limit,
-                                            *queues])
+                                            self._token(), *queues])
         return [Delivery(tag=rows[i].decode(), body=rows[i + 2], queue=rows[i + 1].decode(),
                          redelivered=int(rows[i + 3]) > 1) for i in range(0, len(rows), 4)]
 
@@ -242,6 +279,29 @@ class RedisBroker(Broker):
         if deliveries:
             self._run("ack", "ack", [self.prefix, *(d.tag for d in deliveries)])
 
+    def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
+        """One round trip: the ack script and the results' SET/PUBLISH in one pipeline (with
+        SELECTs around the results when they live in another database of the same server)."""
+        queue_store = getattr(backend, "queue_store", None)
+        same = getattr(backend, "same_server", None)
+        if queue_store is None or same is None or not same(self.url):
+            return False
+        sha = self._scripts["ack"].sha
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            if records:
+                queue_store(pipe, records, from_db=self.url.db or 0)
+            if deliveries:
+                pipe.evalsha(sha, 0, self.prefix, *(d.tag for d in deliveries))
+            pipe.execute()
+
+        try:
+            retrying("store and ack", self.url, write, self.max_retries)
+        except NoScriptError:  # the server lost its scripts (a restart): do it in two steps
+            return False
+        return True
+
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._run("requeue", "requeue", [self.prefix, *(d.tag for d in deliveries)])
@@ -254,7 +314,8 @@ class RedisBroker(Broker):
     def retry(self, delivery: Delivery, message: Message) -> None:
         self._run("retry", "retry", [self.prefix, repr(time.time()), delivery.tag, message.id,
                                      message.queue, message.priority or 0,
-                                     repr(message.eta or 0.0), message.encode()])
+                                     repr(message.eta or 0.0), message.encode(),
+                                     self._token()])
 
     # -- admin --------------------------------------------------------------------------------
 
