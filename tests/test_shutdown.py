@@ -81,6 +81,7 @@ def test_acks_late_task_of_a_worker_killed_with_sigkill_runs_on_another_worker(
     assert f"Task tasks.slow_once[{result.id}] succeeded" in second.log()
 
 
+@pytest.mark.transports("sqlite")  # on Redis: tests/test_redis_delivery.py, renewals included
 def test_long_acks_late_task_is_not_run_twice_while_its_worker_lives(
         app, start_worker, tmp_path):
     from tasks import slow_late
