@@ -6,6 +6,7 @@ also keeps the revoked set, because it is the one store every producer and worke
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -33,6 +34,19 @@ class ResultRecord:
     @property
     def ready(self) -> bool:
         return self.state in states.READY_STATES
+
+    def encode(self) -> bytes:
+        """One value for stores that keep a record as bytes: a JSON head line, then the
+        payload as it is."""
+        head = json.dumps([self.state, self.content_type, self.traceback, self.date_done,
+                           self.meta], separators=(",", ":"), default=str).encode()
+        return head + b"\n" + (self.payload or b"")
+
+    @classmethod
+    def decode(cls, task_id: str, raw: bytes) -> ResultRecord:
+        head, _, payload = raw.partition(b"\n")
+        state, content_type, traceback, date_done, meta = json.loads(head)
+        return cls(task_id, state, content_type, payload, traceback, date_done, meta)
 
 
 class ResultBackend(ABC):

@@ -9,7 +9,6 @@ conflict, with a sorted-set index for prefix scans.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -51,18 +50,6 @@ class RedisBackend(ResultBackend):
 
     # -- records --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _encode(r: ResultRecord) -> bytes:
-        head = json.dumps([r.state, r.content_type, r.traceback, r.date_done, r.meta],
-                          separators=(",", ":"), default=str).encode()
-        return head + b"\n" + (r.payload or b"")
-
-    @staticmethod
-    def _decode(task_id: str, raw: bytes) -> ResultRecord:
-        head, _, payload = raw.partition(b"\n")
-        state, content_type, traceback, date_done, meta = json.loads(head)
-        return ResultRecord(task_id, state, content_type, payload, traceback, date_done, meta)
-
     def store(self, records: Sequence[ResultRecord]) -> None:
         def write() -> None:
             pipe = self.client.pipeline(transaction=False)
@@ -80,7 +67,7 @@ class RedisBackend(ResultBackend):
         if switch:
             pipe.execute_command("SELECT", self.db)
         for r in records:
-            pipe.set(self._key(r.task_id), self._encode(r), px=ttl_ms)
+            pipe.set(self._key(r.task_id), r.encode(), px=ttl_ms)
             if r.ready:
                 pipe.publish(self._channel(r.task_id), r.state)
         if switch:
@@ -99,7 +86,7 @@ class RedisBackend(ResultBackend):
 
     def _read(self, task_id: str) -> ResultRecord | None:
         raw = self.client.get(self._key(task_id))
-        return self._decode(task_id, raw) if raw is not None else None
+        return ResultRecord.decode(task_id, raw) if raw is not None else None
 
     def get(self, task_id: str) -> ResultRecord | None:
         return self._retry("get result", lambda: self._read(task_id))
@@ -109,7 +96,7 @@ class RedisBackend(ResultBackend):
             return {}
         raws = self._retry("get results",
                            lambda: self.client.mget([self._key(t) for t in task_ids]))
-        return {t: self._decode(t, raw) for t, raw in zip(task_ids, raws, strict=True)
+        return {t: ResultRecord.decode(t, raw) for t, raw in zip(task_ids, raws, strict=True)
                 if raw is not None}
 
     def _pubsub(self) -> redis.client.PubSub:

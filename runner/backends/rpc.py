@@ -19,7 +19,6 @@ Limits, as in Celery:
 from __future__ import annotations
 
 import collections
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -87,7 +86,7 @@ class RPCBackend(ResultBackend):
         self._subscribed = self.link.generation
 
     def _on_reply(self, _channel, _method, properties, body: bytes) -> None:
-        record = self._decode(properties.correlation_id, body)
+        record = ResultRecord.decode(properties.correlation_id, body)
         known = self.results.get(record.task_id)
         if known is not None and known.ready and not record.ready:
             return  # a late STARTED never hides the result
@@ -105,18 +104,6 @@ class RPCBackend(ResultBackend):
 
     # -- records ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _encode(r: ResultRecord) -> bytes:
-        head = json.dumps([r.state, r.content_type, r.traceback, r.date_done, r.meta],
-                          separators=(",", ":"), default=str).encode()
-        return head + b"\n" + (r.payload or b"")
-
-    @staticmethod
-    def _decode(task_id: str, raw: bytes) -> ResultRecord:
-        head, _, payload = raw.partition(b"\n")
-        state, content_type, traceback, date_done, meta = json.loads(head)
-        return ResultRecord(task_id, state, content_type, payload, traceback, date_done, meta)
-
     def store(self, records: Sequence[ResultRecord]) -> None:
         """Send each record to its caller's reply queue (records nobody asked for are dropped:
         a caller that is gone, or one that did not use rpc://)."""
@@ -126,7 +113,7 @@ class RPCBackend(ResultBackend):
 
         def publish(channel) -> None:
             for r in wanted:
-                channel.basic_publish("", r.reply_to, self._encode(r), pika.BasicProperties(
+                channel.basic_publish("", r.reply_to, r.encode(), pika.BasicProperties(
                     correlation_id=r.task_id, content_type="application/x-runner-result"))
         self.link.run("send results", publish)
 
