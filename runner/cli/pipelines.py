@@ -14,7 +14,7 @@ import yaml
 
 from runner.cli.base import load_app
 from runner.exceptions import PipelineError
-from runner.pipeline import engine
+from runner.pipeline import control, engine
 from runner.pipeline.model import Pipeline
 from runner.pipeline.runs import RUN_DONE, RunRecord, items_key, list_runs, load_run
 from runner.pipeline.source import Located
@@ -293,7 +293,7 @@ def graph(file, fmt) -> None:
 def cancel(run_id, app_path, config_path) -> None:
     """Cancel run RUN_ID: revoke what has not run."""
     app = pipeline_app(None, app_path, config_path)
-    record = engine.cancel(app, run_id)
+    record = control.cancel(app, run_id)
     click.echo(f"run {record.id}: {record.state}")
 
 
@@ -304,7 +304,7 @@ def cancel(run_id, app_path, config_path) -> None:
 def retry(run_id, app_path, config_path, wait) -> None:
     """Run the failed, skipped and cancelled steps of RUN_ID again."""
     app = pipeline_app(None, app_path, config_path)
-    record = engine.retry(app, run_id)
+    record = control.retry(app, run_id)
     click.echo(f"run {record.id}: retrying (attempt {record.attempt})")
     if wait:
         sys.exit(follow(app, record.id))
