@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from runner import _state, serialization
+from runner import _state, serialization, states
 from runner.backends.base import ResultBackend
 from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import Broker
 from runner.brokers.registry import open_broker
-from runner.canvas import CanvasMiddleware, Signature
+from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
 from runner.exceptions import NotRegistered
@@ -304,8 +304,16 @@ class Runner:
 
     def apply_eagerly(self, task: Task, args: list, kwargs: dict,
                       options: dict[str, Any]) -> EagerResult:
-        """Run ``task`` here and now through the worker's execution path (``Task.apply``)."""
-        return apply_eagerly(task, args, kwargs, options)
+        """Run ``task`` here and now through the worker's execution path (``Task.apply``);
+        its link / link_error signatures run here too, as in Celery."""
+        options = {**options, "task_id": options.get("task_id") or Message.new_id()}
+        try:
+            result = apply_eagerly(task, args, kwargs, options)
+        except Exception:  # task_eager_propagates: errbacks first, as in Celery
+            apply_links_eagerly(self, options, states.FAILURE, None, options["task_id"])
+            raise
+        apply_links_eagerly(self, options, result.state, result.result, result.id)
+        return result
 
 
 #: apply_async options that travel to the worker in ``Message.options``

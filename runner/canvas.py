@@ -174,6 +174,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
         if not tasks:
             raise RunnerError("an empty chain has nothing to run")
         steps = _fold_chords(tasks)
+        if self.app.conf.task_always_eager:  # each step in process, as Celery's chain.apply
+            result = steps[0].apply_async(args, kwargs, **{**self.options, **options})
+            for step in steps[1:]:
+                result = step.apply_async((result.get(),))
+            return result
         for step in steps:
             step.freeze()
         first, rest = steps[0], steps[1:]
@@ -330,11 +335,33 @@ class CanvasMiddleware(Middleware):
                 sig.apply_async(parent_id=message.id, root_id=message.root_id,
                                 reply_to=message.reply_to)
         elif state in (states.FAILURE, states.REVOKED):
+            _fail_rest_of_chain(app, message, record)
             for errback in options.get("link_error") or ():
                 Signature.from_dict(errback, app=app).clone((message.id,)).apply_async(
                     parent_id=message.id, root_id=message.root_id)
         if options.get("chord") and state in states.READY_STATES:
             _chord_part_done(app, message, options["chord"])
+
+
+def _fail_rest_of_chain(app: Any, message: Message, record: ResultRecord | None) -> None:
+    """As Celery 5 does: the chain's later steps never run but get the failure stored, so
+    ``get()`` of the chain (its last step's result) raises the failing task's error."""
+    rest = [Signature.from_dict(s, app=app) for s in message.options.get("chain") or ()]
+    if record is None or not rest:
+        return
+    app.backend.store([ResultRecord(step.id, record.state, record.content_type,
+                                    record.payload, record.traceback, time.time(),
+                                    {"name": step.task}, reply_to=message.reply_to)
+                       for step in rest if step.id])
+
+
+def apply_links_eagerly(app: Any, options: dict, state: str, value: Any, task_id: str) -> None:
+    """Eager mode (``task_always_eager``, ``apply()``): ``link`` callbacks get the result,
+    ``link_error`` errbacks the failed task's id, as they would from a worker."""
+    links = options.get("link" if state == states.SUCCESS else "link_error")
+    first = value if state == states.SUCCESS else task_id
+    for link in [links] if isinstance(links, dict) else links or ():
+        Signature.from_dict(link, app=app).clone((first,)).apply_async()
 
 
 def _value(app: Any, record: ResultRecord | None) -> Any:

@@ -262,3 +262,27 @@ def nap(seconds):
     while time.monotonic() < end:
         time.sleep(0.01)
     return "rested"
+
+
+# -- canvas tests (tests/test_canvas.py) ------------------------------------------------------
+
+
+@app.task
+def tsum(values, marker=None):
+    """The sum of ``values`` (a chord's header results); each run adds a line to ``marker``."""
+    if marker:
+        _mark(marker, "body")
+    return sum(values)
+
+
+@app.task
+def pair(first, second):
+    """Shows the order of its arguments (a partial signature's args come last)."""
+    return [first, second]
+
+
+@app.task
+def note_failure(task_id, marker):
+    """An errback: writes the failed task's id to ``marker``."""
+    _mark(marker, task_id)
+    return task_id
