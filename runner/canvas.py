@@ -140,9 +140,10 @@ class Signature(dict):
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
-    """``signature('tasks.add', args=(2, 2))``, or a Signature rebuilt from its dict."""
+    """``signature('tasks.add', args=(2, 2))``, or a Signature rebuilt from its dict (bound
+    to ``app=``, else to the current app when it is sent)."""
     if isinstance(varies, dict):
-        return Signature.from_dict(varies)
+        return Signature.from_dict(varies, app=kwargs.get("app"))
     return Signature(varies, *args, **kwargs)
 
 

@@ -136,9 +136,12 @@ def app(db_url: str):
     """The test app of ``tests/apps/tasks.py``, pointed at this test's database."""
     import tasks
 
+    from runner import _state
+
     runtime = tasks.app.conf._runtime  # settings changed by the test are undone after it
     saved = dict(runtime.values), dict(runtime.sources)
     tasks.app.conf.update(broker_url=db_url, result_backend=db_url)
+    _state.set_current_app(tasks.app)  # as in a user's process: apps other tests made are not
     yield tasks.app
     tasks.app.close()
     runtime.values, runtime.sources = saved

@@ -136,7 +136,7 @@ def test_signatures_survive_a_json_round_trip(app, start_worker):
     start_worker("-c", "2")
 
     def round_trip(sig):
-        return signature(json.loads(json.dumps(sig)))
+        return signature(json.loads(json.dumps(sig)), app=app)
 
     sig = round_trip(add.s(2).set(countdown=0))
     assert isinstance(sig, Signature) and sig.task == add.name and sig.args == [2]
