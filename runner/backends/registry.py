@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 from runner.backends.base import ResultBackend
-from runner.config.urls import BACKEND_CLASSES, not_supported_message, parse_url
-from runner.exceptions import NotSupportedYet
+from runner.config.urls import load_class, parse_url
 
 
 def backend_class(scheme: str) -> type[ResultBackend]:
-    target = BACKEND_CLASSES.get(scheme)
-    if target is None:
-        raise NotSupportedYet(not_supported_message("result backend", f"{scheme}://"))
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return load_class("result backend", scheme)
 
 
 def open_backend(url: str, expires: float | None = None, transport_options: dict | None = None,

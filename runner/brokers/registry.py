@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 from runner.brokers.base import Broker
-from runner.config.urls import BROKER_CLASSES, not_supported_message, parse_url
-from runner.exceptions import NotSupportedYet
+from runner.config.urls import load_class, parse_url
 
 
 def broker_class(scheme: str) -> type[Broker]:
-    target = BROKER_CLASSES.get(scheme)
-    if target is None:
-        raise NotSupportedYet(not_supported_message("broker", f"{scheme}://"))
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return load_class("broker", scheme)
 
 
 def open_broker(url: str, transport_options: dict | None = None) -> Broker:
     """A new broker connection for ``url`` (a clear error for unknown or unsupported schemes)."""
     parsed = parse_url(url)
-    cls = broker_class(parsed.scheme)
-    return cls(parsed, transport_options)
+    return broker_class(parsed.scheme)(parsed, transport_options)

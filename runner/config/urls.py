@@ -11,10 +11,11 @@ Passwords never leave this module unmasked in a message: every error shows :func
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from runner.exceptions import ConfigError
+from runner.exceptions import ConfigError, NotSupportedYet
 
 #: What ``broker_url = None`` / ``result_backend = None`` resolve to (the app does the resolving).
 EMBEDDED_DEFAULT_URL = "sqlite:///.runner/runner.db"
@@ -188,6 +189,17 @@ def is_supported(kind: str, url: str) -> bool:
     """Whether this version of runner has a class for ``url``'s scheme."""
     table = BROKER_CLASSES if kind == "broker" else BACKEND_CLASSES
     return table.get(url.partition("://")[0].lower()) is not None
+
+
+def load_class(kind: str, scheme: str) -> type:
+    """The class serving ``scheme`` as a ``"broker"`` or ``"result backend"``, imported only
+    now (so no interface imports its implementations); NotSupportedYet when there is none."""
+    table = BROKER_CLASSES if kind == "broker" else BACKEND_CLASSES
+    target = table.get(scheme)
+    if target is None:
+        raise NotSupportedYet(not_supported_message(kind, f"{scheme}://"))
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def not_supported_message(kind: str, url: str) -> str:
