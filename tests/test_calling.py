@@ -18,15 +18,10 @@ from runner.exceptions import (
     TimeLimitExceeded,
 )
 from runner.exceptions import TimeoutError as RunnerTimeoutError
+from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.transports("sqlite", "redis")
 
-
-def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while result.state != state:
-        assert time.monotonic() < deadline, f"{result.id} is {result.state}, not {state}"
-        time.sleep(0.01)
 
 
 # -- calling ------------------------------------------------------------------------------------

@@ -10,14 +10,7 @@ import time
 import pytest
 
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-
-
-def wait_for_state(result, state: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while result.state != state and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert result.state == state
-
+from tests.helpers import wait_for_state
 
 # -- retries ------------------------------------------------------------------------------------
 
@@ -235,7 +228,7 @@ def test_revoke_with_terminate_kills_the_running_task(
     wait_for_lines(marker, 1)
     started = time.monotonic()
     result.revoke(terminate=True)
-    wait_for_state(result, "REVOKED")
+    wait_for_state(result, "REVOKED", timeout=10.0)
     assert time.monotonic() - started < 5
     worker.wait_for_log(f"Terminating task {result.id}")
     assert add.delay(2, 2).get(timeout=10) == 4
@@ -249,7 +242,7 @@ def test_revoked_task_that_did_not_start_never_runs(app, start_worker, tmp_path)
     result.revoke()
     worker = start_worker("-c", "1")
     worker.wait_for_log(f"Discarding revoked task tasks.sleep_marked[{result.id}]")
-    wait_for_state(result, "REVOKED")
+    wait_for_state(result, "REVOKED", timeout=10.0)
     assert not marker.exists()
 
 
@@ -287,5 +280,5 @@ def test_task_revoked_while_prefetched_does_not_run(app, start_worker, tmp_path,
     wait_for_lines(first_marker, 1)
     second.revoke()
     assert first.get(timeout=10) == "done"
-    wait_for_state(second, "REVOKED")
+    wait_for_state(second, "REVOKED", timeout=10.0)
     assert not second_marker.exists()
