@@ -6,10 +6,16 @@ connection. Waiting is done by watching ``PRAGMA data_version``, which changes w
 connection commits: a check costs a few microseconds, so an idle waiter polls it every few
 milliseconds for well under 1 % of a core, and wakes within one interval of new work (within
 a millisecond while work keeps coming).
+
+Writers queue on a kernel lock (``flock`` on ``<file>-lock``) before they take SQLite's: when
+the file is busy, SQLite's own busy handler sleeps a millisecond or more per retry, which
+would leave worker processes idle most of the time; a blocked ``flock`` wakes as soon as the
+writer before it commits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -31,12 +37,25 @@ def sqlite_path(url: URL) -> str:
     return rest.lstrip("/") or ".runner/runner.db"
 
 
-def connect(path: str) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection that also holds a descriptor of the file's write lock (see module doc)."""
+
+    lock_fd = -1
+
+    def close(self) -> None:
+        super().close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def connect(path: str) -> Connection:
     """Open ``path`` (creating its folder) in autocommit mode with WAL and a long busy timeout."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
+                           check_same_thread=False, factory=Connection)
+    conn.lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":  # pragma: no cover - a filesystem without shared memory
@@ -86,23 +105,37 @@ class ChangeWatcher:
             time.sleep(min(step, remaining))
 
 
-def transaction(conn: sqlite3.Connection):
-    """``with transaction(conn):`` runs the block in one ``BEGIN IMMEDIATE`` transaction."""
-    return _Transaction(conn)
+def transaction(conn: Connection):
+    """``with transaction(conn):`` runs the block in one ``BEGIN IMMEDIATE`` transaction,
+    holding the write lock."""
+    return _Transaction(conn, begin=True)
+
+
+def writing(conn: Connection):
+    """``with writing(conn):`` holds the write lock for one statement (its own transaction)."""
+    return _Transaction(conn, begin=False)
 
 
 class _Transaction:
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_begin")
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Connection, begin: bool):
         self._conn = conn
+        self._begin = begin
 
-    def __enter__(self) -> sqlite3.Connection:
-        self._conn.execute("BEGIN IMMEDIATE")
+    def __enter__(self) -> Connection:
+        fcntl.flock(self._conn.lock_fd, fcntl.LOCK_EX)
+        if self._begin:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                fcntl.flock(self._conn.lock_fd, fcntl.LOCK_UN)
+                raise
         return self._conn
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        else:
-            self._conn.execute("ROLLBACK")
+        try:
+            if self._begin:
+                self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            fcntl.flock(self._conn.lock_fd, fcntl.LOCK_UN)

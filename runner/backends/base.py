@@ -57,6 +57,8 @@ class ResultBackend(ABC):
     keeps_state: bool = True
     #: True when producers must name their reply queue in each message (``reply_to``)
     sends_replies: bool = False
+    #: results live in this process's memory: a worker's child processes cannot store them
+    process_local: bool = False
     #: seconds between checks while waiting for a result (backends that can push ignore it)
     default_interval = 0.001
 

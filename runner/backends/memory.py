@@ -24,6 +24,7 @@ _STORES_LOCK = threading.Lock()
 
 
 class MemoryBackend(ResultBackend):
+    process_local = True
     scheme = "memory"
 
     def __init__(self, url: URL, expires: float | None = None,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction
+from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction, writing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runner_results (
@@ -80,7 +80,8 @@ class SQLiteBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
         with self._lock:
             if len(records) == 1:
-                self._conn.execute(UPSERT, self._row(records[0]))
+                with writing(self._conn):
+                    self._conn.execute(UPSERT, self._row(records[0]))
             else:
                 with transaction(self._conn):
                     self.write_rows(self._conn, records)
@@ -121,7 +122,7 @@ class SQLiteBackend(ResultBackend):
             self._watcher.wait(remaining, interval)
 
     def forget(self, task_id: str) -> None:
-        with self._lock:
+        with self._lock, writing(self._conn):
             self._conn.execute("DELETE FROM runner_results WHERE task_id = ?", (task_id,))
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False,

@@ -73,6 +73,7 @@ class AMQPBroker(Broker):
     """``amqp://user:password@host:5672/vhost``; see the module docstring for the guarantees."""
 
     scheme = "amqp"
+    acks_anywhere = False
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)

@@ -33,6 +33,9 @@ class Broker(ABC):
 
     #: the URL scheme(s) this class serves, for messages and banners
     scheme: str = ""
+    #: a claim may be acked by another connection (a worker's child process) than the one that
+    #: fetched it: false where deliveries belong to the fetching channel (AMQP) or process
+    acks_anywhere: bool = True
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url

@@ -35,6 +35,7 @@ _STORES_LOCK = threading.Lock()
 
 class MemoryBroker(Broker):
     scheme = "memory"
+    acks_anywhere = False
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)

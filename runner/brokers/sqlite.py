@@ -21,7 +21,7 @@ from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
 from runner.exceptions import BrokerError
 from runner.message import Message
-from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction
+from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction, writing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runner_messages (
@@ -94,7 +94,8 @@ class SQLiteBroker(Broker):
                 ready.append(row)
         with self._lock:
             if len(messages) == 1:  # one statement is its own transaction
-                self._insert(ready, delayed)
+                with writing(self._conn):
+                    self._insert(ready, delayed)
             else:
                 with transaction(self._conn):
                     self._insert(ready, delayed)
@@ -124,9 +125,10 @@ class SQLiteBroker(Broker):
                 want = limit - len(deliveries)
                 if want <= 0:
                     break
-                rows = self._conn.execute(CLAIM, {
-                    "deadline": now + self.visibility_timeout, "consumer": consumer,
-                    "queue": queue, "now": now, "limit": want}).fetchall()
+                with writing(self._conn):
+                    rows = self._conn.execute(CLAIM, {
+                        "deadline": now + self.visibility_timeout, "consumer": consumer,
+                        "queue": queue, "now": now, "limit": want}).fetchall()
                 rows.sort(key=lambda r: (-r[1], r[0]))
                 deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1)
                                for seq, _, count, body in rows]
@@ -188,7 +190,8 @@ class SQLiteBroker(Broker):
     def _many(self, sql: str, deliveries: Sequence[Delivery]) -> None:
         params = [(d.tag,) for d in deliveries]
         if len(params) == 1:
-            self._conn.execute(sql, params[0])
+            with writing(self._conn):
+                self._conn.execute(sql, params[0])
         else:
             with transaction(self._conn):
                 self._conn.executemany(sql, params)

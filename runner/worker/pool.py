@@ -25,21 +25,13 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from runner.message import Message
-from runner.worker.trace import JobResult, _inject, current_rss_kib, handle, pool_thread
+from runner.worker.child import SETTLED, STARTED, STOP, child_main
+from runner.worker.trace import Job, JobResult, _inject, handle, pool_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
 
 _fork = multiprocessing.get_context("fork")
-
-
-@dataclass(slots=True)
-class Job:
-    id: int
-    message: Message
-    delivery_info: dict
-    time_limit: float | None
 
 
 @dataclass(slots=True)
@@ -49,8 +41,26 @@ class Finished:
 
 @dataclass(slots=True)
 class Lost:
+    """The process running ``job_id`` died."""
+
     job_id: int
     exitcode: int | None
+
+
+@dataclass(slots=True)
+class Settled:
+    """Jobs a child settled (stored, acked where it can) before it died: they are done."""
+
+    job_ids: list[int]
+
+
+@dataclass(slots=True)
+class Returned:
+    """Jobs of a batch whose child died: never started (``ran`` False), or finished but not
+    written (``ran`` True). Either way they must run again."""
+
+    job_ids: list[int]
+    ran: bool
 
 
 @dataclass(slots=True)
@@ -59,7 +69,7 @@ class TimedOut:
     limit: float
 
 
-Event = Finished | Lost | TimedOut
+Event = Finished | Lost | TimedOut | Settled | Returned
 
 
 class ColdShutdown(BaseException):
@@ -81,13 +91,38 @@ class Pool:
         #: woken when a job ends in a pool thread (set by the worker before start)
         self.waker: Any = None
 
+    #: True when a submitted job may wait before it starts (in a batch): the worker then acks
+    #: early-ack messages when :meth:`current_jobs` shows them running, not when submitted
+    defers_acks = False
+
     def start(self) -> None: ...
 
     def free_slots(self) -> int:
         raise NotImplementedError
 
-    def submit(self, job: Job) -> None:
+    def free_batches(self) -> list[int]:
+        """For each slot free now, how many jobs one :meth:`submit` to it may carry."""
+        return [1] * self.free_slots()
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` in order on one free slot."""
+        for job in jobs:
+            self._submit(job)
+
+    def _submit(self, job: Job) -> None:
         raise NotImplementedError
+
+    def current_jobs(self) -> list[int]:
+        """Jobs running now, where :attr:`defers_acks`: the worker acks them (if they ack
+        early) once it sees them run."""
+        return []
+
+    def settled_jobs(self) -> list[int]:
+        """Jobs of running batches that are already settled by the process that ran them."""
+        return []
+
+    def finish_current(self) -> None:
+        """Warm shutdown: a running batch ends after its current job (the rest come back)."""
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         """Events that happened, waiting up to ``timeout`` seconds for the first, or until one
@@ -114,93 +149,126 @@ class Pool:
 
 
 class _Child:
-    __slots__ = ("process", "conn", "job", "deadline", "limit", "done")
+    __slots__ = ("process", "conn", "progress", "jobs", "deadline", "limit", "done")
 
-    def __init__(self, process, conn: Connection):
+    def __init__(self, process, conn: Connection, progress):
         self.process = process
         self.conn = conn
-        self.job: int | None = None
+        self.progress = progress  # [index of the job running, jobs settled] (see child.py)
+        self.jobs: list[int] = []  # the batch it runs; empty: free
         self.deadline: float | None = None
         self.limit: float | None = None
         self.done = 0
 
-
-def _child_main(pool: PreforkPool, conn: Connection) -> None:
-    """The loop of a child process: receive a job, run it, send the result back."""
-    # The parent decides when to stop: a terminal's Ctrl-C or a SIGTERM sent to the whole
-    # process group must not kill a task half way.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    measure = bool(pool.max_memory_per_child)
-    try:
-        while True:
-            job = conn.recv()
-            if job is None:
-                break
-            result = pool._run(job)
-            if measure:
-                result.rss_kib = current_rss_kib()
-            conn.send(result)
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        pass
-    finally:
-        conn.close()
-        os._exit(0)  # skip finalizers of what was inherited from the parent (its connections)
+    def running(self) -> int | None:
+        """The job that runs now (None: between jobs, or free)."""
+        started, settled = self.progress[STARTED], self.progress[SETTLED]
+        if not self.jobs or settled >= len(self.jobs) or started < settled:
+            return None
+        return self.jobs[min(started, len(self.jobs) - 1)]
 
 
 class PreforkPool(Pool):
+    """Children run batches (see :mod:`runner.worker.child`): up to ``batch_size`` jobs per pipe
+    message. A job with a hard time limit is sent alone, so that its deadline is its own."""
+
+    batch_size = 1  # set by the worker (from the prefetch multiplier)
+    defers_acks = True
+
     def start(self) -> None:
         self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
 
     def _spawn(self) -> _Child:
         parent_end, child_end = _fork.Pipe()
-        process = _fork.Process(target=_child_main, args=(self, child_end), daemon=True,
-                                name="runner-child")
+        progress = _fork.RawArray("q", 3)
+        process = _fork.Process(
+            target=child_main, daemon=True, name="runner-child",
+            args=(self.app, self._run, child_end, progress, bool(self.max_memory_per_child),
+                  os.getpid()))
         process.start()
         child_end.close()
-        return _Child(process, parent_end)
+        return _Child(process, parent_end, progress)
 
     def free_slots(self) -> int:
-        return sum(1 for c in self.children if c.job is None)
+        return sum(1 for c in self.children if not c.jobs)
 
-    def submit(self, job: Job) -> None:
-        child = next(c for c in self.children if c.job is None)
-        child.job = job.id
-        child.limit = job.time_limit
-        child.deadline = time.monotonic() + job.time_limit if job.time_limit else None
-        child.conn.send(job)
+    def free_batches(self) -> list[int]:
+        size = max(1, self.batch_size)
+        if self.max_tasks_per_child:
+            return [max(1, min(size, self.max_tasks_per_child - c.done))
+                    for c in self.children if not c.jobs]
+        return [size for c in self.children if not c.jobs]
+
+    def submit(self, jobs: list[Job]) -> None:
+        child = next(c for c in self.children if not c.jobs)
+        limits = [job.time_limit for job in jobs if job.time_limit]
+        child.jobs = [job.id for job in jobs]
+        child.limit = limits[0] if limits else None
+        child.deadline = time.monotonic() + child.limit if child.limit else None
+        child.progress[STARTED] = child.progress[SETTLED] = child.progress[STOP] = 0
+        child.conn.send(jobs)
+
+    def finish_current(self) -> None:
+        for child in self.children:
+            child.progress[STOP] = 1
+
+    def current_jobs(self) -> list[int]:
+        return [job for c in self.children if (job := c.running()) is not None]
+
+    def settled_jobs(self) -> list[int]:
+        return [job for c in self.children for job in c.jobs[:c.progress[SETTLED]]]
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
-        busy = [c for c in self.children if c.job is not None]
+        busy = [c for c in self.children if c.jobs]
         deadlines = [c.deadline for c in busy if c.deadline is not None]
         if deadlines:
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
         ready = set(wait([*(c.conn for c in busy), *(c.process.sentinel for c in self.children),
                           *waitables], timeout))
         for index, child in enumerate(self.children):
-            if child.conn in ready and child.job is not None:
+            if child.conn in ready and child.jobs:
                 try:
-                    result: JobResult = child.conn.recv()
+                    results: list[JobResult] | None = child.conn.recv()
                 except (EOFError, OSError):
-                    result = None
-                if result is not None:
-                    events.append(Finished(result))
-                    child.job = None
-                    child.done += 1
-                    if self._should_recycle(child, result):
+                    results = None
+                if results is not None:
+                    events += [Finished(result) for result in results]
+                    if len(results) < len(child.jobs):  # stopped early (finish_current)
+                        events.append(Returned(child.jobs[len(results):], ran=False))
+                    child.jobs = []
+                    child.done += len(results)
+                    if self._should_recycle(child, results[-1]):
                         self._retire(child)
                         self.children[index] = self._spawn()
                     continue
             if child.process.sentinel in ready or not child.process.is_alive():
-                if child.job is not None:
+                if child.jobs:
                     child.process.join(0.1)
-                    events.append(Lost(child.job, child.process.exitcode))
+                    events += self._died(child, Lost(0, child.process.exitcode))
                 self.children[index] = self._replace(child)
-            elif child.deadline is not None and time.monotonic() >= child.deadline:
+            elif (child.deadline is not None and time.monotonic() >= child.deadline
+                  and child.progress[SETTLED] < len(child.jobs)):  # (else its reply is coming)
                 child.process.kill()
-                events.append(TimedOut(child.job, child.limit or 0.0))
+                events += self._died(child, TimedOut(0, child.limit or 0.0))
                 self.children[index] = self._replace(child)
+        return events
+
+    @staticmethod
+    def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
+        """What became of each job of the batch of a child that died (see child.py)."""
+        jobs = child.jobs
+        settled = min(child.progress[SETTLED], len(jobs))
+        events: list[Event] = [Settled(jobs[:settled])] if settled else []
+        if settled == len(jobs):  # it died after settling everything, before replying
+            return events
+        started = min(max(child.progress[STARTED], settled), len(jobs) - 1)
+        if started > settled:
+            events.append(Returned(jobs[settled:started], ran=True))
+        event.job_id = jobs[started]
+        events.append(event)
+        if started + 1 < len(jobs):
+            events.append(Returned(jobs[started + 1:], ran=False))
         return events
 
     def _should_recycle(self, child: _Child, result: JobResult) -> bool:
@@ -226,8 +294,8 @@ class PreforkPool(Pool):
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         for child in self.children:
-            if child.job == job_id:
-                # children ignore SIGTERM (see _child_main): terminate means kill
+            if child.running() == job_id:
+                # children ignore SIGTERM (see child.py): terminate means kill
                 os.kill(child.process.pid, signal.SIGKILL if signum == signal.SIGTERM
                         else signum)
                 return True
@@ -318,7 +386,7 @@ class ThreadPool(Pool):
         with self._lock:
             return self.size - len(self._jobs)
 
-    def submit(self, job: Job) -> None:
+    def _submit(self, job: Job) -> None:
         deadline = time.monotonic() + job.time_limit if job.time_limit else None
         with self._lock:
             self._jobs[job.id] = [None, deadline, None]
@@ -378,7 +446,7 @@ class SoloPool(Pool):
     def free_slots(self) -> int:
         return 1 if not self._done else 0
 
-    def submit(self, job: Job) -> None:
+    def _submit(self, job: Job) -> None:
         self._busy = True
         try:
             self._done.append(Finished(self._run(job)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import logging
 import os
 import signal
 import threading
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from runner import serialization, states
 from runner.backends.base import ResultRecord
+from runner.brokers.base import Delivery
 from runner.exceptions import RunnerError, SerializationError, SoftTimeLimitExceeded
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message
@@ -27,6 +29,19 @@ from runner.task import Request
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
+
+logger = logging.getLogger("runner.worker")
+
+
+@dataclass(slots=True)
+class Job:
+    """One message to run, as the worker hands it to its pool."""
+
+    id: int
+    message: Message
+    delivery_info: dict
+    time_limit: float | None
+    delivery: Delivery | None = None  # to ack where the job runs (its body left out)
 
 
 @dataclass(slots=True)
@@ -43,6 +58,8 @@ class JobResult:
     traceback: str | None = None
     rss_kib: int = 0
     refused: bool = False  # never ran: unknown task, content not accepted, undecodable
+    stored: bool = False  # the process that ran it stored the record and ran the middleware
+    acked: bool = False  # ...and acked the message
 
 
 def handle(app: Runner, job_id: int, message: Message, hostname: str,
@@ -94,6 +111,22 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
     summary = repr(outcome.value) if outcome.state != states.IGNORED else ""
     return JobResult(job_id, outcome.state, record, retry_message, outcome.requeue,
                      outcome.runtime, summary[:200], outcome.traceback)
+
+
+def log_result(message: Message, result: JobResult) -> None:
+    """The worker's log line for a finished job, written where the job ran, before its result
+    is stored: whoever sees the result can find the line."""
+    if result.state == states.SUCCESS:
+        logger.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id,
+                    result.runtime, result.summary)
+    elif result.state == states.RETRY:
+        logger.info("Task %s[%s] retry: %s", message.task, message.id, result.summary)
+    elif result.refused:
+        logger.error("Task %s[%s] refused, not run: %s", message.task, message.id,
+                     result.summary)
+    elif result.state == states.FAILURE:
+        logger.error("Task %s[%s] raised unexpected: %s\n%s", message.task, message.id,
+                     result.summary, result.traceback or "")
 
 
 def refused(app: Runner, job_id: int, message: Message, exc: BaseException,

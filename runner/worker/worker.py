@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -33,9 +34,18 @@ from runner.exceptions import (
 )
 from runner.message import Message
 from runner.worker.consumer import Consumer, Fetched, Waker
-from runner.worker.pool import POOLS, ColdShutdown, Finished, Job, Lost, Pool, TimedOut
-from runner.worker.trace import JobResult, refused
-from runner.worker.writer import Writer
+from runner.worker.pool import (
+    POOLS,
+    ColdShutdown,
+    Finished,
+    Lost,
+    Pool,
+    Returned,
+    Settled,
+    TimedOut,
+)
+from runner.worker.trace import Job, JobResult, log_result, refused
+from runner.worker.writer import Writer, write
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -46,6 +56,8 @@ IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake i
 RECHECK_AFTER = 0.1  # a message held longer is looked up in the revoked set again to start
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
+EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if it acks early)
+BATCH_BELOW = 0.002  # seconds: only tasks that recently ran shorter than this share a batch
 
 
 @dataclass(slots=True)
@@ -60,6 +72,7 @@ class Held:
     started: float = 0.0
     reject_on_worker_lost: bool = False
     checked: float = 0.0  # when it was last looked up in the revoked set (monotonic)
+    seen_running: float = 0.0  # when the pool first showed it running (monotonic)
 
 
 @dataclass
@@ -93,6 +106,7 @@ class Worker:
         self.completed: list[tuple[Message, str, ResultRecord | None]] = []  # for middleware
         self.acks: list[Delivery] = []  # ...to ack, in this order
         self.job_ids = itertools.count(1)
+        self.runtimes: dict[str, float] = {}  # task name -> recent run time (moving average)
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
         self.terminated: set[str] = set()  # task ids whose process we killed on revoke
@@ -102,6 +116,9 @@ class Worker:
             options.max_tasks_per_child, options.max_memory_per_child)
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         self.pool.waker = self.waker
+        # Each prefork child takes up to half its share of the prefetched messages per batch,
+        # so the other half waits in the buffer for it, and the consumer refills behind.
+        self.pool.batch_size = max(1, options.prefetch_multiplier)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         now = time.monotonic()
@@ -187,45 +204,88 @@ class Worker:
                 self.buffer.append(h)
 
     def dispatch(self) -> None:
-        """Start buffered messages on free pool slots, highest priority first."""
+        """Start buffered messages on free pool slots, highest priority first: as many per
+        slot as the pool takes in one batch, shared evenly between the free slots."""
         if self.stopping or not self.buffer:
             self.consumer.set_hungry(not self.stopping)
             return
-        free = self.pool.free_slots()
-        if free > 0:
+        rooms = self.pool.free_batches()
+        if rooms:
             if len(self.buffer) > 1:
                 self.buffer.sort(key=lambda h: -(h.message.priority or 0))
-            starting, self.buffer = self.buffer[:free], self.buffer[free:]
+            share = -(-len(self.buffer) // len(rooms))
+            count = sum(min(room, share) for room in rooms)
+            starting, self.buffer = self.buffer[:count], self.buffer[count:]
             stale = time.monotonic() - RECHECK_AFTER
             if any(h.checked < stale for h in starting):  # waited a while: revoked since?
                 waiting = len(self.buffer)
                 self.drop_revoked(starting)  # what is still to run is put back at the end
                 starting, self.buffer = self.buffer[waiting:], self.buffer[:waiting]
-            for held in starting:
-                self.start(held)
+            for room in rooms:
+                if not starting:
+                    break
+                batch = [starting.pop(0)]
+                if not self.alone(batch[0]):
+                    while len(batch) < min(room, share) and starting and not self.alone(
+                            starting[0]):
+                        batch.append(starting.pop(0))
+                self.start(batch)
+            self.buffer[:0] = starting  # what did not fit in a batch goes first next time
         # With messages still waiting to start, the consumer may wait for a batch of slots.
         self.consumer.set_hungry(not self.buffer)
 
-    def start(self, held: Held) -> None:
+    def alone(self, held: Held) -> bool:
+        """Whether a message must be sent to the pool by itself: unless its task is known to
+        be short, since the jobs behind it in a batch wait for it; with a hard time limit,
+        which is kept per batch; and with ``track_started``, as STARTED is stored when it is
+        sent."""
         message = held.message
+        if self.runtimes.get(message.task, BATCH_BELOW) >= BATCH_BELOW:
+            return True
         task = self.app.tasks.get(message.task)
-        time_limit = message.options.get("time_limit") or (
-            task.effective("time_limit") if task else None)
-        if not held.acks_late:
-            self.acks.append(held.delivery)  # early ack: Celery's default
-            held.acked = True
-        if task is not None and task.effective("track_started"):
-            self.results.append(ResultRecord(message.id, states.STARTED, meta={
-                "name": message.task, "worker": self.hostname, "pid": os.getpid()},
-                reply_to=message.reply_to))
-        held.job = next(self.job_ids)
-        held.started = time.monotonic()
-        self.running[held.job] = held
-        delivery_info = {"queue": held.delivery.queue, "priority": message.priority,
-                         "redelivered": held.delivery.redelivered,
-                         # Celery's keys, which tasks read to learn their queue
-                         "exchange": "", "routing_key": held.delivery.queue}
-        self.pool.submit(Job(held.job, message, delivery_info, time_limit))
+        if message.options.get("time_limit") or (task and task.effective("time_limit")):
+            return True
+        return bool(task and task.effective("track_started"))
+
+    def start(self, batch: list[Held]) -> None:
+        jobs = []
+        for held in batch:
+            message = held.message
+            task = self.app.tasks.get(message.task)
+            time_limit = message.options.get("time_limit") or (
+                task.effective("time_limit") if task else None)
+            if not held.acks_late and not self.pool.defers_acks:
+                self.acks.append(held.delivery)  # early ack: Celery's default
+                held.acked = True
+            if task is not None and task.effective("track_started"):
+                self.results.append(ResultRecord(message.id, states.STARTED, meta={
+                    "name": message.task, "worker": self.hostname, "pid": os.getpid()},
+                    reply_to=message.reply_to))
+            held.job = next(self.job_ids)
+            held.started = time.monotonic()
+            self.running[held.job] = held
+            delivery = held.delivery
+            delivery_info = {"queue": delivery.queue, "priority": message.priority,
+                             "redelivered": delivery.redelivered,
+                             # Celery's keys, which tasks read to learn their queue
+                             "exchange": "", "routing_key": delivery.queue}
+            jobs.append(Job(held.job, message, delivery_info, time_limit,
+                            dataclasses.replace(delivery, body=b"")))
+        self.pool.submit(jobs)
+
+    def ack_started(self) -> None:
+        """Early acks where the pool defers them: a job seen running for EARLY_ACK_AFTER is
+        acked (a job that ends sooner is acked with its result, by whoever stores it)."""
+        now = time.monotonic()
+        for job in self.pool.current_jobs():
+            held = self.running.get(job)
+            if held is None or held.acked or held.acks_late:
+                continue
+            if not held.seen_running:
+                held.seen_running = now
+            elif now - held.seen_running >= EARLY_ACK_AFTER:
+                self.acks.append(held.delivery)
+                held.acked = True
 
     def wait_and_collect(self) -> None:
         """Wait until a job ends, the consumer brings messages, a signal comes or a timer is
@@ -237,6 +297,9 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
+        elif self.pool.defers_acks and any(not h.acked and not h.acks_late
+                                           for h in self.running.values()):
+            timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         for event in events:
@@ -246,17 +309,30 @@ class Worker:
                 self.lost(event.job_id, event.exitcode)
             elif isinstance(event, TimedOut):
                 self.timed_out(event.job_id, event.limit)
+            elif isinstance(event, Settled):
+                self.settled(event.job_ids)
+            elif isinstance(event, Returned):
+                self.returned(event.job_ids, event.ran)
+        if self.pool.defers_acks and self.running:
+            self.ack_started()
 
     # -- what happened to a job -------------------------------------------------------------
 
     def finished(self, result: JobResult) -> None:
+        """A job ended. Where the process that ran it settled it (``result.stored``: stored,
+        middleware run, and acked or replaced by its next attempt if ``result.acked``), only
+        what it could not do is left: logging, and the ack where the broker wants it here."""
         held = self.running.pop(result.job_id)
         self.consumer.release()
         message = held.message
+        previous = self.runtimes.get(message.task)
+        self.runtimes[message.task] = (result.runtime if previous is None
+                                       else 0.8 * previous + 0.2 * result.runtime)
         if result.record is not None:
             self.results.append(result.record)
-        if result.state == states.RETRY and result.retry_message is not None:
-            logger.info("Task %s[%s] retry: %s", message.task, message.id, result.summary)
+        if not result.stored:  # (else the process that ran it logged it)
+            log_result(message, result)
+        if result.retry_message is not None:
             self.flush_and_wait()  # the RETRY state is stored before the next attempt exists
             if held.acked:
                 self.broker.enqueue([result.retry_message])
@@ -269,18 +345,33 @@ class Worker:
             else:
                 self.broker.requeue([held.delivery])
             return
-        if not held.acked:
+        if not held.acked and not result.acked:
             self.acks.append(held.delivery)
-        self.completed.append((message, result.state, result.record))
-        if result.state == states.SUCCESS:
-            logger.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id,
-                        result.runtime, result.summary)
-        elif result.refused:
-            logger.error("Task %s[%s] refused, not run: %s", message.task, message.id,
-                         result.summary)
-        elif result.state == states.FAILURE:
-            logger.error("Task %s[%s] raised unexpected: %s\n%s", message.task, message.id,
-                         result.summary, result.traceback or "")
+        if not result.stored:
+            self.completed.append((message, result.state, result.record))
+
+    def settled(self, job_ids: list[int]) -> None:
+        """Jobs a child settled before it died: done, but for the ack where it is ours."""
+        for job in job_ids:
+            held = self.running.pop(job)
+            self.consumer.release()
+            if not held.acked and not self.broker.acks_anywhere:
+                self.acks.append(held.delivery)
+
+    def returned(self, job_ids: list[int], ran: bool) -> None:
+        """Jobs of a batch that must run again (its child died) or did not start (a warm
+        shutdown): given back to the broker (put back in it where already acked)."""
+        for job in job_ids:
+            held = self.running.pop(job)
+            self.consumer.release()
+            message = held.message
+            if ran:
+                logger.warning("Task %s[%s] ran, but its process died before storing the "
+                               "result; delivering it again.", message.task, message.id)
+            if held.acked:
+                self.broker.enqueue([message])
+            else:
+                self.broker.requeue([held.delivery])
 
     def lost(self, job_id: int, exitcode: int | None) -> None:
         held = self.running.pop(job_id)
@@ -337,28 +428,8 @@ class Worker:
         self.writer.drain()
 
     def write(self, results: list, completed: list, acks: list) -> None:
-        """Store results, run the middleware, then ack: a crash in between means a second
-        run, never a loss. Without middleware to run, store and ack are one step where the
-        broker and backend share a store. Runs in the writer thread."""
-        hooked = [c for c in completed
-                  if any(m.wants(c[0]) for m in self.app.middleware)]
-        if not hooked and self.broker.ack_and_store(acks, results, self.backend):
-            return
-        if results:
-            self.backend.store(results)
-        for middleware in self.app.middleware:
-            wanted = [c for c in hooked if middleware.wants(c[0])]
-            if wanted:
-                self.run_middleware(middleware, wanted)
-        if acks:
-            self.broker.ack(acks)
-
-    def run_middleware(self, middleware, completed: list) -> None:
-        try:
-            middleware.after_tasks_stored(self.app, completed)
-        except Exception:  # noqa: BLE001 - one hook's bug must not stop the worker
-            logger.exception("Middleware %s failed after task(s) %s", type(middleware).__name__,
-                             ", ".join(f"{m.task}[{m.id}]" for m, _, _ in completed))
+        """Runs in the writer thread (see :func:`writer.write`)."""
+        write(self.app, self.broker, self.backend, results, completed, acks)
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -412,6 +483,7 @@ class Worker:
         logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)",
                        signal.Signals(signum).name, len(self.running))
         self.stopping = True
+        self.pool.finish_current()
         self.waker.wake()
 
     def on_cold_signal(self, signum, frame) -> None:
@@ -437,8 +509,12 @@ class Worker:
         self.pool.stop(kill=self.killing)
         # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
         # whose messages go back to the broker to run again elsewhere.
-        for held in self.running.values():
-            if held.acked:
+        settled = set(self.pool.settled_jobs())
+        for job, held in self.running.items():
+            if job in settled:  # finished and stored by its child before it was stopped
+                if not held.acked and not self.broker.acks_anywhere:
+                    self.acks.append(held.delivery)
+            elif held.acked:
                 self.broker.enqueue([held.message])
             else:
                 self.broker.requeue([held.delivery])

@@ -12,7 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.app import Runner
+    from runner.backends.base import ResultBackend, ResultRecord
+    from runner.brokers.base import Broker, Delivery
+    from runner.message import Message
 
 logger = logging.getLogger("runner.worker")
 
@@ -84,3 +91,27 @@ class Writer(threading.Thread):
                 logger.exception("writer: storing %d result(s) / %d ack(s) failed; retrying "
                                  "in %ss", len(results), len(acks), ERROR_PAUSE)
                 time.sleep(ERROR_PAUSE)
+
+
+def write(app: Runner, broker: Broker, backend: ResultBackend, results: Sequence[ResultRecord],
+          completed: Sequence[tuple[Message, str, ResultRecord | None]],
+          acks: Sequence[Delivery]) -> None:
+    """Store results, run the middleware, then ack: a crash in between means a second run,
+    never a loss. Without middleware to run, store and ack are one step where the broker and
+    backend share a store. Used by the writer thread and by the pool's child processes."""
+    hooked = [c for c in completed if any(m.wants(c[0]) for m in app.middleware)]
+    if not hooked and broker.ack_and_store(acks, results, backend):
+        return
+    if results:
+        backend.store(results)
+    for middleware in app.middleware:
+        wanted = [c for c in hooked if middleware.wants(c[0])]
+        if wanted:
+            try:
+                middleware.after_tasks_stored(app, wanted)
+            except Exception:  # noqa: BLE001 - one hook's bug must not stop the worker
+                logger.exception("Middleware %s failed after task(s) %s",
+                                 type(middleware).__name__,
+                                 ", ".join(f"{m.task}[{m.id}]" for m, _, _ in wanted))
+    if acks:
+        broker.ack(acks)
