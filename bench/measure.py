@@ -1,9 +1,10 @@
 """Measure one system: ``python bench/measure.py SYSTEM WORKDIR OUT.json --tasks N --roundtrips N
-[--redis redis://127.0.0.1:PORT]``.
+[--redis redis://127.0.0.1:PORT [--amqp amqp://USER:PW@127.0.0.1:5672/VHOST]]``.
 
 ``run.py`` starts this once per system and transport, in a session of its own, so that a system
 that hangs can be killed with everything it started. The phases, in order, on fresh SQLite files
-in WORKDIR, or on the given redis-server (emptied first with FLUSHALL):
+in WORKDIR, or on the given redis-server (emptied first with FLUSHALL), or with ``--amqp`` on
+that RabbitMQ vhost as broker (``run.py`` empties it first) and the redis-server for results:
 
 1. enqueue: N ``delay()`` calls into an empty queue, no worker running;
 2. drain: start a worker with 2 processes, time until N results are stored (start-up included),
@@ -270,12 +271,14 @@ def main() -> None:
     parser.add_argument("--roundtrips", type=int, default=300)
     parser.add_argument("--redis", default=None, metavar="URL",
                         help="redis://127.0.0.1:PORT (without a database); default: SQLite")
+    parser.add_argument("--amqp", default=None, metavar="URL",
+                        help="amqp://USER:PW@HOST:PORT/VHOST: the broker, results on --redis")
     args = parser.parse_args()
     # run.py stops us with SIGTERM: leave through the finally blocks that stop the worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"system": args.system}
     try:
-        system = SYSTEMS[args.system](args.workdir, args.redis)
+        system = SYSTEMS[args.system](args.workdir, args.redis, args.amqp)
         measure(system, args.tasks, args.roundtrips, result)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -1,8 +1,9 @@
 """The pipeline row (issue 4): ``python bench/pipeline.py WORKDIR OUT.json --items N
-[--redis redis://127.0.0.1:PORT]``.
+[--redis redis://127.0.0.1:PORT [--amqp amqp://USER:PW@127.0.0.1:5672/VHOST]]``.
 
 On one warm runner worker with 2 processes (SQLite files in WORKDIR, or the given redis-server,
-emptied first), the same work twice:
+emptied first, or the RabbitMQ vhost as broker with results on that redis-server), the same work
+twice:
 
 1. bare tasks: ``numbers.delay(N).get()``, N ``double.delay(x)`` calls, wait for their N results,
    then the fan-in ``collect.delay(results).get()``;
@@ -141,11 +142,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds")
     parser.add_argument("--redis", default=None, metavar="URL")
+    parser.add_argument("--amqp", default=None, metavar="URL", help="broker; results on --redis")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"system": "pipeline", "items": args.items}
     try:
-        measure(Runner(args.workdir, args.redis), args.items, args.rounds, result)
+        measure(Runner(args.workdir, args.redis, args.amqp), args.items, args.rounds, result)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"  pipeline: failed: {exc}", file=sys.stderr)

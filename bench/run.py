@@ -1,21 +1,24 @@
-"""Speed of runner against Huey, Celery and Dramatiq: on SQLite (runner's embedded default) and
-on one redis-server the benchmark starts itself.
+"""Speed of runner against Huey, Celery and Dramatiq: on SQLite (runner's embedded default), on
+one redis-server the benchmark starts itself, and on the machine's RabbitMQ (AMQP).
 
-    pip install -e '.[bench]' && python bench/run.py [--transports sqlite,redis]
+    pip install -e '.[bench]' && python bench/run.py [--transports sqlite,redis,amqp]
         [--systems runner,huey,celery,dramatiq,dramatiq8] [--tasks N] [--roundtrips 300]
         [--items 1000] [--no-pipeline]
 
 Every system runs with 2 worker processes and the noop task ``add(i, i)``, results stored: on
 SQLite on fresh files in one temporary folder (same disk), on Redis on one redis-server
-(127.0.0.1, a free port, no persistence, emptied before each system). Each system is measured by
-``measure.py`` in a session of its own, killed with everything it started if it overruns or on
-Ctrl-C; the pipeline row (issue 4) by ``pipeline.py`` the same way. The redis-server is stopped
-at the end whatever happens.
+(127.0.0.1, a free port, no persistence, emptied before each system), on AMQP with a vhost of
+the bench's own on RabbitMQ (127.0.0.1:5672, emptied before each system) as broker and results
+on a redis-server like Redis's. Each system is measured by ``measure.py`` in a session of its
+own, killed with everything it started if it overruns or on Ctrl-C; the pipeline row (issue 4)
+by ``pipeline.py`` the same way. The redis-servers are stopped, and the vhost and its user
+deleted, at the end whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,9 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import rabbitmq
+from rabbitmq import RabbitVhost
 from redisserver import RedisServer
 from systems import LABELS, SHORT, SYSTEMS
 
@@ -35,9 +42,11 @@ BENCH = Path(__file__).resolve().parent
 SYSTEM_TIMEOUT = 300.0  # seconds for one system, all phases; measure.py budgets each phase
 PACKAGES = {"runner": ["runner"], "huey": ["huey"], "celery": ["celery", "kombu"],
             "dramatiq": ["dramatiq"], "dramatiq8": []}
-EXTRA_PACKAGES = {"sqlite": {"celery": ["sqlalchemy"]}, "redis": {"runner": ["redis"]}}
-TRANSPORTS = ("sqlite", "redis")
-DEFAULT_TASKS = {"sqlite": 10_000, "redis": 20_000}  # issue 3 asks for 10,000, issue 5 20,000
+EXTRA_PACKAGES = {"sqlite": {"celery": ["sqlalchemy"]}, "redis": {"runner": ["redis"]},
+                  "amqp": {"runner": ["pika", "redis"], "celery": ["amqp", "redis"]}}
+TRANSPORTS = ("sqlite", "redis", "amqp")
+#: issue 3 asks for 10,000, issue 5 20,000; AMQP as Redis
+DEFAULT_TASKS = {"sqlite": 10_000, "redis": 20_000, "amqp": 20_000}
 
 #: (key, label, higher is better)
 ROWS = [
@@ -50,8 +59,9 @@ ROWS = [
     ("idle_cpu_pct", "idle worker CPU (% of a core)", False),
 ]
 
-#: the targets of issue 3 (SQLite, against Huey) and issue 5 (Redis, against Celery and
-#: Dramatiq's best): (transport, key, label, other systems, test of runner/best other)
+#: the targets of issue 3 (SQLite, against Huey), issue 5 (Redis, against Celery and Dramatiq's
+#: best) and issue 7 (AMQP, against Celery): (transport, key, label, other systems, test of
+#: runner/best other)
 TARGETS = [
     ("sqlite", "drain_rate", "drain >= 2x Huey", ["huey"], lambda r: r >= 2),
     ("sqlite", "enqueue_rate", "enqueue >= 2x Huey", ["huey"], lambda r: r >= 2),
@@ -64,14 +74,40 @@ TARGETS = [
      lambda r: r <= 1 / 3),
     ("redis", "peak_rss_mib", "worker RSS no larger than Celery's", ["celery"],
      lambda r: r <= 1),
+    ("amqp", "drain_rate", "drain >= 3x Celery", ["celery"], lambda r: r >= 3),
+    ("amqp", "rt_p50_ms", "p50 round trip <= 1/2 of Celery's", ["celery"],
+     lambda r: r <= 1 / 2),
 ]
-ISSUES = {"sqlite": 3, "redis": 5}
+ISSUES = {"sqlite": 3, "redis": 5, "amqp": 7}
 PIPELINE_RATIO = 1.5  # issue 4: the pipeline within 1.5x of the bare tasks' time
 CLI_SUBMIT_LIMIT = 1.0  # seconds
 
 
 class Interrupted(Exception):
     pass
+
+
+class Skipped(Exception):
+    """A transport this machine cannot run: the others still do."""
+
+
+@dataclass
+class Servers:
+    """What one transport runs on: the redis-server (Redis, and AMQP's results) and the
+    RabbitMQ vhost (AMQP's broker); neither for SQLite."""
+
+    redis: str | None = None
+    vhost: RabbitVhost | None = None
+
+    def args(self) -> list[str]:
+        """The options of ``measure.py`` and ``pipeline.py`` that name them."""
+        found = ["--redis", self.redis] if self.redis else []
+        return found + (["--amqp", self.vhost.url] if self.vhost else [])
+
+    def reset(self) -> None:
+        """Before each system: an empty vhost (the scripts flush Redis themselves)."""
+        if self.vhost:
+            self.vhost.reset()
 
 
 def on_signal(signum, frame):
@@ -81,19 +117,19 @@ def on_signal(signum, frame):
 # -- running one system --------------------------------------------------------------------
 
 
-def measure(name: str, workdir: Path, tasks: int, redis: str | None,
+def measure(name: str, workdir: Path, tasks: int, servers: Servers,
             args: argparse.Namespace) -> dict:
     """``measure.py`` for one system on one transport."""
     command = [str(BENCH / "measure.py"), name, str(workdir), str(workdir / "result.json"),
                "--tasks", str(tasks), "--roundtrips", str(args.roundtrips)]
-    return run_script(name, command + (["--redis", redis] if redis else []), workdir)
+    return run_script(name, command + servers.args(), workdir)
 
 
-def measure_pipeline(workdir: Path, redis: str | None, args: argparse.Namespace) -> dict:
+def measure_pipeline(workdir: Path, servers: Servers, args: argparse.Namespace) -> dict:
     """``pipeline.py``: the pipeline row of one transport."""
     command = [str(BENCH / "pipeline.py"), str(workdir), str(workdir / "result.json"),
                "--items", str(args.items)]
-    return run_script("pipeline", command + (["--redis", redis] if redis else []), workdir)
+    return run_script("pipeline", command + servers.args(), workdir)
 
 
 def run_script(name: str, command: list[str], workdir: Path) -> dict:
@@ -280,9 +316,11 @@ def versions(names: list[str], transports: list[str]) -> str:
             found.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             found.append(f"{package} (not installed)")
-    if "redis" in transports and shutil.which("redis-server"):
+    if {"redis", "amqp"} & set(transports) and shutil.which("redis-server"):
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
         found.append("redis-server " + out.stdout.split("v=")[-1].split()[0])
+    if "amqp" in transports:
+        found.append(rabbitmq.version())
     return ", ".join(found)
 
 
@@ -291,14 +329,14 @@ def versions(names: list[str], transports: list[str]) -> str:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transports", default="sqlite,redis",
-                        help="comma-separated: sqlite, redis")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS),
+                        help=f"comma-separated: {', '.join(TRANSPORTS)}")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated: {', '.join(SYSTEMS)} (dramatiq: 2 processes x 1 "
                              f"thread, dramatiq8: 2 x 8); each runs on the transports it has")
     parser.add_argument("--tasks", type=int, default=None,
                         help="tasks to enqueue and drain (default: 10000 on SQLite, 20000 on "
-                             "Redis)")
+                             "Redis and on AMQP)")
     parser.add_argument("--roundtrips", type=int, default=300,
                         help="sequential delay().get() calls")
     parser.add_argument("--items", type=int, default=1000, help="items of the pipeline's map")
@@ -318,15 +356,37 @@ def parse() -> argparse.Namespace:
     return args
 
 
-def run_transport(transport: str, root: Path, redis: str | None, args: argparse.Namespace,
+@contextlib.contextmanager
+def start_servers(transport: str, root: Path, limits: dict) -> Iterator[Servers]:
+    """Start what ``transport`` needs, and stop it afterwards whatever happens: a redis-server
+    of its own for Redis (its redis-benchmark limit measured first, alone, into ``limits``) and
+    for AMQP's results; a vhost and user of the bench's own on RabbitMQ for AMQP (raises
+    :class:`Skipped` where there is no RabbitMQ)."""
+    if transport == "sqlite":
+        yield Servers()
+        return
+    if transport == "amqp" and (reason := rabbitmq.unavailable()):
+        raise Skipped(reason)
+    with RedisServer(root / transport / "redis-server") as server:
+        if transport == "redis":
+            limits.update(redis_limit(server))
+            yield Servers(server.url)
+            return
+        with RabbitVhost() as vhost:
+            yield Servers(server.url, vhost)
+
+
+def run_transport(transport: str, root: Path, servers: Servers, args: argparse.Namespace,
                   tasks: int, results: dict, pipelines: dict) -> None:
     results[transport] = {}
     for name in args.systems:
         if transport in SYSTEMS[name].transports:
-            results[transport][name] = measure(name, root / transport / name, tasks, redis,
+            servers.reset()
+            results[transport][name] = measure(name, root / transport / name, tasks, servers,
                                                args)
     if args.pipeline and "runner" in args.systems:
-        pipelines[transport] = measure_pipeline(root / transport / "pipeline", redis, args)
+        servers.reset()
+        pipelines[transport] = measure_pipeline(root / transport / "pipeline", servers, args)
 
 
 def main() -> int:
@@ -339,16 +399,16 @@ def main() -> int:
     results: dict = {}
     pipelines: dict = {}
     limits: dict = {}
+    skipped: dict = {}
     try:
         for transport in args.transports:
-            if transport == "redis":
-                with RedisServer(root / "redis-server") as server:
-                    limits = redis_limit(server)
-                    run_transport(transport, root, server.url, args, tasks[transport], results,
+            try:
+                with start_servers(transport, root, limits) as found:
+                    run_transport(transport, root, found, args, tasks[transport], results,
                                   pipelines)
-            else:
-                run_transport(transport, root, None, args, tasks[transport], results,
-                              pipelines)
+            except Skipped as exc:
+                skipped[transport] = str(exc)
+                print(f"{transport}: skipped: {exc}", file=sys.stderr, flush=True)
     except Interrupted as exc:
         print(f"interrupted ({exc}): every process started was stopped", file=sys.stderr)
         return 130
@@ -357,13 +417,17 @@ def main() -> int:
             print(f"files kept in {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
-    counts = ", ".join(f"{tasks[t]:,} tasks on {t}" for t in args.transports)
+    if not results:
+        print("nothing measured: every transport asked for was skipped", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{tasks[t]:,} tasks on {t}" for t in results)
     print()
     print(f"{counts}, {args.roundtrips} round trips, 2 worker processes, add(i, i) with results "
           f"stored; {os.cpu_count()} CPUs, Python {platform.python_version()}, files in "
           f"{root.parent}; {time.monotonic() - started:.0f} s in all, load average "
           f"{os.getloadavg()[0]:.2f} at the end")
-    print(versions(args.systems, args.transports))
+    measured = [n for n in args.systems if any(n in found for found in results.values())]
+    print(versions(measured, list(results)))
     for line in limit_lines(limits):
         print(line)
     print()
@@ -373,7 +437,11 @@ def main() -> int:
     if "huey" in results.get("sqlite", {}):
         print("Durability differs: runner commits with synchronous=NORMAL (WAL), SqliteHuey "
               "with SQLite's default FULL (an fsync per commit).")
-    for line in notes(results, tasks, args) + [""] + targets(results):
+    if "amqp" in results:
+        print("amqp: broker RabbitMQ (a vhost of the bench's own, emptied before each system), "
+              "results in Redis db 1 for both systems, counted with DBSIZE.")
+    skips = [f"{t}: skipped, {reason}" for t, reason in skipped.items()]
+    for line in skips + notes(results, tasks, args) + [""] + targets(results):
         print(line)
     if pipelines:
         print()

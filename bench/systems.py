@@ -2,12 +2,14 @@
 the command that starts a worker with 2 processes.
 
 Each system's task module lives in ``bench/apps``. On SQLite it reads the path of its file(s)
-from ``BENCH_DB`` (and ``BENCH_RESULTS_DB``); on Redis the URLs of its broker and result backend
-from ``BENCH_BROKER_URL`` and ``BENCH_RESULT_URL``; so the client here and the worker process use
-the same store. Stored results are counted without slowing the drain: on SQLite with a plain
-read-only ``sqlite3`` query on the system's own table (in WAL mode the reader blocks no writer),
-on Redis with ``DBSIZE`` of the results database, which holds nothing but one key per result
-(broker in db 0, results in db 1, flushed before each system).
+from ``BENCH_DB`` (and ``BENCH_RESULTS_DB``); on Redis and on AMQP the URLs of its broker and
+result backend from ``BENCH_BROKER_URL`` and ``BENCH_RESULT_URL``; so the client here and the
+worker process use the same store. On AMQP only the broker moves to RabbitMQ: results stay in
+Redis, so that the drain is counted the same way on both. Stored results are counted without
+slowing the drain: on SQLite with a plain read-only ``sqlite3`` query on the system's own table
+(in WAL mode the reader blocks no writer), on Redis (and AMQP) with ``DBSIZE`` of the results
+database, which holds nothing but one key per result (broker in db 0, results in db 1, flushed
+before each system).
 """
 
 from __future__ import annotations
@@ -27,22 +29,27 @@ BROKER_DB, RESULT_DB = 0, 1  # Redis databases
 
 class System:
     """One task queue under test, with its files in ``workdir``, on the redis-server at
-    ``redis`` (``redis://127.0.0.1:PORT``) or, when that is None, on SQLite files."""
+    ``redis`` (``redis://127.0.0.1:PORT``) or, when that is None, on SQLite files; with
+    ``amqp`` (``amqp://user:password@127.0.0.1:5672/vhost``) the broker is RabbitMQ and only
+    the results are in Redis."""
 
     name = ""
     module = ""  # the task module in bench/apps
-    transports = ("sqlite", "redis")
+    transports = ("sqlite", "redis", "amqp")
 
-    def __init__(self, workdir: Path, redis: str | None = None):
+    def __init__(self, workdir: Path, redis: str | None = None, amqp: str | None = None):
+        if amqp and not redis:
+            raise ValueError("the amqp transport keeps its results in Redis: give redis too")
         self.workdir = workdir
         self.redis = redis
+        self.amqp = amqp
         self.db = workdir / f"{self.name}.db"
         self.tasks: Any = None
         self._results_client: Any = None
 
     @property
     def broker_url(self) -> str:
-        return f"{self.redis}/{BROKER_DB}"
+        return self.amqp or f"{self.redis}/{BROKER_DB}"
 
     @property
     def result_url(self) -> str:
@@ -154,8 +161,8 @@ class Celery(System):
     name = "celery"
     module = "celerytasks"
 
-    def __init__(self, workdir: Path, redis: str | None = None):
-        super().__init__(workdir, redis)
+    def __init__(self, workdir: Path, redis: str | None = None, amqp: str | None = None):
+        super().__init__(workdir, redis, amqp)
         self.results_db = workdir / "celery-results.db"
 
     def env(self) -> dict[str, str]:

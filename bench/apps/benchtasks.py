@@ -1,7 +1,7 @@
 """runner's side of the benchmark: the noop task, and the tasks of ``benchpipeline.yaml``.
 
-Broker and backend come from ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (Redis), else both are
-the SQLite file named by ``BENCH_DB``.
+Broker and backend come from ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (Redis, or an
+``amqp://`` broker with Redis results), else both are the SQLite file named by ``BENCH_DB``.
 """
 
 import os

@@ -1,7 +1,8 @@
 """Celery's side of the benchmark, otherwise Celery's defaults.
 
-On Redis: ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (``redis://``). On SQLite (no server):
-kombu's SQLAlchemy transport on ``BENCH_DB`` and the database result backend on
+On Redis: ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (``redis://``); on AMQP the broker URL is
+``amqp://`` (kombu's py-amqp transport) and the results stay on ``redis://``. On SQLite (no
+server): kombu's SQLAlchemy transport on ``BENCH_DB`` and the database result backend on
 ``BENCH_RESULTS_DB``.
 """
 
