@@ -272,10 +272,10 @@ def test_thread_pool_time_limits_fail_only_their_own_task_and_keep_every_thread(
 def test_task_revoked_while_prefetched_does_not_run(app, start_worker, tmp_path, wait_for_lines):
     from tasks import sleep_marked
 
-    worker = start_worker("-c", "1")
     first_marker, second_marker = tmp_path / "first", tmp_path / "second"
     first = sleep_marked.delay(1, str(first_marker))
     second = sleep_marked.delay(0, str(second_marker))
+    worker = start_worker("-c", "1")  # started after the sends: it claims both at once
     worker.wait_for_log(f"Task tasks.sleep_marked[{second.id}] received")  # waits behind first
     wait_for_lines(first_marker, 1)
     second.revoke()

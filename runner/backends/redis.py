@@ -1,8 +1,9 @@
 """``redis://`` results: one key per task, with ``result_expires`` as its TTL.
 
-A finished task's record is written and announced (PUBLISH on ``runner:done:<id>``) in one
-round trip; ``AsyncResult.get`` subscribes, reads once, then sleeps until the announcement, so
-waiting costs no polling. Across a Redis outage it keeps waiting (reconnecting with backoff)
+A finished task's record is written and announced (PUBLISH on ``runner:done:<id>``, with the
+record itself when it is under ``PUBLISH_RECORD_MAX`` bytes) in one round trip;
+``AsyncResult.get`` subscribes, reads once, then sleeps until the announcement, which brings
+the record: waiting costs no polling and no second read. Across a Redis outage it keeps waiting (reconnecting with backoff)
 until its own timeout. Keyed data (chord counters, run records) uses WATCH/MULTI, retried on
 conflict, with a sorted-set index for prefix scans.
 """
@@ -24,6 +25,7 @@ from runner.redis_store import OUTAGE_ERRORS, REFUSED_ERRORS, make_client, refus
 logger = logging.getLogger("runner.redis")
 
 REVOKED_KEEP = 86_400  # seconds a revoke is remembered
+PUBLISH_RECORD_MAX = 16_384  # bytes: a larger record is announced by its state, then read
 
 
 class RedisBackend(ResultBackend):
@@ -67,9 +69,11 @@ class RedisBackend(ResultBackend):
         if switch:
             pipe.execute_command("SELECT", self.db)
         for r in records:
-            pipe.set(self._key(r.task_id), r.encode(), px=ttl_ms)
+            raw = r.encode()
+            pipe.set(self._key(r.task_id), raw, px=ttl_ms)
             if r.ready:
-                pipe.publish(self._channel(r.task_id), r.state)
+                pipe.publish(self._channel(r.task_id),
+                             raw if len(raw) <= PUBLISH_RECORD_MAX else r.state)
         if switch:
             pipe.execute_command("SELECT", from_db)
 
@@ -151,7 +155,9 @@ class RedisBackend(ResultBackend):
                     record = self._read(task_id)  # now and then, in case a message was lost
                 elif message and message["type"] == "message" and \
                         message["channel"].decode() == channel:
-                    record = self._read(task_id)
+                    data = message["data"]  # the record, or its state if it is large
+                    record = (ResultRecord.decode(task_id, data) if data[:1] == b"["
+                              else self._read(task_id))
             return record
         finally:
             try:

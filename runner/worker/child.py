@@ -1,10 +1,15 @@
 """A prefork child process: runs batches of jobs and settles them itself.
 
-The worker's main process sends a batch (a list of :class:`Job`); the child runs the jobs in
-order and, as Celery's children do, stores each result and runs the middleware itself. Where the
-broker lets any connection ack (SQLite, Redis), it also acks the message, or replaces it by its
-next attempt, in the same write. The main process then handles a whole batch with two pipe
-messages and no write of its own: this is what lets one worker keep its children busy.
+A child gets its batches in one of two ways:
+
+- it **fetches them itself** (:func:`consume_main`) where the broker lets any connection ack
+  (SQLite, Redis): it claims up to its share of the prefetch limit, tells the main process what
+  it claimed (:class:`Claimed`), runs the jobs, and stores, runs the middleware and acks (or
+  replaces a message by its next attempt) in one write. The main process does no work per task,
+  so the children keep both cores busy, as Dramatiq's do;
+- or the main process sends them (:func:`child_main`), a list of :class:`Job` per pipe message,
+  as for AMQP, whose deliveries only the fetching channel may ack: the child then stores the
+  results and runs the middleware, and the main process acks.
 
 Results are written when the batch ends, or before the next job starts once the oldest unwritten
 one is ``FLUSH_AFTER`` old, so a slow job never holds back the results of the jobs before it.
@@ -13,42 +18,80 @@ Counters in shared memory tell the main process how far the child got, with no m
 ``progress[STARTED]`` is the index of the job that runs, ``progress[SETTLED]`` how many jobs are
 written. If the child dies, the main process knows which job killed it, which jobs are settled,
 which ran but were not written (they run again: at least once), and which never started (they
-go back to the broker). The main process sets ``progress[STOP]`` on a warm shutdown: the child
-then ends its batch after the job that runs, and the jobs it did not start go back.
+go back to the broker). ``progress[BATCH]`` numbers the batch they count, ``progress[DEADLINE]``
+is the monotonic time in ms at which the running job passes its hard time limit (0: none), for
+the main process to kill the child then. The main process sets ``progress[STOP]`` on a warm
+shutdown: the child ends its batch after the job that runs (the rest go back) and stops.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runner import states
-from runner.worker.trace import Job, JobResult, current_rss_kib, log_result
-from runner.worker.writer import write
+from runner.backends.base import ResultRecord
+from runner.exceptions import ConfigError, RunnerError
+from runner.worker.consumer import Fetched, prepare
+from runner.worker.trace import Job, JobResult, current_rss_kib, job_for, log_result
+from runner.worker.writer import write, write_until_done
 
 if TYPE_CHECKING:  # pragma: no cover
     from multiprocessing.connection import Connection
 
     from runner.app import Runner
 
-STARTED, SETTLED, STOP = 0, 1, 2  # indexes into a child's progress counters
+STARTED, SETTLED, STOP, BATCH, DEADLINE = range(5)  # indexes into a child's progress counters
+PROGRESS_SIZE = 5
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
+BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
+IDLE_BLOCK = 0.25  # longest one broker.wait of an idle child; also how soon it sees a stop
+RECHECK_AFTER = 0.1  # a job that waited longer in its batch is looked up in the revoked set
+ERROR_PAUSE = 1.0  # seconds between attempts while the broker fails
 PR_SET_PDEATHSIG = 1
+
+logger = logging.getLogger("runner.worker")
+
+
+@dataclass(slots=True)
+class Claimed:
+    """What a consuming child claimed, sent before it runs any of it (batch ``number``)."""
+
+    number: int
+    fetched: list[Fetched]
+
+
+@dataclass(slots=True)
+class Fatal:
+    """The broker refused the child for good (a wrong password): the worker must stop."""
+
+    error: str
+
+
+@dataclass(slots=True)
+class ConsumeOptions:
+    queues: list[str]
+    hostname: str
+    prefetch: int  # messages one child claims at most per fetch
+    max_tasks: int | None = None
+    max_memory_kib: int | None = None
 
 
 def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
-               measure_memory: bool, parent: int) -> None:
+               measure_memory: bool, parent: int, hostname: str) -> None:
     """The loop of a child process: receive a batch, run and settle it, send the results."""
     # The parent decides when to stop: a terminal's Ctrl-C or a SIGTERM sent to the whole
     # process group must not kill a task half way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
-    settler = Settler(app)
+    settler = Settler(app, hostname)
     try:
         while True:
             jobs = conn.recv()
@@ -65,17 +108,128 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
         os._exit(0)  # skip finalizers of what was inherited from the parent (its connections)
 
 
+def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
+                 parent: int, options: ConsumeOptions) -> None:
+    """The loop of a consuming child: claim, tell the main process, run and settle, reply."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent)
+    consumer = f"{options.hostname}:{os.getpid()}"
+    runtime = 0.0  # moving average of run times: claim a full share until tasks prove long
+    done = number = 0
+    try:
+        settler = Settler(app, options.hostname)
+        while not progress[STOP]:
+            want = options.prefetch if runtime < BATCH_BELOW else 1
+            if options.max_tasks:
+                want = min(want, options.max_tasks - done)
+            deliveries = _fetch(settler.broker, options.queues, want, consumer, conn)
+            if deliveries is None:  # refused for good: the main process stops the worker
+                break
+            if not deliveries:
+                _wait(settler.broker)
+                continue
+            if progress[STOP]:  # stopped while fetching: give it back untouched
+                settler.broker.requeue(deliveries)
+                break
+            fetched = prepare(deliveries, app.backend.revoked)
+            number += 1
+            progress[STARTED] = progress[SETTLED] = 0
+            progress[BATCH] = number
+            conn.send(Claimed(number, fetched))
+            jobs = _jobs(app, fetched, settler)
+            results = run_batch(jobs, run, settler, progress, _rechecker(app))
+            done += len(results)
+            for result in results:
+                runtime = 0.8 * runtime + 0.2 * result.runtime
+            conn.send(results)
+            if options.max_tasks and done >= options.max_tasks:
+                break
+            if options.max_memory_kib and current_rss_kib() > options.max_memory_kib:
+                break
+    except ConfigError as exc:  # e.g. the broker refused the password
+        conn.send(Fatal(str(exc)))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        conn.close()
+        os._exit(0)
+
+
+def _fetch(broker, queues: list[str], want: int, consumer: str, conn) -> list | None:
+    try:
+        return broker.fetch(queues, want, consumer)
+    except ConfigError as exc:
+        conn.send(Fatal(str(exc)))
+        return None
+    except RunnerError as exc:
+        logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
+    except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf
+        logger.exception("consumer: fetching failed; retrying in %ss", ERROR_PAUSE)
+    time.sleep(ERROR_PAUSE)
+    return []
+
+
+def _wait(broker) -> None:
+    try:
+        broker.wait(IDLE_BLOCK)
+    except Exception as exc:  # noqa: BLE001
+        logger.error("consumer: waiting on the broker failed: %s", exc)
+        time.sleep(ERROR_PAUSE)
+
+
+def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
+    """The batch's jobs, in order: revoked and expired ones are only recorded; unreadable
+    messages are logged and acked at once (the main process never sees them as jobs)."""
+    now, jobs = time.time(), []
+    for item in fetched:
+        message = item.message
+        if message is None:
+            logger.error("Discarding unreadable message from queue %s: %s",
+                         item.delivery.queue, item.error)
+            settler.broker.ack([item.delivery])
+            continue
+        logger.info("Task %s[%s] received", message.task, message.id)
+        discard = ("revoked" if item.revoked else
+                   "expired" if message.expires is not None and message.expires < now else None)
+        jobs.append(job_for(app, len(jobs), item.delivery, message, discard))
+    return jobs
+
+
+def _rechecker(app: Runner) -> Callable[[Job], None]:
+    """Marks a job revoked since its batch was claimed, if it waited long enough for that to
+    be worth a look (the main process does the same for the messages it hands out)."""
+    claimed = time.monotonic()
+
+    def recheck(job: Job) -> None:
+        if job.discard or time.monotonic() - claimed < RECHECK_AFTER:
+            return
+        try:
+            if app.backend.revoked([job.message.id]):
+                job.discard = "revoked"
+        except Exception as exc:  # noqa: BLE001 - the backend failed: run it, as checked
+            logger.error("looking up revoked tasks failed: %s", exc)
+    return recheck
+
+
 def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler,
-              progress) -> list[JobResult]:
+              progress, recheck: Callable[[Job], None] | None = None) -> list[JobResult]:
     results = []
     for index, job in enumerate(jobs):
         if index and progress[STOP]:  # a warm shutdown: what did not start goes back
             break
+        if index and recheck is not None:
+            recheck(job)
         if settler.due():
             settler.flush()
             progress[SETTLED] = index
         progress[STARTED] = index
+        if job.time_limit and not job.discard:
+            progress[DEADLINE] = int((time.monotonic() + job.time_limit) * 1000)
+        if settler.stores and not job.discard:
+            settler.track_started(job)
         result = run(job)
+        progress[DEADLINE] = 0
         if settler.stores:
             log_result(job.message, result)  # (else the main process logs it, after storing)
         if settler.add(job, result):  # written at once (a retry)
@@ -90,8 +244,9 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
 class Settler:
     """The results of a batch not written yet, and how to write them from this process."""
 
-    def __init__(self, app: Runner):
+    def __init__(self, app: Runner, hostname: str):
         self.app = app
+        self.hostname = hostname
         self.broker = app.broker
         self.backend = app.backend
         self.stores = not self.backend.process_local  # else the main process stores them
@@ -100,6 +255,17 @@ class Settler:
         self._completed: list = []
         self._acks: list = []
         self._since: float | None = None
+
+    def track_started(self, job: Job) -> None:
+        """Store STARTED before the job runs, for a task with ``track_started``."""
+        task = self.app.tasks.get(job.message.task)
+        if task is None or not task.effective("track_started"):
+            return
+        self.flush()
+        record = ResultRecord(job.message.id, states.STARTED, reply_to=job.message.reply_to,
+                              meta={"name": job.message.task, "worker": self.hostname,
+                                    "pid": os.getpid()})
+        write_until_done(lambda: self.backend.store([record]), 1, 0)
 
     def due(self) -> bool:
         return self.stores and self._since is not None and time.monotonic() - self._since >= FLUSH_AFTER
@@ -133,9 +299,10 @@ class Settler:
         return False
 
     def flush(self) -> None:
-        if self._results or self._completed or self._acks:
-            write(self.app, self.broker, self.backend, self._results, self._completed,
-                  self._acks)
+        results, completed, acks = self._results, self._completed, self._acks
+        if results or completed or acks:
+            write_until_done(lambda: write(self.app, self.broker, self.backend, results,
+                                           completed, acks), len(results), len(acks))
             self._results, self._completed, self._acks = [], [], []
         self._since = None
 

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from runner.brokers.base import Broker, Delivery
@@ -89,6 +89,17 @@ def decode_all(deliveries: list[Delivery], revoked: Callable[[list[str]], Any] |
     return out
 
 
+def prepare(deliveries: list[Delivery], revoked: Callable[[list[str]], Any] | None
+            ) -> list[Fetched]:
+    """:func:`decode_all`, and if the revoked-set lookup fails, without it: the worker looks
+    again before each task starts."""
+    try:
+        return decode_all(deliveries, revoked)
+    except Exception as exc:  # noqa: BLE001 - the backend failed
+        logger.error("consumer: looking up revoked tasks failed: %s", exc)
+        return decode_all(deliveries)
+
+
 class Consumer(threading.Thread):
     """Fetches into :attr:`inbox`; the worker takes from it and calls :meth:`release`."""
 
@@ -153,7 +164,7 @@ class Consumer(threading.Thread):
                     return
                 want, self._free = self._free, 0
             got = self._fetch(want)
-            prepared = self._prepare(got) if got else []
+            prepared = prepare(got, self.revoked) if got else []
             with self._cond:
                 self._free += want - len(got)
                 if prepared:
@@ -162,13 +173,6 @@ class Consumer(threading.Thread):
                 self.waker.wake()
             if len(got) < want and not self._stopped:
                 self._wait()
-
-    def _prepare(self, deliveries: list[Delivery]) -> list[Fetched]:
-        try:
-            return decode_all(deliveries, self.revoked)
-        except Exception as exc:  # noqa: BLE001 - the backend failed: the loop checks again
-            logger.error("consumer: looking up revoked tasks failed: %s", exc)
-            return [replace(fetched, revoked=False) for fetched in decode_all(deliveries)]
 
     def _fetch(self, want: int) -> list[Delivery]:
         try:

@@ -13,25 +13,48 @@ A pool reports what happened as events: :class:`Finished`, :class:`Lost` or :cla
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from runner.worker.child import SETTLED, STARTED, STOP, child_main
-from runner.worker.trace import Job, JobResult, _inject, handle, pool_thread
+from runner.exceptions import ConfigError, SoftTimeLimitExceeded, TimeLimitExceeded
+from runner.worker.child import (
+    BATCH,
+    DEADLINE,
+    PROGRESS_SIZE,
+    SETTLED,
+    STARTED,
+    STOP,
+    Claimed,
+    ConsumeOptions,
+    Fatal,
+    child_main,
+    consume_main,
+)
+from runner.worker.consumer import Fetched
+from runner.worker.trace import (
+    Job,
+    JobResult,
+    _inject,
+    discarded,
+    handle,
+    pool_thread,
+    time_limit_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
 
 _fork = multiprocessing.get_context("fork")
+TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
 
 
 @dataclass(slots=True)
@@ -45,6 +68,14 @@ class Lost:
 
     job_id: int
     exitcode: int | None
+
+
+@dataclass(slots=True)
+class Received:
+    """A consuming child claimed these messages (``fetched``) and runs them as ``job_ids``."""
+
+    job_ids: list[int]
+    fetched: list[Fetched]
 
 
 @dataclass(slots=True)
@@ -69,7 +100,7 @@ class TimedOut:
     limit: float
 
 
-Event = Finished | Lost | TimedOut | Settled | Returned
+Event = Finished | Lost | TimedOut | Settled | Returned | Received
 
 
 class ColdShutdown(BaseException):
@@ -94,6 +125,8 @@ class Pool:
     #: True when a submitted job may wait before it starts (in a batch): the worker then acks
     #: early-ack messages when :meth:`current_jobs` shows them running, not when submitted
     defers_acks = False
+    #: True when the pool's processes store the STARTED state of ``track_started`` tasks
+    tracks_started = False
 
     def start(self) -> None: ...
 
@@ -137,10 +170,14 @@ class Pool:
         """Cold shutdown asked (called from the worker's signal handler): stop jobs that run in
         the worker's own thread now. Other pools are stopped by ``stop(kill=True)``."""
 
-    def stop(self, kill: bool = False) -> None:
-        """Let workers exit after their job (or kill them at once with ``kill``)."""
+    def stop(self, kill: bool = False) -> list[Event]:
+        """Let workers exit after their job (or kill them at once with ``kill``); return what
+        happened meanwhile that :meth:`collect` did not report."""
+        return []
 
     def _run(self, job: Job) -> JobResult:
+        if job.discard:
+            return discarded(self.app, job, self.hostname)
         return handle(self.app, job.id, job.message, self.hostname, self.accept,
                       job.delivery_info)
 
@@ -149,47 +186,75 @@ class Pool:
 
 
 class _Child:
-    __slots__ = ("process", "conn", "progress", "jobs", "deadline", "limit", "done")
+    __slots__ = ("process", "conn", "progress", "jobs", "limits", "batch", "done", "rss_kib")
 
     def __init__(self, process, conn: Connection, progress):
         self.process = process
         self.conn = conn
-        self.progress = progress  # [index of the job running, jobs settled] (see child.py)
+        self.progress = progress  # shared counters (see child.py)
         self.jobs: list[int] = []  # the batch it runs; empty: free
-        self.deadline: float | None = None
-        self.limit: float | None = None
+        self.limits: list[float | None] = []  # their hard time limits
+        self.batch = 0  # the number progress[BATCH] has while it counts this batch
         self.done = 0
+        self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
+
+    def counting(self) -> bool:
+        """Whether the shared counters are about :attr:`jobs` (not a batch not heard of)."""
+        return bool(self.jobs) and self.progress[BATCH] == self.batch
 
     def running(self) -> int | None:
         """The job that runs now (None: between jobs, or free)."""
+        if not self.counting():
+            return None
         started, settled = self.progress[STARTED], self.progress[SETTLED]
-        if not self.jobs or settled >= len(self.jobs) or started < settled:
+        if settled >= len(self.jobs) or started < settled:
             return None
         return self.jobs[min(started, len(self.jobs) - 1)]
 
+    def deadline(self) -> float | None:
+        """When the running job passes its hard time limit (monotonic), if it has one."""
+        ms = self.progress[DEADLINE] if self.counting() else 0
+        return ms / 1000 if ms else None
+
 
 class PreforkPool(Pool):
-    """Children run batches (see :mod:`runner.worker.child`): up to ``batch_size`` jobs per pipe
-    message. A job with a hard time limit is sent alone, so that its deadline is its own."""
+    """Child processes that run batches and settle them (see :mod:`runner.worker.child`).
+
+    With :attr:`consume` set, each child fetches its own batches and the main process only
+    watches: it learns what a child claimed from a :class:`Claimed` message, reports it as
+    :class:`Received`, and relays the results. Otherwise the worker submits batches of up to
+    ``batch_size`` jobs, one pipe message each.
+    """
 
     batch_size = 1  # set by the worker (from the prefetch multiplier)
-    defers_acks = True
+    defers_acks = tracks_started = True
+    #: set by the worker where children fetch for themselves
+    consume: ConsumeOptions | None = None
+    #: job ids, shared with the worker (set by it)
+    job_ids: Iterator[int] = itertools.count(1)
 
     def start(self) -> None:
+        self.fatal: ConfigError | None = None  # a child was refused by the broker for good
         self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
 
     def _spawn(self) -> _Child:
         parent_end, child_end = _fork.Pipe()
-        progress = _fork.RawArray("q", 3)
-        process = _fork.Process(
-            target=child_main, daemon=True, name="runner-child",
-            args=(self.app, self._run, child_end, progress, bool(self.max_memory_per_child),
-                  os.getpid()))
+        progress = _fork.RawArray("q", PROGRESS_SIZE)
+        if self.consume is not None:
+            target, args = consume_main, (self.app, self._run, child_end, progress,
+                                          os.getpid(), self.consume)
+        else:
+            target, args = child_main, (self.app, self._run, child_end, progress,
+                                        bool(self.max_memory_per_child), os.getpid(),
+                                        self.hostname)
+        process = _fork.Process(target=target, args=args, daemon=True, name="runner-child")
         process.start()
         child_end.close()
         return _Child(process, parent_end, progress)
 
     def free_slots(self) -> int:
+        if self.consume is not None:
+            return 0
         return sum(1 for c in self.children if not c.jobs)
 
     def free_batches(self) -> list[int]:
@@ -197,14 +262,12 @@ class PreforkPool(Pool):
         if self.max_tasks_per_child:
             return [max(1, min(size, self.max_tasks_per_child - c.done))
                     for c in self.children if not c.jobs]
-        return [size for c in self.children if not c.jobs]
+        return [size] * self.free_slots()
 
     def submit(self, jobs: list[Job]) -> None:
         child = next(c for c in self.children if not c.jobs)
-        limits = [job.time_limit for job in jobs if job.time_limit]
         child.jobs = [job.id for job in jobs]
-        child.limit = limits[0] if limits else None
-        child.deadline = time.monotonic() + child.limit if child.limit else None
+        child.limits = [job.time_limit for job in jobs]
         child.progress[STARTED] = child.progress[SETTLED] = child.progress[STOP] = 0
         child.conn.send(jobs)
 
@@ -216,43 +279,76 @@ class PreforkPool(Pool):
         return [job for c in self.children if (job := c.running()) is not None]
 
     def settled_jobs(self) -> list[int]:
-        return [job for c in self.children for job in c.jobs[:c.progress[SETTLED]]]
+        return [job for c in self.children if c.counting()
+                for job in c.jobs[:c.progress[SETTLED]]]
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
-        busy = [c for c in self.children if c.jobs]
-        deadlines = [c.deadline for c in busy if c.deadline is not None]
+        watched = [c for c in self.children if c.jobs or self.consume is not None]
+        now = time.monotonic()
+        deadlines = [d for c in watched if (d := c.deadline()) is not None]
         if deadlines:
-            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        ready = set(wait([*(c.conn for c in busy), *(c.process.sentinel for c in self.children),
-                          *waitables], timeout))
+            timeout = min(timeout, min(deadlines) - now)
+        if any(any(c.limits) for c in watched):  # a job with a limit may start any time
+            timeout = min(timeout, TIME_LIMIT_POLL)
+        ready = set(wait([*(c.conn for c in watched),
+                          *(c.process.sentinel for c in self.children), *waitables],
+                         max(0.0, timeout)))
+        recycle = []
         for index, child in enumerate(self.children):
-            if child.conn in ready and child.jobs:
-                try:
-                    results: list[JobResult] | None = child.conn.recv()
-                except (EOFError, OSError):
-                    results = None
-                if results is not None:
-                    events += [Finished(result) for result in results]
-                    if len(results) < len(child.jobs):  # stopped early (finish_current)
-                        events.append(Returned(child.jobs[len(results):], ran=False))
-                    child.jobs = []
-                    child.done += len(results)
-                    if self._should_recycle(child, results[-1]):
-                        self._retire(child)
-                        self.children[index] = self._spawn()
+            if child.conn in ready:
+                events += self._read(child)
+                if not child.jobs and self._should_recycle(child):
+                    recycle.append(index)
                     continue
             if child.process.sentinel in ready or not child.process.is_alive():
+                events += self._read(child)  # what it sent before it ended
                 if child.jobs:
                     child.process.join(0.1)
                     events += self._died(child, Lost(0, child.process.exitcode))
                 self.children[index] = self._replace(child)
-            elif (child.deadline is not None and time.monotonic() >= child.deadline
-                  and child.progress[SETTLED] < len(child.jobs)):  # (else its reply is coming)
+            elif (deadline := child.deadline()) is not None and time.monotonic() >= deadline:
                 child.process.kill()
-                events += self._died(child, TimedOut(0, child.limit or 0.0))
+                child.process.join(1)
+                events += self._read(child)
+                if child.jobs:
+                    limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
+                    events += self._died(child, TimedOut(0, limit or 0.0))
                 self.children[index] = self._replace(child)
+        for index in recycle:
+            self._retire(self.children[index])
+            self.children[index] = self._spawn()
         return events
+
+    def _read(self, child: _Child) -> list[Event]:
+        """Everything ``child`` sent so far, as events."""
+        events: list[Event] = []
+        while True:
+            try:
+                if not child.conn.poll(0):
+                    return events
+                message = child.conn.recv()
+            except (EOFError, OSError):
+                return events
+            if isinstance(message, Claimed):
+                fetched = [f for f in message.fetched if f.message is not None]
+                child.jobs = [next(self.job_ids) for _ in fetched]
+                child.limits = [time_limit_of(self.app, f.message) for f in fetched]
+                child.batch = message.number
+                events.append(Received(child.jobs, fetched))
+            elif isinstance(message, Fatal):
+                self.fatal = ConfigError(message.error)
+            else:  # the results of the batch, in order
+                results: list[JobResult] = message
+                if self.consume is not None:  # numbered by their place in the batch
+                    for result in results:
+                        result.job_id = child.jobs[result.job_id]
+                events += [Finished(result) for result in results]
+                if len(results) < len(child.jobs):  # stopped early (finish_current)
+                    events.append(Returned(child.jobs[len(results):], ran=False))
+                child.done += len(results)
+                child.rss_kib = results[-1].rss_kib if results else 0
+                child.jobs, child.limits = [], []
 
     @staticmethod
     def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
@@ -260,21 +356,23 @@ class PreforkPool(Pool):
         jobs = child.jobs
         settled = min(child.progress[SETTLED], len(jobs))
         events: list[Event] = [Settled(jobs[:settled])] if settled else []
-        if settled == len(jobs):  # it died after settling everything, before replying
-            return events
-        started = min(max(child.progress[STARTED], settled), len(jobs) - 1)
-        if started > settled:
-            events.append(Returned(jobs[settled:started], ran=True))
-        event.job_id = jobs[started]
-        events.append(event)
-        if started + 1 < len(jobs):
-            events.append(Returned(jobs[started + 1:], ran=False))
+        if settled < len(jobs):
+            started = min(max(child.progress[STARTED], settled), len(jobs) - 1)
+            if started > settled:
+                events.append(Returned(jobs[settled:started], ran=True))
+            event.job_id = jobs[started]
+            events.append(event)
+            if started + 1 < len(jobs):
+                events.append(Returned(jobs[started + 1:], ran=False))
+        child.jobs, child.limits = [], []
         return events
 
-    def _should_recycle(self, child: _Child, result: JobResult) -> bool:
+    def _should_recycle(self, child: _Child) -> bool:
+        if self.consume is not None:  # a consuming child ends by itself (see consume_main)
+            return False
         if self.max_tasks_per_child and child.done >= self.max_tasks_per_child:
             return True
-        return bool(self.max_memory_per_child and result.rss_kib > self.max_memory_per_child)
+        return bool(self.max_memory_per_child and child.rss_kib > self.max_memory_per_child)
 
     def _retire(self, child: _Child) -> None:
         try:
@@ -301,8 +399,9 @@ class PreforkPool(Pool):
                 return True
         return False
 
-    def stop(self, kill: bool = False) -> None:
+    def stop(self, kill: bool = False) -> list[Event]:
         for child in self.children:
+            child.progress[STOP] = 1  # a consuming child ends its batch and stops fetching
             if kill:
                 child.process.kill()
             else:
@@ -315,6 +414,9 @@ class PreforkPool(Pool):
             if child.process.is_alive():
                 child.process.kill()
                 child.process.join()
+        # What they sent last (a consuming child may have claimed a batch meanwhile): the
+        # worker settles or gives back each job of it.
+        return [event for child in self.children for event in self._read(child)]
 
 
 # -- threads -----------------------------------------------------------------------------------
@@ -428,12 +530,13 @@ class ThreadPool(Pool):
                     _inject(thread_id, SoftTimeLimitExceeded)
                     entry[2] = None
 
-    def stop(self, kill: bool = False) -> None:
+    def stop(self, kill: bool = False) -> list[Event]:
         for _ in self._threads:
             self._inbox.put(None)
         if not kill:
             for thread in self._threads:
                 thread.join(30)
+        return []
 
 
 # -- solo --------------------------------------------------------------------------------------

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
-from runner.exceptions import RunnerError, SerializationError, SoftTimeLimitExceeded
+from runner.exceptions import (
+    RunnerError,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+)
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message
 from runner.task import Request
@@ -42,6 +47,24 @@ class Job:
     delivery_info: dict
     time_limit: float | None
     delivery: Delivery | None = None  # to ack where the job runs (its body left out)
+    discard: str | None = None  # "revoked" or "expired": recorded as REVOKED, never run
+
+
+def time_limit_of(app: Runner, message: Message) -> float | None:
+    """The hard time limit of ``message``'s task: its own option, else the task's."""
+    task = app.tasks.get(message.task)
+    return message.options.get("time_limit") or (task.effective("time_limit") if task else None)
+
+
+def job_for(app: Runner, job_id: int, delivery: Delivery, message: Message,
+            discard: str | None = None) -> Job:
+    """The job that runs ``message``, with the delivery info tasks read from their request."""
+    info = {"queue": delivery.queue, "priority": message.priority,
+            "redelivered": delivery.redelivered,
+            # Celery's keys, which tasks read to learn their queue
+            "exchange": "", "routing_key": delivery.queue}
+    return Job(job_id, message, info, time_limit_of(app, message),
+               dataclasses.replace(delivery, body=b""), discard)
 
 
 @dataclass(slots=True)
@@ -127,6 +150,17 @@ def log_result(message: Message, result: JobResult) -> None:
     elif result.state == states.FAILURE:
         logger.error("Task %s[%s] raised unexpected: %s\n%s", message.task, message.id,
                      result.summary, result.traceback or "")
+
+
+def discarded(app: Runner, job: Job, hostname: str | None = None) -> JobResult:
+    """The REVOKED result of a job revoked or expired before it started."""
+    logger.info("Discarding %s task %s[%s]", job.discard, job.message.task, job.message.id)
+    result = refused(app, job.id, job.message, TaskRevokedError(job.discard or "revoked"),
+                     hostname)
+    result.state = states.REVOKED
+    if result.record is not None:
+        result.record.state = states.REVOKED
+    return result
 
 
 def refused(app: Runner, job_id: int, message: Message, exc: BaseException,

@@ -1,9 +1,17 @@
-"""The worker: fetch messages, hand them to the pool, store results, ack. Read top to bottom.
+"""The worker: claim messages, run them in the pool, store results, ack. Read top to bottom.
+
+Who claims depends on the pool and the broker. With the prefork pool on a broker that lets
+any connection ack (SQLite, Redis), each child process claims, runs and settles its own
+batches (see :mod:`runner.worker.child`) and this loop only watches: it learns what each child
+holds, renews those claims, acks early-ack messages it sees running, enforces time limits and
+replaces children that die. Otherwise (AMQP, or the threads and solo pools) a consumer thread
+claims into a buffer and this loop hands the messages to the pool.
 
 Guarantees:
-- A message is acked only after its result is stored (``acks_late``), or just before its task
-  starts (the default, as Celery): prefetched messages that never started are not acked, and go
-  back to the broker on shutdown, or after the visibility timeout if the worker is killed.
+- A message is acked only after its result is stored (``acks_late``), or just after its task
+  starts (the default, as Celery's): prefetched messages that never started are not acked,
+  and go back to the broker on shutdown, or after the visibility timeout if the worker is
+  killed.
 - Claims of messages held by this worker are renewed while it lives, so a long task is never
   given to a second worker.
 - A task whose process dies is recorded as FAILURE (WorkerLostError), or delivered again when
@@ -14,7 +22,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -33,6 +40,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
+from runner.worker.child import ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.pool import (
     POOLS,
@@ -40,11 +48,13 @@ from runner.worker.pool import (
     Finished,
     Lost,
     Pool,
+    PreforkPool,
+    Received,
     Returned,
     Settled,
     TimedOut,
 )
-from runner.worker.trace import Job, JobResult, log_result, refused
+from runner.worker.trace import JobResult, job_for, log_result, refused, time_limit_of
 from runner.worker.writer import Writer, write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,9 +126,14 @@ class Worker:
             options.max_tasks_per_child, options.max_memory_per_child)
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         self.pool.waker = self.waker
-        # Each prefork child takes up to half its share of the prefetched messages per batch,
-        # so the other half waits in the buffer for it, and the consumer refills behind.
+        self.pool.job_ids = self.job_ids
         self.pool.batch_size = max(1, options.prefetch_multiplier)
+        if (isinstance(self.pool, PreforkPool) and self.broker.acks_anywhere
+                and not self.backend.process_local):
+            # Children fetch for themselves: each claims its share of the prefetch limit.
+            self.pool.consume = ConsumeOptions(
+                options.queues, self.hostname, max(1, options.prefetch_multiplier),
+                options.max_tasks_per_child, options.max_memory_per_child)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         now = time.monotonic()
@@ -132,7 +147,8 @@ class Worker:
         """Work until a shutdown signal; return after a clean warm or cold shutdown."""
         self.install_signal_handlers()
         self.pool.start()
-        self.consumer.start()
+        if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
+            self.consumer.start()
         self.writer.start()
         logger.info("%s ready.", self.hostname)
         try:
@@ -151,6 +167,8 @@ class Worker:
         """Take what the consumer claimed; drop what was revoked or expired meanwhile."""
         if self.consumer.fatal is not None:  # e.g. the broker refused the password
             raise self.consumer.fatal
+        if getattr(self.pool, "fatal", None) is not None:
+            raise self.pool.fatal
         if self.stopping:
             self.give_back_unstarted()
             return
@@ -172,7 +190,7 @@ class Worker:
             else:
                 self.buffer.append(held)
 
-    def receive(self, fetched: Fetched) -> Held | None:
+    def receive(self, fetched: Fetched, log: bool = True) -> Held | None:
         delivery, message = fetched.delivery, fetched.message
         if message is None:
             logger.error("Discarding unreadable message from queue %s: %s", delivery.queue,
@@ -186,7 +204,8 @@ class Worker:
             acks_late = task.effective("acks_late") if task else self.app.conf.task_acks_late
         reject = bool(task.effective("reject_on_worker_lost") if task
                       else self.app.conf.task_reject_on_worker_lost)
-        logger.info("Task %s[%s] received", message.task, message.id)
+        if log:
+            logger.info("Task %s[%s] received", message.task, message.id)
         return Held(delivery, message, bool(acks_late), reject_on_worker_lost=reject)
 
     def drop_revoked(self, held: list[Held]) -> None:
@@ -236,41 +255,30 @@ class Worker:
 
     def alone(self, held: Held) -> bool:
         """Whether a message must be sent to the pool by itself: unless its task is known to
-        be short, since the jobs behind it in a batch wait for it; with a hard time limit,
-        which is kept per batch; and with ``track_started``, as STARTED is stored when it is
-        sent."""
+        be short, since the jobs behind it in a batch wait for it; and with a hard time limit,
+        which is watched per batch."""
         message = held.message
         if self.runtimes.get(message.task, BATCH_BELOW) >= BATCH_BELOW:
             return True
-        task = self.app.tasks.get(message.task)
-        if message.options.get("time_limit") or (task and task.effective("time_limit")):
-            return True
-        return bool(task and task.effective("track_started"))
+        return bool(time_limit_of(self.app, message))
 
     def start(self, batch: list[Held]) -> None:
         jobs = []
         for held in batch:
             message = held.message
             task = self.app.tasks.get(message.task)
-            time_limit = message.options.get("time_limit") or (
-                task.effective("time_limit") if task else None)
             if not held.acks_late and not self.pool.defers_acks:
                 self.acks.append(held.delivery)  # early ack: Celery's default
                 held.acked = True
-            if task is not None and task.effective("track_started"):
+            if (not self.pool.tracks_started and task is not None
+                    and task.effective("track_started")):
                 self.results.append(ResultRecord(message.id, states.STARTED, meta={
                     "name": message.task, "worker": self.hostname, "pid": os.getpid()},
                     reply_to=message.reply_to))
             held.job = next(self.job_ids)
             held.started = time.monotonic()
             self.running[held.job] = held
-            delivery = held.delivery
-            delivery_info = {"queue": delivery.queue, "priority": message.priority,
-                             "redelivered": delivery.redelivered,
-                             # Celery's keys, which tasks read to learn their queue
-                             "exchange": "", "routing_key": delivery.queue}
-            jobs.append(Job(held.job, message, delivery_info, time_limit,
-                            dataclasses.replace(delivery, body=b"")))
+            jobs.append(job_for(self.app, held.job, held.delivery, message))
         self.pool.submit(jobs)
 
     def ack_started(self) -> None:
@@ -302,6 +310,11 @@ class Worker:
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
+        self.handle(events)
+        if self.pool.defers_acks and self.running:
+            self.ack_started()
+
+    def handle(self, events: list) -> None:
         for event in events:
             if isinstance(event, Finished):
                 self.finished(event.result)
@@ -313,10 +326,19 @@ class Worker:
                 self.settled(event.job_ids)
             elif isinstance(event, Returned):
                 self.returned(event.job_ids, event.ran)
-        if self.pool.defers_acks and self.running:
-            self.ack_started()
+            elif isinstance(event, Received):
+                self.received(event.job_ids, event.fetched)
 
     # -- what happened to a job -------------------------------------------------------------
+
+    def received(self, job_ids: list[int], fetched: list[Fetched]) -> None:
+        """A child of the pool claimed messages and runs them: they are this worker's now."""
+        now = time.monotonic()
+        for job, item in zip(job_ids, fetched, strict=True):
+            held = self.receive(item, log=False)  # (the child logged it)
+            if held is not None:
+                held.job, held.started, held.checked = job, now, now
+                self.running[job] = held
 
     def finished(self, result: JobResult) -> None:
         """A job ended. Where the process that ran it settled it (``result.stored``: stored,
@@ -506,7 +528,7 @@ class Worker:
     def shutdown(self) -> None:
         """Give back what did not start, stop the pool, store and ack what finished."""
         self.give_back_unstarted()
-        self.pool.stop(kill=self.killing)
+        self.handle(self.pool.stop(kill=self.killing))
         # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
         # whose messages go back to the broker to run again elsewhere.
         settled = set(self.pool.settled_jobs())

@@ -83,14 +83,19 @@ class Writer(threading.Thread):
                     self._cond.notify_all()
 
     def _write_until_done(self, results: list, completed: list, acks: list) -> None:
-        while True:
-            try:
-                self._write(results, completed, acks)
-                return
-            except Exception:  # noqa: BLE001 - keep the batch and try again, never drop it
-                logger.exception("writer: storing %d result(s) / %d ack(s) failed; retrying "
-                                 "in %ss", len(results), len(acks), ERROR_PAUSE)
-                time.sleep(ERROR_PAUSE)
+        write_until_done(lambda: self._write(results, completed, acks), len(results), len(acks))
+
+
+def write_until_done(write_batch: Callable[[], None], results: int, acks: int) -> None:
+    """Write a batch, trying again while the store fails: a batch is never dropped."""
+    while True:
+        try:
+            write_batch()
+            return
+        except Exception:  # noqa: BLE001 - keep the batch and try again
+            logger.exception("writer: storing %d result(s) / %d ack(s) failed; retrying in %ss",
+                             results, acks, ERROR_PAUSE)
+            time.sleep(ERROR_PAUSE)
 
 
 def write(app: Runner, broker: Broker, backend: ResultBackend, results: Sequence[ResultRecord],
