@@ -270,9 +270,10 @@ def test_thread_pool_time_limits_fail_only_their_own_task_and_keep_every_thread(
 
 
 def test_task_revoked_while_prefetched_does_not_run(app, start_worker, tmp_path, wait_for_lines):
-    from tasks import sleep_marked
+    from tasks import add, sleep_marked
 
     first_marker, second_marker = tmp_path / "first", tmp_path / "second"
+    add.delay(0, 0)  # short: the child then claims the next two in one batch
     first = sleep_marked.delay(1, str(first_marker))
     second = sleep_marked.delay(0, str(second_marker))
     worker = start_worker("-c", "1")  # started after the sends: it claims both at once

@@ -81,6 +81,15 @@ class Broker(ABC):
         when they cannot, and the caller stores, then acks."""
         return False
 
+    def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
+                        queues: Sequence[str], limit: int, consumer: str
+                        ) -> list[Delivery] | None:
+        """:meth:`ack_and_store`, then :meth:`fetch`, in one step where the broker can (one
+        SQLite transaction, one Redis round trip): a busy worker process claims its next batch
+        with the write that settles the last one. None where it cannot: the caller does both.
+        """
+        return None
+
     @abstractmethod
     def purge(self, queues: Sequence[str]) -> int:
         """Delete every waiting message of ``queues``; return how many."""

@@ -18,6 +18,10 @@ Enqueue, fetch and retry carry a request token (``done:<token>``, kept ten minut
 connection drops after Redis ran the script but before its reply arrived, the retried call
 neither enqueues twice nor loses the claims it made (they are returned again).
 A lost wake token costs latency, never a message: waiting always ends within one second.
+
+Scripts are sent on a connection of the broker's own (one per thread), as one packed EVALSHA:
+redis-py's command machinery costs more than the round trip itself, and ``delay()`` is one
+script call.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from redis.exceptions import NoScriptError
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
 from runner.message import Message
-from runner.redis_store import make_client, retrying
+from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
 
 PRIORITY_STEP = 10**12
 WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
@@ -229,8 +233,25 @@ class RedisBroker(Broker):
         self._local = threading.local()
 
     def _run(self, what: str, script: str, args: list) -> object:
-        return retrying(what, self.url, lambda: self._scripts[script](args=args),
-                        self.max_retries)
+        return retrying(what, self.url, lambda: self._evalsha(script, args), self.max_retries)
+
+    def _evalsha(self, name: str, args: list) -> object:
+        conn = self._local.__dict__.get("conn")
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.make_connection()
+        script = self._scripts[name]
+        packed = _pack(["EVALSHA", script.sha, 0, *args])
+        try:
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                return conn.read_response()
+            except NoScriptError:  # a restarted server forgot the scripts
+                self.client.script_load(script.script)
+                conn.send_packed_command([packed], check_health=False)
+                return conn.read_response()
+        except OUTAGE_ERRORS:
+            conn.disconnect()  # reconnects on the next call
+            raise
 
     @staticmethod
     def _token() -> str:
@@ -254,6 +275,10 @@ class RedisBroker(Broker):
         rows = self._run("fetch", "fetch", [self.prefix, repr(now),
                                             repr(now + self.visibility_timeout), limit,
                                             self._token(), *queues])
+        return self._deliveries(rows)
+
+    @staticmethod
+    def _deliveries(rows: list) -> list[Delivery]:
         return [Delivery(tag=rows[i].decode(), body=rows[i + 2], queue=rows[i + 1].decode(),
                          redelivered=int(rows[i + 3]) > 1) for i in range(0, len(rows), 4)]
 
@@ -302,6 +327,43 @@ class RedisBroker(Broker):
             return False
         return True
 
+    def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
+                        queues: Sequence[str], limit: int, consumer: str
+                        ) -> list[Delivery] | None:
+        """One round trip: results, the ack script and the fetch script in one pipeline."""
+        queue_store = getattr(backend, "queue_store", None)
+        same = getattr(backend, "same_server", None)
+        if queue_store is None or same is None or not same(self.url):
+            return None
+        self.watch(queues)
+        ack, fetch = self._scripts["ack"].sha, self._scripts["fetch"].sha
+        token = self._token()  # the same on each retry: claims are never made twice
+
+        def write() -> list:
+            now = time.time()
+            pipe = self.client.pipeline(transaction=False)
+            if records:
+                queue_store(pipe, records, from_db=self.url.db or 0)
+            if deliveries:
+                pipe.evalsha(ack, 0, self.prefix, *(d.tag for d in deliveries))
+            pipe.evalsha(fetch, 0, self.prefix, repr(now), repr(now + self.visibility_timeout),
+                         limit, token, *queues)
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                # A restarted server forgot scripts (maybe only some: the fetch may have run).
+                # Load them and run it all again: writes are idempotent, and the token makes
+                # the fetch return the claims it made the first time.
+                for name in ("ack", "fetch"):
+                    self.client.script_load(self._scripts[name].script)
+                return write()
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return replies[-1]
+
+        return self._deliveries(retrying("store, ack and fetch", self.url, write,
+                                         self.max_retries))
+
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._run("requeue", "requeue", [self.prefix, *(d.tag for d in deliveries)])
@@ -332,4 +394,17 @@ class RedisBroker(Broker):
         return retrying("qsize", self.url, count, self.max_retries)
 
     def close(self) -> None:
+        conn = self._local.__dict__.get("conn")
+        if conn is not None:
+            conn.disconnect()
         self.client.close()
+
+
+def _pack(args: list) -> bytes:
+    """One command in the Redis protocol (RESP)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)

@@ -116,22 +116,30 @@ class SQLiteBroker(Broker):
         if now >= self._next_schedule_check:
             self._move_due(now)
             self._next_schedule_check = now + self.schedule_check_interval
+        with self._lock:
+            if len(queues) == 1:  # one statement is its own transaction
+                with writing(self._conn):
+                    return self._claim(queues, limit, consumer, now)
+            with transaction(self._conn):
+                return self._claim(queues, limit, consumer, now)
+
+    def _claim(self, queues: Sequence[str], limit: int, consumer: str, now: float
+               ) -> list[Delivery]:
+        """Claim up to ``limit`` messages, inside the caller's write."""
         deliveries: list[Delivery] = []
         # Several queues are served in turn, starting with a different one on each fetch, so a
         # busy queue cannot starve the others.
         start = next(self._rotation) % len(queues) if len(queues) > 1 else 0
-        with self._lock:
-            for queue in list(queues[start:]) + list(queues[:start]):
-                want = limit - len(deliveries)
-                if want <= 0:
-                    break
-                with writing(self._conn):
-                    rows = self._conn.execute(CLAIM, {
-                        "deadline": now + self.visibility_timeout, "consumer": consumer,
-                        "queue": queue, "now": now, "limit": want}).fetchall()
-                rows.sort(key=lambda r: (-r[1], r[0]))
-                deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1)
-                               for seq, _, count, body in rows]
+        for queue in list(queues[start:]) + list(queues[:start]):
+            want = limit - len(deliveries)
+            if want <= 0:
+                break
+            rows = self._conn.execute(CLAIM, {
+                "deadline": now + self.visibility_timeout, "consumer": consumer,
+                "queue": queue, "now": now, "limit": want}).fetchall()
+            rows.sort(key=lambda r: (-r[1], r[0]))
+            deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1)
+                           for seq, _, count, body in rows]
         return deliveries
 
     def _move_due(self, now: float) -> None:
@@ -186,6 +194,22 @@ class SQLiteBroker(Broker):
             self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
                                    [(d.tag,) for d in deliveries])
         return True
+
+    def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
+                        queues: Sequence[str], limit: int, consumer: str
+                        ) -> list[Delivery] | None:
+        write_rows = getattr(backend, "write_rows", None)
+        if write_rows is None or getattr(backend, "path", None) != self.path:
+            return None
+        now = time.time()
+        if now >= self._next_schedule_check:
+            self._move_due(now)
+            self._next_schedule_check = now + self.schedule_check_interval
+        with self._lock, transaction(self._conn):
+            write_rows(self._conn, records)
+            self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
+                                   [(d.tag,) for d in deliveries])
+            return self._claim(queues, limit, consumer, now)
 
     def _many(self, sql: str, deliveries: Sequence[Delivery]) -> None:
         params = [(d.tag,) for d in deliveries]

@@ -3,7 +3,8 @@
 A child gets its batches in one of two ways:
 
 - it **fetches them itself** (:func:`consume_main`) where the broker lets any connection ack
-  (SQLite, Redis): it claims up to its share of the prefetch limit, tells the main process what
+  (SQLite, Redis): it claims one message at a time, or its share of the prefetch limit while
+  messages pile up and tasks are short (under ``BATCH_BELOW``), tells the main process what
   it claimed (:class:`Claimed`), runs the jobs, and stores, runs the middleware and acks (or
   replaces a message by its next attempt) in one write. The main process does no work per task,
   so the children keep both cores busy, as Dramatiq's do;
@@ -27,6 +28,7 @@ shutdown: the child ends its batch after the job that runs (the rest go back) an
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
@@ -115,17 +117,25 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
     consumer = f"{options.hostname}:{os.getpid()}"
-    runtime = 0.0  # moving average of run times: claim a full share until tasks prove long
+    runtime = 0.0  # moving average of run times
+    backlog = False  # the last fetch got all it asked for: more is waiting
+    claimed: list | None = None  # the next batch, claimed with the last write
     done = number = 0
     try:
         settler = Settler(app, options.hostname)
         while not progress[STOP]:
-            want = options.prefetch if runtime < BATCH_BELOW else 1
+            # A full share only while work piles up and tasks are short: otherwise a task
+            # waiting behind a long one in a batch could have run in an idle sibling.
+            want = options.prefetch if backlog and runtime < BATCH_BELOW else 1
             if options.max_tasks:
                 want = min(want, options.max_tasks - done)
-            deliveries = _fetch(settler.broker, options.queues, want, consumer, conn)
+            if claimed is not None:
+                deliveries, claimed = claimed, None
+            else:
+                deliveries = _fetch(settler.broker, options.queues, want, consumer, conn)
             if deliveries is None:  # refused for good: the main process stops the worker
                 break
+            backlog = len(deliveries) >= want
             if not deliveries:
                 _wait(settler.broker)
                 continue
@@ -136,12 +146,22 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             number += 1
             progress[STARTED] = progress[SETTLED] = 0
             progress[BATCH] = number
-            conn.send(Claimed(number, fetched))
+            conn.send(Claimed(number, [  # (bodies left out: the main process has messages)
+                Fetched(dataclasses.replace(f.delivery, body=b""), f.message)
+                for f in fetched if f.message is not None]))
             jobs = _jobs(app, fetched, settler)
-            results = run_batch(jobs, run, settler, progress, _rechecker(app))
+            results = run_batch(jobs, run, settler, progress, _rechecker(app), flush=False)
             done += len(results)
             for result in results:
                 runtime = 0.8 * runtime + 0.2 * result.runtime
+            more = options.prefetch if backlog and runtime < BATCH_BELOW else 1
+            if options.max_tasks:
+                more = min(more, options.max_tasks - done)
+            if backlog and more > 0 and not progress[STOP]:
+                claimed = settler.flush_and_fetch(options.queues, more, consumer)
+            else:
+                settler.flush()
+            progress[SETTLED] = len(results)
             conn.send(results)
             if options.max_tasks and done >= options.max_tasks:
                 break
@@ -213,7 +233,10 @@ def _rechecker(app: Runner) -> Callable[[Job], None]:
 
 
 def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler,
-              progress, recheck: Callable[[Job], None] | None = None) -> list[JobResult]:
+              progress, recheck: Callable[[Job], None] | None = None,
+              flush: bool = True) -> list[JobResult]:
+    """Run ``jobs`` in order, settling them as they end; the last results are written here
+    unless ``flush`` is False (the caller writes them with its next fetch)."""
     results = []
     for index, job in enumerate(jobs):
         if index and progress[STOP]:  # a warm shutdown: what did not start goes back
@@ -235,7 +258,7 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
         if settler.add(job, result):  # written at once (a retry)
             progress[SETTLED] = index + 1
         results.append(result)
-    if settler.stores:  # (else the results travel back to the main process, which stores them)
+    if flush and settler.stores:  # (else the results travel back to the main process)
         settler.flush()
         progress[SETTLED] = len(results)
     return results
@@ -297,6 +320,26 @@ class Settler:
         if self._since is None:
             self._since = time.monotonic()
         return False
+
+    def flush_and_fetch(self, queues: list[str], limit: int, consumer: str) -> list | None:
+        """:meth:`flush`, claiming the next batch in the same write where the broker can
+        (and no middleware runs in between); None if it did not claim."""
+        results, completed, acks = self._results, self._completed, self._acks
+        if any(m.wants(c[0]) for c in completed for m in self.app.middleware):
+            self.flush()
+            return None
+        try:
+            claimed = self.broker.ack_store_fetch(acks, results, self.backend, queues, limit,
+                                                  consumer)
+        except Exception:  # noqa: BLE001 - written or not, flush() writes it (idempotent)
+            logger.exception("storing %d result(s) and fetching failed; storing again",
+                             len(results))
+            claimed = None
+        if claimed is None:
+            self.flush()
+            return None
+        self._results, self._completed, self._acks, self._since = [], [], [], None
+        return claimed
 
     def flush(self) -> None:
         results, completed, acks = self._results, self._completed, self._acks
