@@ -25,6 +25,7 @@ from runner.redis_store import OUTAGE_ERRORS, REFUSED_ERRORS, make_client, refus
 logger = logging.getLogger("runner.redis")
 
 REVOKED_KEEP = 86_400  # seconds a revoke is remembered
+REVOKED_FRESH = 0.02  # seconds a "nothing was revoked lately" answer is trusted
 PUBLISH_RECORD_MAX = 16_384  # bytes: a larger record is announced by its state, then read
 
 
@@ -40,6 +41,8 @@ class RedisBackend(ResultBackend):
         self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self.client = make_client(url, options)
         self._local = threading.local()
+        self._lately = True  # whether anything was revoked lately (see revoked())
+        self._lately_checked_until = 0.0
 
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}result:{task_id}"
@@ -183,11 +186,23 @@ class RedisBackend(ResultBackend):
             for task_id in task_ids:
                 pipe.set(f"{self.prefix}revoked:{task_id}", f"{int(terminate)}|{signal}",
                          ex=REVOKED_KEEP)
+            pipe.set(f"{self.prefix}revoked-lately", 1, ex=REVOKED_KEEP)
             pipe.execute()
         self._retry("revoke", write)
+        self._lately = True
 
     def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
+        """Which of ``task_ids`` are revoked. Workers ask for each batch they claim: while
+        nothing was revoked for a day (one key says), the answer needs a round trip only every
+        REVOKED_FRESH seconds, so a revoke takes effect within that."""
         if not task_ids:
+            return {}
+        now = time.monotonic()
+        if now >= self._lately_checked_until:
+            self._lately = bool(self._retry("read revoked", lambda: self.client.exists(
+                f"{self.prefix}revoked-lately")))
+            self._lately_checked_until = now + REVOKED_FRESH
+        if not self._lately:
             return {}
         values = self._retry("read revoked", lambda: self.client.mget(
             [f"{self.prefix}revoked:{t}" for t in task_ids]))

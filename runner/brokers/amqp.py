@@ -252,17 +252,20 @@ class AMQPBroker(Broker):
             if link.generation != generation or link.connection is None:
                 return
             channel = link.channel()
+            # pika's blocking channel flushes after each ack; its underlying channel does not,
+            # so a batch goes out in one write (flushed below, or by the owner's event loop)
+            impl = getattr(channel, "_impl", channel)
             for tag in tags:
                 if requeue:
-                    channel.basic_nack(tag, requeue=True)
+                    impl.basic_nack(tag, requeue=True)
                 else:
-                    channel.basic_ack(tag)
+                    impl.basic_ack(tag)
         try:
             if threading.current_thread() is link.owner or not link.owner.is_alive():
                 settle()
                 link.connection.process_data_events(0)  # send them now
             else:
-                link.connection.add_callback_threadsafe(settle)
+                link.connection.add_callback_threadsafe(settle)  # sent by its event loop
         except OUTAGE_ERRORS as exc:
             logger.warning("%s of %d message(s) lost with the connection (%s): RabbitMQ will "
                            "deliver them again", "requeue" if requeue else "ack", len(tags),
