@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 
 from runner import states
 from runner.backends.base import ResultRecord
-from runner.exceptions import ConfigError, RunnerError
-from runner.worker.consumer import Fetched, prepare
+from runner.exceptions import ConfigError
+from runner.worker.consumer import Fetched, fetch, prepare, wait
 from runner.worker.trace import Job, JobResult, current_rss_kib, job_for, log_result
 from runner.worker.writer import write, write_until_done
 
@@ -53,9 +53,7 @@ STARTED, SETTLED, STOP, BATCH, DEADLINE = range(5)  # indexes into a child's pro
 PROGRESS_SIZE = 5
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
-IDLE_BLOCK = 0.25  # longest one broker.wait of an idle child; also how soon it sees a stop
 RECHECK_AFTER = 0.1  # a job that waited longer in its batch is looked up in the revoked set
-ERROR_PAUSE = 1.0  # seconds between attempts while the broker fails
 PR_SET_PDEATHSIG = 1
 
 logger = logging.getLogger("runner.worker")
@@ -132,12 +130,10 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             if claimed is not None:
                 deliveries, claimed = claimed, None
             else:
-                deliveries = _fetch(settler.broker, options.queues, want, consumer, conn)
-            if deliveries is None:  # refused for good: the main process stops the worker
-                break
+                deliveries = fetch(settler.broker, options.queues, want, consumer)
             backlog = len(deliveries) >= want
             if not deliveries:
-                _wait(settler.broker)
+                wait(settler.broker)
                 continue
             if progress[STOP]:  # stopped while fetching: give it back untouched
                 settler.broker.requeue(deliveries)
@@ -174,28 +170,6 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     finally:
         conn.close()
         os._exit(0)
-
-
-def _fetch(broker, queues: list[str], want: int, consumer: str, conn) -> list | None:
-    try:
-        return broker.fetch(queues, want, consumer)
-    except ConfigError as exc:
-        conn.send(Fatal(str(exc)))
-        return None
-    except RunnerError as exc:
-        logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
-    except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf
-        logger.exception("consumer: fetching failed; retrying in %ss", ERROR_PAUSE)
-    time.sleep(ERROR_PAUSE)
-    return []
-
-
-def _wait(broker) -> None:
-    try:
-        broker.wait(IDLE_BLOCK)
-    except Exception as exc:  # noqa: BLE001
-        logger.error("consumer: waiting on the broker failed: %s", exc)
-        time.sleep(ERROR_PAUSE)
 
 
 def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:

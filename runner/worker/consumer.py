@@ -176,22 +176,36 @@ class Consumer(threading.Thread):
 
     def _fetch(self, want: int) -> list[Delivery]:
         try:
-            return self.broker.fetch(self.queues, want, self.consumer_id)
+            return fetch(self.broker, self.queues, want, self.consumer_id)
         except ConfigError as exc:  # no retry can fix it: the worker stops with this error
             with self._cond:
                 self.fatal, self._stopped = exc, True
             self.waker.wake()
             return []
-        except RunnerError as exc:
-            logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
-        except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf
-            logger.exception("consumer: fetching failed; retrying in %ss", ERROR_PAUSE)
-        time.sleep(ERROR_PAUSE)
-        return []
 
     def _wait(self) -> None:
-        try:
-            self.broker.wait(IDLE_BLOCK)
-        except Exception as exc:  # noqa: BLE001
-            logger.error("consumer: waiting on the broker failed: %s", exc)
-            time.sleep(ERROR_PAUSE)
+        wait(self.broker)
+
+
+def fetch(broker: Broker, queues: Sequence[str], want: int, consumer: str) -> list[Delivery]:
+    """``broker.fetch``; when it fails, log, pause and return nothing, so the caller keeps
+    consuming. A ConfigError (e.g. a wrong password), which no retry can fix, is raised."""
+    try:
+        return broker.fetch(queues, want, consumer)
+    except ConfigError:
+        raise
+    except RunnerError as exc:
+        logger.error("consumer: fetching failed: %s; retrying in %ss", exc, ERROR_PAUSE)
+    except Exception:  # noqa: BLE001 - keep consuming; the worker must not go deaf
+        logger.exception("consumer: fetching failed; retrying in %ss", ERROR_PAUSE)
+    time.sleep(ERROR_PAUSE)
+    return []
+
+
+def wait(broker: Broker) -> None:
+    """``broker.wait`` for up to IDLE_BLOCK; when it fails, log and pause."""
+    try:
+        broker.wait(IDLE_BLOCK)
+    except Exception as exc:  # noqa: BLE001
+        logger.error("consumer: waiting on the broker failed: %s", exc)
+        time.sleep(ERROR_PAUSE)
