@@ -181,20 +181,23 @@ class RedisBackend(ResultBackend):
 
     def revoke(self, task_ids: Sequence[str], terminate: bool = False,
                signal: str = "SIGTERM") -> None:
-        def write() -> None:
+        def write() -> bool:
             pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.set(f"{self.prefix}revoked:{task_id}", f"{int(terminate)}|{signal}",
                          ex=REVOKED_KEEP)
-            pipe.set(f"{self.prefix}revoked-lately", 1, ex=REVOKED_KEEP)
-            pipe.execute()
-        self._retry("revoke", write)
+            pipe.set(f"{self.prefix}revoked-lately", 1, ex=REVOKED_KEEP, nx=True)
+            pipe.expire(f"{self.prefix}revoked-lately", REVOKED_KEEP)
+            return pipe.execute()[-2]
+        first = self._retry("revoke", write)
         self._lately = True
+        if first:  # workers may trust "nothing revoked" for REVOKED_FRESH more: outwait them,
+            time.sleep(REVOKED_FRESH)  # so that no task starts once revoke() has returned
 
     def revoked(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, str]]:
         """Which of ``task_ids`` are revoked. Workers ask for each batch they claim: while
         nothing was revoked for a day (one key says), the answer needs a round trip only every
-        REVOKED_FRESH seconds, so a revoke takes effect within that."""
+        REVOKED_FRESH seconds (the first revoke of a day waits that long before it returns)."""
         if not task_ids:
             return {}
         now = time.monotonic()
