@@ -53,7 +53,7 @@ STARTED, SETTLED, STOP, BATCH, DEADLINE = range(5)  # indexes into a child's pro
 PROGRESS_SIZE = 5
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
-RECHECK_AFTER = 0.1  # a job that waited longer in its batch is looked up in the revoked set
+RECHECK_AFTER = 0.1  # a message held longer before it starts is looked up in the revoked set again
 PR_SET_PDEATHSIG = 1
 
 logger = logging.getLogger("runner.worker")
@@ -122,11 +122,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     try:
         settler = Settler(app, options.hostname)
         while not progress[STOP]:
-            # A full share only while work piles up and tasks are short: otherwise a task
-            # waiting behind a long one in a batch could have run in an idle sibling.
-            want = options.prefetch if backlog and runtime < BATCH_BELOW else 1
-            if options.max_tasks:
-                want = min(want, options.max_tasks - done)
+            want = _share(options, backlog, runtime, done)
             if claimed is not None:
                 deliveries, claimed = claimed, None
             else:
@@ -150,9 +146,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             done += len(results)
             for result in results:
                 runtime = 0.8 * runtime + 0.2 * result.runtime
-            more = options.prefetch if backlog and runtime < BATCH_BELOW else 1
-            if options.max_tasks:
-                more = min(more, options.max_tasks - done)
+            more = _share(options, backlog, runtime, done)
             if backlog and more > 0 and not progress[STOP]:
                 claimed = settler.flush_and_fetch(options.queues, more, consumer)
             else:
@@ -170,6 +164,14 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     finally:
         conn.close()
         os._exit(0)
+
+
+def _share(options: ConsumeOptions, backlog: bool, runtime: float, done: int) -> int:
+    """How many messages to claim next: a full share only while work piles up and tasks are
+    short; otherwise a task waiting behind a long one in a batch could have run in an idle
+    sibling."""
+    want = options.prefetch if backlog and runtime < BATCH_BELOW else 1
+    return min(want, options.max_tasks - done) if options.max_tasks else want
 
 
 def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:

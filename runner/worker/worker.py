@@ -40,7 +40,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
-from runner.worker.child import ConsumeOptions
+from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.pool import (
     POOLS,
@@ -63,11 +63,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("runner.worker")
 
 IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake it sooner)
-RECHECK_AFTER = 0.1  # a message held longer is looked up in the revoked set again to start
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if it acks early)
-BATCH_BELOW = 0.002  # seconds: only tasks that recently ran shorter than this share a batch
 
 
 @dataclass(slots=True)
