@@ -41,7 +41,14 @@ from runner import states
 from runner.backends.base import ResultRecord
 from runner.exceptions import ConfigError
 from runner.worker.consumer import Fetched, fetch, prepare, wait
-from runner.worker.trace import Job, JobResult, current_rss_kib, job_for, log_result
+from runner.worker.trace import (
+    Job,
+    JobResult,
+    current_rss_kib,
+    discard_reason,
+    job_for,
+    log_result,
+)
 from runner.worker.writer import write, write_until_done
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -186,9 +193,8 @@ def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
             settler.broker.ack([item.delivery])
             continue
         logger.info("Task %s[%s] received", message.task, message.id)
-        discard = ("revoked" if item.revoked else
-                   "expired" if message.expires is not None and message.expires < now else None)
-        jobs.append(job_for(app, len(jobs), item.delivery, message, discard))
+        jobs.append(job_for(app, len(jobs), item.delivery, message,
+                            discard_reason(message, item.revoked, now)))
     return jobs
 
 

@@ -50,6 +50,16 @@ class Job:
     discard: str | None = None  # "revoked" or "expired": recorded as REVOKED, never run
 
 
+def discard_reason(message: Message, revoked: bool, now: float) -> str | None:
+    """Why ``message`` must not run: "revoked", "expired" (``now`` is past its expiry), or None.
+    """
+    if revoked:
+        return "revoked"
+    if message.expires is not None and message.expires < now:
+        return "expired"
+    return None
+
+
 def time_limit_of(app: Runner, message: Message) -> float | None:
     """The hard time limit of ``message``'s task: its own option, else the task's."""
     task = app.tasks.get(message.task)

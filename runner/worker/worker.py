@@ -54,7 +54,14 @@ from runner.worker.pool import (
     Settled,
     TimedOut,
 )
-from runner.worker.trace import JobResult, job_for, log_result, refused, time_limit_of
+from runner.worker.trace import (
+    JobResult,
+    discard_reason,
+    job_for,
+    log_result,
+    refused,
+    time_limit_of,
+)
 from runner.worker.writer import Writer, write
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,17 +183,8 @@ class Worker:
         now, checked = time.time(), time.monotonic()
         for item in fetched:
             held = self.receive(item)
-            if held is None:
-                continue
-            held.checked = checked
-            if item.revoked:
-                self.finish_revoked(held, "revoked")
-                self.consumer.release()
-            elif held.message.expires is not None and held.message.expires < now:
-                self.finish_revoked(held, "expired")
-                self.consumer.release()
-            else:
-                self.buffer.append(held)
+            if held is not None:
+                self.buffer_or_discard(held, item.revoked, now, checked)
 
     def receive(self, fetched: Fetched, log: bool = True) -> Held | None:
         delivery, message = fetched.delivery, fetched.message
@@ -210,15 +208,17 @@ class Worker:
         revoked = self.backend.revoked([h.message.id for h in held])
         now, checked = time.time(), time.monotonic()
         for h in held:
-            h.checked = checked
-            if h.message.id in revoked:
-                self.finish_revoked(h, "revoked")
-                self.consumer.release()
-            elif h.message.expires is not None and h.message.expires < now:
-                self.finish_revoked(h, "expired")
-                self.consumer.release()
-            else:
-                self.buffer.append(h)
+            self.buffer_or_discard(h, h.message.id in revoked, now, checked)
+
+    def buffer_or_discard(self, held: Held, revoked: bool, now: float, checked: float) -> None:
+        """Buffer a message to start, or record it REVOKED if revoked or expired meanwhile."""
+        held.checked = checked
+        why = discard_reason(held.message, revoked, now)
+        if why is None:
+            self.buffer.append(held)
+        else:
+            self.finish_revoked(held, why)
+            self.consumer.release()
 
     def dispatch(self) -> None:
         """Start buffered messages on free pool slots, highest priority first: as many per
