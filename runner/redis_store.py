@@ -13,7 +13,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import redis
@@ -38,10 +38,12 @@ _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
               "cert_optional": ssl.CERT_OPTIONAL, "cert_none": ssl.CERT_NONE}
 
 
-def make_client(url: URL, options: dict | None = None) -> redis.Redis:
-    """A client for ``url``; ``options`` are transport options (``socket_timeout``, ...)."""
+def make_client(url: URL, options: dict | None = None, protocol: int = 2) -> redis.Redis:
+    """A client for ``url``; ``options`` are transport options (``socket_timeout``, ...).
+    ``protocol=3`` (RESP3, Redis 6+) lets a subscribed connection run other commands too."""
     options = options or {}
     common = {
+        "protocol": protocol,
         "password": url.password,
         "username": url.username or None,
         "socket_connect_timeout": float(options.get("socket_connect_timeout", 4.0)),
@@ -97,3 +99,14 @@ def refused(url: URL, what: str, exc: Exception) -> ConfigError:
     return ConfigError(f"Redis at {mask_url(url.raw)} refused the credentials ({what}): "
                        f"{type(exc).__name__}: {str(exc).rstrip('.')}; check the password (and "
                        "user) in the URL")
+
+
+def pack(args: Sequence) -> bytes:
+    """One command in the Redis protocol (RESP). Callers join several into one write: redis-py
+    sends each command of a list with a write of its own."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)

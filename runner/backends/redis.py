@@ -1,12 +1,12 @@
 """``redis://`` results: one key per task, with ``result_expires`` as its TTL.
 
 A finished task's record is written and announced (PUBLISH on ``runner:done:<id>``, with the
-record itself when it is under ``PUBLISH_RECORD_MAX`` bytes) in one round trip;
-``AsyncResult.get`` subscribes, reads once, then sleeps until the announcement, which brings
-the record: waiting costs no polling and no second read. Across a Redis outage it keeps waiting (reconnecting with backoff)
+record itself when it is under ``PUBLISH_RECORD_MAX`` bytes) in one round trip.
+``AsyncResult.get`` sends SUBSCRIBE and GET in one write on a RESP3 connection (Redis 6+), then
+sleeps until the announcement, which brings the record: waiting costs one round trip, no
+polling and no second read. Across a Redis outage it keeps waiting (reconnecting with backoff)
 until its own timeout. Keyed data (chord counters, run records) uses WATCH/MULTI, retried on
-conflict, with a sorted-set index for prefix scans.
-"""
+conflict, with a sorted-set index for prefix scans."""
 
 from __future__ import annotations
 
@@ -20,13 +20,21 @@ import redis
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.redis_store import OUTAGE_ERRORS, REFUSED_ERRORS, make_client, refused, retrying
+from runner.redis_store import (
+    OUTAGE_ERRORS,
+    REFUSED_ERRORS,
+    make_client,
+    pack,
+    refused,
+    retrying,
+)
 
 logger = logging.getLogger("runner.redis")
 
 REVOKED_KEEP = 86_400  # seconds a revoke is remembered
 REVOKED_FRESH = 0.02  # seconds a "nothing was revoked lately" answer is trusted
 PUBLISH_RECORD_MAX = 16_384  # bytes: a larger record is announced by its state, then read
+_PUSHES = (b"message", b"subscribe", b"unsubscribe")  # RESP3 push replies of pub/sub
 
 
 class RedisBackend(ResultBackend):
@@ -41,6 +49,7 @@ class RedisBackend(ResultBackend):
         self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self.client = make_client(url, options)
         self._local = threading.local()
+        self._resp3: redis.Redis | None = None  # for waiting (see _waiter)
         self._lately = True  # whether anything was revoked lately (see revoked())
         self._lately_checked_until = 0.0
 
@@ -58,27 +67,28 @@ class RedisBackend(ResultBackend):
     def store(self, records: Sequence[ResultRecord]) -> None:
         def write() -> None:
             pipe = self.client.pipeline(transaction=False)
-            self.queue_store(pipe, records)
+            for command in self.store_commands(records):
+                pipe.execute_command(*command)
             pipe.execute()
         self._retry("store results", write)
 
-    def queue_store(self, pipe: redis.client.Pipeline, records: Sequence[ResultRecord],
-                    from_db: int | None = None) -> None:
-        """Add the commands that store ``records`` to ``pipe``; with ``from_db`` (the pipe's
-        connection is on another database of the same server, e.g. the broker's) they are
-        wrapped in SELECTs so that the broker can store and ack in one round trip."""
-        ttl_ms = max(1, int(self.expires * 1000)) if self.expires else None
+    def store_commands(self, records: Sequence[ResultRecord], from_db: int | None = None
+                       ) -> list[list]:
+        """The commands that store ``records``; with ``from_db`` (they are sent on a
+        connection to another database of the same server, e.g. the broker's) they are wrapped
+        in SELECTs, so that the broker can store and ack in one round trip."""
+        ttl = ["PX", max(1, int(self.expires * 1000))] if self.expires else []
         switch = from_db is not None and from_db != self.db
-        if switch:
-            pipe.execute_command("SELECT", self.db)
+        commands: list[list] = [["SELECT", self.db]] if switch else []
         for r in records:
             raw = r.encode()
-            pipe.set(self._key(r.task_id), raw, px=ttl_ms)
+            commands.append(["SET", self._key(r.task_id), raw, *ttl])
             if r.ready:
-                pipe.publish(self._channel(r.task_id),
-                             raw if len(raw) <= PUBLISH_RECORD_MAX else r.state)
+                commands.append(["PUBLISH", self._channel(r.task_id),
+                                 raw if len(raw) <= PUBLISH_RECORD_MAX else r.state])
         if switch:
-            pipe.execute_command("SELECT", from_db)
+            commands.append(["SELECT", from_db])
+        return commands
 
     @property
     def db(self) -> int:
@@ -106,11 +116,15 @@ class RedisBackend(ResultBackend):
         return {t: ResultRecord.decode(t, raw) for t, raw in zip(task_ids, raws, strict=True)
                 if raw is not None}
 
-    def _pubsub(self) -> redis.client.PubSub:
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is None:
-            pubsub = self._local.pubsub = self.client.pubsub(ignore_subscribe_messages=False)
-        return pubsub
+    def _waiter(self):
+        """This thread's connection for waiting: RESP3, so that one write subscribes and
+        reads, and the read sees everything stored before the subscription took effect."""
+        conn = self._local.__dict__.get("waiter")
+        if conn is None:
+            if self._resp3 is None:
+                self._resp3 = make_client(self.url, self.transport_options, protocol=3)
+            conn = self._local.waiter = self._resp3.connection_pool.make_connection()
+        return conn
 
     def wait(self, task_id: str, timeout: float | None, interval: float | None = None
              ) -> ResultRecord | None:
@@ -123,9 +137,7 @@ class RedisBackend(ResultBackend):
             except REFUSED_ERRORS as exc:
                 raise refused(self.url, "wait for result", exc) from exc
             except OUTAGE_ERRORS as exc:
-                pubsub, self._local.pubsub = getattr(self._local, "pubsub", None), None
-                if pubsub is not None:
-                    pubsub.reset()
+                self._drop_waiter()
                 left = self._left(deadline)
                 if left is not None and left <= 0:
                     return None
@@ -134,39 +146,49 @@ class RedisBackend(ResultBackend):
                 time.sleep(min(1.0, left if left is not None else 1.0))
 
     def _wait_once(self, task_id: str, deadline: float | None) -> ResultRecord | None:
-        channel = self._channel(task_id)
-        pubsub = self._pubsub()
-        pubsub.subscribe(channel)
+        """SUBSCRIBE and GET in one round trip (Redis runs them in order: a result stored
+        before the subscription is read, one stored after it is announced), then read
+        announcements until this task's comes. Replies for earlier waits (their UNSUBSCRIBE,
+        a late message) are skipped: pushes name their channel."""
+        conn, channel, key = self._waiter(), self._channel(task_id), self._key(task_id)
+        conn.send_packed_command([pack(["SUBSCRIBE", channel]) + pack(["GET", key])],
+                                 check_health=False)
+        reads = 1  # GET replies still to come on this connection
+        record: ResultRecord | None = None
         try:
-            # Read only once the subscription is confirmed: a result stored before that is seen
-            # by the read, one stored after it by the subscription.
-            while True:
-                message = pubsub.get_message(timeout=self._left(deadline))
-                if message is None:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return self._read(task_id)
-                    continue
-                if message["type"] == "subscribe" and message["channel"].decode() == channel:
-                    break
-            record = self._read(task_id)
-            while record is None or not record.ready:
+            while reads or record is None or not record.ready:
                 left = self._left(deadline)
                 if left is not None and left <= 0:
                     return record
-                message = pubsub.get_message(timeout=left)
-                if message is None and deadline is None:
-                    record = self._read(task_id)  # now and then, in case a message was lost
-                elif message and message["type"] == "message" and \
-                        message["channel"].decode() == channel:
-                    data = message["data"]  # the record, or its state if it is large
-                    record = (ResultRecord.decode(task_id, data) if data[:1] == b"["
-                              else self._read(task_id))
+                if not conn.can_read(timeout=left):
+                    if deadline is None:  # now and then, in case a message was lost
+                        conn.send_packed_command([pack(["GET", key])], check_health=False)
+                        reads += 1
+                    continue
+                reply = conn.read_response(disable_decoding=True, push_request=True)
+                if isinstance(reply, list) and reply and reply[0] in _PUSHES:
+                    if reply[0] == b"message" and reply[1] == channel.encode():
+                        data = reply[2]  # the record, or its state if it is large
+                        if data[:1] == b"[":
+                            record = ResultRecord.decode(task_id, data)
+                        else:
+                            conn.send_packed_command([pack(["GET", key])], check_health=False)
+                            reads += 1
+                    continue
+                reads -= 1  # a GET's reply
+                if reply is not None:
+                    record = ResultRecord.decode(task_id, reply)
             return record
         finally:
-            try:
-                pubsub.unsubscribe(channel)
-            except OUTAGE_ERRORS:
-                pass
+            if reads:  # left before a reply came (a timeout): start afresh next time
+                self._drop_waiter()
+            else:
+                conn.send_packed_command([pack(["UNSUBSCRIBE", channel])], check_health=False)
+
+    def _drop_waiter(self) -> None:
+        conn = self._local.__dict__.pop("waiter", None)
+        if conn is not None:
+            conn.disconnect()
 
     @staticmethod
     def _left(deadline: float | None) -> float | None:
@@ -276,7 +298,7 @@ class RedisBackend(ResultBackend):
         return self._retry("scan data", scan)
 
     def close(self) -> None:
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is not None:
-            pubsub.close()
+        self._drop_waiter()
+        if self._resp3 is not None:
+            self._resp3.close()
         self.client.close()

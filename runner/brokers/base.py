@@ -57,6 +57,13 @@ class Broker(ABC):
         """Block until new messages may be there (True), or ``timeout`` seconds have passed
         (False). ``wait(0)`` only asks whether something changed since the last call."""
 
+    def fetch_waiting(self, queues: Sequence[str], limit: int, consumer: str,
+                      timeout: float) -> list[Delivery]:
+        """:meth:`wait` up to ``timeout``, then :meth:`fetch`: what an idle consumer does.
+        Brokers that can do both in one round trip (Redis) override it."""
+        self.wait(timeout)
+        return self.fetch(queues, limit, consumer)
+
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Remove messages for good: the task ran (or was refused for good)."""

@@ -19,9 +19,11 @@ connection drops after Redis ran the script but before its reply arrived, the re
 neither enqueues twice nor loses the claims it made (they are returned again).
 A lost wake token costs latency, never a message: waiting always ends within one second.
 
-Scripts are sent on a connection of the broker's own (one per thread), as one packed EVALSHA:
-redis-py's command machinery costs more than the round trip itself, and ``delay()`` is one
-script call.
+Scripts are sent on a connection of the broker's own (one per thread), packed by hand and
+written at once: redis-py's command machinery costs more than the round trip itself. So
+``delay()`` is one EVALSHA; a worker process settles a batch and claims the next in one round
+trip (results, ack script, fetch script); an idle one sends the fetch script right behind its
+BLPOP on the wake lists, so Redis claims the message for it the moment one is announced.
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
 from runner.message import Message
-from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
+from runner.redis_store import OUTAGE_ERRORS, make_client, pack, retrying
 
 PRIORITY_STEP = 10**12
 WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
@@ -233,25 +235,38 @@ class RedisBroker(Broker):
         self._local = threading.local()
 
     def _run(self, what: str, script: str, args: list) -> object:
-        return retrying(what, self.url, lambda: self._evalsha(script, args), self.max_retries)
+        return retrying(what, self.url, lambda: self._send([(script, args)])[-1],
+                        self.max_retries)
 
-    def _evalsha(self, name: str, args: list) -> object:
+    def _send(self, calls: Sequence[tuple[str | None, Sequence]]) -> list:
+        """One round trip on this thread's own connection: each call is a script's name and
+        its ARGV, or None and a plain command; returns every reply. If the server forgot a
+        script (a restart), all scripts are loaded again and the calls re-sent: callers make
+        them idempotent (request tokens)."""
         conn = self._local.__dict__.get("conn")
         if conn is None:
             conn = self._local.conn = self.client.connection_pool.make_connection()
-        script = self._scripts[name]
-        packed = _pack(["EVALSHA", script.sha, 0, *args])
+        packed = [pack(["EVALSHA", self._scripts[name].sha, 0, *args] if name else args)
+                  for name, args in calls]
         try:
-            try:
-                conn.send_packed_command([packed], check_health=False)
-                return conn.read_response()
-            except NoScriptError:  # a restarted server forgot the scripts
-                self.client.script_load(script.script)
-                conn.send_packed_command([packed], check_health=False)
-                return conn.read_response()
+            conn.send_packed_command([b"".join(packed)], check_health=False)  # one write
+            replies = []
+            for _ in calls:  # every reply is read, so the connection stays in step
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
         except OUTAGE_ERRORS:
             conn.disconnect()  # reconnects on the next call
             raise
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            for script in self._scripts.values():
+                self.client.script_load(script.script)
+            return self._send(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     @staticmethod
     def _token() -> str:
@@ -293,6 +308,22 @@ class RedisBroker(Broker):
                        self.max_retries)
         return got is not None
 
+    def fetch_waiting(self, queues: Sequence[str], limit: int, consumer: str,
+                      timeout: float) -> list[Delivery]:
+        """One round trip: the fetch script is sent right behind a BLPOP on the wake lists,
+        so Redis runs it the moment a message is announced (or the block times out)."""
+        self.watch(queues)
+        block = repr(round(min(max(timeout, 0.001), MAX_IDLE_BLOCK), 3))
+        token = self._token()
+
+        def call() -> list:
+            now = time.time()
+            return self._send([(None, ["BLPOP", *self._local.wake_keys, block]),
+                               ("fetch", [self.prefix, repr(now),
+                                          repr(now + self.visibility_timeout), limit, token,
+                                          *queues])])[-1]
+        return self._deliveries(retrying("fetch", self.url, call, self.max_retries))
+
     def watch(self, queues: Sequence[str]) -> None:
         """Which queues :meth:`wait` wakes for: those this thread fetched from last."""
         key = tuple(queues)
@@ -305,64 +336,47 @@ class RedisBroker(Broker):
             self._run("ack", "ack", [self.prefix, *(d.tag for d in deliveries)])
 
     def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
-        """One round trip: the ack script and the results' SET/PUBLISH in one pipeline (with
-        SELECTs around the results when they live in another database of the same server)."""
-        queue_store = getattr(backend, "queue_store", None)
-        same = getattr(backend, "same_server", None)
-        if queue_store is None or same is None or not same(self.url):
+        """One round trip: the results' SET/PUBLISH and the ack script (with SELECTs around
+        the results when they live in another database of the same server)."""
+        store = self._store_commands(records, backend)
+        if store is None:
             return False
-        sha = self._scripts["ack"].sha
-
-        def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            if records:
-                queue_store(pipe, records, from_db=self.url.db or 0)
-            if deliveries:
-                pipe.evalsha(sha, 0, self.prefix, *(d.tag for d in deliveries))
-            pipe.execute()
-
-        try:
-            retrying("store and ack", self.url, write, self.max_retries)
-        except NoScriptError:  # the server lost its scripts (a restart): do it in two steps
-            return False
+        calls = [*store, ("ack", [self.prefix, *(d.tag for d in deliveries)])] if deliveries \
+            else store
+        if calls:
+            retrying("store and ack", self.url, lambda: self._send(calls), self.max_retries)
         return True
 
     def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
                         queues: Sequence[str], limit: int, consumer: str
                         ) -> list[Delivery] | None:
-        """One round trip: results, the ack script and the fetch script in one pipeline."""
-        queue_store = getattr(backend, "queue_store", None)
-        same = getattr(backend, "same_server", None)
-        if queue_store is None or same is None or not same(self.url):
+        """One round trip: results, the ack script and the fetch script."""
+        store = self._store_commands(records, backend)
+        if store is None:
             return None
         self.watch(queues)
-        ack, fetch = self._scripts["ack"].sha, self._scripts["fetch"].sha
         token = self._token()  # the same on each retry: claims are never made twice
 
-        def write() -> list:
+        def call() -> list:
             now = time.time()
-            pipe = self.client.pipeline(transaction=False)
-            if records:
-                queue_store(pipe, records, from_db=self.url.db or 0)
+            calls = list(store)
             if deliveries:
-                pipe.evalsha(ack, 0, self.prefix, *(d.tag for d in deliveries))
-            pipe.evalsha(fetch, 0, self.prefix, repr(now), repr(now + self.visibility_timeout),
-                         limit, token, *queues)
-            replies = pipe.execute(raise_on_error=False)
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                # A restarted server forgot scripts (maybe only some: the fetch may have run).
-                # Load them and run it all again: writes are idempotent, and the token makes
-                # the fetch return the claims it made the first time.
-                for name in ("ack", "fetch"):
-                    self.client.script_load(self._scripts[name].script)
-                return write()
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies[-1]
-
-        return self._deliveries(retrying("store, ack and fetch", self.url, write,
+                calls.append(("ack", [self.prefix, *(d.tag for d in deliveries)]))
+            calls.append(("fetch", [self.prefix, repr(now),
+                                    repr(now + self.visibility_timeout), limit, token,
+                                    *queues]))
+            return self._send(calls)[-1]
+        return self._deliveries(retrying("store, ack and fetch", self.url, call,
                                          self.max_retries))
+
+    def _store_commands(self, records: Sequence, backend) -> list[tuple[None, list]] | None:
+        """The commands that store ``records`` in ``backend`` from this broker's connection,
+        or None if the backend is not on this Redis server."""
+        commands = getattr(backend, "store_commands", None)
+        same = getattr(backend, "same_server", None)
+        if commands is None or same is None or not same(self.url):
+            return None
+        return [(None, command) for command in commands(records, from_db=self.url.db or 0)]
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
@@ -399,12 +413,3 @@ class RedisBroker(Broker):
             conn.disconnect()
         self.client.close()
 
-
-def _pack(args: list) -> bytes:
-    """One command in the Redis protocol (RESP)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if not isinstance(arg, bytes):
-            arg = str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)

@@ -187,10 +187,14 @@ class Consumer(threading.Thread):
         wait(self.broker)
 
 
-def fetch(broker: Broker, queues: Sequence[str], want: int, consumer: str) -> list[Delivery]:
-    """``broker.fetch``; when it fails, log, pause and return nothing, so the caller keeps
-    consuming. A ConfigError (e.g. a wrong password), which no retry can fix, is raised."""
+def fetch(broker: Broker, queues: Sequence[str], want: int, consumer: str,
+          block: bool = False) -> list[Delivery]:
+    """``broker.fetch`` (with ``block``: ``broker.fetch_waiting`` for up to IDLE_BLOCK); when
+    it fails, log, pause and return nothing, so the caller keeps consuming. A ConfigError (e.g.
+    a wrong password), which no retry can fix, is raised."""
     try:
+        if block:
+            return broker.fetch_waiting(queues, want, consumer, IDLE_BLOCK)
         return broker.fetch(queues, want, consumer)
     except ConfigError:
         raise

@@ -331,7 +331,7 @@ class PreforkPool(Pool):
             except (EOFError, OSError):
                 return events
             if isinstance(message, Claimed):
-                fetched = [f for f in message.fetched if f.message is not None]
+                fetched = message.fetched()
                 child.jobs = [next(self.job_ids) for _ in fetched]
                 child.limits = [time_limit_of(self.app, f.message) for f in fetched]
                 child.batch = message.number
