@@ -70,17 +70,18 @@ logger = logging.getLogger("runner.worker")
 @dataclass(slots=True)
 class Claimed:
     """What a consuming child claimed, sent before it runs any of it (batch ``number``): for
-    each readable message its delivery tag, queue, redelivered flag and envelope (the part
-    before the payload). Plain tuples pickle several times faster than the decoded messages,
-    and this message is on the path of every task."""
+    each readable message its delivery tag, queue, redelivered flag and body. Plain tuples
+    pickle several times faster than decoded messages, and this is on the path of every task.
+    (The main process needs whole messages: it sends again those it acked early that did not
+    run, e.g. on a cold shutdown.)"""
 
     number: int
     claims: list[tuple[object, str, bool, bytes]]
 
     def fetched(self) -> list[Fetched]:
         """The claims as the worker sees them: deliveries (without body) and their messages."""
-        return [Fetched(Delivery(tag, b"", queue, redelivered), Message.decode(head + b"\n"))
-                for tag, queue, redelivered, head in self.claims]
+        return [Fetched(Delivery(tag, b"", queue, redelivered), Message.decode(body))
+                for tag, queue, redelivered, body in self.claims]
 
 
 @dataclass(slots=True)
@@ -155,9 +156,9 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             number += 1
             progress[STARTED] = progress[SETTLED] = 0
             progress[BATCH] = number
-            conn.send(Claimed(number, [
-                (d.tag, d.queue, d.redelivered, d.body[:d.body.find(b"\n")])
-                for f in fetched if f.message is not None for d in (f.delivery,)]))
+            conn.send(Claimed(number, [(f.delivery.tag, f.delivery.queue,
+                                        f.delivery.redelivered, f.delivery.body)
+                                       for f in fetched if f.message is not None]))
             jobs = _jobs(app, fetched, settler)
             results = run_batch(jobs, run, settler, progress, _rechecker(app), flush=False)
             done += len(results)
