@@ -20,7 +20,7 @@ if str(APPS) not in sys.path:
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "transports(*names): run the module's tests on each transport named "
-        "('sqlite', 'redis'); the default is sqlite only")
+        "('sqlite', 'redis', 'amqp': RabbitMQ with SQLite results); the default is sqlite only")
 
 
 def pytest_generate_tests(metafunc):
@@ -116,23 +116,70 @@ def redis_server(tmp_path_factory):
 @pytest.fixture
 def db_url(tmp_path: Path, transport: str, request) -> str:
     """Broker and results of this test: a fresh SQLite file (``sqlite:////abs/runner.db``),
-    or, for the redis transport, an emptied database of the session's redis-server."""
+    or, for the redis transport, an emptied database of the session's redis-server. (For the
+    amqp transport, the results; the broker is :func:`broker_url`.)"""
     if transport == "redis":
         return request.getfixturevalue("redis_server").fresh()
     return f"sqlite:///{tmp_path}/runner.db"
 
 
+def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_user():
+    """A user of the machine's RabbitMQ (127.0.0.1:5672) for the session, deleted after it;
+    tests needing it are skipped only where RabbitMQ is not installed or not listening."""
+    import shutil
+    import socket
+    import uuid
+
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("RabbitMQ is not installed (no rabbitmqctl)")
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        pytest.skip("no RabbitMQ listening on 127.0.0.1:5672")
+    user, password = f"runner_t_{uuid.uuid4().hex[:8]}", "t-pw"
+    rabbitmqctl("add_user", user, password)
+    yield user, password
+    rabbitmqctl("delete_user", user, check=False)
+
+
 @pytest.fixture
-def worker_env(db_url: str) -> dict[str, str]:
+def amqp_url(rabbitmq_user) -> str:
+    """A vhost of this test's own (so no message of another test is in its queues)."""
+    import uuid
+
+    user, password = rabbitmq_user
+    vhost = f"runner_t_{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
+    rabbitmqctl("delete_vhost", vhost, check=False)
+
+
+@pytest.fixture
+def broker_url(db_url: str, transport: str, request) -> str:
+    """The broker of this test: ``db_url``, or for the amqp transport a vhost of its own."""
+    if transport == "amqp":
+        return request.getfixturevalue("amqp_url")
+    return db_url
+
+
+@pytest.fixture
+def worker_env(db_url: str, broker_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT), env.get("PYTHONPATH", "")])
-    env["RUNNER_BROKER_URL"] = db_url
+    env["RUNNER_BROKER_URL"] = broker_url
     env["RUNNER_RESULT_BACKEND"] = db_url
     return env
 
 
 @pytest.fixture
-def app(db_url: str):
+def app(db_url: str, broker_url: str):
     """The test app of ``tests/apps/tasks.py``, pointed at this test's database."""
     import tasks
 
@@ -140,7 +187,7 @@ def app(db_url: str):
 
     runtime = tasks.app.conf._runtime  # settings changed by the test are undone after it
     saved = dict(runtime.values), dict(runtime.sources)
-    tasks.app.conf.update(broker_url=db_url, result_backend=db_url)
+    tasks.app.conf.update(broker_url=broker_url, result_backend=db_url)
     _state.set_current_app(tasks.app)  # as in a user's process: apps other tests made are not
     yield tasks.app
     tasks.app.close()

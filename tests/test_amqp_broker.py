@@ -6,6 +6,7 @@ skipped only where RabbitMQ is not installed or not reachable.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -257,3 +258,50 @@ def test_pipeline_with_rpc_results_alone_is_refused(pipelines, worker_env):
         assert done.returncode != 0
         lines = done.stderr.strip().splitlines()
         assert "rpc://" in lines[-1] and "keeps" in lines[-1] and "Traceback" not in done.stderr
+
+
+def test_long_task_outlives_the_heartbeat_timeout_and_runs_once(
+        amqp_app, worker_env, tmp_path, start_worker, wait_for_lines):
+    """A child busy with one task still answers RabbitMQ's heartbeats: RabbitMQ would close a
+    silent connection (after two missed heartbeats) and give its unacked message to another
+    process, to run twice."""
+    import tasks
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    marker = tmp_path / "runs.log"
+    worker = start_worker("-c", "2", env={
+        "RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"heartbeat": 1})})
+    result = tasks.slow_late.delay(5, str(marker))
+    assert result.get(timeout=20) == "done"
+    time.sleep(1)
+    assert len(marker.read_text().split()) == 1
+    assert "lost RabbitMQ" not in worker.log()
+
+
+def test_redelivered_message_whose_result_is_stored_is_not_run_again(
+        amqp_app, worker_env, tmp_path, start_worker):
+    """A process that stored a result but died before its ack: RabbitMQ delivers the message
+    again, and the worker settles it without running the task a second time."""
+    import pika
+    import tasks
+
+    from runner import states
+    from runner.backends.base import ResultRecord
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    marker = tmp_path / "runs.log"
+    result = tasks.slow_late.delay(0, str(marker))
+    amqp_app.backend.store([ResultRecord(result.id, states.SUCCESS, "application/json",
+                                         b'"done before"', date_done=time.time())])
+    # Take the message without acking it, then drop the connection: it comes back redelivered.
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    taken = connection.channel().basic_get("celery")[0]
+    assert taken is not None and not taken.redelivered
+    connection.close()
+    worker = start_worker()
+    worker.wait_for_log(f"Task tasks.slow_late[{result.id}] was delivered again, but its "
+                        f"result (SUCCESS) is stored: not running it again")
+    assert not marker.exists()
+    assert result.get(timeout=10) == "done before"
+    time.sleep(0.5)
+    assert amqp_app.broker.qsize("celery") == 0  # settled: acked, not left in the queue

@@ -12,9 +12,14 @@ import pytest
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from tests.helpers import wait_for_state
 
+# On AMQP the worker's children consume and ack for themselves, and RabbitMQ gives back what a
+# dead child held unacked: the same outcomes must hold there.
+ON_AMQP_TOO = pytest.mark.transports("sqlite", "amqp")
+
 # -- retries ------------------------------------------------------------------------------------
 
 
+@ON_AMQP_TOO
 def test_retry_with_countdown_runs_again_until_it_succeeds(app, start_worker):
     from tasks import flaky
 
@@ -127,6 +132,7 @@ def test_soft_time_limit_not_caught_fails_the_task(app, start_worker, pool):
         result.get(timeout=10)
 
 
+@ON_AMQP_TOO
 def test_hard_time_limit_kills_the_child_records_failure_and_next_task_runs(
         app, start_worker):
     from tasks import add, hard_limited, pid
@@ -156,6 +162,7 @@ def test_time_limit_given_when_calling(app, start_worker):
 # -- children that die --------------------------------------------------------------------------
 
 
+@ON_AMQP_TOO
 def test_child_that_exits_is_replaced_and_its_task_fails_with_worker_lost(app, start_worker):
     from tasks import add, die
 
@@ -167,6 +174,7 @@ def test_child_that_exits_is_replaced_and_its_task_fails_with_worker_lost(app, s
     assert add.delay(2, 2).get(timeout=10) == 4
 
 
+@ON_AMQP_TOO
 def test_child_killed_with_sigkill_is_replaced_and_its_task_fails(
         app, start_worker, tmp_path, wait_for_lines):
     from tasks import add, sleep_marked
@@ -191,6 +199,7 @@ def test_segfault_in_a_task_is_recorded_as_worker_lost(app, start_worker):
     assert add.delay(2, 2).get(timeout=10) == 4
 
 
+@ON_AMQP_TOO
 def test_acks_late_task_of_a_dead_child_is_delivered_again_when_reject_on_worker_lost(
         app, start_worker, tmp_path):
     from tasks import die_late
@@ -201,6 +210,7 @@ def test_acks_late_task_of_a_dead_child_is_delivered_again_when_reject_on_worker
     assert "delivering it again" in worker.log()
 
 
+@ON_AMQP_TOO
 def test_acks_late_task_of_a_dead_child_fails_without_reject_on_worker_lost(
         app, start_worker, tmp_path, wait_for_lines):
     from tasks import slow_late
@@ -218,6 +228,7 @@ def test_acks_late_task_of_a_dead_child_fails_without_reject_on_worker_lost(
 # -- revoke -------------------------------------------------------------------------------------
 
 
+@ON_AMQP_TOO
 def test_revoke_with_terminate_kills_the_running_task(
         app, start_worker, tmp_path, wait_for_lines):
     from tasks import add, sleep_marked

@@ -7,11 +7,14 @@ consumer's channel until the worker acks it; if the worker dies (even SIGKILL) o
 drops, RabbitMQ delivers it again. RabbitMQ has no visibility timeout, so :meth:`extend` is a
 no-op: a claim lasts as long as the consumer's connection, however long the task runs.
 
-Threads: the thread that calls :meth:`fetch` first (the worker's consumer thread) owns the
-consuming connection; acks and requeues from other threads are handed to it with
-``add_callback_threadsafe`` and sent during its next ``process_data_events``. Each thread that
-publishes has its own connection. Prefetch (basic.qos, per channel) is the largest ``limit`` the
-worker asked for, i.e. its capacity.
+Threads: the thread that calls :meth:`fetch` first (a prefork child's main thread, or a
+worker's consumer thread) owns the consuming connection; acks and requeues from other threads
+are handed to it with ``add_callback_threadsafe`` and sent during its next
+``process_data_events``. :meth:`heartbeat` lets another thread service the connection while its
+owner runs a long task, so RabbitMQ never closes it for missed heartbeats (and delivers its
+unacked messages again). Each thread that publishes has its own connection. Prefetch
+(basic.qos, per channel) is what :meth:`prefetch` asked (a prefork child: the prefetch
+multiplier, as Celery's per-process prefetch) or the largest ``limit`` fetched, if larger.
 
 Countdown/eta: a delayed message goes to a shared delay queue ``runner.delay.<ms>`` with that
 queue's ``x-message-ttl``, which dead-letters it into its own queue when the TTL runs out (it
@@ -74,6 +77,7 @@ class AMQPBroker(Broker):
 
     scheme = "amqp"
     acks_anywhere = False
+    needs_heartbeat = True
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)
@@ -83,6 +87,8 @@ class AMQPBroker(Broker):
         self._links: list[Link] = []
         self._lock = threading.Lock()
         self._consuming: _Consuming | None = None
+        self._io = threading.RLock()  # the consuming connection: its owner, or heartbeat()
+        self._prefetch = 0  # QoS asked for by prefetch(); fetch() raises it to its limit
         self._publisher().run("connect", lambda channel: None)  # a wrong password: an error now
 
     # -- publishing ---------------------------------------------------------------------------
@@ -155,6 +161,7 @@ class AMQPBroker(Broker):
         state = self._consuming
         if state is None:
             state = self._consuming = _Consuming(Link(self.url, self.transport_options))
+        limit = max(limit, self._prefetch)
         connected = state.link.connection is not None and state.link.connection.is_open
         if connected and state.queues == tuple(queues) and state.prefetch >= limit:
             return state
@@ -201,14 +208,15 @@ class AMQPBroker(Broker):
                        self.url.masked, type(exc).__name__, exc, delay)
 
     def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
-        state = self._consumer(queues, limit)
-        if state is None:
-            return []
-        try:
-            state.link.connection.process_data_events(0)
-        except OUTAGE_ERRORS as exc:
-            self._lost(state, exc)
-            return []
+        with self._io:
+            state = self._consumer(queues, limit)
+            if state is None:
+                return []
+            try:
+                state.link.connection.process_data_events(0)
+            except OUTAGE_ERRORS as exc:
+                self._lost(state, exc)
+                return []
         out: list[Delivery] = []
         while state.inbox and len(out) < limit:
             delivery, properties = state.inbox.popleft()
@@ -229,12 +237,30 @@ class AMQPBroker(Broker):
             return False
         if state.inbox:
             return True
-        try:
-            state.link.connection.process_data_events(time_limit=max(0.0, timeout))
-        except OUTAGE_ERRORS as exc:
-            self._lost(state, exc)
-            return False
+        with self._io:
+            try:
+                state.link.connection.process_data_events(time_limit=max(0.0, timeout))
+            except OUTAGE_ERRORS as exc:
+                self._lost(state, exc)
+                return False
         return bool(state.inbox)
+
+    def prefetch(self, count: int) -> None:
+        self._prefetch = count
+
+    def heartbeat(self) -> None:
+        """Service the consuming connection (heartbeats) while its owner runs a long task:
+        RabbitMQ closes a connection that misses two heartbeats, and delivers what it held
+        unacked again. A failure here is left for the owner to notice and reconnect."""
+        state = self._consuming
+        if state is None or state.link.connection is None:
+            return
+        with self._io:
+            try:
+                if state.link.connection is not None:
+                    state.link.connection.process_data_events(0)
+            except OUTAGE_ERRORS:
+                pass
 
     def _settle(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         """Ack (or requeue) on the consuming channel, in its owner thread. Deliveries of a
@@ -262,8 +288,9 @@ class AMQPBroker(Broker):
                     impl.basic_ack(tag)
         try:
             if threading.current_thread() is link.owner or not link.owner.is_alive():
-                settle()
-                link.connection.process_data_events(0)  # send them now
+                with self._io:
+                    settle()
+                    link.connection.process_data_events(0)  # send them now
             else:
                 link.connection.add_callback_threadsafe(settle)  # sent by its event loop
         except OUTAGE_ERRORS as exc:
@@ -276,6 +303,12 @@ class AMQPBroker(Broker):
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, requeue=True)
+
+    def retry(self, delivery: Delivery, message: Message) -> None:
+        """Publish the next attempt (confirmed), then ack this one: a crash in between
+        delivers this one again (at least once)."""
+        self.enqueue([message])
+        self.ack([delivery])
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Nothing to do: RabbitMQ keeps a message unacked for as long as the consumer's

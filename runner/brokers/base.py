@@ -36,6 +36,11 @@ class Broker(ABC):
     #: a claim may be acked by another connection (a worker's child process) than the one that
     #: fetched it: false where deliveries belong to the fetching channel (AMQP) or process
     acks_anywhere: bool = True
+    #: its messages live in this process only (memory://): worker processes cannot share it
+    process_local: bool = False
+    #: the connection must be serviced now and then even while its owner is busy (AMQP
+    #: heartbeats): see :meth:`heartbeat`
+    needs_heartbeat: bool = False
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url
@@ -63,6 +68,14 @@ class Broker(ABC):
         Brokers that can do both in one round trip (Redis) override it."""
         self.wait(timeout)
         return self.fetch(queues, limit, consumer)
+
+    def prefetch(self, count: int) -> None:
+        """Let this consumer hold up to ``count`` messages unacked, where the broker pushes
+        messages (AMQP's QoS). Brokers that are fetched from claim what :meth:`fetch` asks."""
+
+    def heartbeat(self) -> None:
+        """Keep the consuming connection alive; called from another thread of the process
+        while the thread that consumes runs a long task (where :attr:`needs_heartbeat`)."""
 
     @abstractmethod
     def ack(self, deliveries: Sequence[Delivery]) -> None:

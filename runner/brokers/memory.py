@@ -36,6 +36,7 @@ _STORES_LOCK = threading.Lock()
 class MemoryBroker(Broker):
     scheme = "memory"
     acks_anywhere = False
+    process_local = True
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)

@@ -54,7 +54,10 @@ def worker(app, concurrency, pool, queues, hostname, loglevel, max_tasks_per_chi
     instance = Worker(app, options)  # opens broker and backend: errors before the banner
     if not quiet:
         click.echo(banner(app, options), err=True)
-    instance.run()
+    try:
+        instance.run()
+    finally:
+        app.close()  # what is still handed over to a connection (AMQP acks) goes out first
 
 
 def _default_queues(conf) -> list[str]:

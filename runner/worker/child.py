@@ -2,15 +2,20 @@
 
 A child gets its batches in one of two ways:
 
-- it **fetches them itself** (:func:`consume_main`) where the broker lets any connection ack
-  (SQLite, Redis): it claims one message at a time, or its share of the prefetch limit while
-  messages pile up and tasks are short (under ``BATCH_BELOW``), tells the main process what
-  it claimed (:class:`Claimed`), runs the jobs, and stores, runs the middleware and acks (or
-  replaces a message by its next attempt) in one write. The main process does no work per task,
-  so the children keep both cores busy, as Dramatiq's do;
+- it **fetches them itself** (:func:`consume_main`) on a broker and result backend that every
+  process can open (SQLite, Redis, AMQP): it claims one message at a time, or its share of the
+  prefetch limit while messages pile up and tasks are short (under ``BATCH_BELOW``), tells the
+  main process what it claimed (:class:`Claimed`), runs the jobs, and stores, runs the
+  middleware and acks (or replaces a message by its next attempt) in one write. The main
+  process does no work per task, so the children keep both cores busy, as Dramatiq's do.
+  On AMQP, whose deliveries only the channel that got them can ack, the child also acks
+  early-ack messages (just before they start), keeps its connection's heartbeats going while
+  a task runs (:class:`_KeepAlive`), and what it held unacked when it dies RabbitMQ delivers
+  again by itself; a redelivered message whose result is stored is settled, not run again
+  (:func:`_mark_finished`);
 - or the main process sends them (:func:`child_main`), a list of :class:`Job` per pipe message,
-  as for AMQP, whose deliveries only the fetching channel may ack: the child then stores the
-  results and runs the middleware, and the main process acks.
+  where the results go back to the caller's process (``rpc://``): the child runs the
+  middleware, and the main process stores the results and acks.
 
 Results are written when the batch ends, or before the next job starts once the oldest unwritten
 one is ``FLUSH_AFTER`` old, so a slow job never holds back the results of the jobs before it.
@@ -31,6 +36,7 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +51,12 @@ from runner.worker.consumer import Fetched, fetch, prepare
 from runner.worker.trace import (
     Job,
     JobResult,
+    acks_late_of,
     current_rss_kib,
     discard_reason,
     job_for,
     log_result,
+    rejects_on_worker_lost,
 )
 from runner.worker.writer import write, write_until_done
 
@@ -62,6 +70,8 @@ PROGRESS_SIZE = 5
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
 RECHECK_AFTER = 0.1  # a message held longer before it starts is looked up in the revoked set again
+REDELIVERY_GRACE = 0.2  # seconds a worker has to record the fate of a job whose process died
+KEEPALIVE_EVERY = 1.0  # seconds between services of a child's broker connection (heartbeats)
 PR_SET_PDEATHSIG = 1
 
 logger = logging.getLogger("runner.worker")
@@ -138,7 +148,10 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     idle = False  # the last fetch found nothing: the next one blocks until work comes
     done = number = 0
     try:
-        settler = Settler(app, options.hostname)
+        settler = Settler(app, options.hostname, consuming=True)
+        settler.broker.prefetch(options.prefetch)
+        if settler.broker.needs_heartbeat:
+            _KeepAlive(settler.broker).start()
         while not progress[STOP]:
             want = _share(options, backlog, runtime, done)
             if claimed is not None:
@@ -194,7 +207,8 @@ def _share(options: ConsumeOptions, backlog: bool, runtime: float, done: int) ->
 
 def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
     """The batch's jobs, in order: revoked and expired ones are only recorded; unreadable
-    messages are logged and acked at once (the main process never sees them as jobs)."""
+    messages are logged and acked at once (the main process never sees them as jobs); a
+    redelivered message whose result is already stored is only settled again."""
     now, jobs = time.time(), []
     for item in fetched:
         message = item.message
@@ -206,7 +220,35 @@ def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
         logger.info("Task %s[%s] received", message.task, message.id)
         jobs.append(job_for(app, len(jobs), item.delivery, message,
                             discard_reason(message, item.revoked, now)))
+    again = [job for job in jobs if job.delivery.redelivered and not job.discard]
+    if again:
+        _mark_finished(app, again, settler.broker.acks_anywhere)
     return jobs
+
+
+def _mark_finished(app: Runner, jobs: list[Job], acks_anywhere: bool) -> None:
+    """Mark the redelivered ``jobs`` whose result is stored: they ran, but the process that
+    ran them died before its ack (they are settled again, middleware included, not run).
+
+    Where a dead process's unacked messages come back by themselves (AMQP), a message whose
+    process died while running it comes back even when its worker records it failed
+    (WorkerLostError, TimeLimitExceeded) instead (``acks_late`` without
+    ``reject_on_worker_lost``). That worker may not have written the failure yet: such a job
+    is looked up again after REDELIVERY_GRACE."""
+    try:
+        found = app.backend.get_many([job.message.id for job in jobs])
+        if not acks_anywhere and any(
+                job.message.id not in found and acks_late_of(app, job.message)
+                and not rejects_on_worker_lost(app, job.message) for job in jobs):
+            time.sleep(REDELIVERY_GRACE)
+            found = app.backend.get_many([job.message.id for job in jobs])
+    except Exception as exc:  # noqa: BLE001 - the backend failed: run them (at least once)
+        logger.error("looking up results of redelivered tasks failed: %s", exc)
+        return
+    for job in jobs:
+        record = found.get(job.message.id)
+        if record is not None and record.ready:
+            job.discard, job.finished = "finished", record
 
 
 def _rechecker(app: Runner) -> Callable[[Job], None]:
@@ -244,6 +286,7 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
             progress[DEADLINE] = int((time.monotonic() + job.time_limit) * 1000)
         if settler.stores and not job.discard:
             settler.track_started(job)
+        settler.starting(job)
         result = run(job)
         progress[DEADLINE] = 0
         if settler.stores:
@@ -260,13 +303,18 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
 class Settler:
     """The results of a batch not written yet, and how to write them from this process."""
 
-    def __init__(self, app: Runner, hostname: str):
+    def __init__(self, app: Runner, hostname: str, consuming: bool = False):
         self.app = app
         self.hostname = hostname
         self.broker = app.broker
         self.backend = app.backend
         self.stores = not self.backend.process_local  # else the main process stores them
-        self.acks = self.stores and self.broker.acks_anywhere
+        # A consuming child acks what it claimed; else the main process acks, where the
+        # broker allows (a dispatching one fetched them: on AMQP only its channel can ack).
+        self.acks = self.stores and (consuming or self.broker.acks_anywhere)
+        # Where only this process can ack (AMQP), it acks early-ack messages itself, just
+        # before they start; elsewhere the main process acks those it sees running.
+        self.early_acks = consuming and not self.broker.acks_anywhere
         self._results: list = []
         self._completed: list = []
         self._acks: list = []
@@ -282,6 +330,13 @@ class Settler:
                               meta={"name": job.message.task, "worker": self.hostname,
                                     "pid": os.getpid()})
         write_until_done(lambda: self.backend.store([record]), 1, 0)
+
+    def starting(self, job: Job) -> None:
+        """Ack ``job`` now (before it runs) if it acks early and only this process can."""
+        if (self.early_acks and not job.discard and job.delivery is not None
+                and not acks_late_of(self.app, job.message)):
+            self.broker.ack([job.delivery])  # sent now: it must not die with this process
+            job.acked = True
 
     def due(self) -> bool:
         return self.stores and self._since is not None and time.monotonic() - self._since >= FLUSH_AFTER
@@ -299,15 +354,15 @@ class Settler:
             again = job.message
         else:
             self._completed.append((job.message, result.state, result.record))
-            if self.acks and job.delivery is not None:
+            if self.acks and job.delivery is not None and not job.acked:
                 self._acks.append(job.delivery)
         result.record, result.stored, result.acked = None, True, self.acks
         if again is not None:
             self.flush()  # its RETRY state is stored before the next attempt exists
-            if self.acks and job.delivery is not None:
-                self.broker.retry(job.delivery, again)  # one step: never lost nor doubled
+            if self.acks and job.delivery is not None and not job.acked:
+                self.broker.retry(job.delivery, again)  # one step where the broker can
             else:
-                self.broker.enqueue([again])  # the main process acks the old one
+                self.broker.enqueue([again])  # (acked already, or by the main process)
             result.retry_message, result.requeue = None, False
             return True
         if self._since is None:
@@ -341,6 +396,21 @@ class Settler:
                                            completed, acks), len(results), len(acks))
             self._results, self._completed, self._acks = [], [], []
         self._since = None
+
+
+class _KeepAlive(threading.Thread):
+    """Services the broker connection of a consuming child while a long task runs, for a
+    broker that closes silent connections (AMQP heartbeats): RabbitMQ would otherwise drop
+    the child's connection and deliver its unacked messages again, to run twice."""
+
+    def __init__(self, broker):
+        super().__init__(name="runner-keepalive", daemon=True)
+        self.broker = broker
+
+    def run(self) -> None:
+        while True:
+            time.sleep(KEEPALIVE_EVERY)
+            self.broker.heartbeat()
 
 
 def _die_with_parent(parent: int) -> None:

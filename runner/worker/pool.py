@@ -154,6 +154,10 @@ class Pool:
         """Jobs of running batches that are already settled by the process that ran them."""
         return []
 
+    def started_jobs(self) -> list[int]:
+        """Jobs of running batches that started (running, or ran)."""
+        return []
+
     def finish_current(self) -> None:
         """Warm shutdown: a running batch ends after its current job (the rest come back)."""
 
@@ -281,6 +285,10 @@ class PreforkPool(Pool):
     def settled_jobs(self) -> list[int]:
         return [job for c in self.children if c.counting()
                 for job in c.jobs[:c.progress[SETTLED]]]
+
+    def started_jobs(self) -> list[int]:
+        return [job for c in self.children if c.counting()
+                for job in c.jobs[:c.progress[STARTED] + 1]]
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []

@@ -48,6 +48,8 @@ class Job:
     time_limit: float | None
     delivery: Delivery | None = None  # to ack where the job runs (its body left out)
     discard: str | None = None  # "revoked" or "expired": recorded as REVOKED, never run
+    finished: ResultRecord | None = None  # ran before (a redelivery): only settled again
+    acked: bool = False  # the process that runs it acked it before it started
 
 
 def discard_reason(message: Message, revoked: bool, now: float) -> str | None:
@@ -64,6 +66,22 @@ def time_limit_of(app: Runner, message: Message) -> float | None:
     """The hard time limit of ``message``'s task: its own option, else the task's."""
     task = app.tasks.get(message.task)
     return message.options.get("time_limit") or (task.effective("time_limit") if task else None)
+
+
+def acks_late_of(app: Runner, message: Message) -> bool:
+    """Whether ``message`` is acked after its task ran: its own option, else the task's."""
+    acks_late = message.options.get("acks_late")
+    if acks_late is None:
+        task = app.tasks.get(message.task)
+        acks_late = task.effective("acks_late") if task else app.conf.task_acks_late
+    return bool(acks_late)
+
+
+def rejects_on_worker_lost(app: Runner, message: Message) -> bool:
+    """Whether ``message`` goes back to the broker (rather than failing) if its process dies."""
+    task = app.tasks.get(message.task)
+    return bool(task.effective("reject_on_worker_lost") if task
+                else app.conf.task_reject_on_worker_lost)
 
 
 def job_for(app: Runner, job_id: int, delivery: Delivery, message: Message,
@@ -163,7 +181,13 @@ def log_result(message: Message, result: JobResult) -> None:
 
 
 def discarded(app: Runner, job: Job, hostname: str | None = None) -> JobResult:
-    """The REVOKED result of a job revoked or expired before it started."""
+    """The REVOKED result of a job revoked or expired before it started; or for a job that
+    already ran (a redelivery of a message whose result is stored), that result again."""
+    if job.finished is not None:
+        logger.warning("Task %s[%s] was delivered again, but its result (%s) is stored: "
+                       "not running it again", job.message.task, job.message.id,
+                       job.finished.state)
+        return JobResult(job.id, job.finished.state, job.finished, summary="(ran before)")
     logger.info("Discarding %s task %s[%s]", job.discard, job.message.task, job.message.id)
     result = refused(app, job.id, job.message, TaskRevokedError(job.discard or "revoked"),
                      hostname)

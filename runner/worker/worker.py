@@ -1,11 +1,12 @@
 """The worker: claim messages, run them in the pool, store results, ack. Read top to bottom.
 
-Who claims depends on the pool and the broker. With the prefork pool on a broker that lets
-any connection ack (SQLite, Redis), each child process claims, runs and settles its own
+Who claims depends on the pool and the backend. With the prefork pool (and results that
+any process can store: not ``rpc://``), each child process claims, runs and settles its own
 batches (see :mod:`runner.worker.child`) and this loop only watches: it learns what each child
-holds, renews those claims, acks early-ack messages it sees running, enforces time limits and
-replaces children that die. Otherwise (AMQP, or the threads and solo pools) a consumer thread
-claims into a buffer and this loop hands the messages to the pool.
+holds, renews those claims, acks early-ack messages it sees running (on AMQP the children ack
+their own), enforces time limits and replaces children that die. Otherwise (the threads and
+solo pools, or ``rpc://`` results) a consumer thread claims into a buffer and this loop hands
+the messages to the pool.
 
 Guarantees:
 - A message is acked only after its result is stored (``acks_late``), or just after its task
@@ -56,10 +57,12 @@ from runner.worker.pool import (
 )
 from runner.worker.trace import (
     JobResult,
+    acks_late_of,
     discard_reason,
     job_for,
     log_result,
     refused,
+    rejects_on_worker_lost,
     time_limit_of,
 )
 from runner.worker.writer import Writer, write
@@ -133,12 +136,17 @@ class Worker:
         self.pool.waker = self.waker
         self.pool.job_ids = self.job_ids
         self.pool.batch_size = max(1, options.prefetch_multiplier)
-        if (isinstance(self.pool, PreforkPool) and self.broker.acks_anywhere
+        # Where the children fetch for themselves, on a broker whose deliveries only the
+        # fetching connection can ack (AMQP), each child acks its own (early acks just before
+        # the task starts) and a dead child's unacked messages come back by themselves.
+        self.children_ack = False
+        if (isinstance(self.pool, PreforkPool) and not self.broker.process_local
                 and not self.backend.process_local):
             # Children fetch for themselves: each claims its share of the prefetch limit.
             self.pool.consume = ConsumeOptions(
                 options.queues, self.hostname, max(1, options.prefetch_multiplier),
                 options.max_tasks_per_child, options.max_memory_per_child)
+            self.children_ack = not self.broker.acks_anywhere
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         now = time.monotonic()
@@ -194,15 +202,10 @@ class Worker:
             self.acks.append(delivery)
             self.consumer.release()
             return None
-        task = self.app.tasks.get(message.task)
-        acks_late = message.options.get("acks_late")
-        if acks_late is None:
-            acks_late = task.effective("acks_late") if task else self.app.conf.task_acks_late
-        reject = bool(task.effective("reject_on_worker_lost") if task
-                      else self.app.conf.task_reject_on_worker_lost)
         if log:
             logger.info("Task %s[%s] received", message.task, message.id)
-        return Held(delivery, message, bool(acks_late), reject_on_worker_lost=reject)
+        return Held(delivery, message, acks_late_of(self.app, message),
+                    reject_on_worker_lost=rejects_on_worker_lost(self.app, message))
 
     def drop_revoked(self, held: list[Held]) -> None:
         revoked = self.backend.revoked([h.message.id for h in held])
@@ -303,13 +306,13 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
-        elif self.pool.defers_acks and any(not h.acked and not h.acks_late
-                                           for h in self.running.values()):
+        elif self.pool.defers_acks and not self.children_ack and any(
+                not h.acked and not h.acks_late for h in self.running.values()):
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         self.handle(events)
-        if self.pool.defers_acks and self.running:
+        if self.pool.defers_acks and self.running and not self.children_ack:
             self.ack_started()
 
     def handle(self, events: list) -> None:
@@ -360,10 +363,7 @@ class Worker:
                 self.broker.retry(held.delivery, result.retry_message)
             return
         if result.state == "REJECTED" and result.requeue:
-            if held.acked:
-                self.broker.enqueue([message])
-            else:
-                self.broker.requeue([held.delivery])
+            self.give_back(held)
             return
         if not held.acked and not result.acked:
             self.acks.append(held.delivery)
@@ -375,8 +375,13 @@ class Worker:
         for job in job_ids:
             held = self.running.pop(job)
             self.consumer.release()
-            if not held.acked and not self.broker.acks_anywhere:
+            if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
                 self.acks.append(held.delivery)
+
+    def started_by_child(self, held: Held) -> None:
+        """``held`` started in a child that acks its own: an early-ack message is acked."""
+        if self.children_ack and not held.acks_late:
+            held.acked = True
 
     def returned(self, job_ids: list[int], ran: bool) -> None:
         """Jobs of a batch that must run again (its child died) or did not start (a warm
@@ -386,16 +391,24 @@ class Worker:
             self.consumer.release()
             message = held.message
             if ran:
+                self.started_by_child(held)
                 logger.warning("Task %s[%s] ran, but its process died before storing the "
                                "result; delivering it again.", message.task, message.id)
-            if held.acked:
-                self.broker.enqueue([message])
-            else:
-                self.broker.requeue([held.delivery])
+            self.give_back(held)
+
+    def give_back(self, held: Held) -> None:
+        """Put ``held``'s message back in the broker: sent again if it was acked, else
+        requeued (where children ack their own, it comes back when their connection closes).
+        """
+        if held.acked:
+            self.broker.enqueue([held.message])
+        elif not self.children_ack:
+            self.broker.requeue([held.delivery])
 
     def lost(self, job_id: int, exitcode: int | None) -> None:
         held = self.running.pop(job_id)
         self.consumer.release()
+        self.started_by_child(held)
         message = held.message
         how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
                if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
@@ -406,7 +419,7 @@ class Worker:
         if held.acks_late and held.reject_on_worker_lost:
             logger.warning("Process running task %s[%s] exited with %s; delivering it again.",
                            message.task, message.id, how)
-            self.broker.requeue([held.delivery])
+            self.give_back(held)
             return
         error = WorkerLostError(f"Worker exited prematurely: {how} Job: {job_id}.")
         logger.error("Task %s[%s] raised unexpected: %r", message.task, message.id, error)
@@ -415,6 +428,7 @@ class Worker:
     def timed_out(self, job_id: int, limit: float) -> None:
         held = self.running.pop(job_id)
         self.consumer.release()
+        self.started_by_child(held)
         message = held.message
         error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
@@ -431,7 +445,7 @@ class Worker:
         record.state = state
         self.results.append(record)
         self.completed.append((held.message, state, record))
-        if not held.acked:
+        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
             self.acks.append(held.delivery)
 
     # -- writing ----------------------------------------------------------------------------
@@ -530,14 +544,15 @@ class Worker:
         # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
         # whose messages go back to the broker to run again elsewhere.
         settled = set(self.pool.settled_jobs())
+        started = set(self.pool.started_jobs())
         for job, held in self.running.items():
+            if job in started:
+                self.started_by_child(held)
             if job in settled:  # finished and stored by its child before it was stopped
-                if not held.acked and not self.broker.acks_anywhere:
+                if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
                     self.acks.append(held.delivery)
-            elif held.acked:
-                self.broker.enqueue([held.message])
             else:
-                self.broker.requeue([held.delivery])
+                self.give_back(held)
         self.running.clear()
         self.flush()
         self.writer.stop()  # returns once everything handed over is written
