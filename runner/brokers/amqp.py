@@ -217,6 +217,11 @@ class AMQPBroker(Broker):
             except OUTAGE_ERRORS as exc:
                 self._lost(state, exc)
                 return []
+        return self._take(state, limit)
+
+    def _take(self, state: _Consuming, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries from the inbox; a delayed message that came early (see
+        the module docstring) is sent round again instead."""
         out: list[Delivery] = []
         while state.inbox and len(out) < limit:
             delivery, properties = state.inbox.popleft()
@@ -247,6 +252,16 @@ class AMQPBroker(Broker):
 
     def prefetch(self, count: int) -> None:
         self._prefetch = count
+
+    def fetch_waiting(self, queues: Sequence[str], limit: int, consumer: str,
+                      timeout: float) -> list[Delivery]:
+        """Wait for deliveries (RabbitMQ pushes them), then take them: no second poll."""
+        state = self._consuming
+        if state is None or state.link.connection is None or state.queues != tuple(queues):
+            return super().fetch_waiting(queues, limit, consumer, timeout)  # (subscribes)
+        if not state.inbox:
+            self.wait(timeout)
+        return self._take(state, limit)
 
     def heartbeat(self) -> None:
         """Service the consuming connection (heartbeats) while its owner runs a long task:
