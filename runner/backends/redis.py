@@ -23,6 +23,7 @@ from runner.exceptions import BackendError
 from runner.redis_store import (
     OUTAGE_ERRORS,
     REFUSED_ERRORS,
+    OwnConnections,
     make_client,
     pack,
     refused,
@@ -50,6 +51,7 @@ class RedisBackend(ResultBackend):
         self.client = make_client(url, options)
         self._local = threading.local()
         self._resp3: redis.Redis | None = None  # for waiting (see _waiter)
+        self._own = OwnConnections(self.client)  # for storing (one write per batch)
         self._lately = True  # whether anything was revoked lately (see revoked())
         self._lately_checked_until = 0.0
 
@@ -66,10 +68,9 @@ class RedisBackend(ResultBackend):
 
     def store(self, records: Sequence[ResultRecord]) -> None:
         def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for command in self.store_commands(records):
-                pipe.execute_command(*command)
-            pipe.execute()
+            for reply in self._own.roundtrip(self.store_commands(records)):
+                if isinstance(reply, Exception):
+                    raise reply
         self._retry("store results", write)
 
     def store_commands(self, records: Sequence[ResultRecord], from_db: int | None = None
@@ -299,6 +300,7 @@ class RedisBackend(ResultBackend):
 
     def close(self) -> None:
         self._drop_waiter()
+        self._own.close()
         if self._resp3 is not None:
             self._resp3.close()
         self.client.close()

@@ -33,12 +33,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
 from runner.message import Message
-from runner.redis_store import OUTAGE_ERRORS, make_client, pack, retrying
+from runner.redis_store import OwnConnections, make_client, retrying
 
 PRIORITY_STEP = 10**12
 WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
@@ -233,6 +233,7 @@ class RedisBroker(Broker):
             "extend": EXTEND, "retry": RETRY, "purge": PURGE}.items()}
         self._wake_keys: dict[tuple[str, ...], list[str]] = {}  # queues -> wake list keys
         self._local = threading.local()
+        self._own = OwnConnections(self.client)  # scripts go out on these (see _send)
 
     def _run(self, what: str, script: str, args: list) -> object:
         return retrying(what, self.url, lambda: self._send([(script, args)])[-1],
@@ -243,22 +244,9 @@ class RedisBroker(Broker):
         its ARGV, or None and a plain command; returns every reply. If the server forgot a
         script (a restart), all scripts are loaded again and the calls re-sent: callers make
         them idempotent (request tokens)."""
-        conn = self._local.__dict__.get("conn")
-        if conn is None:
-            conn = self._local.conn = self.client.connection_pool.make_connection()
-        packed = [pack(["EVALSHA", self._scripts[name].sha, 0, *args] if name else args)
-                  for name, args in calls]
-        try:
-            conn.send_packed_command([b"".join(packed)], check_health=False)  # one write
-            replies = []
-            for _ in calls:  # every reply is read, so the connection stays in step
-                try:
-                    replies.append(conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-        except OUTAGE_ERRORS:
-            conn.disconnect()  # reconnects on the next call
-            raise
+        replies = self._own.roundtrip(
+            [["EVALSHA", self._scripts[name].sha, 0, *args] if name else args
+             for name, args in calls])
         if any(isinstance(reply, NoScriptError) for reply in replies):
             for script in self._scripts.values():
                 self.client.script_load(script.script)
@@ -408,8 +396,6 @@ class RedisBroker(Broker):
         return retrying("qsize", self.url, count, self.max_retries)
 
     def close(self) -> None:
-        conn = self._local.__dict__.get("conn")
-        if conn is not None:
-            conn.disconnect()
+        self._own.close()
         self.client.close()
 
