@@ -38,8 +38,12 @@ OUTAGE_ERRORS = (amqp_errors.AMQPConnectionError, amqp_errors.ConnectionWrongSta
 MAX_BACKOFF = 5.0
 
 
-def connection_parameters(url: URL, options: dict | None = None) -> pika.ConnectionParameters:
-    """``amqp://user:pass@host:port/vhost``; ``pyamqp://`` alone is guest:guest@localhost:5672/."""
+def connection_parameters(url: URL, options: dict | None = None,
+                          heartbeats: bool = True) -> pika.ConnectionParameters:
+    """``amqp://user:pass@host:port/vhost``; ``pyamqp://`` alone is guest:guest@localhost:5672/.
+    Without ``heartbeats`` (a connection used only to publish, by a thread that may leave it
+    idle for long) RabbitMQ never closes it for silence; a dead one fails at its next use and
+    is reopened then."""
     options = options or {}
     secure = url.scheme == "amqps"
     ssl_options = None
@@ -53,7 +57,7 @@ def connection_parameters(url: URL, options: dict | None = None) -> pika.Connect
         host=url.host or "localhost", port=url.port or (5671 if secure else 5672),
         virtual_host=url.path or "/",
         credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
-        heartbeat=int(options.get("heartbeat", 60)),
+        heartbeat=int(options.get("heartbeat", 60)) if heartbeats else 0,
         connection_attempts=1, socket_timeout=float(options.get("socket_timeout", 5.0)),
         blocked_connection_timeout=float(options.get("blocked_connection_timeout", 60.0)),
         ssl_options=ssl_options)
@@ -63,11 +67,12 @@ def who(url: URL) -> str:
     return f"user {url.username or 'guest'!r} on vhost {url.path or '/'!r} at {url.masked}"
 
 
-def open_connection(url: URL, options: dict | None = None) -> pika.BlockingConnection:
+def open_connection(url: URL, options: dict | None = None,
+                    heartbeats: bool = True) -> pika.BlockingConnection:
     """A new connection; a refused login or vhost raises :class:`BrokerError` (not retried),
     an unreachable server raises pika's own error (an outage: the caller retries)."""
     try:
-        return pika.BlockingConnection(connection_parameters(url, options))
+        return pika.BlockingConnection(connection_parameters(url, options, heartbeats))
     except amqp_errors.ProbableAuthenticationError:
         raise BrokerError(f"RabbitMQ refused the login of {who(url)}: wrong user name or "
                           f"password (rabbitmqctl add_user / change_password)") from None
@@ -98,10 +103,11 @@ class Link:
     """One connection and one channel for one thread, reopened after an outage."""
 
     def __init__(self, url: URL, options: dict | None = None, confirm: bool = False,
-                 max_retries: int | None = 100):
+                 max_retries: int | None = 100, heartbeats: bool = True):
         self.url = url
         self.options = dict(options or {})
         self.confirm = confirm
+        self.heartbeats = heartbeats  # False: for publishing only (see connection_parameters)
         self.max_retries = max_retries
         self.connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
@@ -111,7 +117,7 @@ class Link:
     def channel(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:
             self.drop()
-            self.connection = open_connection(self.url, self.options)
+            self.connection = open_connection(self.url, self.options, self.heartbeats)
             self._channel = self.connection.channel()
             if self.confirm:
                 self._channel.confirm_delivery()

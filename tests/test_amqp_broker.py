@@ -305,3 +305,18 @@ def test_redelivered_message_whose_result_is_stored_is_not_run_again(
     assert result.get(timeout=10) == "done before"
     time.sleep(0.5)
     assert amqp_app.broker.qsize("celery") == 0  # settled: acked, not left in the queue
+
+
+def test_producer_idle_past_the_heartbeat_timeout_sends_without_a_reconnect(amqp_app, caplog):
+    """A producer's connection is only used to publish: RabbitMQ must not close it for missed
+    heartbeats while the program does other things (a web app between requests)."""
+    import tasks
+
+    amqp_app.close()
+    amqp_app.conf.update(broker_transport_options={"heartbeat": 1})
+    tasks.add.delay(1, 1)
+    time.sleep(3.5)  # more than two heartbeat intervals
+    with caplog.at_level("WARNING", logger="runner.amqp"):
+        tasks.add.delay(2, 2)
+    assert "lost RabbitMQ" not in caplog.text
+    assert amqp_app.broker.qsize("celery") == 2

@@ -97,7 +97,7 @@ class AMQPBroker(Broker):
         link = getattr(self._local, "link", None)
         if link is None:
             link = self._local.link = Link(self.url, self.transport_options, confirm=True,
-                                           max_retries=self.max_retries)
+                                           max_retries=self.max_retries, heartbeats=False)
             self._local.declared = {}
             with self._lock:
                 self._links.append(link)
