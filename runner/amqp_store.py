@@ -89,12 +89,16 @@ def unreachable(url: URL, what: str, exc: BaseException) -> BrokerError:
                        f"({type(exc).__name__}: {exc})")
 
 
-def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker) -> BrokerError:
+def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker,
+                  max_priority: int | None = None) -> BrokerError:
     if exc.reply_code == 406:
+        wanted = (f"x-max-priority {max_priority}" if max_priority else
+                  "no x-max-priority (set max_priority in task_queues, or "
+                  "task_queue_max_priority, to keep a priority queue)")
         return BrokerError(f"queue {queue!r} on vhost {url.path!r} exists with other settings "
-                           f"({exc.reply_text}); runner declares durable queues with "
-                           f"x-max-priority: delete it (rabbitmqctl delete_queue) or use "
-                           f"another vhost")
+                           f"({exc.reply_text}); runner declares it durable with {wanted}: "
+                           f"change the setting, or delete the queue (rabbitmqctl delete_queue) "
+                           f"or use another vhost")
     return BrokerError(f"RabbitMQ closed the channel on queue {queue!r} ({who(url)}): "
                        f"{exc.reply_code} {exc.reply_text}")
 

@@ -135,6 +135,7 @@ class Runner:
             if local.broker is not None:
                 local.broker.close()
             local.broker = open_broker(url, self._transport_options())
+            local.broker.max_priorities = self._max_priorities()
             local.broker_url = url
         return local.broker
 
@@ -148,6 +149,15 @@ class Runner:
                                          self._transport_options(), self.broker_url)
             local.backend_url = url
         return local.backend
+
+    def _max_priorities(self) -> dict[str | None, int | None]:
+        """Each configured queue's highest priority (None: the default for the others)."""
+        conf = self.conf
+        found: dict[str | None, int | None] = {None: conf.task_queue_max_priority}
+        for queue in conf.task_queues:
+            if queue.max_priority is not None:
+                found[queue.name] = queue.max_priority
+        return found
 
     def _transport_options(self) -> dict:
         options = self.conf.broker_transport_options

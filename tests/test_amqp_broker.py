@@ -121,14 +121,33 @@ def test_rpc_failure_propagates_and_other_callers_see_pending(amqp_app, start_wo
     assert amqp_app.AsyncResult(result.id).state == "PENDING"
 
 
-def test_higher_priority_runs_first(amqp_app, start_worker, tmp_path, wait_for_lines):
+def test_higher_priority_runs_first(amqp_app, worker_env, start_worker, tmp_path,
+                                    wait_for_lines):
+    """As with Celery, a RabbitMQ queue serves priorities once it has an x-max-priority."""
     import tasks
 
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=10)
+    worker_env["RUNNER_TASK_QUEUE_MAX_PRIORITY"] = "10"
     marker = tmp_path / "order.log"
     for i, priority in enumerate([0, 3, 9, 1, 6]):
-        tasks.record.apply_async((i, str(marker)), priority=priority)
-    start_worker("-c", "1", "--prefetch-multiplier", "1")
+        tasks.record.apply_async((i, str(marker)), priority=priority, queue="ranked")
+    start_worker("-c", "1", "--prefetch-multiplier", "1", "-Q", "ranked")
     assert wait_for_lines(marker, 5) == ["2", "4", "1", "3", "0"]
+
+
+def test_queue_declared_with_other_priority_is_one_clear_error(amqp_app):
+    """A queue that exists with another x-max-priority (say, declared by Celery or by runner
+    with another setting) is one error naming the queue and the setting, not a traceback."""
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=5)
+    amqp_app.broker.qsize("prio")  # declares "prio" with x-max-priority 5
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=None)
+    with pytest.raises(BrokerError) as caught:
+        amqp_app.broker.qsize("prio")
+    text = str(caught.value)
+    assert "'prio'" in text and "task_queue_max_priority" in text and VHOST in text
 
 
 def test_routed_task_runs_on_its_queue(amqp_app, start_worker):

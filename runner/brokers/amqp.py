@@ -1,6 +1,8 @@
 """``amqp://`` / ``pyamqp://`` / ``amqps://``: RabbitMQ, through pika.
 
-Layout on the vhost: one durable queue per runner queue (``x-max-priority`` 10), persistent
+Layout on the vhost: one durable queue per runner queue (with ``x-max-priority`` only where
+``task_queues`` / ``task_queue_max_priority`` give one, as Celery: a priority queue costs
+RabbitMQ throughput, and without it priorities are ignored), persistent
 messages published with publisher confirms, so a message whose ``enqueue`` returned survives a
 RabbitMQ restart. Delivery is **at least once**: a fetched message stays unacked on the
 consumer's channel until the worker acks it; if the worker dies (even SIGKILL) or its connection
@@ -105,11 +107,12 @@ class AMQPBroker(Broker):
 
     def _declare(self, channel, queue: str) -> int:
         """Declare ``queue`` (once per connection); returns its ready message count."""
+        top = self.max_priorities.get(queue, self.max_priorities.get(None))
         try:
-            frame = channel.queue_declare(queue, durable=True,
-                                          arguments={"x-max-priority": MAX_PRIORITY})
+            frame = channel.queue_declare(queue, durable=True, arguments={
+                "x-max-priority": top} if top else None)
         except amqp_errors.ChannelClosedByBroker as exc:
-            raise declare_error(self.url, queue, exc) from None
+            raise declare_error(self.url, queue, exc, top) from None
         return frame.method.message_count
 
     def _ensure(self, link: Link, channel, queue: str, delay_ms: int = 0) -> str:

@@ -45,6 +45,10 @@ class Broker(ABC):
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url
         self.transport_options = dict(transport_options or {})
+        #: queue name -> its highest priority, where the broker needs queues declared with it
+        #: (AMQP's x-max-priority); ``None`` for the queues not named. Set by the app from
+        #: ``task_queues`` and ``task_queue_max_priority``.
+        self.max_priorities: dict[str | None, int | None] = {}
         self.visibility_timeout = float(self.transport_options.get("visibility_timeout", 30.0))
 
     @abstractmethod

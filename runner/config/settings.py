@@ -237,6 +237,9 @@ class Settings(BaseModel):
         True, description="create a queue named in a route when it is not in task_queues")
     task_default_priority: int | None = Field(
         None, ge=0, le=9, description="priority of a task sent without one (0-9)")
+    task_queue_max_priority: int | None = Field(
+        None, ge=0, le=255, description="RabbitMQ: x-max-priority of the queues that set no "
+        "max_priority (without one a RabbitMQ queue ignores priorities)")
     task_acks_late: bool = Field(
         False, description="acknowledge a message after the task ran, not before")
     task_acks_on_failure_or_timeout: bool = Field(
