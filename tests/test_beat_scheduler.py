@@ -160,3 +160,26 @@ def test_pipeline_trigger_run_has_the_scheduled_logical_date(pipelines, clock):
     assert run.logical_date == datetime(2025, 3, 30, 1, 0, tzinfo=UTC)  # the same instant
     assert run.id.startswith("20250330T030000")  # the id reads in the trigger's zone
     assert run.params == {"label": "nightly"} and record.kind == "pipeline"
+
+
+def test_history_keeps_the_newest_fires_of_each_entry(app, clock, monkeypatch):
+    """The history does not grow forever: past ``beat_history_keep`` fires per entry the
+    oldest are deleted (every PRUNE_EVERY fires), and what is kept is the newest."""
+    import runner.beat.scheduler as scheduler
+
+    monkeypatch.setattr(scheduler, "PRUNE_EVERY", 4)
+    app.conf.beat_history_keep = 3
+    app.conf.beat_schedule = {"ten": {"task": "tasks.add", "schedule": 10, "args": (1, 2)},
+                              "twenty": {"task": "tasks.add", "schedule": 20, "args": (1, 2)}}
+    beat = make_beat(app, clock)
+    beat.tick()
+    run_for(beat, clock, 125, step=0.5)
+    assert app.broker.qsize("celery") == 12 + 6  # every fire was sent
+    ten, twenty = fired(app, "ten"), fired(app, "twenty")
+    assert len(ten) <= 3 + 4 and ten[-1] == "23:02:00"  # (at most a prune interval more)
+    assert len(twenty) <= 3 + 4 and twenty[-1] == "23:02:00"
+    run_for(beat, clock, 0.5, step=0.5)
+    beat._fires_since_prune = scheduler.PRUNE_EVERY  # prune at the next fire
+    run_for(beat, clock, 10, step=0.5)
+    assert fired(app, "ten") == ["23:01:50", "23:02:00", "23:02:10"]
+    assert fired(app, "twenty") == ["23:01:20", "23:01:40", "23:02:00"]

@@ -39,10 +39,13 @@ from runner.beat.state import (
     Lease,
     PendingFire,
     fire_key,
+    prune_history,
 )
 from runner.exceptions import BackendError, BrokerError, RunnerError
 
 logger = logging.getLogger("runner.beat")
+
+PRUNE_EVERY = 100  # fires sent between two prunings of the history (and once at start)
 
 
 def new_owner_id() -> str:
@@ -65,6 +68,8 @@ class Beat:
         self.grace = grace if grace is not None else max(2 * self.lease_seconds, 10.0)
         self.max_interval = max_interval or app.conf.beat_max_loop_interval
         self.leading = False
+        self.history_keep = app.conf.beat_history_keep
+        self._fires_since_prune = PRUNE_EVERY  # prune once when it starts leading
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -148,6 +153,13 @@ class Beat:
 
         if done:
             self.app.backend.update_data(STATE_KEY, remove)
+            self._fires_since_prune += len(done)
+            if self._fires_since_prune >= PRUNE_EVERY:  # (only fires no longer pending)
+                self._fires_since_prune = 0
+                gone = prune_history(self.app.backend, self.history_keep)
+                if gone:
+                    logger.info("beat: deleted %d old fire(s) from the history (keeping %d "
+                                "per entry: beat_history_keep)", gone, self.history_keep)
 
     def _send(self, entry: Entry, fire: PendingFire, recovering: bool) -> bool:
         """Send one fire unless it already went out; True when it needs no more attention."""

@@ -6,7 +6,8 @@ Keys (small values in the backend's keyed data):
   entry the cursor (every scheduled time at or before it has been decided: fired or dropped by
   the catch-up policy) and the fires claimed but not yet confirmed sent. Lease, cursors and
   claims live in one key so that one atomic ``update_data`` checks the lease and claims fires.
-- ``beat:fire:<entry>:<scheduled>``: the history, one :class:`FireRecord` per fire sent.
+- ``beat:fire:<entry>:<scheduled>``: the history, one :class:`FireRecord` per fire sent; the
+  newest ``beat_history_keep`` of each entry are kept (:func:`prune_history`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,20 @@ def fire_key(entry: str, scheduled: float) -> str:
 
 def read_state(backend) -> BeatState:
     return BeatState.decode(backend.get_data(STATE_KEY))
+
+
+def prune_history(backend, keep: int) -> int:
+    """Delete all but the newest ``keep`` fires of each entry; returns how many went."""
+    by_entry: dict[str, list[str]] = {}
+    for key, raw in backend.scan_data(FIRE_PREFIX):
+        by_entry.setdefault(FireRecord.decode(raw).entry, []).append(key)
+    gone = 0
+    for keys in by_entry.values():
+        keys.sort()  # (the scheduled time is zero-padded in the key: oldest first)
+        for key in keys[:-keep]:
+            backend.update_data(key, lambda _raw: None)
+            gone += 1
+    return gone
 
 
 def history(backend, entry: str | None = None) -> list[FireRecord]:

@@ -298,6 +298,9 @@ class Settings(BaseModel):
         "long after the leader dies")
     beat_catchup_limit: int = Field(
         100, ge=1, description="most missed fires one entry runs with catchup 'all'")
+    beat_history_keep: int = Field(
+        1000, ge=1, description="fires kept in each entry's history (runner beat --history); "
+        "older ones are deleted")
     imports: list[str] = Field(
         default_factory=list, description="modules a worker imports to register tasks")
     include: list[str] = Field(
