@@ -323,6 +323,13 @@ def test_preconf_none_means_not_given(make_module):
     assert conf.source_of("result_backend") == "Celery(backend=...)"
 
 
+def test_preconf_none_is_a_value_where_the_setting_takes_none():
+    """``Celery(result_expires=None)``: results never expire, as Celery documents."""
+    assert Conf(preconf={"result_expires": None}, environ={}).result_expires is None
+    assert Conf(preconf={"task_serializer": None}, environ={}).task_serializer == "json"
+    assert Conf(preconf={}, environ={}).result_expires == 86400
+
+
 def test_runtime_changes_invalidate_the_cached_settings():
     conf = Conf(environ={})
     first = conf.settings

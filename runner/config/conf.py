@@ -8,7 +8,8 @@ Layers, lowest to highest precedence (a higher layer wins for every key it sets)
    :meth:`Conf.load_file` (``app.config_from_file``); then the YAML file named by the
    ``RUNNER_CONFIG`` environment variable, if any;
 3. constructor arguments: ``Conf(preconf={...})``, i.e. ``Celery('tasks', broker=..., backend=...)``
-   (``None`` values count as "not given");
+   (``None`` counts as "not given" for ``broker``, ``backend`` and settings that cannot be None;
+   for the others it is the value: ``Celery(result_expires=None)`` keeps results forever);
 4. "cli" layers: ``load_file(path, layer='cli')``, the ``--config`` option of the CLI;
 5. environment variables ``RUNNER_<SETTING>`` (``RUNNER_BROKER_URL``, ``RUNNER_WORKER_CONCURRENCY=4``;
    JSON for lists and dicts);
@@ -27,6 +28,7 @@ plain attribute lookup until the next change.
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +81,7 @@ class Conf:
     def _read_preconf(preconf: Mapping[str, Any]) -> Layer:
         layer = Layer(label="constructor")
         for key, value in preconf.items():
-            if value is None:
+            if value is None and (key in _PRECONF_ARGUMENT or not _may_be_none(key)):
                 continue
             source = f"Celery({_PRECONF_ARGUMENT.get(key, key)}=...)"
             if key in Settings.model_fields:
@@ -287,3 +289,13 @@ def issues_from(error: ValidationError, sources: Mapping[str, str]) -> list[Conf
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _may_be_none(key: str) -> bool:
+    """Whether setting ``key`` accepts None (False for names that are no setting)."""
+    field = Settings.model_fields.get(key)
+    return field is not None and not field.is_required() and _allows_none(field.annotation)
+
+
+def _allows_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in typing.get_args(annotation)
