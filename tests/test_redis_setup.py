@@ -166,6 +166,7 @@ def test_wrong_password_is_one_clear_error_with_the_password_masked(seed_app, pa
     assert worker.proc.wait(15) == 2  # the worker stops with it too, at once
     log = worker.log()
     assert "wrong-pw" not in log and "Traceback" not in log
+    assert "ready." not in log  # refused before it says it is ready
     errors = [line for line in log.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "refused the credentials" in errors[0]
 

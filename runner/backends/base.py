@@ -79,6 +79,9 @@ class ResultBackend(ABC):
     def store(self, records: Sequence[ResultRecord]) -> None:
         """Write records in one round trip (one transaction where the store has them)."""
 
+    def check(self) -> None:
+        """Reach the store once (see ``Broker.check``); nothing where opening connects."""
+
     @abstractmethod
     def get(self, task_id: str) -> ResultRecord | None:
         """The record of ``task_id``, or None when there is none (PENDING) or it expired."""

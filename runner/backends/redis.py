@@ -55,6 +55,9 @@ class RedisBackend(ResultBackend):
         self._lately = True  # whether anything was revoked lately (see revoked())
         self._lately_checked_until = 0.0
 
+    def check(self) -> None:
+        self._retry("connect", self.client.ping)
+
     def _key(self, task_id: str) -> str:
         return f"{self.prefix}result:{task_id}"
 

@@ -256,6 +256,9 @@ class RedisBroker(Broker):
                 raise reply
         return replies
 
+    def check(self) -> None:
+        retrying("connect", self.url, self.client.ping, self.max_retries)
+
     @staticmethod
     def _token() -> str:
         """Names one call, retries included (see the module docstring)."""

@@ -113,6 +113,8 @@ class Worker:
         self.accept = serialization.accept_set(app.conf.accept_content)
         self.broker = app.broker
         self.backend = app.backend
+        self.broker.check()  # refused credentials: one error now, before "ready."
+        self.backend.check()
         self.capacity = max(options.concurrency,
                             options.concurrency * max(0, options.prefetch_multiplier))
         transport = app.conf.broker_transport_options
