@@ -84,6 +84,11 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
         except REFUSED_ERRORS as exc:
             raise refused(url, what, exc) from exc
         except OUTAGE_ERRORS as exc:
+            if untrusted(exc):
+                raise ConfigError(
+                    f"Redis at {mask_url(url.raw)} ({what}): its TLS certificate is not trusted "
+                    f"({exc}); name the CA that signed it with ?ssl_ca_certs=/path/ca.pem in "
+                    f"the URL") from exc
             attempt += 1
             delay = min(5.0, 0.1 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random() / 2)
             if (max_retries and attempt > max_retries) or (
@@ -93,6 +98,18 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
             logger.warning("%s: cannot reach Redis at %s (%s); retry %d in %.2fs", what,
                            mask_url(url.raw), type(exc).__name__, attempt, delay)
             time.sleep(delay)
+
+
+def untrusted(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a failed TLS certificate check: no retry fixes
+    that, unlike an outage."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or \
+                "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def refused(url: URL, what: str, exc: Exception) -> ConfigError:
