@@ -372,23 +372,35 @@ def _value(app: Any, record: ResultRecord | None) -> Any:
 
 
 def _chord_part_done(app: Any, message: Message, meta: dict) -> None:
-    """Count one finished header task; the one that completes the count sends the body."""
+    """Count one finished header task; once all are counted, the body is sent, then marked
+    sent. Counting again (a redelivered header message) is harmless, and a worker that died
+    between counting the last part and sending the body leaves it to the redelivery: the body
+    is sent at least once, never lost."""
     group_id, size = message.group_id, int(meta["size"])
     index = int(message.options.get("group_index", 0))
-    completed: list[bool] = []
+    key = f"chord:{group_id}"
+    due: list[bool] = []
 
     def add(raw: bytes | None) -> bytes:
         parts = json.loads(raw) if raw else {"done": {}}
-        completed[:] = [False]
-        if str(index) not in parts["done"]:
-            parts["done"][str(index)] = message.id
-            completed[:] = [len(parts["done"]) == size]
+        parts["done"].setdefault(str(index), message.id)
+        due[:] = [len(parts["done"]) == size and not parts.get("sent")]
         return json.dumps(parts).encode()
 
-    raw = app.backend.update_data(f"chord:{group_id}", add)
-    if not completed or not completed[0]:
+    def mark_sent(raw: bytes | None) -> bytes:
+        parts = json.loads(raw) if raw else {"done": {}}
+        parts["sent"] = True
+        return json.dumps(parts).encode()
+
+    raw = app.backend.update_data(key, add)
+    if not due or not due[0]:
         return
-    ids = [json.loads(raw)["done"][str(i)] for i in range(size)]
+    _send_chord_body(app, message, meta, [json.loads(raw)["done"][str(i)] for i in range(size)])
+    app.backend.update_data(key, mark_sent)
+
+
+def _send_chord_body(app: Any, message: Message, meta: dict, ids: list[str]) -> None:
+    """The body with every header result, or its FAILURE (ChordError) if one failed."""
     body = Signature.from_dict(meta["body"], app=app)
     records = app.backend.get_many(ids)
     failed = [(i, r) for i, r in ((i, records.get(i)) for i in ids)

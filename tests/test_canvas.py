@@ -169,3 +169,40 @@ def test_eager_mode_runs_the_canvas_in_process(app, tmp_path):
     with pytest.raises(ValueError, match="kaput"):
         (add.s(1, 1) | boom.si() | record.s(str(marker)))()
     assert lines(marker) == ["4", failed.id]
+
+
+def test_chord_body_is_sent_by_the_redelivery_of_a_worker_that_died_before_sending_it(
+        app, monkeypatch):
+    """The worker that counts the last header task dies before it sends the body: its message
+    is delivered again (not acked), and counting it again sends the body. Nothing is lost."""
+    from runner import states
+    from runner.backends.base import ResultRecord
+    from runner.canvas import CanvasMiddleware
+    from runner.message import Message
+
+    result = chord([add.s(1, 1), add.s(2, 2)])(tsum.s())
+    header = [Message.decode(d.body) for d in app.broker.fetch(["celery"], 10, "test")]
+    assert [m.task for m in header] == ["tasks.add", "tasks.add"]
+    records = {m.id: ResultRecord(m.id, states.SUCCESS, "application/json", b"%d" % v,
+                                  date_done=time.time())
+               for m, v in zip(header, (2, 4), strict=True)}
+    app.backend.store(list(records.values()))
+    hooks = CanvasMiddleware()
+    hooks.after_task_stored(app, header[0], states.SUCCESS, records[header[0].id])
+    assert app.broker.qsize("celery") == 0  # one part missing: no body yet
+
+    sending = Signature.apply_async
+
+    def dies(self, *args, **kwargs):
+        raise SystemExit("the worker died here")
+    monkeypatch.setattr(Signature, "apply_async", dies)
+    with pytest.raises(SystemExit):
+        hooks.after_task_stored(app, header[1], states.SUCCESS, records[header[1].id])
+    monkeypatch.setattr(Signature, "apply_async", sending)
+    assert app.broker.qsize("celery") == 0
+
+    hooks.after_task_stored(app, header[1], states.SUCCESS, records[header[1].id])  # again
+    body = [Message.decode(d.body) for d in app.broker.fetch(["celery"], 10, "test")]
+    assert [(m.task, m.id) for m in body] == [("tasks.tsum", result.id)]
+    hooks.after_task_stored(app, header[0], states.SUCCESS, records[header[0].id])  # late
+    assert app.broker.qsize("celery") == 0  # sent once it is marked sent
