@@ -21,7 +21,7 @@ import pika.exceptions as amqp_errors
 from pika.adapters.blocking_connection import BlockingChannel
 
 from runner.config.urls import URL
-from runner.exceptions import BrokerError
+from runner.exceptions import BrokerError, ConfigError, RunnerError
 
 logger = logging.getLogger("runner.amqp")
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -90,15 +90,18 @@ def unreachable(url: URL, what: str, exc: BaseException) -> BrokerError:
 
 
 def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker,
-                  max_priority: int | None = None) -> BrokerError:
+                  max_priority: int | None = None) -> RunnerError:
+    """Why RabbitMQ refused to declare ``queue``: a queue that exists with other arguments is
+    a configuration error (no retry fixes it), named with the setting that decides them."""
     if exc.reply_code == 406:
-        wanted = (f"x-max-priority {max_priority}" if max_priority else
+        wanted = (f"x-max-priority {max_priority} (from max_priority in task_queues, or "
+                  f"task_queue_max_priority)" if max_priority else
                   "no x-max-priority (set max_priority in task_queues, or "
                   "task_queue_max_priority, to keep a priority queue)")
-        return BrokerError(f"queue {queue!r} on vhost {url.path!r} exists with other settings "
+        return ConfigError(f"queue {queue!r} on vhost {url.path!r} exists with other settings "
                            f"({exc.reply_text}); runner declares it durable with {wanted}: "
-                           f"change the setting, or delete the queue (rabbitmqctl delete_queue) "
-                           f"or use another vhost")
+                           f"change the setting to match, or delete the queue (rabbitmqctl "
+                           f"delete_queue) or use another vhost")
     return BrokerError(f"RabbitMQ closed the channel on queue {queue!r} ({who(url)}): "
                        f"{exc.reply_code} {exc.reply_text}")
 

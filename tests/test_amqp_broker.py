@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from runner.brokers.registry import open_broker
-from runner.exceptions import BrokerError
+from runner.exceptions import BrokerError, ConfigError
 from runner.message import Message
 
 USER, PASSWORD = f"runner_test_{uuid.uuid4().hex[:8]}", "s3cret-pw"
@@ -144,10 +144,30 @@ def test_queue_declared_with_other_priority_is_one_clear_error(amqp_app):
     amqp_app.broker.qsize("prio")  # declares "prio" with x-max-priority 5
     amqp_app.close()
     amqp_app.conf.update(task_queue_max_priority=None)
-    with pytest.raises(BrokerError) as caught:
+    with pytest.raises(ConfigError) as caught:
         amqp_app.broker.qsize("prio")
     text = str(caught.value)
     assert "'prio'" in text and "task_queue_max_priority" in text and VHOST in text
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=9)
+    with pytest.raises(ConfigError, match="x-max-priority 9 .from max_priority in task_queues"):
+        amqp_app.broker.qsize("prio")
+
+
+def test_worker_on_a_queue_declared_with_other_priority_stops_with_one_error(
+        amqp_app, worker_env, tmp_path):
+    """Not "ready." and then failing fetches forever: the worker stops at start-up."""
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=5)
+    amqp_app.broker.qsize("ranked5")  # "ranked5" now exists with x-max-priority 5
+    done = subprocess.run([sys.executable, "-m", "runner", "worker", "-A", "tasks", "-c", "1",
+                           "-Q", "ranked5"], env=worker_env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'ranked5'" in errors[0]
+    assert "task_queue_max_priority" in errors[0]
+    assert "ready." not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_routed_task_runs_on_its_queue(amqp_app, start_worker):

@@ -253,6 +253,12 @@ class AMQPBroker(Broker):
                 return False
         return bool(state.inbox)
 
+    def check(self, queues: Sequence[str] = ()) -> None:
+        """Declare ``queues`` now: one that exists with other arguments is an error before
+        the worker starts, not a loop of failing fetches."""
+        self._publisher().run("declare", lambda channel: [self._declare(channel, queue)
+                                                          for queue in queues])
+
     def prefetch(self, count: int) -> None:
         self._prefetch = count
 

@@ -73,10 +73,10 @@ class Broker(ABC):
         self.wait(timeout)
         return self.fetch(queues, limit, consumer)
 
-    def check(self) -> None:
+    def check(self, queues: Sequence[str] = ()) -> None:
         """Reach the broker once (riding out an outage as any call does), so that refused
-        credentials are reported before a worker says it is ready. Brokers that connect when
-        opened need nothing more."""
+        credentials, or ``queues`` that cannot be consumed as configured, are reported before
+        a worker says it is ready. Brokers that connect when opened need nothing more."""
 
     def prefetch(self, count: int) -> None:
         """Let this consumer hold up to ``count`` messages unacked, where the broker pushes

@@ -256,7 +256,7 @@ class RedisBroker(Broker):
                 raise reply
         return replies
 
-    def check(self) -> None:
+    def check(self, queues: Sequence[str] = ()) -> None:
         retrying("connect", self.url, self.client.ping, self.max_retries)
 
     @staticmethod

@@ -289,7 +289,7 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
         settler.starting(job)
         result = run(job)
         progress[DEADLINE] = 0
-        if settler.stores:
+        if settler.stores and job.finished is None:  # (a finished one was logged as such)
             log_result(job.message, result)  # (else the main process logs it, after storing)
         if settler.add(job, result):  # written at once (a retry)
             progress[SETTLED] = index + 1

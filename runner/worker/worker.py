@@ -113,7 +113,7 @@ class Worker:
         self.accept = serialization.accept_set(app.conf.accept_content)
         self.broker = app.broker
         self.backend = app.backend
-        self.broker.check()  # refused credentials: one error now, before "ready."
+        self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
         self.capacity = max(options.concurrency,
                             options.concurrency * max(0, options.prefetch_multiplier))
