@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import rabbitmqctl, require_rabbitmq
+
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 if str(APPS) not in sys.path:
@@ -123,25 +125,13 @@ def db_url(tmp_path: Path, transport: str, request) -> str:
     return f"sqlite:///{tmp_path}/runner.db"
 
 
-def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                          timeout=60, check=check)
-
-
 @pytest.fixture(scope="session")
 def rabbitmq_user():
     """A user of the machine's RabbitMQ (127.0.0.1:5672) for the session, deleted after it;
     tests needing it are skipped only where RabbitMQ is not installed or not listening."""
-    import shutil
-    import socket
     import uuid
 
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("RabbitMQ is not installed (no rabbitmqctl)")
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError:
-        pytest.skip("no RabbitMQ listening on 127.0.0.1:5672")
+    require_rabbitmq()
     user, password = f"runner_t_{uuid.uuid4().hex[:8]}", "t-pw"
     rabbitmqctl("add_user", user, password)
     yield user, password

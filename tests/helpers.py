@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
+
+import pytest
 
 
 def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
@@ -11,3 +16,18 @@ def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
     while result.state != state:
         assert time.monotonic() < deadline, f"{result.id} is {result.state}, not {state}"
         time.sleep(0.01)
+
+
+def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+def require_rabbitmq() -> None:
+    """Skip the test unless the machine's RabbitMQ (127.0.0.1:5672, rabbitmqctl) is there."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("RabbitMQ is not installed (no rabbitmqctl)")
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError:
+        pytest.skip("no RabbitMQ listening on 127.0.0.1:5672")

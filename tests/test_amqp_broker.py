@@ -7,9 +7,7 @@ skipped only where RabbitMQ is not installed or not reachable.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,25 +18,16 @@ import pytest
 from runner.brokers.registry import open_broker
 from runner.exceptions import BrokerError, ConfigError
 from runner.message import Message
+from tests.helpers import rabbitmqctl, require_rabbitmq
 
 USER, PASSWORD = f"runner_test_{uuid.uuid4().hex[:8]}", "s3cret-pw"
 VHOST = f"runner_test_{uuid.uuid4().hex[:8]}"
 URL = f"amqp://{USER}:{PASSWORD}@127.0.0.1:5672/{VHOST}"
 
 
-def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
-                          timeout=60, check=check)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def rabbitmq():
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("RabbitMQ is not installed (no rabbitmqctl)")
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError:
-        pytest.skip("no RabbitMQ listening on 127.0.0.1:5672")
+    require_rabbitmq()
     rabbitmqctl("add_vhost", VHOST)
     rabbitmqctl("add_user", USER, PASSWORD)
     rabbitmqctl("set_permissions", "-p", VHOST, USER, ".*", ".*", ".*")
