@@ -277,7 +277,7 @@ class AMQPBroker(Broker):
         RabbitMQ closes a connection that misses two heartbeats, and delivers what it held
         unacked again. A failure here is left for the owner to notice and reconnect."""
         state = self._consuming
-        if state is None or state.link.connection is None:
+        if state is None:
             return
         with self._io:
             try:

@@ -277,11 +277,14 @@ class RedisBroker(Broker):
 
     def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
         self.watch(queues)
-        now = time.time()
-        rows = self._run("fetch", "fetch", [self.prefix, repr(now),
-                                            repr(now + self.visibility_timeout), limit,
-                                            self._token(), *queues])
+        rows = self._run("fetch", "fetch", self._fetch_args(queues, limit, self._token()))
         return self._deliveries(rows)
+
+    def _fetch_args(self, queues: Sequence[str], limit: int, token: str) -> list:
+        """ARGV of the fetch script: claims made now last ``visibility_timeout``."""
+        now = time.time()
+        return [self.prefix, repr(now), repr(now + self.visibility_timeout), limit, token,
+                *queues]
 
     @staticmethod
     def _deliveries(rows: list) -> list[Delivery]:
@@ -308,11 +311,8 @@ class RedisBroker(Broker):
         token = self._token()
 
         def call() -> list:
-            now = time.time()
             return self._send([(None, ["BLPOP", *self._local.wake_keys, block]),
-                               ("fetch", [self.prefix, repr(now),
-                                          repr(now + self.visibility_timeout), limit, token,
-                                          *queues])])[-1]
+                               ("fetch", self._fetch_args(queues, limit, token))])[-1]
         return self._deliveries(retrying("fetch", self.url, call, self.max_retries))
 
     def watch(self, queues: Sequence[str]) -> None:
@@ -349,13 +349,10 @@ class RedisBroker(Broker):
         token = self._token()  # the same on each retry: claims are never made twice
 
         def call() -> list:
-            now = time.time()
             calls = list(store)
             if deliveries:
                 calls.append(("ack", [self.prefix, *(d.tag for d in deliveries)]))
-            calls.append(("fetch", [self.prefix, repr(now),
-                                    repr(now + self.visibility_timeout), limit, token,
-                                    *queues]))
+            calls.append(("fetch", self._fetch_args(queues, limit, token)))
             return self._send(calls)[-1]
         return self._deliveries(retrying("store, ack and fetch", self.url, call,
                                          self.max_retries))
