@@ -163,6 +163,13 @@ class Runner:
         options = self.conf.broker_transport_options
         return options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
 
+    def flush_broker(self) -> None:
+        """Wait until what this thread sent is safe in the broker (see ``Broker.flush``); a
+        no-op where this process has no broker open."""
+        broker = self._connections().broker
+        if broker is not None:
+            broker.flush()
+
     def close(self) -> None:
         local = self._connections()
         for name in ("broker", "backend"):

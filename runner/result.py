@@ -10,6 +10,8 @@ from runner import serialization, states
 from runner._state import current_app
 from runner.exceptions import TaskRevokedError, TimeoutError
 
+SENT_CHECK = 1.0  # seconds AsyncResult.get() waits before it makes sure its task was sent
+
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
     from runner.backends.base import ResultRecord
@@ -133,7 +135,7 @@ class AsyncResult:
         ``interval`` (which only caps the check period of polling backends)."""
         record = self._fetch()
         if record is None or not record.ready:
-            record = self.app.backend.wait(self.id, timeout, interval)
+            record = self._wait(timeout, interval)
             self._record = record
             if record is None or not record.ready:
                 raise TimeoutError(
@@ -142,6 +144,20 @@ class AsyncResult:
         return self._value_or_raise(record, propagate)
 
     wait = get
+
+    def _wait(self, timeout: float | None, interval: float | None) -> ResultRecord | None:
+        """Wait for the backend in slices of SENT_CHECK seconds; between two, make sure what
+        this thread sent is in the broker. A broker that confirms in the background (AMQP)
+        sends again what RabbitMQ refused or lost in an outage since, so get() never waits
+        for a task that only its own producer could still deliver."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            part = SENT_CHECK if left is None else min(left, SENT_CHECK)
+            record = self.app.backend.wait(self.id, part, interval)
+            if (record is not None and record.ready) or (left is not None and left <= part):
+                return record
+            self.app.flush_broker()
 
     def _value_or_raise(self, record: ResultRecord, propagate: bool) -> Any:
         value = self._decode(record)
@@ -266,6 +282,20 @@ class EagerResult(AsyncResult):
         return self._value
 
     wait = get
+
+    def _wait(self, timeout: float | None, interval: float | None) -> ResultRecord | None:
+        """Wait for the backend in slices of SENT_CHECK seconds; between two, make sure what
+        this thread sent is in the broker. A broker that confirms in the background (AMQP)
+        sends again what RabbitMQ refused or lost in an outage since, so get() never waits
+        for a task that only its own producer could still deliver."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            part = SENT_CHECK if left is None else min(left, SENT_CHECK)
+            record = self.app.backend.wait(self.id, part, interval)
+            if (record is not None and record.ready) or (left is not None and left <= part):
+                return record
+            self.app.flush_broker()
 
     def maybe_throw(self, propagate: bool = True) -> None:
         self.get(propagate=propagate)

@@ -348,3 +348,75 @@ def test_producer_idle_past_the_heartbeat_timeout_sends_without_a_reconnect(amqp
         tasks.add.delay(2, 2)
     assert "lost RabbitMQ" not in caplog.text
     assert amqp_app.broker.qsize("celery") == 2
+
+
+def test_delay_returns_before_the_confirm_and_flush_waits_for_it(amqp_app):
+    """Streamed confirms: delay() does not wait for RabbitMQ's disk write; flush() (also run
+    before an ack, at close and at exit) returns once RabbitMQ confirmed everything sent."""
+    import tasks
+
+    results = [tasks.add.delay(i, i) for i in range(200)]
+    publisher = amqp_app.broker._publisher()
+    assert publisher.pending > 0  # 200 publishes outran RabbitMQ's confirms
+    amqp_app.broker.flush()
+    assert publisher.pending == 0
+    assert amqp_app.broker.qsize("celery") == len(results)
+
+
+def test_confirm_publish_makes_each_delay_wait_for_its_confirm(amqp_app):
+    import tasks
+
+    amqp_app.close()
+    amqp_app.conf.update(broker_transport_options={"confirm_publish": True})
+    tasks.add.delay(1, 1)
+    assert amqp_app.broker._publisher().pending == 0
+
+
+def test_unconfirmed_messages_are_sent_again_after_the_connection_is_lost(amqp_app, caplog):
+    """What RabbitMQ had not confirmed when the connection went is sent again on the next
+    connection. (A message RabbitMQ lost cannot be made on demand: one is put among the
+    unconfirmed as if RabbitMQ had never got it.)"""
+    import pika
+
+    from runner.brokers.amqp_publisher import Outgoing
+
+    broker = amqp_app.broker
+    broker.enqueue([message(1)])
+    broker.flush()
+    publisher = broker._publisher()
+    lost = message(2)
+    publisher.unconfirmed[10_000] = Outgoing(
+        "celery", lost.encode(), pika.BasicProperties(delivery_mode=2, message_id=lost.id),
+        None)
+    rabbitmqctl("close_all_connections", "-p", VHOST, "test: connection lost")
+    time.sleep(0.5)
+    with caplog.at_level("WARNING", logger="runner.amqp"):
+        broker.enqueue([message(3)])
+        broker.flush()
+    assert "message(s) RabbitMQ had not confirmed when the connection was lost" in caplog.text
+    assert broker.qsize("celery") == 3
+    ids = []
+    while len(ids) < 3:
+        ids += [Message.decode(d.body).id for d in broker.fetch(["celery"], 3, "test")]
+    assert sorted(ids) == ["m1", "m2", "m3"]
+
+
+def test_messages_rabbitmq_refuses_are_sent_again_until_taken(
+        amqp_app, worker_env, tmp_path, start_worker, caplog):
+    """A queue at its max-length with overflow reject-publish nacks publishes: they are kept
+    and sent again with backoff (get() makes sure its task was sent while it waits), until
+    the queue has room; nothing is lost."""
+    import tasks
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    rabbitmqctl("set_policy", "-p", VHOST, "full", "^celery$",
+                json.dumps({"max-length": 1, "overflow": "reject-publish"}),
+                "--apply-to", "queues")
+    try:
+        with caplog.at_level("WARNING", logger="runner.amqp"):
+            results = [tasks.add.delay(i, i) for i in range(4)]
+            start_worker("-c", "1")
+            assert [r.get(timeout=30) for r in results] == [0, 2, 4, 6]
+        assert "refused" in caplog.text and "sending again" in caplog.text
+    finally:
+        rabbitmqctl("clear_policy", "-p", VHOST, "full")

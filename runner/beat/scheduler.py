@@ -176,6 +176,7 @@ class Beat:
                             scheduled.isoformat(), sent_id)
             else:
                 sent_id = entry.fire(self.app, scheduled, fire.fire_id)
+                self.app.flush_broker()  # in the broker before the fire is written as sent
                 logger.info("beat: fired %s for %s: %s %s", entry.name, scheduled.isoformat(),
                             "run" if entry.pipeline is not None else "task", sent_id)
         except Exception as exc:  # noqa: BLE001 - one bad fire must not stop the others

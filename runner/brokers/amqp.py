@@ -3,8 +3,9 @@
 Layout on the vhost: one durable queue per runner queue (with ``x-max-priority`` only where
 ``task_queues`` / ``task_queue_max_priority`` give one, as Celery: a priority queue costs
 RabbitMQ throughput, and without it priorities are ignored), persistent
-messages published with publisher confirms, so a message whose ``enqueue`` returned survives a
-RabbitMQ restart. Delivery is **at least once**: a fetched message stays unacked on the
+messages published with streamed publisher confirms (:mod:`runner.brokers.amqp_publisher`): a
+message is kept, and sent again after an outage, until RabbitMQ has confirmed writing it, which
+is waited for before the publishing thread acks anything, at ``close()`` and at exit. Delivery is **at least once**: a fetched message stays unacked on the
 consumer's channel until the worker acks it; if the worker dies (even SIGKILL) or its connection
 drops, RabbitMQ delivers it again. RabbitMQ has no visibility timeout, so :meth:`extend` is a
 no-op: a claim lasts as long as the consumer's connection, however long the task runs.
@@ -30,10 +31,12 @@ reaching its queue needs a running consumer of that queue for each further hop (
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,8 +44,10 @@ import pika
 import pika.exceptions as amqp_errors
 
 from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
+from runner.brokers.amqp_publisher import Outgoing, Publisher
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.exceptions import BrokerError
 from runner.message import Message
 
 logger = logging.getLogger("runner.amqp")
@@ -50,6 +55,7 @@ logger = logging.getLogger("runner.amqp")
 MAX_PRIORITY = 10
 EARLY = 0.002  # seconds: a message due this soon is delivered now
 DELAY_PREFIX = "runner.delay."
+CLOSE_WAIT = 10.0  # seconds close() and exit wait for RabbitMQ's confirms of what was sent
 DECLARE_AGAIN = 60.0  # seconds: delay queues expire when unused, so declare them again now and then
 
 
@@ -86,24 +92,28 @@ class AMQPBroker(Broker):
         retries = self.transport_options.get("max_retries")
         self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self._local = threading.local()
-        self._links: list[Link] = []
+        #: confirm_publish (kombu's name): each publish waits for its own confirm
+        self.confirm_each = bool(self.transport_options.get("confirm_publish", False))
+        self._publishers: list[Publisher] = []
         self._lock = threading.Lock()
         self._consuming: _Consuming | None = None
         self._io = threading.RLock()  # the consuming connection: its owner, or heartbeat()
         self._prefetch = 0  # QoS asked for by prefetch(); fetch() raises it to its limit
-        self._publisher().run("connect", lambda channel: None)  # a wrong password: an error now
+        self._publisher().link.run("connect", lambda channel: None)  # a wrong password: now
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     # -- publishing ---------------------------------------------------------------------------
 
-    def _publisher(self) -> Link:
-        link = getattr(self._local, "link", None)
-        if link is None:
-            link = self._local.link = Link(self.url, self.transport_options, confirm=True,
-                                           max_retries=self.max_retries, heartbeats=False)
+    def _publisher(self) -> Publisher:
+        publisher = getattr(self._local, "publisher", None)
+        if publisher is None:
+            link = Link(self.url, self.transport_options, max_retries=self.max_retries,
+                        heartbeats=False)
+            publisher = self._local.publisher = Publisher(link, self._route, self.confirm_each)
             self._local.declared = {}
             with self._lock:
-                self._links.append(link)
-        return link
+                self._publishers.append(publisher)
+        return publisher
 
     def _declare(self, channel, queue: str) -> int:
         """Declare ``queue`` (once per connection); returns its ready message count."""
@@ -115,15 +125,20 @@ class AMQPBroker(Broker):
             raise declare_error(self.url, queue, exc, top) from None
         return frame.method.message_count
 
-    def _ensure(self, link: Link, channel, queue: str, delay_ms: int = 0) -> str:
-        """Declare what a publish to ``queue`` (after ``delay_ms``) needs; return the exchange."""
+    def _route(self, channel, message: Outgoing, fresh: bool) -> str:
+        """Declare what a publish of ``message`` needs (once per connection and minute, or
+        again if ``fresh``: a delay queue expired meanwhile); return the exchange."""
+        delay = (message.eta - time.time()) if message.eta else 0.0
+        delay_ms = delay_bucket_ms(delay) if delay > EARLY else 0
         declared = self._local.declared
-        key = (link.generation, queue, delay_ms)
+        if fresh:
+            declared.clear()
+        key = (self._local.publisher.link.generation, message.queue, delay_ms)
         now = time.monotonic()
         exchange = f"{DELAY_PREFIX}{delay_ms}" if delay_ms else ""
         if declared.get(key, 0.0) > now:
             return exchange
-        self._declare(channel, queue)
+        self._declare(channel, message.queue)
         if delay_ms:
             channel.exchange_declare(exchange, "fanout", durable=True)
             channel.queue_declare(exchange, durable=True, arguments={
@@ -133,29 +148,23 @@ class AMQPBroker(Broker):
         declared[key] = now + DECLARE_AGAIN
         return exchange
 
-    def _publish(self, queue: str, body: bytes, properties: pika.BasicProperties,
-                 eta: float | None) -> None:
-        link = self._publisher()
-
-        def publish(channel) -> None:
-            delay = (eta - time.time()) if eta else 0.0
-            bucket = delay_bucket_ms(delay) if delay > EARLY else 0
-            exchange = self._ensure(link, channel, queue, bucket)
-            try:
-                channel.basic_publish(exchange, queue, body, properties, mandatory=True)
-            except amqp_errors.UnroutableError:  # a delay queue expired meanwhile: again
-                self._local.declared.clear()
-                exchange = self._ensure(link, channel, queue, bucket)
-                channel.basic_publish(exchange, queue, body, properties, mandatory=True)
-        link.run("enqueue", publish)
-
     def enqueue(self, messages: Sequence[Message]) -> None:
-        for message in messages:  # one confirm each: a retry after an outage never doubles
+        """Publish ``messages``; RabbitMQ's confirms are read as they come and waited for
+        before this thread acks anything, at close and at exit (see amqp_publisher)."""
+        outgoing = []
+        for message in messages:
             headers = {"eta_ms": int(message.eta * 1000)} if message.eta else None
             properties = pika.BasicProperties(
                 delivery_mode=2, priority=min(MAX_PRIORITY, message.priority or 0),
                 message_id=message.id, headers=headers)
-            self._publish(message.queue, message.encode(), properties, message.eta)
+            outgoing.append(Outgoing(message.queue, message.encode(), properties, message.eta))
+        self._publisher().send(outgoing)
+
+    def flush(self) -> None:
+        """Wait until RabbitMQ has confirmed what this thread published."""
+        publisher = getattr(self._local, "publisher", None)
+        if publisher is not None:
+            publisher.flush()
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -231,8 +240,9 @@ class AMQPBroker(Broker):
             eta_ms = (properties.headers or {}).get("eta_ms")
             eta = eta_ms / 1000 if eta_ms else None
             if eta and eta - time.time() > EARLY:  # arrived through a delay queue, early
-                self._publish(delivery.queue, delivery.body, properties, eta)
-                self.ack([delivery])
+                self._publisher().send([Outgoing(delivery.queue, delivery.body, properties,
+                                                 eta)])
+                self.ack([delivery])  # (after the confirm: see _settle)
             else:
                 out.append(delivery)
         return out
@@ -256,7 +266,7 @@ class AMQPBroker(Broker):
     def check(self, queues: Sequence[str] = ()) -> None:
         """Declare ``queues`` now: one that exists with other arguments is an error before
         the worker starts, not a loop of failing fetches."""
-        self._publisher().run("declare", lambda channel: [self._declare(channel, queue)
+        self._publisher().link.run("declare", lambda channel: [self._declare(channel, queue)
                                                           for queue in queues])
 
     def prefetch(self, count: int) -> None:
@@ -288,10 +298,13 @@ class AMQPBroker(Broker):
 
     def _settle(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         """Ack (or requeue) on the consuming channel, in its owner thread. Deliveries of a
-        connection that is gone are skipped: RabbitMQ delivers those again anyway."""
+        connection that is gone are skipped: RabbitMQ delivers those again anyway. What this
+        thread published is confirmed first: a task's follow-ups (next attempt, callbacks,
+        chord body) exist before the message that made them is gone."""
         state = self._consuming
         if state is None or not deliveries:
             return
+        self.flush()
         link = state.link
         generation = link.generation
         tags = [d.tag[1] for d in deliveries if d.tag[0] == generation]
@@ -329,8 +342,8 @@ class AMQPBroker(Broker):
         self._settle(deliveries, requeue=True)
 
     def retry(self, delivery: Delivery, message: Message) -> None:
-        """Publish the next attempt (confirmed), then ack this one: a crash in between
-        delivers this one again (at least once)."""
+        """Publish the next attempt, then ack this one (once the attempt is confirmed): a
+        crash in between delivers this one again (at least once)."""
         self.enqueue([message])
         self.ack([delivery])
 
@@ -341,18 +354,33 @@ class AMQPBroker(Broker):
     # -- admin --------------------------------------------------------------------------------
 
     def purge(self, queues: Sequence[str]) -> int:
-        """Delete the ready messages of ``queues`` (delayed ones are still in delay queues)."""
+        """Delete the ready messages of ``queues`` (delayed ones are still in delay queues),
+        this thread's unconfirmed ones included (they are confirmed first)."""
+        self.flush()
         def purge(channel) -> int:
             count = 0
             for queue in queues:
                 self._declare(channel, queue)
                 count += channel.queue_purge(queue).method.message_count
             return count
-        return self._publisher().run("purge", purge)
+        return self._publisher().link.run("purge", purge)
 
     def qsize(self, queue: str) -> int:
-        """Ready messages of ``queue`` (not the unacked ones, nor delayed ones)."""
-        return self._publisher().run("qsize", lambda channel: self._declare(channel, queue))
+        """Ready messages of ``queue`` (not the unacked ones, nor delayed ones), this thread's
+        last ones included (they are confirmed first: RabbitMQ counts a message when it is
+        in the queue, which can be after the reply to a count asked right after publishing)."""
+        self.flush()
+        return self._publisher().link.run("qsize", lambda channel: self._declare(channel, queue))
+
+    def _flush_ended(self) -> None:
+        """Wait for the confirms of what this thread and the threads that ended published
+        (another live thread's connection is its own to use)."""
+        with self._lock:
+            publishers = list(self._publishers)
+        for publisher in publishers:
+            if publisher.link.owner is threading.current_thread() \
+                    or not publisher.link.owner.is_alive():
+                _flush_quietly(publisher)
 
     def close(self) -> None:
         state, self._consuming = self._consuming, None
@@ -366,7 +394,29 @@ class AMQPBroker(Broker):
                     state.link.connection.add_callback_threadsafe(state.link.drop)
             except OUTAGE_ERRORS:
                 pass
+        self._flush_ended()
         with self._lock:
-            links, self._links = self._links, []
-        for link in links:
-            link.drop()
+            publishers, self._publishers = self._publishers, []
+        for publisher in publishers:
+            publisher.link.drop()
+
+
+def _flush_quietly(publisher: Publisher) -> None:
+    """Wait (CLOSE_WAIT s at most, one connection attempt) for the confirms of ``publisher``;
+    if that fails, say what may be lost (sent, but RabbitMQ never confirmed writing it)."""
+    if not publisher.pending:
+        return
+    try:
+        publisher.flush(reconnect=False, timeout=CLOSE_WAIT)
+    except (*OUTAGE_ERRORS, BrokerError) as exc:
+        logger.error("%d message(s) sent to RabbitMQ at %s were not confirmed (%s: %s): "
+                     "they may be lost", publisher.pending, publisher.link.url.masked,
+                     type(exc).__name__, exc)
+
+
+def _flush_at_exit(ref: weakref.ref) -> None:
+    """At interpreter exit: a script that calls ``delay()`` and ends leaves nothing
+    unconfirmed."""
+    broker = ref()
+    if broker is not None:
+        broker._flush_ended()

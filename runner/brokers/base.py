@@ -56,6 +56,11 @@ class Broker(ABC):
         """Store messages in one round trip. A message with an ``eta`` in the future is held by
         the broker (not by any worker) until it is due."""
 
+    def flush(self) -> None:
+        """Return once what this thread enqueued is safe in the broker. Only brokers that
+        confirm in the background (AMQP) have anything to wait for: elsewhere ``enqueue``
+        returns once the broker has the messages."""
+
     @abstractmethod
     def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
         """Claim up to ``limit`` due messages from ``queues`` without blocking: highest priority

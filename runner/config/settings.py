@@ -98,6 +98,11 @@ class TransportOptions(BaseModel):
         "AsyncResult.get() waits (only while someone waits)")
     max_retries: int | None = Field(
         None, ge=0, description="connection attempts when publishing before giving up")
+    confirm_publish: bool = Field(
+        False, description="RabbitMQ: each publish waits for its own confirm (about one disk "
+        "write); by default confirms are read as they come and waited for before the "
+        "publisher acks anything, at close and at exit, and unconfirmed messages are sent "
+        "again after an outage")
     interval_start: float | None = Field(None, ge=0, description="first retry delay (seconds)")
     interval_step: float | None = Field(None, ge=0, description="delay added per retry (seconds)")
     interval_max: float | None = Field(None, ge=0, description="longest retry delay (seconds)")
