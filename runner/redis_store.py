@@ -9,6 +9,7 @@ exponential backoff (logged, URL masked) up to ``broker_connection_max_retries``
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import ssl
@@ -33,6 +34,7 @@ T = TypeVar("T")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 #: subclasses of ConnectionError in redis-py, but no outage: retrying cannot fix a password
 REFUSED_ERRORS = (AuthenticationError, AuthorizationError)
+STREAM_WINDOW = 1000  # streamed commands a thread may have without their replies read
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
               "none": ssl.CERT_NONE, "cert_required": ssl.CERT_REQUIRED,
@@ -130,24 +132,95 @@ def pack(args: Sequence) -> bytes:
     return b"".join(parts)
 
 
+class _Own:
+    """One thread's connection, with the streamed commands it has not had replies to."""
+
+    __slots__ = ("conn", "owner", "outbox", "unread")
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.owner = threading.current_thread()
+        self.outbox: list[Sequence] = []  # streamed, not written on this connection yet
+        self.unread: collections.deque[Sequence] = collections.deque()  # written, no reply read
+
+    @property
+    def pending(self) -> int:
+        return len(self.outbox) + len(self.unread)
+
+
 class OwnConnections:
     """One connection per thread, of a client's pool but not shared through it, on which
     commands are packed by hand and sent in one write: redis-py's command machinery costs more
-    than a round trip on the same machine."""
+    than a round trip on the same machine.
 
-    def __init__(self, client: redis.Redis):
+    Commands can also be *streamed* (:meth:`take`, then :meth:`pump`): written without waiting for their
+    replies, which are read as they arrive, while the thread sends more, and all of them before
+    the thread's next :meth:`roundtrip` returns (Redis runs one connection's commands in order:
+    what was streamed runs before what follows) or in :meth:`drain`. A streamed command is
+    kept until its reply is read; if the connection is lost first, it is written again on the
+    next one, so it must be idempotent (the broker's scripts are, by request token). An error
+    reply to a streamed command goes to ``on_error(command, error)``, which returns True to
+    have it sent again or raises."""
+
+    def __init__(self, client: redis.Redis,
+                 on_error: Callable[[Sequence, Exception], bool] | None = None):
         self.client = client
+        self.on_error = on_error
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[_Own] = []  # every thread's, for drain_ended() and close()
+
+    def _own(self) -> _Own:
+        own = self._local.__dict__.get("own")
+        if own is None:
+            own = self._local.own = _Own(self.client.connection_pool.make_connection())
+            with self._lock:
+                self._all.append(own)
+        return own
 
     def roundtrip(self, commands: Sequence[Sequence]) -> list:
-        """Send ``commands`` in one write and read every reply (an error reply is returned as
-        its exception, not raised: the connection stays in step). A lost connection raises
-        (one of OUTAGE_ERRORS) and is reopened by the next call."""
-        conn = self._local.__dict__.get("conn")
-        if conn is None:
-            conn = self._local.conn = self.client.connection_pool.make_connection()
+        """Send ``commands`` in one write (behind what was streamed and not written yet) and
+        read every reply (an error reply is returned as its exception, not raised: the
+        connection stays in step). A lost connection raises (one of OUTAGE_ERRORS) and is
+        reopened by the next call."""
+        return self._exchange(self._own(), commands, most=0)
+
+    def take(self, commands: Sequence[Sequence]) -> None:
+        """Take ``commands`` to stream; :meth:`pump` writes them (and again after an outage:
+        they stay taken until their replies are read)."""
+        self._own().outbox.extend(commands)
+
+    def pump(self, most: int = STREAM_WINDOW) -> None:
+        """Write what is taken; read the replies that arrived, and wait for more while more
+        than ``most`` are unread."""
+        self._exchange(self._own(), (), most)
+
+    def drain(self) -> None:
+        """Return once every streamed command of this thread has its reply."""
+        own = self._own()
+        if own.pending:
+            self._exchange(own, (), 0)
+
+    def forget(self, command: Sequence) -> None:
+        """Stop streaming ``command`` (whose caller got an error instead), unless it is
+        written on the live connection already (its reply is expected there, in order)."""
+        own = self._own()
+        if command in own.outbox:
+            own.outbox.remove(command)
+
+    def pending(self) -> int:
+        own = self._local.__dict__.get("own")
+        return own.pending if own is not None else 0
+
+    def _exchange(self, own: _Own, commands: Sequence[Sequence], most: int) -> list:
+        conn = own.conn
         try:
-            conn.send_packed_command([b"".join(pack(c) for c in commands)], check_health=False)
+            if own.outbox or commands:
+                conn.send_packed_command(
+                    [b"".join(pack(c) for c in (*own.outbox, *commands))], check_health=False)
+                own.unread.extend(own.outbox)
+                own.outbox.clear()
+            self._read_streamed(own, most if not commands else 0)
             replies = []
             for _ in commands:
                 try:
@@ -157,9 +230,37 @@ class OwnConnections:
             return replies
         except OUTAGE_ERRORS:
             conn.disconnect()
+            own.outbox[:0] = own.unread  # the next connection writes them again, first
+            own.unread.clear()
             raise
 
+    def _read_streamed(self, own: _Own, most: int) -> None:
+        """Read replies of streamed commands: all that arrived, and more while more than
+        ``most`` are unread."""
+        conn, unread = own.conn, own.unread
+        while unread and (len(unread) > most or conn.can_read(timeout=0)):
+            try:
+                conn.read_response()
+                unread.popleft()
+            except ResponseError as exc:
+                command = unread.popleft()
+                if self.on_error is None or not self.on_error(command, exc):
+                    raise
+                own.outbox.append(command)
+
+    def drain_ended(self, attempt: Callable[[Callable[[], None]], None]) -> None:
+        """Drain, through ``attempt(drain)``, what this thread and the threads that ended
+        streamed (another live thread's connection is its own to use)."""
+        with self._lock:
+            owns = list(self._all)
+        for own in owns:
+            if own.pending and (own.owner is threading.current_thread()
+                                or not own.owner.is_alive()):
+                attempt(lambda own=own: self._exchange(own, (), 0))
+
     def close(self) -> None:
-        conn = self._local.__dict__.pop("conn", None)
-        if conn is not None:
-            conn.disconnect()
+        with self._lock:
+            owns, self._all = self._all, []
+        self._local.__dict__.pop("own", None)
+        for own in owns:
+            own.conn.disconnect()

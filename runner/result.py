@@ -147,9 +147,9 @@ class AsyncResult:
 
     def _wait(self, timeout: float | None, interval: float | None) -> ResultRecord | None:
         """Wait for the backend in slices of SENT_CHECK seconds; between two, make sure what
-        this thread sent is in the broker. A broker that confirms in the background (AMQP)
-        sends again what RabbitMQ refused or lost in an outage since, so get() never waits
-        for a task that only its own producer could still deliver."""
+        this thread sent is in the broker. A broker that confirms in the background (AMQP,
+        Redis) sends again what was refused or lost in an outage since, so get() never
+        waits for a task that only its own producer could still deliver."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -282,20 +282,6 @@ class EagerResult(AsyncResult):
         return self._value
 
     wait = get
-
-    def _wait(self, timeout: float | None, interval: float | None) -> ResultRecord | None:
-        """Wait for the backend in slices of SENT_CHECK seconds; between two, make sure what
-        this thread sent is in the broker. A broker that confirms in the background (AMQP)
-        sends again what RabbitMQ refused or lost in an outage since, so get() never waits
-        for a task that only its own producer could still deliver."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            part = SENT_CHECK if left is None else min(left, SENT_CHECK)
-            record = self.app.backend.wait(self.id, part, interval)
-            if (record is not None and record.ready) or (left is not None and left <= part):
-                return record
-            self.app.flush_broker()
 
     def maybe_throw(self, propagate: bool = True) -> None:
         self.get(propagate=propagate)

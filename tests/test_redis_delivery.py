@@ -195,3 +195,55 @@ def test_runner_purge_empties_the_queues_in_redis(app, worker_env, tmp_path, sta
     time.sleep(0.3)
     assert [r.state for r in [*waiting, delayed]] == ["PENDING"] * 6
     assert eventually(lambda: store.hlen("runner:body") == 0)
+
+
+def test_streamed_enqueue_returns_before_its_reply_and_flush_reads_it(app, store):
+    """delay() writes its script and returns; the reply is read later (flush, the next
+    command, close, exit). Until then the enqueue is kept, to write again after an outage."""
+    import tasks
+
+    results = [tasks.add.delay(i, i) for i in range(200)]
+    assert app.broker._own.pending() > 0  # 200 writes outran their replies
+    app.broker.flush()
+    assert app.broker._own.pending() == 0
+    assert app.broker.qsize("celery") == len(results)
+
+
+def test_streamed_enqueues_are_sent_again_after_a_lost_connection_and_run_once(
+        app, store, caplog):
+    import tasks
+
+    first = [tasks.add.delay(i, i) for i in range(50)]
+    store.client_kill_filter(_type="normal", skipme=True)  # every connection but store's
+    with caplog.at_level("WARNING", logger="runner.redis"):
+        second = [tasks.add.delay(i, i) for i in range(50, 60)]
+        app.broker.flush()
+    assert app.broker.qsize("celery") == len(first) + len(second)  # none twice, none lost
+    assert "cannot reach Redis" in caplog.text
+
+
+def test_streamed_enqueue_after_redis_forgot_its_scripts_is_sent_again(app, store):
+    """A Redis restarted without its scripts answers NOSCRIPT, after delay() returned: the
+    scripts are loaded and the enqueue sent again."""
+    import tasks
+
+    tasks.add.delay(0, 0)
+    app.broker.flush()
+    store.script_flush()
+    result = tasks.add.delay(1, 1)
+    app.broker.flush()
+    assert app.broker.qsize("celery") == 2
+    assert result.id in {m.split(b"#")[0].decode() for m in store.hkeys("runner:body")}
+
+
+def test_streamed_enqueue_refused_by_redis_is_an_error_naming_the_task(app, store):
+    import tasks
+
+    from runner.exceptions import BrokerError
+
+    tasks.add.delay(0, 0)
+    app.broker.flush()
+    store.set("runner:seq", "not a number")  # the enqueue script's INCR fails
+    result = tasks.add.delay(1, 1)
+    with pytest.raises(BrokerError, match=f"refused to enqueue task\\(s\\) {result.id}"):
+        app.broker.flush()

@@ -140,7 +140,8 @@ def test_a_reply_lost_after_redis_ran_the_script_neither_doubles_nor_strands_a_t
         broker = producer.broker
         producer.send_task("tasks.add", (0, 0))  # connected, script loaded
         proxy.armed.set()
-        producer.send_task("tasks.add", (1, 1))  # Redis ran it; the reply is lost; retried
+        producer.send_task("tasks.add", (1, 1))  # Redis ran it; the reply is lost ...
+        broker.flush()  # ... noticed where the reply is read: sent again
         assert proxy.dropped == 1
         assert broker.qsize("celery") == 2  # not enqueued twice
 

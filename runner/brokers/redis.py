@@ -21,24 +21,33 @@ A lost wake token costs latency, never a message: waiting always ends within one
 
 Scripts are sent on a connection of the broker's own (one per thread), packed by hand and
 written at once: redis-py's command machinery costs more than the round trip itself. So
-``delay()`` is one EVALSHA; a worker process settles a batch and claims the next in one round
+``delay()`` is one EVALSHA, *streamed*: written without waiting for its reply, which is read
+as it arrives, before the thread's next other command (acks included) returns, in ``flush()``,
+``AsyncResult.get()`` after a second without a result, at close and at exit; until then it is
+kept and written again after an outage (its token makes it run once). A worker process settles a batch and claims the next in one round
 trip (results, ack script, fetch script); an idle one sends the fetch script right behind its
 BLPOP on the wake lists, so Redis claims the message for it the moment one is announced.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.exceptions import BrokerError, RunnerError
 from runner.message import Message
-from runner.redis_store import OwnConnections, make_client, retrying
+from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, retrying
+
+logger = logging.getLogger("runner.redis")
 
 PRIORITY_STEP = 10**12
 WAKE_KEEP = 64  # tokens kept per queue: enough to wake every idle worker
@@ -233,7 +242,9 @@ class RedisBroker(Broker):
             "extend": EXTEND, "retry": RETRY, "purge": PURGE}.items()}
         self._wake_keys: dict[tuple[str, ...], list[str]] = {}  # queues -> wake list keys
         self._local = threading.local()
-        self._own = OwnConnections(self.client)  # scripts go out on these (see _send)
+        # scripts go out on these (see _send); enqueues are streamed (see enqueue)
+        self._own = OwnConnections(self.client, on_error=self._streamed_error)
+        atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _run(self, what: str, script: str, args: list) -> object:
         return retrying(what, self.url, lambda: self._send([(script, args)])[-1],
@@ -267,11 +278,47 @@ class RedisBroker(Broker):
     # -- producing ----------------------------------------------------------------------------
 
     def enqueue(self, messages: Sequence[Message]) -> None:
+        """Stream the enqueue script: it is written now, and its reply read later, as it
+        arrives (while this thread sends more), before this thread's next other command
+        returns (its acks included), in :meth:`flush`, at close and at exit. Until then it is
+        kept, and written again after an outage (its request token makes it run once)."""
         args: list = [self.prefix, repr(time.time())]
         for message in messages:
             args += [message.id, message.queue, message.priority or 0,
                      repr(message.eta or 0.0), message.encode()]
-        self._run("enqueue", "enqueue", [*args, self._token()])
+        command = ["EVALSHA", self._scripts["enqueue"].sha, 0, *args, self._token()]
+        self._own.take([command])
+        try:
+            retrying("enqueue", self.url, self._own.pump, self.max_retries)
+        except BaseException:
+            self._own.forget(command)  # the caller has the error: not sent later behind it
+            raise
+
+    def flush(self) -> None:
+        """Return once Redis has run every enqueue this thread streamed."""
+        if self._own.pending():
+            retrying("enqueue", self.url, self._own.drain, self.max_retries)
+
+    def _streamed_error(self, command: Sequence, exc: Exception) -> bool:
+        """An error reply to a streamed enqueue: after a restart that lost the scripts, load
+        them and send it again; anything else is raised, naming its tasks."""
+        if isinstance(exc, NoScriptError):
+            for script in self._scripts.values():
+                self.client.script_load(script.script)
+            return True
+        ids = ", ".join(str(i) for i in command[5:-1:5])
+        raise BrokerError(f"Redis at {self.url.masked} refused to enqueue task(s) {ids}: {exc}")
+
+    def _drain_ended(self) -> None:
+        """At close or exit: the replies of what this thread (and threads that ended)
+        streamed, with one reconnection at most; what cannot be confirmed is named."""
+        def attempt(drain) -> None:
+            try:
+                retrying("enqueue", self.url, drain, 1)
+            except (RunnerError, *OUTAGE_ERRORS) as exc:
+                logger.error("enqueued tasks not confirmed by Redis at %s (%s): they may be "
+                             "lost", self.url.masked, exc)
+        self._own.drain_ended(attempt)
 
     # -- consuming ----------------------------------------------------------------------------
 
@@ -387,6 +434,8 @@ class RedisBroker(Broker):
         return int(self._run("purge", "purge", [self.prefix, *queues]))
 
     def qsize(self, queue: str) -> int:
+        self.flush()  # (counted on another connection: this thread's enqueues first)
+
         def count() -> int:
             ready = self.client.zcard(f"{self.prefix}q:{queue}")
             delayed = self.client.zrange(f"{self.prefix}delayed", 0, -1)
@@ -396,6 +445,14 @@ class RedisBroker(Broker):
         return retrying("qsize", self.url, count, self.max_retries)
 
     def close(self) -> None:
+        self._drain_ended()
         self._own.close()
         self.client.close()
+
+
+def _drain_at_exit(ref: weakref.ref) -> None:
+    """At interpreter exit: a script that calls ``delay()`` and ends leaves nothing unread."""
+    broker = ref()
+    if broker is not None:
+        broker._drain_ended()
 
