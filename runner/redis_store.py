@@ -135,17 +135,22 @@ def pack(args: Sequence) -> bytes:
 class _Own:
     """One thread's connection, with the streamed commands it has not had replies to."""
 
-    __slots__ = ("conn", "owner", "outbox", "unread")
+    __slots__ = ("conn", "owner", "outbox", "unread", "refused", "refusals", "retry_at",
+                 "answered")
 
     def __init__(self, conn) -> None:
         self.conn = conn
         self.owner = threading.current_thread()
         self.outbox: list[Sequence] = []  # streamed, not written on this connection yet
         self.unread: collections.deque[Sequence] = collections.deque()  # written, no reply read
+        self.refused: list[Sequence] = []  # answered with an error: written again at retry_at
+        self.refusals = 0  # rounds of refusals in a row
+        self.retry_at = 0.0
+        self.answered = False  # a streamed command had its reply: streaming works here
 
     @property
     def pending(self) -> int:
-        return len(self.outbox) + len(self.unread)
+        return len(self.outbox) + len(self.unread) + len(self.refused)
 
 
 class OwnConnections:
@@ -159,13 +164,19 @@ class OwnConnections:
     what was streamed runs before what follows) or in :meth:`drain`. A streamed command is
     kept until its reply is read; if the connection is lost first, it is written again on the
     next one, so it must be idempotent (the broker's scripts are, by request token). An error
-    reply to a streamed command goes to ``on_error(command, error)``, which returns True to
-    have it sent again or raises."""
+    reply to a streamed command goes to ``on_error(command, error)``: True sends it again now
+    (a script Redis forgot, loaded again), False keeps it to send again after a backoff (Redis
+    out of memory: as after an outage, up to ``max_refusals`` rounds, then a BrokerError names
+    them through ``describe``), or it raises."""
 
     def __init__(self, client: redis.Redis,
-                 on_error: Callable[[Sequence, Exception], bool] | None = None):
+                 on_error: Callable[[Sequence, Exception], bool] | None = None,
+                 describe: Callable[[Sequence[Sequence]], str] = str,
+                 max_refusals: int | None = None):
         self.client = client
         self.on_error = on_error
+        self.describe = describe
+        self.max_refusals = max_refusals
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[_Own] = []  # every thread's, for drain_ended() and close()
@@ -192,8 +203,10 @@ class OwnConnections:
 
     def pump(self, most: int = STREAM_WINDOW) -> None:
         """Write what is taken; read the replies that arrived, and wait for more while more
-        than ``most`` are unread."""
-        self._exchange(self._own(), (), most)
+        than ``most`` are unread. The first streamed command of a connection waits for its
+        reply: a refused login or a missing script is an error of the call that met it."""
+        own = self._own()
+        self._exchange(own, (), most if own.answered else 0)
 
     def drain(self) -> None:
         """Return once every streamed command of this thread has its reply."""
@@ -213,26 +226,38 @@ class OwnConnections:
         return own.pending if own is not None else 0
 
     def _exchange(self, own: _Own, commands: Sequence[Sequence], most: int) -> list:
-        conn = own.conn
+        """Write what is taken (refused ones whose backoff is over too) and ``commands``;
+        read streamed replies down to ``most`` unread, then the replies to ``commands``."""
         try:
-            if own.outbox or commands:
-                conn.send_packed_command(
-                    [b"".join(pack(c) for c in (*own.outbox, *commands))], check_health=False)
-                own.unread.extend(own.outbox)
-                own.outbox.clear()
-            self._read_streamed(own, most if not commands else 0)
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
+            replies = self._write_read(own, commands, most)
+            while len(own.unread) + len(own.refused) > most:  # refused ones are left
+                self._wait_refused(own)
+                self._write_read(own, (), most)
             return replies
         except OUTAGE_ERRORS:
-            conn.disconnect()
+            own.conn.disconnect()
             own.outbox[:0] = own.unread  # the next connection writes them again, first
             own.unread.clear()
             raise
+
+    def _write_read(self, own: _Own, commands: Sequence[Sequence], most: int) -> list:
+        conn = own.conn
+        if own.refused and time.monotonic() >= own.retry_at:
+            own.outbox.extend(own.refused)
+            own.refused.clear()
+        if own.outbox or commands:
+            conn.send_packed_command(
+                [b"".join(pack(c) for c in (*own.outbox, *commands))], check_health=False)
+            own.unread.extend(own.outbox)
+            own.outbox.clear()
+        self._read_streamed(own, most if not commands else 0)
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
 
     def _read_streamed(self, own: _Own, most: int) -> None:
         """Read replies of streamed commands: all that arrived, and more while more than
@@ -242,21 +267,46 @@ class OwnConnections:
             try:
                 conn.read_response()
                 unread.popleft()
+                own.refusals, own.answered = 0, True
             except ResponseError as exc:
                 command = unread.popleft()
-                if self.on_error is None or not self.on_error(command, exc):
-                    raise
-                own.outbox.append(command)
+                if self.on_error is not None and self.on_error(command, exc):
+                    own.outbox.append(command)
+                else:
+                    self._refuse(own, command, exc)
 
-    def drain_ended(self, attempt: Callable[[Callable[[], None]], None]) -> None:
-        """Drain, through ``attempt(drain)``, what this thread and the threads that ended
-        streamed (another live thread's connection is its own to use)."""
+    def _refuse(self, own: _Own, command: Sequence, exc: Exception) -> None:
+        own.refused.append(command)
+        now = time.monotonic()
+        if now < own.retry_at:
+            return  # (one more of this round)
+        own.refusals += 1
+        delay = min(5.0, 0.1 * 2 ** min(own.refusals - 1, 6))
+        own.retry_at = now + delay
+        logger.warning("Redis refused %s (%s); sending again in %.2fs (then the others it "
+                       "refuses meanwhile)", self.describe([command]), exc, delay)
+
+    def _wait_refused(self, own: _Own) -> None:
+        """Sleep until the refused ones may go again; after ``max_refusals`` rounds, give
+        them up with an error that names them."""
+        if self.max_refusals and own.refusals >= self.max_refusals:
+            given_up, own.refused = own.refused, []
+            raise BrokerError(f"Redis refused {self.describe(given_up)} {own.refusals} times "
+                              f"in a row; they are not sent")
+        time.sleep(max(0.0, own.retry_at - time.monotonic()))
+
+    def drain_ended(self, attempt: Callable[[Callable[[], None], Callable[[], str]], None]
+                    ) -> None:
+        """Drain, through ``attempt(drain, describe_pending)``, what this thread and the
+        threads that ended streamed (another live thread's connection is its own to use)."""
         with self._lock:
             owns = list(self._all)
         for own in owns:
             if own.pending and (own.owner is threading.current_thread()
                                 or not own.owner.is_alive()):
-                attempt(lambda own=own: self._exchange(own, (), 0))
+                attempt(lambda own=own: self._exchange(own, (), 0),
+                        lambda own=own: self.describe([*own.outbox, *own.unread,
+                                                       *own.refused]))
 
     def close(self) -> None:
         with self._lock:

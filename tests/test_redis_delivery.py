@@ -236,14 +236,36 @@ def test_streamed_enqueue_after_redis_forgot_its_scripts_is_sent_again(app, stor
     assert result.id in {m.split(b"#")[0].decode() for m in store.hkeys("runner:body")}
 
 
-def test_streamed_enqueue_refused_by_redis_is_an_error_naming_the_task(app, store):
+def test_streamed_enqueue_refused_by_redis_is_sent_again_until_taken(app, store, caplog):
+    """An error reply after delay() returned (here the script's INCR fails, as a Redis out of
+    memory would refuse it) keeps the task and sends it again with backoff: once Redis takes
+    it, it is there; nothing lost."""
     import tasks
-
-    from runner.exceptions import BrokerError
 
     tasks.add.delay(0, 0)
     app.broker.flush()
     store.set("runner:seq", "not a number")  # the enqueue script's INCR fails
+    with caplog.at_level("WARNING", logger="runner.redis"):
+        result = tasks.add.delay(1, 1)
+        time.sleep(0.05)
+        tasks.add.delay(2, 2)  # reads the refusal
+    assert f"Redis refused the enqueue of 1 task(s) ({result.id})" in caplog.text
+    store.set("runner:seq", 100)
+    app.broker.flush()
+    assert app.broker.qsize("celery") == 3
+
+
+def test_streamed_enqueue_refused_every_time_is_an_error_naming_the_tasks(app, store):
+    import tasks
+
+    from runner.exceptions import BrokerError
+
+    app.close()
+    app.conf.update(broker_transport_options={"max_retries": 2})
+    tasks.add.delay(0, 0)
+    app.broker.flush()
+    store.set("runner:seq", "not a number")
     result = tasks.add.delay(1, 1)
-    with pytest.raises(BrokerError, match=f"refused to enqueue task\\(s\\) {result.id}"):
+    with pytest.raises(BrokerError, match=rf"refused the enqueue of 1 task\(s\) \({result.id}"
+                                          rf"\) .* 2 times in a row; they are not sent"):
         app.broker.flush()

@@ -171,6 +171,16 @@ def test_wrong_password_is_one_clear_error_with_the_password_masked(seed_app, pa
     assert len(errors) == 1 and "refused the credentials" in errors[0]
 
 
+def test_missing_password_is_one_clear_error_of_the_first_delay(seed_app, password_server):
+    """The first enqueue of a connection waits for its reply (later ones are streamed), so a
+    server that wants a password the URL lacks is an error of that delay() call."""
+    url = f"redis://127.0.0.1:{password_server.port}/0"
+    seed, _worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})",
+                             wait=False)
+    with pytest.raises(ConfigError, match="refused the credentials .* check the password"):
+        seed.add.delay(1, 1)
+
+
 def test_unix_socket_url(seed_app, socket_server):
     server, path = socket_server
     server.flush()

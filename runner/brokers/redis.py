@@ -43,9 +43,9 @@ from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
-from runner.exceptions import BrokerError, RunnerError
+from runner.exceptions import RunnerError
 from runner.message import Message
-from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, retrying
+from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
 
 logger = logging.getLogger("runner.redis")
 
@@ -103,11 +103,16 @@ local function forget(prefix, id)
 end
 """
 
-# Run once per request token: a call retried after a lost reply does nothing again.
+# Run once per request token: a call retried after a lost reply does nothing again. The token
+# is written when the script has done its work (_DONE), so a script that failed half way (no
+# rollback in Redis) is not taken for done when it is sent again.
 _ONCE = """
-if not redis.call('SET', ARGV[1] .. 'done:' .. ARGV[#ARGV], 1, 'NX', 'EX', DONE_KEEP) then
+if redis.call('EXISTS', ARGV[1] .. 'done:' .. ARGV[#ARGV]) == 1 then
   return 1
 end
+"""
+_DONE = """
+redis.call('SET', ARGV[1] .. 'done:' .. ARGV[#ARGV], 1, 'EX', DONE_KEEP)
 """.replace("DONE_KEEP", str(DONE_KEEP))
 
 # ARGV: prefix, now, then groups of 5: id, queue, priority, eta, body; token
@@ -116,6 +121,7 @@ local prefix, now = ARGV[1], tonumber(ARGV[2])
 for i = 3, #ARGV - 1, 5 do
   put(prefix, ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], now)
 end
+""" + _DONE + """
 return 1
 """
 
@@ -200,6 +206,7 @@ RETRY = _FORGET + _PUT + _ONCE + """
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 forget(prefix, ARGV[3])
 put(prefix, ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], now)
+""" + _DONE + """
 return 1
 """
 
@@ -243,7 +250,8 @@ class RedisBroker(Broker):
         self._wake_keys: dict[tuple[str, ...], list[str]] = {}  # queues -> wake list keys
         self._local = threading.local()
         # scripts go out on these (see _send); enqueues are streamed (see enqueue)
-        self._own = OwnConnections(self.client, on_error=self._streamed_error)
+        self._own = OwnConnections(self.client, self._streamed_error, self._describe,
+                                   self.max_retries)
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _run(self, what: str, script: str, args: list) -> object:
@@ -301,23 +309,30 @@ class RedisBroker(Broker):
 
     def _streamed_error(self, command: Sequence, exc: Exception) -> bool:
         """An error reply to a streamed enqueue: after a restart that lost the scripts, load
-        them and send it again; anything else is raised, naming its tasks."""
+        them and send it again now; a refused login is a ConfigError; anything else (Redis
+        out of memory) is sent again after a backoff (see OwnConnections)."""
         if isinstance(exc, NoScriptError):
             for script in self._scripts.values():
                 self.client.script_load(script.script)
             return True
-        ids = ", ".join(str(i) for i in command[5:-1:5])
-        raise BrokerError(f"Redis at {self.url.masked} refused to enqueue task(s) {ids}: {exc}")
+        if "NOAUTH" in str(exc) or "unauthenticated" in str(exc):
+            raise refused(self.url, "enqueue", exc)
+        return False
+
+    def _describe(self, commands: Sequence[Sequence]) -> str:
+        """The tasks of streamed enqueue commands, for a log line or an error."""
+        ids = [str(i) for command in commands for i in command[5:-1:5]]
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        return f"the enqueue of {len(ids)} task(s) ({shown}) at {self.url.masked}"
 
     def _drain_ended(self) -> None:
         """At close or exit: the replies of what this thread (and threads that ended)
         streamed, with one reconnection at most; what cannot be confirmed is named."""
-        def attempt(drain) -> None:
+        def attempt(drain, pending) -> None:
             try:
                 retrying("enqueue", self.url, drain, 1)
             except (RunnerError, *OUTAGE_ERRORS) as exc:
-                logger.error("enqueued tasks not confirmed by Redis at %s (%s): they may be "
-                             "lost", self.url.masked, exc)
+                logger.error("Redis never answered %s (%s): they may be lost", pending(), exc)
         self._own.drain_ended(attempt)
 
     # -- consuming ----------------------------------------------------------------------------
