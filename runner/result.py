@@ -133,8 +133,8 @@ class AsyncResult:
         ``timeout`` raises :class:`runner.exceptions.TimeoutError` (also a builtin
         ``TimeoutError``). Waiting wakes on change in the backend rather than sleeping
         ``interval`` (which only caps the check period of polling backends)."""
-        record = self._fetch()
-        if record is None or not record.ready:
+        record = self._record
+        if record is None or not record.ready:  # (every backend's wait reads it first)
             record = self._wait(timeout, interval)
             self._record = record
             if record is None or not record.ready:
