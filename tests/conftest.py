@@ -133,9 +133,11 @@ def rabbitmq_user():
 
     require_rabbitmq()
     user, password = f"runner_t_{uuid.uuid4().hex[:8]}", "t-pw"
-    rabbitmqctl("add_user", user, password)
-    yield user, password
-    rabbitmqctl("delete_user", user, check=False)
+    try:
+        rabbitmqctl("add_user", user, password)
+        yield user, password
+    finally:  # (also when add_user failed after creating it, e.g. a CLI timeout)
+        rabbitmqctl("delete_user", user, check=False)
 
 
 @pytest.fixture
@@ -145,10 +147,14 @@ def amqp_url(rabbitmq_user) -> str:
 
     user, password = rabbitmq_user
     vhost = f"runner_t_{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
-    rabbitmqctl("delete_vhost", vhost, check=False)
+    try:
+        # rabbitmqctl has failed under load after creating the vhost: what counts is that
+        # the permissions can be set on it
+        rabbitmqctl("add_vhost", vhost, check=False)
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost, check=False)
 
 
 @pytest.fixture
