@@ -65,7 +65,7 @@ class Publisher:
         self._tag = 0
         self._redeclare = False  # a message came back unroutable: declare its route again
         self.refused: collections.deque[Outgoing] = collections.deque()  # nacked: again later
-        self._refusals = 0  # nacks in a row
+        self._refusals = 0  # rounds of nacks in a row
         self._retry_at = 0.0  # when the refused ones go out again
 
     def send(self, messages: list[Outgoing]) -> None:
@@ -187,10 +187,13 @@ class Publisher:
             return
         if not confirmed:  # (not ours: sent on an earlier channel)
             return
-        self._refusals += 1  # RabbitMQ could not take them (e.g. a full queue): again, later
+        self.refused.extend(confirmed)  # RabbitMQ could not take them (a full queue): later
+        now = time.monotonic()
+        if now < self._retry_at:
+            return  # (more of this round: one backoff step and one warning per round)
+        self._refusals += 1
         delay = Link.backoff(self._refusals)
-        self.refused.extend(confirmed)
-        self._retry_at = time.monotonic() + delay
+        self._retry_at = now + delay
         logger.warning("enqueue: RabbitMQ at %s refused %d message(s) (nack; a queue at its "
                        "max-length with overflow reject-publish?); sending again in %.2fs",
                        self.link.url.masked, len(confirmed), delay)
