@@ -158,8 +158,8 @@ class OwnConnections:
     commands are packed by hand and sent in one write: redis-py's command machinery costs more
     than a round trip on the same machine.
 
-    Commands can also be *streamed* (:meth:`take`, then :meth:`pump`): written without waiting for their
-    replies, which are read as they arrive, while the thread sends more, and all of them before
+    Commands can also be *streamed* (:meth:`take`, then :meth:`pump`): written without waiting
+    for their replies, which are read as they arrive, while the thread sends more, and before
     the thread's next :meth:`roundtrip` returns (Redis runs one connection's commands in order:
     what was streamed runs before what follows) or in :meth:`drain`. A streamed command is
     kept until its reply is read; if the connection is lost first, it is written again on the
@@ -234,8 +234,8 @@ class OwnConnections:
                 self._wait_refused(own)
                 self._write_read(own, (), most)
             return replies
-        except OUTAGE_ERRORS:
-            own.conn.disconnect()
+        except BaseException:  # an outage, or an error raised part way through the replies:
+            own.conn.disconnect()  # replies may be left unread, so this connection is out of step
             own.outbox[:0] = own.unread  # the next connection writes them again, first
             own.unread.clear()
             raise

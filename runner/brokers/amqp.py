@@ -5,9 +5,10 @@ Layout on the vhost: one durable queue per runner queue (with ``x-max-priority``
 RabbitMQ throughput, and without it priorities are ignored), persistent
 messages published with streamed publisher confirms (:mod:`runner.brokers.amqp_publisher`): a
 message is kept, and sent again after an outage, until RabbitMQ has confirmed writing it, which
-is waited for before the publishing thread acks anything, at ``close()`` and at exit. Delivery is **at least once**: a fetched message stays unacked on the
-consumer's channel until the worker acks it; if the worker dies (even SIGKILL) or its connection
-drops, RabbitMQ delivers it again. RabbitMQ has no visibility timeout, so :meth:`extend` is a
+is waited for before the publishing thread acks anything, at ``close()`` and at exit.
+Delivery is **at least once**: a fetched message stays unacked on the consumer's channel until
+the worker acks it; if the worker dies (even SIGKILL) or its connection drops, RabbitMQ
+delivers it again. RabbitMQ has no visibility timeout, so :meth:`extend` is a
 no-op: a claim lasts as long as the consumer's connection, however long the task runs.
 
 Threads: the thread that calls :meth:`fetch` first (a prefork child's main thread, or a

@@ -24,8 +24,9 @@ written at once: redis-py's command machinery costs more than the round trip its
 ``delay()`` is one EVALSHA, *streamed*: written without waiting for its reply, which is read
 as it arrives, before the thread's next other command (acks included) returns, in ``flush()``,
 ``AsyncResult.get()`` after a second without a result, at close and at exit; until then it is
-kept and written again after an outage (its token makes it run once). A worker process settles a batch and claims the next in one round
-trip (results, ack script, fetch script); an idle one sends the fetch script right behind its
+kept and written again after an outage (its token makes it run once). A worker process
+settles a batch and claims the next in one round trip (results, ack script, fetch script); an
+idle one sends the fetch script right behind its
 BLPOP on the wake lists, so Redis claims the message for it the moment one is announced.
 """
 
