@@ -9,6 +9,7 @@ an outage: it is one :class:`BrokerError` naming the user and the vhost, at once
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -20,6 +21,7 @@ import pika
 import pika.exceptions as amqp_errors
 from pika.adapters.blocking_connection import BlockingChannel
 
+from runner.amqp_writes import DirectWrites, install
 from runner.config.urls import URL
 from runner.exceptions import BrokerError, ConfigError, RunnerError
 
@@ -118,6 +120,7 @@ class Link:
         self.max_retries = max_retries
         self.connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self.writes: DirectWrites | None = None  # frames sent at once (see amqp_writes)
         self.generation = 0  # bumped on each (re)connection: delivery tags die with a channel
         self.owner = threading.current_thread()
 
@@ -125,6 +128,7 @@ class Link:
         if self._channel is None or not self._channel.is_open:
             self.drop()
             self.connection = open_connection(self.url, self.options, self.heartbeats)
+            self.writes = install(self.connection)
             self._channel = self.connection.channel()
             if self.confirm:
                 self._channel.confirm_delivery()
@@ -151,6 +155,15 @@ class Link:
                                delay, attempt)
                 time.sleep(delay)
 
+    def corked(self) -> contextlib.AbstractContextManager:
+        """Frames written inside go out in one send, on the way out."""
+        return self.writes.corked() if self.writes is not None else contextlib.nullcontext()
+
+    def sent(self) -> bool:
+        """Whether all that was written went to the socket (False: some waits for pika's
+        ioloop, e.g. on a TLS connection, whose writes pika sends on its next poll)."""
+        return self.writes is not None and not self.writes.queued
+
     @staticmethod
     def backoff(attempt: int) -> float:
         return min(MAX_BACKOFF, 0.1 * 2 ** (attempt - 1))
@@ -158,6 +171,7 @@ class Link:
     def drop(self) -> None:
         """Forget the connection (closing it if it is still open)."""
         connection, self.connection, self._channel = self.connection, None, None
+        self.writes = None
         if connection is not None and connection.is_open:
             try:
                 connection.close()

@@ -363,6 +363,21 @@ def test_delay_returns_before_the_confirm_and_flush_waits_for_it(amqp_app):
     assert amqp_app.broker.qsize("celery") == len(results)
 
 
+def test_messages_larger_than_the_socket_buffer_arrive_whole_and_in_order(amqp_app,
+                                                                         start_worker):
+    """Frames go to the socket at once while nothing waits before them; what the socket does
+    not take (an 8 MB message) is sent by pika's loop, and later frames queue behind it."""
+    import tasks
+
+    start_worker("-c", "2")
+    big = "x" * (8 << 20)
+    results = [tasks.echo.delay(i) for i in range(3)] + [tasks.echo.delay(big)] + \
+        [tasks.echo.delay(i) for i in range(3, 6)]
+    values = [r.get(timeout=30) for r in results]
+    assert values[:3] + values[4:] == list(range(6))
+    assert values[3] == big
+
+
 def test_confirm_publish_makes_each_delay_wait_for_its_confirm(amqp_app):
     import tasks
 

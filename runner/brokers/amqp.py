@@ -317,18 +317,20 @@ class AMQPBroker(Broker):
                 return
             channel = link.channel()
             # pika's blocking channel flushes after each ack; its underlying channel does not,
-            # so a batch goes out in one write (flushed below, or by the owner's event loop)
+            # so a batch goes out in one send (at once, or by the owner's event loop)
             impl = getattr(channel, "_impl", channel)
-            for tag in tags:
-                if requeue:
-                    impl.basic_nack(tag, requeue=True)
-                else:
-                    impl.basic_ack(tag)
+            with link.corked():
+                for tag in tags:
+                    if requeue:
+                        impl.basic_nack(tag, requeue=True)
+                    else:
+                        impl.basic_ack(tag)
         try:
             if threading.current_thread() is link.owner or not link.owner.is_alive():
                 with self._io:
                     settle()
-                    link.connection.process_data_events(0)  # send them now
+                    if not link.sent():
+                        link.connection.process_data_events(0)  # send them now
             else:
                 link.connection.add_callback_threadsafe(settle)  # sent by its event loop
         except OUTAGE_ERRORS as exc:

@@ -151,8 +151,9 @@ class Publisher:
             self._tag += 1
             self.unconfirmed[self._tag] = self.outbox.popleft()
             try:
-                channel.basic_publish(exchange, message.queue, message.body,
-                                      message.properties, mandatory=True)
+                with self.link.corked():  # its three frames in one send
+                    channel.basic_publish(exchange, message.queue, message.body,
+                                          message.properties, mandatory=True)
             except OUTAGE_ERRORS:
                 raise  # (the next connection sends it again with the rest unconfirmed)
             except BaseException:  # refused by pika before it was sent: not sent at all
