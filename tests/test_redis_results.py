@@ -115,3 +115,22 @@ def test_round_trip_through_a_worker_is_a_few_milliseconds(app, start_worker):
         times.append(time.perf_counter() - began)
     times.sort()
     assert times[len(times) // 2] < 0.05, f"median round trip {times[len(times) // 2]:.4f}s"
+
+
+def test_waits_leave_one_subscription_at_most(app, db_url, store):
+    """Each ``get()`` leaves its channel subscribed until the next one unsubscribes it in its
+    own write: twenty waits in a row leave one subscription, not twenty, and each still gets
+    its own result (a late announcement of an earlier one is skipped)."""
+    writer = Celery("writer", broker=db_url, backend=db_url, set_as_current=False)
+    try:
+        for i in range(20):
+            writer.backend.store([ResultRecord(f"one-by-one-{i}", states.SUCCESS,
+                                               "application/json", str(i).encode())])
+            assert app.AsyncResult(f"one-by-one-{i}").get(timeout=5) == i
+            # the same channel announced again after its wait: the next wait skips it
+            store.publish(f"runner:done:one-by-one-{i}", b"SUCCESS")
+        assert store.pubsub_channels("runner:done:*") == [b"runner:done:one-by-one-19"]
+    finally:
+        writer.close()
+    app.close()
+    assert store.pubsub_channels("runner:done:*") == []

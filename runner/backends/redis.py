@@ -153,9 +153,12 @@ class RedisBackend(ResultBackend):
         """SUBSCRIBE and GET in one round trip (Redis runs them in order: a result stored
         before the subscription is read, one stored after it is announced), then read
         announcements until this task's comes. Replies for earlier waits (their UNSUBSCRIBE,
-        a late message) are skipped: pushes name their channel."""
+        a late message) are skipped: pushes name their channel. The last wait's channel is
+        unsubscribed in this write, not on the way out of the last wait (a send less there)."""
         conn, channel, key = self._waiter(), self._channel(task_id), self._key(task_id)
-        conn.send_packed_command([pack(["SUBSCRIBE", channel]) + pack(["GET", key])],
+        stale = self._local.__dict__.pop("subscribed", None)
+        conn.send_packed_command([(pack(["UNSUBSCRIBE", stale]) if stale else b"")
+                                  + pack(["SUBSCRIBE", channel]) + pack(["GET", key])],
                                  check_health=False)
         reads = 1  # GET replies still to come on this connection
         record: ResultRecord | None = None
@@ -187,10 +190,11 @@ class RedisBackend(ResultBackend):
             if reads:  # left before a reply came (a timeout): start afresh next time
                 self._drop_waiter()
             else:
-                conn.send_packed_command([pack(["UNSUBSCRIBE", channel])], check_health=False)
+                self._local.subscribed = channel  # unsubscribed by the next wait's write
 
     def _drop_waiter(self) -> None:
         conn = self._local.__dict__.pop("waiter", None)
+        self._local.__dict__.pop("subscribed", None)
         if conn is not None:
             conn.disconnect()
 
