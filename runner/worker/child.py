@@ -4,10 +4,14 @@ A child gets its batches in one of two ways:
 
 - it **fetches them itself** (:func:`consume_main`) on a broker and result backend that every
   process can open (SQLite, Redis, AMQP): it claims one message at a time, or its share of the
-  prefetch limit while messages pile up and tasks are short (under ``BATCH_BELOW``), tells the
-  main process what it claimed (:class:`Claimed`), runs the jobs, and stores, runs the
-  middleware and acks (or replaces a message by its next attempt) in one write. The main
-  process does no work per task, so the children keep both cores busy, as Dramatiq's do.
+  prefetch limit while messages pile up and tasks are short (under ``BATCH_BELOW``), posts
+  what it claimed (:class:`Claimed`) on its board in shared memory, runs the jobs, and stores,
+  runs the middleware and acks (or replaces a message by its next attempt) in one write, and
+  marks the batch ended on the board. The main process reads the boards when it wakes anyway
+  (at least once a second, when a child dies, at shutdown), so it does no work per task and
+  the children keep both cores busy, as Dramatiq's do. A pipe message wakes it only for a
+  batch with a hard time limit (:class:`Look`: it must watch the clock) and for claims larger
+  than the board.
   On AMQP, whose deliveries only the channel that got them can ack, the child also acks
   early-ack messages (just before they start), keeps its connection's heartbeats going while
   a task runs (:class:`_KeepAlive`), and what it held unacked when it dies RabbitMQ delivers
@@ -22,11 +26,14 @@ one is ``FLUSH_AFTER`` old, so a slow job never holds back the results of the jo
 
 Counters in shared memory tell the main process how far the child got, with no message:
 ``progress[STARTED]`` is the index of the job that runs, ``progress[SETTLED]`` how many jobs are
-written. If the child dies, the main process knows which job killed it, which jobs are settled,
-which ran but were not written (they run again: at least once), and which never started (they
-go back to the broker). ``progress[BATCH]`` numbers the batch they count, ``progress[DEADLINE]``
-is the monotonic time in ms at which the running job passes its hard time limit (0: none), for
-the main process to kill the child then. The main process sets ``progress[STOP]`` on a warm
+written. A consuming child also sets ``progress[CLAIMED]`` (the number and size of the claims
+on its board) and ``progress[ENDED]`` (number and settled count of the batch that is over): one
+word each, written last, so that the main process never reads half of them. If the child dies,
+the main process knows which job killed it, which jobs are settled, which ran but were not
+written (they run again: at least once), and which never started (they go back to the
+broker). ``progress[BATCH]`` numbers the batch they count, ``progress[DEADLINE]`` is the
+monotonic time in ms at which the running job passes its hard time limit (0: none), for the
+main process to kill the child then. The main process sets ``progress[STOP]`` on a warm
 shutdown: the child ends its batch after the job that runs (the rest go back) and stops.
 """
 
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import marshal
 import os
 import signal
 import threading
@@ -65,8 +73,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from runner.app import Runner
 
-STARTED, SETTLED, STOP, BATCH, DEADLINE = range(5)  # indexes into a child's progress counters
-PROGRESS_SIZE = 5
+# indexes into a child's progress counters
+STARTED, SETTLED, STOP, BATCH, DEADLINE, CLAIMED, ENDED = range(7)
+PROGRESS_SIZE = 7
+BOARD_SIZE = 64 * 1024  # bytes of claims a child posts in shared memory (larger: by pipe)
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
 RECHECK_AFTER = 0.1  # a message held longer before it starts is looked up in the revoked set again
@@ -79,9 +89,10 @@ logger = logging.getLogger("runner.worker")
 
 @dataclass(slots=True)
 class Claimed:
-    """What a consuming child claimed, sent before it runs any of it (batch ``number``): for
+    """What a consuming child claimed, posted before it runs any of it (batch ``number``): for
     each readable message its delivery tag, queue, redelivered flag and body. Plain tuples
-    pickle several times faster than decoded messages, and this is on the path of every task.
+    marshal many times faster than decoded messages pickle, and this is on the path of every
+    task.
     (The main process needs whole messages: it sends again those it acked early that did not
     run, e.g. on a cold shutdown.)"""
 
@@ -92,6 +103,44 @@ class Claimed:
         """The claims as the worker sees them: deliveries (without body) and their messages."""
         return [Fetched(Delivery(tag, b"", queue, redelivered), Message.decode(body))
                 for tag, queue, redelivered, body in self.claims]
+
+
+@dataclass(slots=True)
+class Look:
+    """Read the board now: the batch just posted holds a hard time limit to watch."""
+
+
+def post_claims(board, progress, claimed: Claimed) -> bool:
+    """Post ``claimed`` on the board (False: it does not fit, or holds what marshal cannot
+    write; send it by pipe). ``progress[CLAIMED]`` is 0 while the board is rewritten."""
+    progress[CLAIMED] = 0
+    try:
+        data = marshal.dumps(claimed.claims)
+    except ValueError:
+        return False
+    if len(data) > len(board):
+        return False
+    ctypes.memmove(board, data, len(data))
+    progress[CLAIMED] = claimed.number << 32 | len(data)
+    return True
+
+
+def read_claims(board, progress, after: int) -> Claimed | None:
+    """The claims on the board, if they are of a batch after ``after`` and were not being
+    rewritten while read."""
+    word = progress[CLAIMED]
+    if not word or word >> 32 <= after:
+        return None
+    data = ctypes.string_at(board, word & 0xFFFFFFFF)
+    if progress[CLAIMED] != word:
+        return None  # rewritten meanwhile: the next look reads the next batch
+    return Claimed(word >> 32, marshal.loads(data))
+
+
+def ended(progress, number: int) -> int | None:
+    """How many jobs of batch ``number`` were settled, if the batch is over."""
+    word = progress[ENDED]
+    return word & 0xFFFFFF if word >> 24 == number else None
 
 
 @dataclass(slots=True)
@@ -136,8 +185,8 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
 
 
 def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
-                 parent: int, options: ConsumeOptions) -> None:
-    """The loop of a consuming child: claim, tell the main process, run and settle, reply."""
+                 board, parent: int, options: ConsumeOptions) -> None:
+    """The loop of a consuming child: claim, post the claims, run and settle, mark the end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
@@ -169,10 +218,14 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             number += 1
             progress[STARTED] = progress[SETTLED] = 0
             progress[BATCH] = number
-            conn.send(Claimed(number, [(f.delivery.tag, f.delivery.queue,
-                                        f.delivery.redelivered, f.delivery.body)
-                                       for f in fetched if f.message is not None]))
+            claimed = Claimed(number, [(f.delivery.tag, f.delivery.queue, f.delivery.redelivered,
+                                        f.delivery.body) for f in fetched if f.message is not None])
+            posted = post_claims(board, progress, claimed)
+            if not posted:
+                conn.send(claimed)
             jobs = _jobs(app, fetched, settler)
+            if posted and any(job.time_limit for job in jobs):
+                conn.send(Look())
             results = run_batch(jobs, run, settler, progress, _rechecker(app), flush=False)
             done += len(results)
             for result in results:
@@ -183,7 +236,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             else:
                 settler.flush()
             progress[SETTLED] = len(results)
-            conn.send(results)
+            progress[ENDED] = number << 24 | len(results)
             if options.max_tasks and done >= options.max_tasks:
                 break
             if options.max_memory_kib and current_rss_kib() > options.max_memory_kib:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from runner.exceptions import ConfigError, SoftTimeLimitExceeded, TimeLimitExceeded
 from runner.worker.child import (
     BATCH,
+    BOARD_SIZE,
     DEADLINE,
     PROGRESS_SIZE,
     SETTLED,
@@ -36,8 +37,11 @@ from runner.worker.child import (
     Claimed,
     ConsumeOptions,
     Fatal,
+    Look,
     child_main,
     consume_main,
+    ended,
+    read_claims,
 )
 from runner.worker.consumer import Fetched
 from runner.worker.trace import (
@@ -190,12 +194,14 @@ class Pool:
 
 
 class _Child:
-    __slots__ = ("process", "conn", "progress", "jobs", "limits", "batch", "done", "rss_kib")
+    __slots__ = ("process", "conn", "progress", "board", "jobs", "limits", "batch", "done",
+                 "rss_kib")
 
-    def __init__(self, process, conn: Connection, progress):
+    def __init__(self, process, conn: Connection, progress, board=None):
         self.process = process
         self.conn = conn
         self.progress = progress  # shared counters (see child.py)
+        self.board = board  # a consuming child's claims, in shared memory (see child.py)
         self.jobs: list[int] = []  # the batch it runs; empty: free
         self.limits: list[float | None] = []  # their hard time limits
         self.batch = 0  # the number progress[BATCH] has while it counts this batch
@@ -225,9 +231,10 @@ class PreforkPool(Pool):
     """Child processes that run batches and settle them (see :mod:`runner.worker.child`).
 
     With :attr:`consume` set, each child fetches its own batches and the main process only
-    watches: it learns what a child claimed from a :class:`Claimed` message, reports it as
-    :class:`Received`, and relays the results. Otherwise the worker submits batches of up to
-    ``batch_size`` jobs, one pipe message each.
+    watches: whenever it collects, it reads what each child posted on its board (the claims
+    of its batch, reported as :class:`Received`; the end of the batch, as :class:`Settled`).
+    Otherwise the worker submits batches of up to ``batch_size`` jobs, one pipe message each,
+    and the results come back the same way.
     """
 
     batch_size = 1  # set by the worker (from the prefetch multiplier)
@@ -244,8 +251,10 @@ class PreforkPool(Pool):
     def _spawn(self) -> _Child:
         parent_end, child_end = _fork.Pipe()
         progress = _fork.RawArray("q", PROGRESS_SIZE)
+        board = None
         if self.consume is not None:
-            target, args = consume_main, (self.app, self._run, child_end, progress,
+            board = _fork.RawArray("c", BOARD_SIZE)
+            target, args = consume_main, (self.app, self._run, child_end, progress, board,
                                           os.getpid(), self.consume)
         else:
             target, args = child_main, (self.app, self._run, child_end, progress,
@@ -254,7 +263,7 @@ class PreforkPool(Pool):
         process = _fork.Process(target=target, args=args, daemon=True, name="runner-child")
         process.start()
         child_end.close()
-        return _Child(process, parent_end, progress)
+        return _Child(process, parent_end, progress, board)
 
     def free_slots(self) -> int:
         if self.consume is not None:
@@ -306,6 +315,8 @@ class PreforkPool(Pool):
         for index, child in enumerate(self.children):
             if child.conn in ready:
                 events += self._read(child)
+            elif self.consume is not None:
+                events += self._look(child)
                 if not child.jobs and self._should_recycle(child):
                     recycle.append(index)
                     continue
@@ -329,34 +340,69 @@ class PreforkPool(Pool):
         return events
 
     def _read(self, child: _Child) -> list[Event]:
-        """Everything ``child`` sent so far, as events."""
+        """Everything ``child`` sent so far, and then posted on its board, as events."""
         events: list[Event] = []
         while True:
             try:
                 if not child.conn.poll(0):
-                    return events
+                    break
                 message = child.conn.recv()
             except (EOFError, OSError):
-                return events
-            if isinstance(message, Claimed):
-                fetched = message.fetched()
-                child.jobs = [next(self.job_ids) for _ in fetched]
-                child.limits = [time_limit_of(self.app, f.message) for f in fetched]
-                child.batch = message.number
-                events.append(Received(child.jobs, fetched))
+                break
+            if isinstance(message, Look):
+                events += self._look(child)
+            elif isinstance(message, Claimed):  # too large for the board
+                events += self._look(child)  # (the end of the batch before it)
+                if child.jobs:
+                    events += self._ended(child, len(child.jobs))
+                events += self._claimed(child, message)
             elif isinstance(message, Fatal):
                 self.fatal = ConfigError(message.error)
-            else:  # the results of the batch, in order
+            else:  # the results of a batch sent here, in order
                 results: list[JobResult] = message
-                if self.consume is not None:  # numbered by their place in the batch
-                    for result in results:
-                        result.job_id = child.jobs[result.job_id]
                 events += [Finished(result) for result in results]
                 if len(results) < len(child.jobs):  # stopped early (finish_current)
                     events.append(Returned(child.jobs[len(results):], ran=False))
                 child.done += len(results)
                 child.rss_kib = results[-1].rss_kib if results else 0
                 child.jobs, child.limits = [], []
+        if self.consume is not None:
+            events += self._look(child)
+        return events
+
+    def _look(self, child: _Child) -> list[Event]:
+        """What a consuming child posted on its board since the last look: the end of the
+        batch known here, and a batch claimed after it (only once that one ended)."""
+        events: list[Event] = []
+        if child.jobs and (settled := ended(child.progress, child.batch)) is not None:
+            events += self._ended(child, settled)
+        claimed = read_claims(child.board, child.progress, child.batch)
+        if claimed is not None:
+            if child.jobs:  # (it ended: a child claims again only once its batch is settled)
+                events += self._ended(child, len(child.jobs))
+            events += self._claimed(child, claimed)
+            if (settled := ended(child.progress, child.batch)) is not None:
+                events += self._ended(child, settled)
+        return events
+
+    def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
+        fetched = claimed.fetched()
+        child.jobs = [next(self.job_ids) for _ in fetched]
+        child.limits = [time_limit_of(self.app, f.message) for f in fetched]
+        child.batch = claimed.number
+        return [Received(child.jobs, fetched)] if child.jobs else []
+
+    @staticmethod
+    def _ended(child: _Child, settled: int) -> list[Event]:
+        """A consuming child's batch is over: ``settled`` jobs written, the rest (a warm
+        shutdown) never started."""
+        jobs = child.jobs
+        events: list[Event] = [Settled(jobs[:settled])] if settled else []
+        if settled < len(jobs):
+            events.append(Returned(jobs[settled:], ran=False))
+        child.done += len(jobs)
+        child.jobs, child.limits = [], []
+        return events
 
     @staticmethod
     def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
