@@ -174,6 +174,21 @@ def test_child_that_exits_is_replaced_and_its_task_fails_with_worker_lost(app, s
     assert add.delay(2, 2).get(timeout=10) == 4
 
 
+@pytest.mark.transports("sqlite", "redis", "amqp")
+def test_task_too_large_for_the_claims_board_is_still_known_when_its_child_dies(
+        app, start_worker):
+    """A consuming child posts what it claimed in shared memory for the main process (64 KiB);
+    a larger message goes by pipe, and its loss is recorded all the same."""
+    from tasks import add, die
+
+    start_worker("-c", "1")
+    assert add.delay(1, 1).get(timeout=10) == 2  # a batch on the board first
+    result = die.delay(5, "x" * 200_000)
+    with pytest.raises(WorkerLostError, match="exit code 5"):
+        result.get(timeout=10)
+    assert add.delay(2, 2).get(timeout=10) == 4
+
+
 @ON_AMQP_TOO
 def test_child_killed_with_sigkill_is_replaced_and_its_task_fails(
         app, start_worker, tmp_path, wait_for_lines):

@@ -29,7 +29,9 @@ from runner.exceptions import ConfigError, SoftTimeLimitExceeded, TimeLimitExcee
 from runner.worker.child import (
     BATCH,
     BOARD_SIZE,
+    CLAIMED,
     DEADLINE,
+    ENDED,
     PROGRESS_SIZE,
     SETTLED,
     STARTED,
@@ -148,6 +150,11 @@ class Pool:
 
     def _submit(self, job: Job) -> None:
         raise NotImplementedError
+
+    def busy(self) -> bool:
+        """Whether a process of the pool runs a batch the worker may not have heard of yet
+        (children that consume post their batches on boards, read when the worker wakes)."""
+        return False
 
     def current_jobs(self) -> list[int]:
         """Jobs running now, where :attr:`defers_acks`: the worker acks them (if they ack
@@ -287,6 +294,10 @@ class PreforkPool(Pool):
     def finish_current(self) -> None:
         for child in self.children:
             child.progress[STOP] = 1
+
+    def busy(self) -> bool:
+        return self.consume is not None and any(
+            c.jobs or c.progress[CLAIMED] >> 32 > c.progress[ENDED] >> 24 for c in self.children)
 
     def current_jobs(self) -> list[int]:
         return [job for c in self.children if (job := c.running()) is not None]

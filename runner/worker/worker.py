@@ -308,8 +308,8 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
-        elif self.pool.defers_acks and not self.children_ack and any(
-                not h.acked and not h.acks_late for h in self.running.values()):
+        elif self.pool.defers_acks and not self.children_ack and (self.pool.busy() or any(
+                not h.acked and not h.acks_late for h in self.running.values())):
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
@@ -472,7 +472,7 @@ class Worker:
     def next_timer(self) -> float:
         """When :meth:`housekeeping` next has something to do (monotonic)."""
         timers = [self.next_extend, self.next_cleanup]
-        if self.running or self.buffer:
+        if self.running or self.buffer or self.pool.busy():
             timers.append(self.next_housekeeping)
         return min(timers)
 
