@@ -87,6 +87,7 @@ class AMQPBroker(Broker):
     scheme = "amqp"
     acks_anywhere = False
     needs_heartbeat = True
+    pushes = True
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)

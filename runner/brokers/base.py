@@ -41,6 +41,10 @@ class Broker(ABC):
     #: the connection must be serviced now and then even while its owner is busy (AMQP
     #: heartbeats): see :meth:`heartbeat`
     needs_heartbeat: bool = False
+    #: the broker pushes messages to the consumer (AMQP): a waiting fetch returns as soon as
+    #: one is there, so a consumer waits at once instead of first trying a fetch that does
+    #: not wait (one poll of the connection less per message)
+    pushes: bool = False
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url

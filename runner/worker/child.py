@@ -206,7 +206,8 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             if claimed is not None:
                 deliveries, claimed = claimed, None
             else:
-                deliveries = fetch(settler.broker, options.queues, want, consumer, block=idle)
+                deliveries = fetch(settler.broker, options.queues, want, consumer,
+                                   block=idle or settler.broker.pushes)
             backlog = len(deliveries) >= want
             idle = not deliveries
             if idle:
