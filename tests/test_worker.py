@@ -104,6 +104,22 @@ def test_max_tasks_per_child_replaces_the_child_after_n_tasks(app, start_worker)
     assert len(set(pids)) == 3
 
 
+def test_max_tasks_per_child_also_where_the_worker_hands_out_the_tasks(
+        app, start_worker, tmp_path, wait_for_lines):
+    """With results kept in the worker's memory (memory://), its main process hands the
+    tasks to the children and takes their results back: it replaces a child after N tasks."""
+    from tasks import sleep_marked
+
+    start_worker("-c", "1", "--max-tasks-per-child", "2",
+                 env={"RUNNER_RESULT_BACKEND": "memory://"})
+    marker = tmp_path / "pids"
+    for _ in range(6):
+        sleep_marked.delay(0, str(marker))
+    pids = wait_for_lines(marker, 6)
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert len(set(pids)) == 3
+
+
 def test_max_memory_per_child_replaces_a_child_past_the_limit(app, start_worker):
     from tasks import pid
 

@@ -326,11 +326,11 @@ class PreforkPool(Pool):
         for index, child in enumerate(self.children):
             if child.conn in ready:
                 events += self._read(child)
-            elif self.consume is not None:
-                events += self._look(child)
                 if not child.jobs and self._should_recycle(child):
                     recycle.append(index)
                     continue
+            elif self.consume is not None:
+                events += self._look(child)
             if child.process.sentinel in ready or not child.process.is_alive():
                 events += self._read(child)  # what it sent before it ended
                 if child.jobs:
@@ -363,10 +363,12 @@ class PreforkPool(Pool):
             if isinstance(message, Look):
                 events += self._look(child)
             elif isinstance(message, Claimed):  # too large for the board
-                events += self._look(child)  # (the end of the batch before it)
-                if child.jobs:
-                    events += self._ended(child, len(child.jobs))
-                events += self._claimed(child, message)
+                if message.number > child.batch:  # (else the board told of a later one)
+                    if child.jobs:  # it claims again only once its last batch is over
+                        settled = ended(child.progress, child.batch)
+                        events += self._ended(child, len(child.jobs) if settled is None
+                                              else settled)
+                    events += self._claimed(child, message)
             elif isinstance(message, Fatal):
                 self.fatal = ConfigError(message.error)
             else:  # the results of a batch sent here, in order
