@@ -86,6 +86,27 @@ def test_acks_late_task_of_a_worker_killed_with_sigkill_runs_on_another_worker(
     assert f"Task tasks.slow_once[{result.id}] succeeded" in second.log()
 
 
+def test_early_ack_task_starting_after_an_idle_spell_is_acked_at_once(
+        app, start_worker, tmp_path, wait_for_lines):
+    """The main process acks an early-ack task it sees running; after an idle spell it sleeps
+    for up to a second, and the child wakes it: the ack is made within milliseconds, so a
+    worker killed right after the start never runs the task twice."""
+    from tasks import sleep_marked
+
+    first = start_worker("-c", "1", env=SHORT_VISIBILITY)
+    time.sleep(1.5)  # idle: the main process sleeps long
+    marker = tmp_path / "started"
+    result = sleep_marked.delay(30, str(marker))
+    wait_for_lines(marker, 1)
+    time.sleep(0.1)
+    first.kill_all()
+
+    start_worker("-c", "1", env=SHORT_VISIBILITY)
+    time.sleep(2.5)  # past the visibility timeout: an unacked message would run again
+    assert len(marker.read_text().split()) == 1
+    assert result.state == "PENDING"  # at most once, as Celery
+
+
 @pytest.mark.transports("sqlite")  # on Redis: tests/test_redis_delivery.py, renewals included
 def test_long_acks_late_task_is_not_run_twice_while_its_worker_lives(
         app, start_worker, tmp_path):

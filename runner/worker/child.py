@@ -8,10 +8,11 @@ A child gets its batches in one of two ways:
   what it claimed (:class:`Claimed`) on its board in shared memory, runs the jobs, and stores,
   runs the middleware and acks (or replaces a message by its next attempt) in one write, and
   marks the batch ended on the board. The main process reads the boards when it wakes anyway
-  (at least once a second, when a child dies, at shutdown), so it does no work per task and
-  the children keep both cores busy, as Dramatiq's do. A pipe message wakes it only for a
-  batch with a hard time limit (:class:`Look`: it must watch the clock) and for claims larger
-  than the board.
+  (every LOOK_WITHIN while batches come where it makes the early acks, at least once a
+  second otherwise, when a child dies, at shutdown), so it does no work per task and the
+  children keep both cores busy, as Dramatiq's do. A pipe message wakes it only for claims
+  larger than the board and (:class:`Look`) for a batch with a hard time limit (it must watch
+  the clock) or with early acks to make while it sleeps longer than LOOK_WITHIN.
   On AMQP, whose deliveries only the channel that got them can ack, the child also acks
   early-ack messages (just before they start), keeps its connection's heartbeats going while
   a task runs (:class:`_KeepAlive`), and what it held unacked when it dies RabbitMQ delivers
@@ -79,6 +80,7 @@ PROGRESS_SIZE = 7
 BOARD_SIZE = 64 * 1024  # bytes of claims a child posts in shared memory (larger: by pipe)
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
+LOOK_WITHIN = 0.005  # seconds: the main process sees a batch whose early acks it makes this soon
 RECHECK_AFTER = 0.1  # a message held longer before it starts is looked up in the revoked set again
 REDELIVERY_GRACE = 0.2  # seconds a worker has to record the fate of a job whose process died
 KEEPALIVE_EVERY = 1.0  # seconds between services of a child's broker connection (heartbeats)
@@ -107,7 +109,8 @@ class Claimed:
 
 @dataclass(slots=True)
 class Look:
-    """Read the board now: the batch just posted holds a hard time limit to watch."""
+    """Read the board now: the batch just posted holds a hard time limit to watch, or jobs
+    whose early acks the main process makes while it sleeps for longer than LOOK_WITHIN."""
 
 
 def post_claims(board, progress, claimed: Claimed) -> bool:
@@ -157,6 +160,9 @@ class ConsumeOptions:
     prefetch: int  # messages one child claims at most per fetch
     max_tasks: int | None = None
     max_memory_kib: int | None = None
+    #: the main process acks early-ack jobs it sees running (where any connection can ack:
+    #: SQLite, Redis); on AMQP the child acks them itself
+    main_acks_early: bool = False
 
 
 def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
@@ -185,7 +191,7 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
 
 
 def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
-                 board, parent: int, options: ConsumeOptions) -> None:
+                 board, main_wake, parent: int, options: ConsumeOptions) -> None:
     """The loop of a consuming child: claim, post the claims, run and settle, mark the end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -225,7 +231,9 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             if not posted:
                 conn.send(claimed)
             jobs = _jobs(app, fetched, settler)
-            if posted and any(job.time_limit for job in jobs):
+            if posted and (any(job.time_limit for job in jobs) or (
+                    options.main_acks_early and _asleep(main_wake) and any(
+                        not job.discard and not acks_late_of(app, job.message) for job in jobs))):
                 conn.send(Look())
             results = run_batch(jobs, run, settler, progress, _rechecker(app), flush=False)
             done += len(results)
@@ -249,6 +257,11 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     finally:
         conn.close()
         os._exit(0)
+
+
+def _asleep(main_wake) -> bool:
+    """Whether the main process sleeps past LOOK_WITHIN from now (see PreforkPool.collect)."""
+    return main_wake[0] > (time.monotonic() + LOOK_WITHIN) * 1000
 
 
 def _share(options: ConsumeOptions, backlog: bool, runtime: float, done: int) -> int:

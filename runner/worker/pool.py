@@ -31,7 +31,7 @@ from runner.worker.child import (
     BOARD_SIZE,
     CLAIMED,
     DEADLINE,
-    ENDED,
+    LOOK_WITHIN,
     PROGRESS_SIZE,
     SETTLED,
     STARTED,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _fork = multiprocessing.get_context("fork")
 TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
+ACTIVE_FOR = 0.5  # seconds after the last batch seen on a board that the boards are read often
 
 
 @dataclass(slots=True)
@@ -150,11 +151,6 @@ class Pool:
 
     def _submit(self, job: Job) -> None:
         raise NotImplementedError
-
-    def busy(self) -> bool:
-        """Whether a process of the pool runs a batch the worker may not have heard of yet
-        (children that consume post their batches on boards, read when the worker wakes)."""
-        return False
 
     def current_jobs(self) -> list[int]:
         """Jobs running now, where :attr:`defers_acks`: the worker acks them (if they ack
@@ -253,6 +249,10 @@ class PreforkPool(Pool):
 
     def start(self) -> None:
         self.fatal: ConfigError | None = None  # a child was refused by the broker for good
+        #: when this process next wakes by itself (monotonic ms), for consuming children to
+        #: know whether a batch would wait too long to be seen (see collect)
+        self.main_wake = _fork.RawArray("q", 1)
+        self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
         self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
 
     def _spawn(self) -> _Child:
@@ -262,7 +262,7 @@ class PreforkPool(Pool):
         if self.consume is not None:
             board = _fork.RawArray("c", BOARD_SIZE)
             target, args = consume_main, (self.app, self._run, child_end, progress, board,
-                                          os.getpid(), self.consume)
+                                          self.main_wake, os.getpid(), self.consume)
         else:
             target, args = child_main, (self.app, self._run, child_end, progress,
                                         bool(self.max_memory_per_child), os.getpid(),
@@ -295,9 +295,6 @@ class PreforkPool(Pool):
         for child in self.children:
             child.progress[STOP] = 1
 
-    def busy(self) -> bool:
-        return self.consume is not None and any(
-            c.jobs or c.progress[CLAIMED] >> 32 > c.progress[ENDED] >> 24 for c in self.children)
 
     def current_jobs(self) -> list[int]:
         return [job for c in self.children if (job := c.running()) is not None]
@@ -319,6 +316,16 @@ class PreforkPool(Pool):
             timeout = min(timeout, min(deadlines) - now)
         if any(any(c.limits) for c in watched):  # a job with a limit may start any time
             timeout = min(timeout, TIME_LIMIT_POLL)
+        if self.consume is not None and self.consume.main_acks_early:
+            # The worker acks the early-ack jobs it sees running: while batches come, the
+            # boards are read every LOOK_WITHIN; a child whose batch would wait longer (this
+            # process sleeps) wakes it with a Look. A batch posted before that was published
+            # is looked at now.
+            if now - self.seen_work < ACTIVE_FOR:
+                timeout = min(timeout, LOOK_WITHIN)
+            self.main_wake[0] = int((now + max(0.0, timeout)) * 1000)
+            if any(c.progress[CLAIMED] >> 32 > c.batch for c in self.children):
+                timeout = 0.0
         ready = set(wait([*(c.conn for c in watched),
                           *(c.process.sentinel for c in self.children), *waitables],
                          max(0.0, timeout)))
@@ -403,6 +410,7 @@ class PreforkPool(Pool):
         child.jobs = [next(self.job_ids) for _ in fetched]
         child.limits = [time_limit_of(self.app, f.message) for f in fetched]
         child.batch = claimed.number
+        self.seen_work = time.monotonic()
         return [Received(child.jobs, fetched)] if child.jobs else []
 
     @staticmethod

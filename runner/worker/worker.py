@@ -145,10 +145,11 @@ class Worker:
         if (isinstance(self.pool, PreforkPool) and not self.broker.process_local
                 and not self.backend.process_local):
             # Children fetch for themselves: each claims its share of the prefetch limit.
+            self.children_ack = not self.broker.acks_anywhere
             self.pool.consume = ConsumeOptions(
                 options.queues, self.hostname, max(1, options.prefetch_multiplier),
-                options.max_tasks_per_child, options.max_memory_per_child)
-            self.children_ack = not self.broker.acks_anywhere
+                options.max_tasks_per_child, options.max_memory_per_child,
+                main_acks_early=not self.children_ack)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         now = time.monotonic()
@@ -308,8 +309,8 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
-        elif self.pool.defers_acks and not self.children_ack and (self.pool.busy() or any(
-                not h.acked and not h.acks_late for h in self.running.values())):
+        elif self.pool.defers_acks and not self.children_ack and any(
+                not h.acked and not h.acks_late for h in self.running.values()):
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
@@ -472,7 +473,7 @@ class Worker:
     def next_timer(self) -> float:
         """When :meth:`housekeeping` next has something to do (monotonic)."""
         timers = [self.next_extend, self.next_cleanup]
-        if self.running or self.buffer or self.pool.busy():
+        if self.running or self.buffer:
             timers.append(self.next_housekeeping)
         return min(timers)
 
