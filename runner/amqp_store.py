@@ -135,6 +135,10 @@ class Link:
             self.generation += 1
         return self._channel
 
+    def open_channel(self) -> BlockingChannel | None:
+        """The channel if it is still open, never a new one: delivery tags die with theirs."""
+        return self._channel if self._channel is not None and self._channel.is_open else None
+
     def run(self, what: str, operation: Callable[[BlockingChannel], T]) -> T:
         """``operation(channel)``; after an outage reconnect with backoff and run it again."""
         attempt = 0

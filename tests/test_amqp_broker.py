@@ -306,6 +306,27 @@ def test_long_task_outlives_the_heartbeat_timeout_and_runs_once(
     assert "lost RabbitMQ" not in worker.log()
 
 
+def test_child_whose_connection_is_lost_during_a_long_task_consumes_again_after_it(
+        amqp_app, worker_env, tmp_path, start_worker, wait_for_lines):
+    """The connection of a child is closed while its only task runs: the task's ack is lost
+    with it (RabbitMQ delivers the message again, and its stored result keeps it from running
+    twice), and the child reconnects and takes new tasks."""
+    import tasks
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    worker = start_worker("-c", "1", env={
+        "RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"heartbeat": 1})})
+    marker = tmp_path / "started"
+    long = tasks.sleep_marked.delay(3, str(marker))
+    wait_for_lines(marker, 1)
+    rabbitmqctl("close_all_connections", "-p", VHOST, "test: connection lost")
+    assert long.get(timeout=20) == "done"
+    assert tasks.add.delay(2, 2).get(timeout=20) == 4
+    time.sleep(0.5)
+    assert len(marker.read_text().split()) == 1
+    assert "fetching failed" not in worker.log()
+
+
 def test_redelivered_message_whose_result_is_stored_is_not_run_again(
         amqp_app, worker_env, tmp_path, start_worker):
     """A process that stored a result but died before its ack: RabbitMQ delivers the message

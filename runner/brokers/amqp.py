@@ -221,15 +221,25 @@ class AMQPBroker(Broker):
         logger.warning("consumer: lost RabbitMQ at %s (%s: %s); reconnecting in %.2fs",
                        self.url.masked, type(exc).__name__, exc, delay)
 
+    def _service(self, state: _Consuming, time_limit: float = 0.0) -> bool:
+        """Process what RabbitMQ sent on the consuming connection (for up to ``time_limit``
+        seconds); False, and the connection forgotten, if it is gone. (A connection closed
+        while another thread serviced it makes pika raise ValueError, not a connection error.)
+        """
+        connection = state.link.connection
+        try:
+            if connection is None or not connection.is_open:
+                raise amqp_errors.ConnectionWrongStateError("the connection was closed")
+            connection.process_data_events(time_limit=time_limit)
+        except OUTAGE_ERRORS as exc:
+            self._lost(state, exc)
+            return False
+        return True
+
     def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
         with self._io:
             state = self._consumer(queues, limit)
-            if state is None:
-                return []
-            try:
-                state.link.connection.process_data_events(0)
-            except OUTAGE_ERRORS as exc:
-                self._lost(state, exc)
+            if state is None or not self._service(state):
                 return []
         return self._take(state, limit)
 
@@ -258,10 +268,7 @@ class AMQPBroker(Broker):
         if state.inbox:
             return True
         with self._io:
-            try:
-                state.link.connection.process_data_events(time_limit=max(0.0, timeout))
-            except OUTAGE_ERRORS as exc:
-                self._lost(state, exc)
+            if not self._service(state, max(0.0, timeout)):
                 return False
         return bool(state.inbox)
 
@@ -292,9 +299,10 @@ class AMQPBroker(Broker):
         if state is None:
             return
         with self._io:
+            connection = state.link.connection
             try:
-                if state.link.connection is not None:
-                    state.link.connection.process_data_events(0)
+                if connection is not None and connection.is_open:
+                    connection.process_data_events(0)
             except OUTAGE_ERRORS:
                 pass
 
@@ -314,9 +322,9 @@ class AMQPBroker(Broker):
             return
 
         def settle() -> None:
-            if link.generation != generation or link.connection is None:
-                return
-            channel = link.channel()
+            channel = link.open_channel()
+            if link.generation != generation or channel is None:
+                return  # (lost with its connection: RabbitMQ delivers them again)
             # pika's blocking channel flushes after each ack; its underlying channel does not,
             # so a batch goes out in one send (at once, or by the owner's event loop)
             impl = getattr(channel, "_impl", channel)
