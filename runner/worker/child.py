@@ -47,6 +47,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -75,8 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
 
 # indexes into a child's progress counters
-STARTED, SETTLED, STOP, BATCH, DEADLINE, CLAIMED, ENDED = range(7)
-PROGRESS_SIZE = 7
+STARTED, SETTLED, STOP, BATCH, DEADLINE, CLAIMED, ENDED, CHECK = range(8)
+PROGRESS_SIZE = 8
 BOARD_SIZE = 64 * 1024  # bytes of claims a child posts in shared memory (larger: by pipe)
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
@@ -115,7 +116,9 @@ class Look:
 
 def post_claims(board, progress, claimed: Claimed) -> bool:
     """Post ``claimed`` on the board (False: it does not fit, or holds what marshal cannot
-    write; send it by pipe). ``progress[CLAIMED]`` is 0 while the board is rewritten."""
+    write; send it by pipe). ``progress[CLAIMED]`` is 0 while the board is rewritten, and
+    ``progress[CHECK]`` holds the CRC of what was posted: where stores may become visible out
+    of order (ARM), a reader that sees the word before the bytes reads again later."""
     progress[CLAIMED] = 0
     try:
         data = marshal.dumps(claimed.claims)
@@ -124,6 +127,7 @@ def post_claims(board, progress, claimed: Claimed) -> bool:
     if len(data) > len(board):
         return False
     ctypes.memmove(board, data, len(data))
+    progress[CHECK] = zlib.crc32(data)
     progress[CLAIMED] = claimed.number << 32 | len(data)
     return True
 
@@ -135,8 +139,8 @@ def read_claims(board, progress, after: int) -> Claimed | None:
     if not word or word >> 32 <= after:
         return None
     data = ctypes.string_at(board, word & 0xFFFFFFFF)
-    if progress[CLAIMED] != word:
-        return None  # rewritten meanwhile: the next look reads the next batch
+    if progress[CLAIMED] != word or zlib.crc32(data) != progress[CHECK]:
+        return None  # being rewritten, or not all of it visible yet: the next look reads it
     return Claimed(word >> 32, marshal.loads(data))
 
 
