@@ -295,7 +295,6 @@ class PreforkPool(Pool):
         for child in self.children:
             child.progress[STOP] = 1
 
-
     def current_jobs(self) -> list[int]:
         return [job for c in self.children if (job := c.running()) is not None]
 
