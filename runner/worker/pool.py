@@ -370,10 +370,7 @@ class PreforkPool(Pool):
                 events += self._look(child)
             elif isinstance(message, Claimed):  # too large for the board
                 if message.number > child.batch:  # (else the board told of a later one)
-                    if child.jobs:  # it claims again only once its last batch is over
-                        settled = ended(child.progress, child.batch)
-                        events += self._ended(child, len(child.jobs) if settled is None
-                                              else settled)
+                    events += self._superseded(child)
                     events += self._claimed(child, message)
             elif isinstance(message, Fatal):
                 self.fatal = ConfigError(message.error)
@@ -397,12 +394,19 @@ class PreforkPool(Pool):
             events += self._ended(child, settled)
         claimed = read_claims(child.board, child.progress, child.batch)
         if claimed is not None:
-            if child.jobs:  # (it ended: a child claims again only once its batch is settled)
-                events += self._ended(child, len(child.jobs))
+            events += self._superseded(child)
             events += self._claimed(child, claimed)
             if (settled := ended(child.progress, child.batch)) is not None:
                 events += self._ended(child, settled)
         return events
+
+    def _superseded(self, child: _Child) -> list[Event]:
+        """The child claimed a later batch, so the one known here is over (a child claims
+        again only once its batch is settled): settled as far as the board says, else all."""
+        if not child.jobs:
+            return []
+        settled = ended(child.progress, child.batch)
+        return self._ended(child, len(child.jobs) if settled is None else settled)
 
     def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
         fetched = claimed.fetched()
