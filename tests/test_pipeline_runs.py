@@ -505,13 +505,16 @@ def test_cancel_revokes_what_has_not_run(pipelines):
     cancelled = pipelines.cli("cancel", run)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.strip() == f"run {run}: cancelled"
+    started_by_then = [m for m in pipelines.marks() if m.startswith("start:many")]
     time.sleep(1.0)  # time for 3 more items to run, were they not revoked
     record = load_run(pipelines.app.backend, run)
     assert record.state == "cancelled"
     assert {n: s.state for n, s in record.steps.items()} == {
         "first": "success", "many": "cancelled", "last": "cancelled"}
     started = [m for m in pipelines.marks() if m.startswith("start:many")]
-    assert 1 <= len(started) <= 2, started  # the one running (and at most one prefetched)
+    # Once `runner cancel` has returned, at most the one item already claimed starts (how many
+    # ran before that depends on how long the command took to start, on a loaded machine).
+    assert 1 <= len(started_by_then) <= len(started) <= len(started_by_then) + 1, started
     assert "last" not in pipelines.marks()
     again = pipelines.cli("cancel", run)
     assert again.returncode == 2
