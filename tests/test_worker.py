@@ -128,6 +128,18 @@ def test_max_memory_per_child_replaces_a_child_past_the_limit(app, start_worker)
     assert len(set(pids)) == 3
 
 
+@pytest.mark.transports("sqlite", "redis", "amqp")
+def test_child_past_the_memory_limit_gives_back_what_it_claimed_next(app, start_worker):
+    """A child claims its next task with the write that settles the last one; past the limit,
+    it gives that one back as it exits (before, it waited out the visibility timeout)."""
+    from tasks import pid
+
+    start_worker("-c", "1", "--max-memory-per-child", "1")
+    results = [pid.delay() for _ in range(6)]
+    pids = [r.get(timeout=10) for r in results]
+    assert len(set(pids)) == 6
+
+
 def test_child_is_kept_below_the_memory_limit(app, start_worker):
     from tasks import pid
 

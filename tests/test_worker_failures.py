@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from runner import AsyncResult
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from tests.helpers import wait_for_state
 
@@ -202,6 +203,29 @@ def test_child_killed_with_sigkill_is_replaced_and_its_task_fails(
     with pytest.raises(WorkerLostError, match="SIGKILL"):
         result.get(timeout=10)
     assert add.delay(2, 2).get(timeout=10) == 4
+
+
+@pytest.mark.transports("sqlite", "redis", "amqp")
+def test_child_killed_after_storing_the_result_keeps_it_and_does_not_run_again(
+        app, start_worker, tmp_path):
+    """The child dies after the store, before it tells its worker or acks: the stored result
+    stands (no WorkerLostError over it) and the task does not run again; its middleware hooks
+    run again (at least once)."""
+    from tasks import add, stored_then_killed
+
+    worker = start_worker("-c", "1")
+    marker = tmp_path / "runs"
+    result = stored_then_killed.delay(str(marker))
+    assert result.get(timeout=10) == "done"
+    worker.wait_for_log(f"Process running task tasks.stored_then_killed[{result.id}] exited "
+                        "with signal 9 (SIGKILL) after storing its result (SUCCESS)")
+    assert add.delay(2, 2).get(timeout=10) == 4  # the next child runs tasks
+    time.sleep(0.5)
+    assert AsyncResult(result.id, app=app).state == "SUCCESS"
+    lines = marker.read_text().split()
+    assert lines.count("ran") == 1, lines
+    assert lines.count("hook") >= 2, lines  # the kill's, and the settling one's
+    assert "WorkerLostError" not in worker.log()
 
 
 def test_segfault_in_a_task_is_recorded_as_worker_lost(app, start_worker):

@@ -254,6 +254,8 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
                 break
             if options.max_memory_kib and current_rss_kib() > options.max_memory_kib:
                 break
+        if claimed:  # claimed with the last write, never posted: the main process knows nothing
+            settler.broker.requeue(claimed)
     except ConfigError as exc:  # e.g. the broker refused the password
         conn.send(Fatal(str(exc)))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
@@ -345,7 +347,7 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
     unless ``flush`` is False (the caller writes them with its next fetch)."""
     results = []
     for index, job in enumerate(jobs):
-        if index and progress[STOP]:  # a warm shutdown: what did not start goes back
+        if progress[STOP]:  # a warm shutdown: what did not start goes back
             break
         if index and recheck is not None:
             recheck(job)

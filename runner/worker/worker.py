@@ -415,6 +415,8 @@ class Worker:
         message = held.message
         how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
                if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
+        if self.stored_by_child(held, how):
+            return
         if held.message.id in self.terminated:
             self.terminated.discard(held.message.id)
             self.finish_revoked(held, "terminated")
@@ -427,6 +429,29 @@ class Worker:
         error = WorkerLostError(f"Worker exited prematurely: {how} Job: {job_id}.")
         logger.error("Task %s[%s] raised unexpected: %r", message.task, message.id, error)
         self.fail(held, error)
+
+    def stored_by_child(self, held: Held, how: str) -> bool:
+        """Whether the child that died had stored ``held``'s final result: it died after
+        that (e.g. in a middleware hook), before it told this process. Such a job is settled
+        here (middleware run, acked where ours), not failed over its stored result."""
+        if not self.backend.keeps_state or self.backend.process_local:
+            return False  # (the child stores nothing there)
+        message = held.message
+        try:
+            record = self.backend.get_many([message.id]).get(message.id)
+        except Exception as exc:  # noqa: BLE001 - the backend failed: record the loss
+            logger.error("looking up the result of task %s[%s] failed: %s", message.task,
+                         message.id, exc)
+            return False
+        if record is None or not record.ready:
+            return False
+        logger.warning("Process running task %s[%s] exited with %s after storing its result "
+                       "(%s); settling it, not running it again.", message.task, message.id,
+                       how, record.state)
+        self.completed.append((message, record.state, record))
+        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
+            self.acks.append(held.delivery)
+        return True
 
     def timed_out(self, job_id: int, limit: float) -> None:
         held = self.running.pop(job_id)

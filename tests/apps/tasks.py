@@ -4,10 +4,13 @@ Broker and backend come from RUNNER_BROKER_URL / RUNNER_RESULT_BACKEND, set per 
 """
 
 import os
+import signal
 import time
 
 from runner import Celery
 from runner.exceptions import SoftTimeLimitExceeded
+from runner.middleware import Middleware
+from runner.serialization import loads
 
 app = Celery("tasks")
 
@@ -119,6 +122,31 @@ def sleep_marked(seconds, marker):
     _mark(marker, os.getpid())
     time.sleep(seconds)
     return "done"
+
+
+@app.task
+def stored_then_killed(marker):
+    """Marks each run; :class:`KillAfterStore` kills its process once its result is stored."""
+    _mark(marker, "ran")
+    return "done"
+
+
+class KillAfterStore(Middleware):
+    """Kills the process that stored ``stored_then_killed``'s result, the first time: it
+    dies after the store and before it told its worker (or acked)."""
+
+    def wants(self, message):
+        return message.task == "tasks.stored_then_killed"
+
+    def after_task_stored(self, app, message, state, record):
+        marker = loads(message.payload, message.content_type)[0][0]
+        _mark(marker, "hook")
+        if not os.path.exists(marker + ".killed"):
+            open(marker + ".killed", "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+app.middleware.append(KillAfterStore())
 
 
 @app.task
