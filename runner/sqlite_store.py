@@ -3,9 +3,9 @@
 Both default to one file, ``.runner/runner.db``, in WAL mode: readers never block the writer, and
 several producer and worker processes use it at once. Each process (and thread) opens its own
 connection. Waiting is done by watching ``PRAGMA data_version``, which changes when another
-connection commits: a check costs a few microseconds, so an idle waiter polls it every few
-milliseconds for well under 1 % of a core, and wakes within one interval of new work (within
-a millisecond while work keeps coming).
+connection commits. On Linux a waiter reads it again each time the WAL file is written (inotify:
+an idle waiter costs nothing and wakes at once); elsewhere it polls every few milliseconds, and
+every millisecond while work keeps coming.
 
 Writers queue on a kernel lock (``flock`` on ``<file>-lock``) before they take SQLite's: when
 the file is busy, SQLite's own busy handler sleeps a millisecond or more per retry, which
@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import sqlite3
 import threading
 import time
 
 from runner.config.urls import URL
+from runner.file_events import drain, watch_writes
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -38,15 +40,28 @@ def sqlite_path(url: URL) -> str:
 
 
 class Connection(sqlite3.Connection):
-    """A connection that also holds a descriptor of the file's write lock (see module doc)."""
+    """A connection that also holds a descriptor of the file's write lock (see module doc),
+    and one that tells of writes to its WAL file, once a :class:`ChangeWatcher` waited."""
 
+    path = ""
     lock_fd = -1
+    events_fd: int | None = -1  # -1: not opened yet; None: this system cannot watch the file
 
     def close(self) -> None:
         super().close()
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
+        if self.events_fd is not None and self.events_fd >= 0:
+            os.close(self.events_fd)
+        self.events_fd = None
+
+    def wal_events(self) -> int | None:
+        """The descriptor readable after any process wrote the WAL file (every commit does);
+        None where that cannot be watched (the caller polls)."""
+        if self.events_fd == -1:
+            self.events_fd = watch_writes(f"{self.path}-wal")
+        return self.events_fd
 
 
 def connect(path: str) -> Connection:
@@ -55,6 +70,7 @@ def connect(path: str) -> Connection:
     os.makedirs(folder, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False, factory=Connection)
+    conn.path = path
     conn.lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -69,17 +85,24 @@ def connect(path: str) -> Connection:
 class ChangeWatcher:
     """Blocks until another connection commits to the database, or a timeout passes.
 
-    It checks every ``interval`` seconds while idle, and every millisecond for a couple of
-    seconds after a change: busy queues get low latency, idle ones cost almost nothing."""
+    On Linux it sleeps until the WAL file is written (see :mod:`runner.file_events`): no cost
+    while idle, and it wakes at once. One thread at a time waits so (another would miss the
+    events the first one reads); the others, and systems without inotify, check every
+    ``interval`` seconds while idle, and every millisecond for a couple of seconds after a
+    change: busy queues get low latency, idle ones cost little."""
 
     FAST_INTERVAL = 0.001
     FAST_FOR = 2.0  # seconds after a change during which checks are fast
+    WATCHED_CHECK = 1.0  # seconds: a watched waiter still checks this often (a missed event)
+    COMMIT_SHOWS_WITHIN = 0.05  # seconds from a write of the WAL file to its commit showing
 
-    def __init__(self, conn: sqlite3.Connection, interval: float, lock: threading.Lock):
+    def __init__(self, conn: Connection, interval: float, lock: threading.Lock):
         self._conn = conn
         self._interval = interval
         self._lock = lock
-        self._version = self._read()
+        self._watching = threading.Lock()  # held by the thread that waits on the WAL events
+        self._opened_at = self._read()  # the version a thread's first wait compares with
+        self._seen = threading.local()  # .version: the last one this thread returned on
         self._changed_at = 0.0
 
     def _read(self) -> int:
@@ -87,14 +110,49 @@ class ChangeWatcher:
             return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def wait(self, timeout: float, interval: float | None = None) -> bool:
-        """Return True when the database changed since the last call, False on timeout."""
+        """Return True when the database changed since this thread's last call (or since
+        the connection opened), False on timeout. Each thread keeps its own: a change that
+        woke one thread must wake the others too."""
+        if not self._watching.acquire(blocking=False):
+            return self._poll(timeout, interval)
+        try:
+            with self._lock:
+                events = self._conn.wal_events()  # (watched before the first read below)
+            if events is None:
+                return self._poll(timeout, interval)
+            deadline = time.monotonic() + timeout
+            written = 0.0  # when the WAL file was last written
+            while True:
+                if self._changed():
+                    return True
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    return False
+                # A commit writes the WAL file before it makes itself visible (in the
+                # shared-memory index, which tells nothing): just after a write, check
+                # every millisecond until it shows.
+                step = self.FAST_INTERVAL if now - written < self.COMMIT_SHOWS_WITHIN else \
+                    self.WATCHED_CHECK
+                if select.select([events], [], [], min(remaining, step))[0]:
+                    drain(events)
+                    written = time.monotonic()
+        finally:
+            self._watching.release()
+
+    def _changed(self) -> bool:
+        version = self._read()
+        if version == getattr(self._seen, "version", self._opened_at):
+            return False
+        self._seen.version = version
+        self._changed_at = time.monotonic()
+        return True
+
+    def _poll(self, timeout: float, interval: float | None) -> bool:
         now = time.monotonic()
         deadline = now + timeout
         while True:
-            version = self._read()
-            if version != self._version:
-                self._version = version
-                self._changed_at = time.monotonic()
+            if self._changed():
                 return True
             now = time.monotonic()
             remaining = deadline - now
