@@ -437,6 +437,39 @@ def test_unconfirmed_messages_are_sent_again_after_the_connection_is_lost(amqp_a
     assert sorted(ids) == ["m1", "m2", "m3"]
 
 
+def test_message_sent_again_after_a_lost_confirm_does_not_run_twice(
+        amqp_app, worker_env, tmp_path, start_worker):
+    """RabbitMQ took a message but its confirm was lost with the connection: the producer
+    sends it again, so the queue holds it twice. The copy is marked, and the worker that finds
+    its result stored settles it instead of running the task again. (A lost confirm cannot be
+    made on demand: a message already sent is put among the unconfirmed.)"""
+    import pika
+    import tasks
+
+    from runner.brokers.amqp_publisher import Outgoing
+
+    use_sqlite_results(amqp_app, worker_env, tmp_path)
+    marker = tmp_path / "runs.log"
+    result = tasks.sleep_marked.delay(0, str(marker))
+    broker = amqp_app.broker
+    broker.flush()
+    sent = amqp_app.build_message("tasks.sleep_marked", (0, str(marker)), task_id=result.id)
+    publisher = broker._publisher()
+    publisher.unconfirmed[10_000] = Outgoing(
+        "celery", sent.encode(), pika.BasicProperties(delivery_mode=2, message_id=sent.id),
+        None)
+    rabbitmqctl("close_all_connections", "-p", VHOST, "test: connection lost")
+    time.sleep(0.5)
+    broker.enqueue([message(3)])  # (a message for no task: the worker discards it)
+    broker.flush()
+    assert broker.qsize("celery") == 3
+    worker = start_worker("-c", "1")
+    assert result.get(timeout=10) == "done"
+    worker.wait_for_log(f"Task tasks.sleep_marked[{result.id}] was delivered again, but its "
+                        f"result (SUCCESS) is stored: not running it again")
+    assert len(marker.read_text().split()) == 1
+
+
 def test_messages_rabbitmq_refuses_are_sent_again_until_taken(
         amqp_app, worker_env, tmp_path, start_worker, caplog):
     """A queue at its max-length with overflow reject-publish nacks publishes: they are kept

@@ -45,7 +45,7 @@ import pika
 import pika.exceptions as amqp_errors
 
 from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
-from runner.brokers.amqp_publisher import Outgoing, Publisher
+from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
 from runner.exceptions import BrokerError
@@ -205,8 +205,10 @@ class AMQPBroker(Broker):
             self._declare(channel, queue)
 
             def on_message(_channel, method, properties, body, queue=queue):
+                again = method.redelivered or bool(properties.headers
+                                                   and properties.headers.get(RESENT))
                 state.inbox.append((Delivery((generation, method.delivery_tag), body, queue,
-                                             method.redelivered), properties))
+                                             again), properties))
             channel.basic_consume(queue, on_message)
         state.queues = tuple(queues)
 

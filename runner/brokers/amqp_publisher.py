@@ -7,8 +7,9 @@ loses, silently, what RabbitMQ had not written when it went down. A Publisher do
 - a publish returns once the message is written to the socket; the confirms are read as they
   come, while the thread publishes again, and waited for in :meth:`Publisher.flush`;
 - a message stays in memory until RabbitMQ confirms it. After an outage the new connection
-  sends again, in order, what the old one left unconfirmed (so it may arrive twice: at least
-  once, as with any redelivery); a nacked message, or one returned as unroutable (a delay queue
+  sends again, in order, what the old one left unconfirmed (so it may arrive twice). A copy
+  sent again carries the header ``RESENT``: the consumer takes it for a redelivery, so a worker
+  that finds its result stored settles it instead of running it again; a nacked message, or one returned as unroutable (a delay queue
   expired meanwhile), is sent again too (a nacked one after a backoff, as after an outage);
 - at most ``WINDOW`` messages are unconfirmed: a producer faster than RabbitMQ's disk waits.
 
@@ -33,6 +34,7 @@ from runner.exceptions import BrokerError
 
 logger = logging.getLogger("runner.amqp")
 
+RESENT = "x-runner-resent"  # header of a message sent again after its confirm was lost
 WINDOW = 1000  # unconfirmed messages at most, per publishing thread
 WAIT_SLICE = 1.0  # seconds: a wait for confirms wakes this often (to notice a dead connection)
 
@@ -130,6 +132,8 @@ class Publisher:
         if again:
             logger.warning("enqueue: sending again %d message(s) RabbitMQ had not confirmed "
                            "when the connection was lost", len(again))
+        for message in again:  # it may have arrived: tell the consumer it may be a copy
+            message.properties.headers = {**(message.properties.headers or {}), RESENT: 1}
         self.outbox.extendleft(reversed(again))
         self.unconfirmed.clear()
         self._tag = 0
