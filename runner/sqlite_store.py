@@ -16,11 +16,13 @@ writer before it commits.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import select
 import sqlite3
 import threading
 import time
+import weakref
 
 from runner.config.urls import URL
 from runner.file_events import drain, watch_writes
@@ -43,24 +45,29 @@ class Connection(sqlite3.Connection):
     """A connection that also holds a descriptor of the file's write lock (see module doc),
     and one that tells of writes to its WAL file, once a :class:`ChangeWatcher` waited."""
 
-    path = ""
+    path = ""  # absolute: a wait after a chdir watches the same file
     lock_fd = -1
     events_fd: int | None = -1  # -1: not opened yet; None: this system cannot watch the file
 
+    def own(self, fd: int) -> int:
+        """Close ``fd`` with this connection, or when it is freed unclosed (sqlite3 does not
+        call :meth:`close` then: a thread's connection would leak it)."""
+        self._finalizers = [*getattr(self, "_finalizers", ()),
+                            weakref.finalize(self, os.close, fd)]
+        return fd
+
     def close(self) -> None:
         super().close()
-        if self.lock_fd >= 0:
-            os.close(self.lock_fd)
-            self.lock_fd = -1
-        if self.events_fd is not None and self.events_fd >= 0:
-            os.close(self.events_fd)
-        self.events_fd = None
+        for finalizer in getattr(self, "_finalizers", ()):
+            finalizer()  # (once: a finalizer runs at most once)
+        self.lock_fd, self.events_fd = -1, None
 
     def wal_events(self) -> int | None:
         """The descriptor readable after any process wrote the WAL file (every commit does);
         None where that cannot be watched (the caller polls)."""
         if self.events_fd == -1:
-            self.events_fd = watch_writes(f"{self.path}-wal")
+            fd = watch_writes(f"{self.path}-wal")
+            self.events_fd = None if fd is None else self.own(fd)
         return self.events_fd
 
 
@@ -70,8 +77,8 @@ def connect(path: str) -> Connection:
     os.makedirs(folder, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False, factory=Connection)
-    conn.path = path
-    conn.lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    conn.path = os.path.abspath(path)
+    conn.lock_fd = conn.own(os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode.lower() != "wal":  # pragma: no cover - a filesystem without shared memory
@@ -104,6 +111,7 @@ class ChangeWatcher:
         self._opened_at = self._read()  # the version a thread's first wait compares with
         self._seen = threading.local()  # .version: the last one this thread returned on
         self._changed_at = 0.0
+        self._written = 0.0  # when a watching waiter last saw the WAL file written
 
     def _read(self) -> int:
         with self._lock:
@@ -120,8 +128,9 @@ class ChangeWatcher:
                 events = self._conn.wal_events()  # (watched before the first read below)
             if events is None:
                 return self._poll(timeout, interval)
+            poller = select.poll()  # (select.select fails on descriptors above 1023)
+            poller.register(events, select.POLLIN)
             deadline = time.monotonic() + timeout
-            written = 0.0  # when the WAL file was last written
             while True:
                 if self._changed():
                     return True
@@ -129,16 +138,21 @@ class ChangeWatcher:
                 remaining = deadline - now
                 if remaining <= 0:
                     return False
-                # A commit writes the WAL file before it makes itself visible (in the
-                # shared-memory index, which tells nothing): just after a write, check
-                # every millisecond until it shows.
-                step = self.FAST_INTERVAL if now - written < self.COMMIT_SHOWS_WITHIN else \
-                    self.WATCHED_CHECK
-                if select.select([events], [], [], min(remaining, step))[0]:
+                if poller.poll(math.ceil(min(remaining, self._watched_step(now)) * 1000)):
                     drain(events)
-                    written = time.monotonic()
+                    self._written = time.monotonic()
         finally:
             self._watching.release()
+
+    def _watched_step(self, now: float) -> float:
+        """How long a watching waiter sleeps at most. A commit writes the WAL file before it
+        shows (in the shared-memory index, which tells nothing), and one write event can stand
+        for several commits: so after a write it checks every millisecond, then for a while
+        every ``interval`` (a writer paused between the two), then only now and then."""
+        since = now - self._written
+        if since < self.COMMIT_SHOWS_WITHIN:
+            return self.FAST_INTERVAL
+        return self._interval if since < self.FAST_FOR else self.WATCHED_CHECK
 
     def _changed(self) -> bool:
         version = self._read()

@@ -4,7 +4,10 @@ threads wait and however close together the commits come."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import os
+import resource
 import sys
 import threading
 
@@ -12,7 +15,7 @@ import pytest
 
 from runner.brokers.registry import open_broker
 from runner.message import Message
-from runner.sqlite_store import ChangeWatcher
+from runner.sqlite_store import ChangeWatcher, connect
 
 # Below ChangeWatcher.WATCHED_CHECK: a waiter that missed a commit's wake-up would time out.
 WAKE_WITHIN = 0.8
@@ -93,3 +96,37 @@ def test_each_commit_of_another_process_wakes_the_waiter(open_sqlite, tmp_path):
     finally:
         ours.send(None)
         producer.join(10)
+
+
+def test_a_waiter_with_a_descriptor_above_1023_still_wakes(open_sqlite):
+    """A process with many files open (select() cannot watch such a descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    ballast = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        consumer, producer = open_sqlite(), open_sqlite()
+        consumer.wait(0)
+        timer = threading.Timer(0.05, _enqueue, [producer, 1])
+        timer.start()
+        assert consumer.wait(WAKE_WITHIN) is True
+        timer.join()
+    finally:
+        for fd in ballast:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_descriptors_of_a_connection_freed_unclosed_are_closed(tmp_path):
+    """A thread's connection is freed without close(): its lock file and WAL watch must not
+    stay open (inotify instances are limited per user, 128 by default)."""
+    conn = connect(str(tmp_path / "freed.db"))
+    conn.execute("PRAGMA data_version").fetchone()
+    fds = [conn.lock_fd, conn.wal_events()]
+    fds = [fd for fd in fds if fd is not None]
+    del conn
+    gc.collect()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)

@@ -217,7 +217,7 @@ def test_child_killed_after_storing_the_result_keeps_it_and_does_not_run_again(
     marker = tmp_path / "runs"
     result = stored_then_killed.delay(str(marker))
     assert result.get(timeout=10) == "done"
-    worker.wait_for_log(f"Process running task tasks.stored_then_killed[{result.id}] exited "
+    worker.wait_for_log(f"The process of task tasks.stored_then_killed[{result.id}] exited "
                         "with signal 9 (SIGKILL) after storing its result (SUCCESS)")
     assert add.delay(2, 2).get(timeout=10) == 4  # the next child runs tasks
     time.sleep(0.5)
@@ -226,6 +226,25 @@ def test_child_killed_after_storing_the_result_keeps_it_and_does_not_run_again(
     assert lines.count("ran") == 1, lines
     assert lines.count("hook") >= 2, lines  # the kill's, and the settling one's
     assert "WorkerLostError" not in worker.log()
+
+
+@pytest.mark.transports("sqlite", "redis", "amqp")
+def test_child_killed_after_storing_a_batch_of_results_runs_none_of_them_again(
+        app, start_worker, tmp_path):
+    """Tasks waiting in a queue are claimed and stored by the batch: the child dies after
+    storing a batch of several (the ones before the last are reported as ran, not lost). None
+    runs again, early-acked or not."""
+    from tasks import stored_then_killed
+
+    marker = tmp_path / "runs"
+    results = [stored_then_killed.delay(str(marker), 2) for _ in range(8)]
+    worker = start_worker("-c", "1")
+    assert [r.get(timeout=10) for r in results] == ["done"] * 8
+    worker.wait_for_log("after storing its result (SUCCESS); settling it")
+    time.sleep(1.0)
+    assert marker.read_text().split().count("ran") == 8
+    assert all(AsyncResult(r.id, app=app).state == "SUCCESS" for r in results)
+    assert "delivering it again" not in worker.log()
 
 
 def test_segfault_in_a_task_is_recorded_as_worker_lost(app, start_worker):

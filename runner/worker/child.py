@@ -184,7 +184,7 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
             if jobs is None:
                 break
             results = run_batch(jobs, run, settler, progress)
-            if measure_memory:
+            if measure_memory and results:  # (none: stopped before the first)
                 results[-1].rss_kib = current_rss_kib()
             conn.send(results)
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
@@ -229,11 +229,11 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             number += 1
             progress[STARTED] = progress[SETTLED] = 0
             progress[BATCH] = number
-            claimed = Claimed(number, [(f.delivery.tag, f.delivery.queue, f.delivery.redelivered,
-                                        f.delivery.body) for f in fetched if f.message is not None])
-            posted = post_claims(board, progress, claimed)
+            batch = Claimed(number, [(f.delivery.tag, f.delivery.queue, f.delivery.redelivered,
+                                      f.delivery.body) for f in fetched if f.message is not None])
+            posted = post_claims(board, progress, batch)
             if not posted:
-                conn.send(claimed)
+                conn.send(batch)
             jobs = _jobs(app, fetched, settler)
             if posted and (any(job.time_limit for job in jobs) or (
                     options.main_acks_early and _asleep(main_wake) and any(

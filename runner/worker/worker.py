@@ -395,6 +395,8 @@ class Worker:
             message = held.message
             if ran:
                 self.started_by_child(held)
+                if self.stored_by_child(held, "died"):
+                    continue
                 logger.warning("Task %s[%s] ran, but its process died before storing the "
                                "result; delivering it again.", message.task, message.id)
             self.give_back(held)
@@ -415,7 +417,7 @@ class Worker:
         message = held.message
         how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
                if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
-        if self.stored_by_child(held, how):
+        if self.stored_by_child(held, f"exited with {how}"):
             return
         if held.message.id in self.terminated:
             self.terminated.discard(held.message.id)
@@ -433,7 +435,8 @@ class Worker:
     def stored_by_child(self, held: Held, how: str) -> bool:
         """Whether the child that died had stored ``held``'s final result: it died after
         that (e.g. in a middleware hook), before it told this process. Such a job is settled
-        here (middleware run, acked where ours), not failed over its stored result."""
+        here (middleware run, acked where ours), neither failed over its stored result nor
+        sent again (an early-acked message would run twice)."""
         if not self.backend.keeps_state or self.backend.process_local:
             return False  # (the child stores nothing there)
         message = held.message
@@ -445,9 +448,9 @@ class Worker:
             return False
         if record is None or not record.ready:
             return False
-        logger.warning("Process running task %s[%s] exited with %s after storing its result "
-                       "(%s); settling it, not running it again.", message.task, message.id,
-                       how, record.state)
+        logger.warning("The process of task %s[%s] %s after storing its result (%s); "
+                       "settling it, not running it again.", message.task, message.id, how,
+                       record.state)
         self.completed.append((message, record.state, record))
         if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
             self.acks.append(held.delivery)

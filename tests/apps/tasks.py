@@ -125,23 +125,27 @@ def sleep_marked(seconds, marker):
 
 
 @app.task
-def stored_then_killed(marker):
+def stored_then_killed(marker, kill_after=1):
     """Marks each run; :class:`KillAfterStore` kills its process once its result is stored."""
     _mark(marker, "ran")
     return "done"
 
 
 class KillAfterStore(Middleware):
-    """Kills the process that stored ``stored_then_killed``'s result, the first time: it
-    dies after the store and before it told its worker (or acked)."""
+    """Kills the process that stored ``stored_then_killed``'s result, once, when ``marker``
+    shows ``kill_after`` runs: it dies after the store and before it told its worker (or
+    acked)."""
 
     def wants(self, message):
         return message.task == "tasks.stored_then_killed"
 
     def after_task_stored(self, app, message, state, record):
-        marker = loads(message.payload, message.content_type)[0][0]
+        args = loads(message.payload, message.content_type)[0]
+        marker, kill_after = args[0], (args[1] if len(args) > 1 else 1)
         _mark(marker, "hook")
-        if not os.path.exists(marker + ".killed"):
+        with open(marker) as f:
+            runs = f.read().split().count("ran")
+        if runs >= kill_after and not os.path.exists(marker + ".killed"):
             open(marker + ".killed", "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
 
