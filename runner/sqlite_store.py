@@ -102,6 +102,7 @@ class ChangeWatcher:
     FAST_FOR = 2.0  # seconds after a change during which checks are fast
     WATCHED_CHECK = 1.0  # seconds: a watched waiter still checks this often (a missed event)
     COMMIT_SHOWS_WITHIN = 0.05  # seconds from a write of the WAL file to its commit showing
+    WRITER_PAUSE = 0.5  # seconds: how long after a write a late commit is still looked for
 
     def __init__(self, conn: Connection, interval: float, lock: threading.Lock):
         self._conn = conn
@@ -152,7 +153,7 @@ class ChangeWatcher:
         since = now - self._written
         if since < self.COMMIT_SHOWS_WITHIN:
             return self.FAST_INTERVAL
-        return self._interval if since < self.FAST_FOR else self.WATCHED_CHECK
+        return self._interval if since < self.WRITER_PAUSE else self.WATCHED_CHECK
 
     def _changed(self) -> bool:
         version = self._read()
