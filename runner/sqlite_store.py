@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable
 
 from runner.config.urls import URL
 from runner.file_events import drain, watch_writes
@@ -123,27 +124,42 @@ class ChangeWatcher:
         the connection opened), False on timeout. Each thread keeps its own: a change that
         woke one thread must wake the others too."""
         if not self._watching.acquire(blocking=False):
-            return self._poll(timeout, interval)
+            return self._until(timeout, self._polling(interval))
         try:
             with self._lock:
                 events = self._conn.wal_events()  # (watched before the first read below)
             if events is None:
-                return self._poll(timeout, interval)
+                return self._until(timeout, self._polling(interval))
             poller = select.poll()  # (select.select fails on descriptors above 1023)
             poller.register(events, select.POLLIN)
-            deadline = time.monotonic() + timeout
-            while True:
-                if self._changed():
-                    return True
-                now = time.monotonic()
-                remaining = deadline - now
-                if remaining <= 0:
-                    return False
+
+            def sleep(now: float, remaining: float) -> None:
                 if poller.poll(math.ceil(min(remaining, self._watched_step(now)) * 1000)):
                     drain(events)
                     self._written = time.monotonic()
+            return self._until(timeout, sleep)
         finally:
             self._watching.release()
+
+    def _until(self, timeout: float, sleep: Callable[[float, float], None]) -> bool:
+        """Check for a change, ``sleep(now, remaining)``, again, until one or the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._changed():
+                return True
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0:
+                return False
+            sleep(now, remaining)
+
+    def _polling(self, interval: float | None) -> Callable[[float, float], None]:
+        """Sleeps between checks where the WAL file is not watched."""
+        def sleep(now: float, remaining: float) -> None:
+            step = interval or (self.FAST_INTERVAL if now - self._changed_at < self.FAST_FOR
+                                else self._interval)
+            time.sleep(min(step, remaining))
+        return sleep
 
     def _watched_step(self, now: float) -> float:
         """How long a watching waiter sleeps at most. A commit writes the WAL file before it
@@ -162,20 +178,6 @@ class ChangeWatcher:
         self._seen.version = version
         self._changed_at = time.monotonic()
         return True
-
-    def _poll(self, timeout: float, interval: float | None) -> bool:
-        now = time.monotonic()
-        deadline = now + timeout
-        while True:
-            if self._changed():
-                return True
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0:
-                return False
-            step = interval or (self.FAST_INTERVAL if now - self._changed_at < self.FAST_FOR
-                                else self._interval)
-            time.sleep(min(step, remaining))
 
 
 def transaction(conn: Connection):
