@@ -9,8 +9,9 @@ loses, silently, what RabbitMQ had not written when it went down. A Publisher do
 - a message stays in memory until RabbitMQ confirms it. After an outage the new connection
   sends again, in order, what the old one left unconfirmed (so it may arrive twice). A copy
   sent again carries the header ``RESENT``: the consumer takes it for a redelivery, so a worker
-  that finds its result stored settles it instead of running it again; a nacked message, or one returned as unroutable (a delay queue
-  expired meanwhile), is sent again too (a nacked one after a backoff, as after an outage);
+  that finds its result stored settles it instead of running it again. A nacked message, or
+  one returned as unroutable (a delay queue expired meanwhile), is sent again too (a nacked
+  one after a backoff, as after an outage);
 - at most ``WINDOW`` messages are unconfirmed: a producer faster than RabbitMQ's disk waits.
 
 The broker flushes before it acks (a task's follow-up messages are confirmed before the message
