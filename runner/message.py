@@ -5,12 +5,17 @@ accept and still record why) followed by the payload ``[args, kwargs]`` in the t
 serializer. On the wire it is ``envelope_json + b"\\n" + payload``: JSON never contains a raw
 newline, so the split is unambiguous and needs no length prefix.
 
-The envelope is versioned (``v``); a worker refuses versions it does not know.
+The envelope is versioned (``v``); a worker refuses versions it does not know. It is checked
+once, here, where a message is decoded (:func:`check_envelope`): every field's type and range,
+so nothing downstream (pools, tracing, the revoked lookup, beat, pipelines) ever sees a wrong
+type. Fields this version does not know (a newer producer's) are kept in ``extra``, written
+again when the message is sent on (a retry, a requeue of a dead letter), and otherwise ignored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -44,6 +49,7 @@ class Message:
     sent_at: float = 0.0
     reply_to: str | None = None  # the caller's reply queue, where rpc:// sends the result
     v: int = PROTOCOL_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # a newer producer's fields, kept
 
     @staticmethod
     def new_id() -> str:
@@ -55,6 +61,8 @@ class Message:
             envelope["sent_at"] = time.time()
         if self.reply_to is None:  # optional: absent unless the result backend is rpc://
             del envelope["reply_to"]
+        if self.extra:
+            envelope = {**self.extra, **envelope}
         head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=True).encode()
         return head + b"\n" + self.payload
 
@@ -65,17 +73,189 @@ class Message:
             raise SerializationError("malformed task message: no envelope separator")
         try:
             envelope = json.loads(head)
-        except ValueError as exc:
-            raise SerializationError(f"malformed task message envelope: {exc}") from exc
-        version = envelope.get("v")
-        if version != PROTOCOL_VERSION:
-            raise SerializationError(
-                f"task message protocol v{version} is not understood by this worker "
-                f"(speaks v{PROTOCOL_VERSION}); upgrade runner on the worker")
-        try:
-            return cls(payload=payload, **envelope)
-        except TypeError as exc:
-            raise SerializationError(f"malformed task message envelope: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+            raise BadMessage(f"malformed task message envelope: {exc}") from None
+        return cls(payload=payload, **check_envelope(envelope))
 
 
-_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name != "payload")
+def call_arguments(value: Any) -> tuple[list, dict]:
+    """``(args, kwargs)`` from a decoded payload, which must be ``[args, kwargs]``: a list and
+    an object with string keys. Raises :class:`BadMessage` otherwise."""
+    if (isinstance(value, list | tuple) and len(value) == 2
+            and isinstance(value[0], list | tuple) and isinstance(value[1], dict)
+            and all(type(key) is str for key in value[1])):
+        return list(value[0]), value[1]
+    raise BadMessage(f"invalid task message: the payload must be [args, kwargs] (a list and "
+                     f"an object with string keys), not {_show(value)}")
+
+
+class BadMessage(SerializationError):
+    """A message that cannot be run as it is: the reason names the field; ``task_id`` is its
+    id where that could be read (so a FAILURE can be stored for whoever waits on it)."""
+
+    def __init__(self, reason: str, task_id: str | None = None, task: str | None = None):
+        super().__init__(reason)
+        self.task_id, self.task = task_id, task
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("payload", "extra"))
+_KNOWN = frozenset(_ENVELOPE_FIELDS)
+MAX_ID_LENGTH = 255  # task ids, queue and task names: what every broker and backend can key on
+
+
+def _text(value: Any, name: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} "
+                         f"characters, not {_show(value)}")
+    return value
+
+
+def _number(value: Any, name: str, optional: bool = True, positive: bool = False
+            ) -> float | None:
+    if value is None and optional:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or (positive and value <= 0) or value < 0):
+        rule = "a positive number" if positive else "a number >= 0"
+        raise ValueError(f"{name} must be {rule}{' or null' if optional else ''}, "
+                         f"not {_show(value)}")
+    return value
+
+
+def _integer(value: Any, name: str, low: int, high: int, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}"
+                         f"{' or null' if optional else ''}, not {_show(value)}")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true, false or null, not {_show(value)}")
+    return value
+
+
+def _signatures(value: Any, name: str) -> list:
+    if not isinstance(value, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("task"), str) for s in value):
+        raise ValueError(f"{name} must be a list of task signatures, not {_show(value)}")
+    return value
+
+
+def _mapping(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, not {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_options(options: dict) -> None:
+    """The per-call options a worker acts on; others (a newer producer's) are left alone."""
+    for key in ("acks_late", "ignore_result"):
+        _flag(options.get(key), f"options.{key}")
+    for key in ("time_limit", "soft_time_limit"):
+        _number(options.get(key), f"options.{key}", positive=True)
+    for key in ("result_serializer", "compression"):
+        _text(options.get(key), f"options.{key}", optional=True)
+    for key in ("link", "link_error", "chain"):
+        if options.get(key) is not None:
+            _signatures(options[key], f"options.{key}")
+    chord = options.get("chord")
+    if chord is not None:
+        _mapping(chord, "options.chord")
+        _signatures([chord.get("body")], "options.chord.body")
+        _integer(chord.get("size"), "options.chord.size", 0, 10**9)
+    if "group_index" in options:
+        _integer(options["group_index"], "options.group_index", 0, 10**9)
+    step = options.get("step_retries")
+    if step is not None:
+        _mapping(step, "options.step_retries")
+        _integer(step.get("max_retries"), "options.step_retries.max_retries", 0, 10**6)
+        _number(step.get("delay"), "options.step_retries.delay")
+        backoff = step.get("backoff")
+        if not isinstance(backoff, bool):
+            _number(backoff, "options.step_retries.backoff")
+
+
+_OPTIONS_CHECKED = frozenset({"acks_late", "ignore_result", "time_limit", "soft_time_limit",
+                               "result_serializer", "compression", "link", "link_error",
+                               "chain", "chord", "group_index", "step_retries"})
+
+
+def _plainly_valid(envelope: Any) -> bool:
+    """The common case, checked inline (a message costs a few microseconds): a current
+    producer's envelope with no options the worker must look into. False sends the envelope
+    through the full check, which names what is wrong."""
+    if type(envelope) is not dict or envelope.keys() - _KNOWN:
+        return False
+    get = envelope.get
+    for key in ("id", "task", "content_type", "queue"):
+        value = get(key)
+        if type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH:
+            return False
+    for key in ("root_id", "parent_id", "group_id", "reply_to"):
+        value = get(key)
+        if value is not None and (type(value) is not str or not 0 < len(value) <= 255):
+            return False
+    priority, retries, options = get("priority"), get("retries"), get("options")
+    return (get("v") == PROTOCOL_VERSION
+            and (priority is None or (type(priority) is int and 0 <= priority <= 255))
+            and type(retries) is int and 0 <= retries <= 10**9
+            and type(get("headers")) is dict and type(options) is dict
+            and not (options and options.keys() & _OPTIONS_CHECKED)
+            and all(_finite(get(key)) for key in ("eta", "expires"))
+            and get("sent_at") is not None and _finite(get("sent_at")))
+
+
+def _finite(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and 0 <= value < math.inf)
+
+
+def check_envelope(envelope: Any) -> dict[str, Any]:
+    """The keyword arguments of a :class:`Message` (payload aside) from a decoded envelope,
+    every field checked; raises :class:`BadMessage` naming the first field that is wrong."""
+    if _plainly_valid(envelope):
+        return envelope
+    if not isinstance(envelope, dict):
+        raise BadMessage(f"malformed task message envelope: a JSON object expected, not "
+                         f"{_show(envelope)}")
+    raw_id, raw_task = envelope.get("id"), envelope.get("task")
+    task_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_ID_LENGTH else None
+    task = raw_task if isinstance(raw_task, str) else None
+    version = envelope.get("v")
+    if version != PROTOCOL_VERSION:
+        raise BadMessage(f"task message protocol v{_show(version)} is not understood by this "
+                         f"worker (speaks v{PROTOCOL_VERSION}); upgrade runner on the worker, "
+                         f"then requeue the dead letter", task_id, task)
+    try:
+        checked = {
+            "id": _text(raw_id, "id"), "task": _text(raw_task, "task"),
+            "content_type": _text(envelope.get("content_type"), "content_type"),
+            "queue": _text(envelope.get("queue", "celery"), "queue"),
+            "priority": _integer(envelope.get("priority"), "priority", 0, 255, optional=True),
+            "eta": _number(envelope.get("eta"), "eta"),
+            "expires": _number(envelope.get("expires"), "expires"),
+            "retries": _integer(envelope.get("retries", 0), "retries", 0, 10**9),
+            "root_id": _text(envelope.get("root_id"), "root_id", optional=True),
+            "parent_id": _text(envelope.get("parent_id"), "parent_id", optional=True),
+            "group_id": _text(envelope.get("group_id"), "group_id", optional=True),
+            "headers": _mapping(envelope.get("headers", {}), "headers"),
+            "options": _mapping(envelope.get("options", {}), "options"),
+            "sent_at": _number(envelope.get("sent_at", 0.0), "sent_at", optional=False),
+            "reply_to": _text(envelope.get("reply_to"), "reply_to", optional=True),
+        }
+        _check_options(checked["options"])
+    except ValueError as exc:
+        raise BadMessage(f"invalid task message: {exc}", task_id, task) from None
+    extra = {key: value for key, value in envelope.items() if key not in _KNOWN}
+    if extra:
+        checked["extra"] = extra
+    return checked

@@ -38,7 +38,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pika
@@ -48,6 +48,7 @@ from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
 from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
 
@@ -58,6 +59,8 @@ EARLY = 0.002  # seconds: a message due this soon is delivered now
 DELAY_PREFIX = "runner.delay."
 CLOSE_WAIT = 10.0  # seconds close() and exit wait for RabbitMQ's confirms of what was sent
 DECLARE_AGAIN = 60.0  # seconds: delay queues expire when unused, so declare them again now and then
+DEAD_LETTER_QUEUE = "runner.dead_letters"  # a durable queue of DeadLetter records
+DEAD_LETTER_SCAN = 100_000  # most dead letters read to list or remove some
 
 
 def delay_bucket_ms(delay: float) -> int:
@@ -205,10 +208,14 @@ class AMQPBroker(Broker):
             self._declare(channel, queue)
 
             def on_message(_channel, method, properties, body, queue=queue):
-                again = method.redelivered or bool(properties.headers
-                                                   and properties.headers.get(RESENT))
+                headers = properties.headers or {}
+                again = method.redelivered or bool(headers.get(RESENT))
+                # quorum queues count deliveries; classic ones only flag a redelivery (0: the
+                # worker counts it, see runner.worker.dead)
+                count = headers.get("x-delivery-count")
+                deliveries = count + 1 if type(count) is int else (0 if again else 1)
                 state.inbox.append((Delivery((generation, method.delivery_tag), body, queue,
-                                             again), properties))
+                                             again, deliveries), properties))
             channel.basic_consume(queue, on_message)
         state.queues = tuple(queues)
 
@@ -385,6 +392,57 @@ class AMQPBroker(Broker):
         in the queue, which can be after the reply to a count asked right after publishing)."""
         self.flush()
         return self._publisher().link.run("qsize", lambda channel: self._declare(channel, queue))
+
+    # -- dead letters: records in one durable queue --------------------------------------------
+
+    def bury(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish the records to the dead-letter queue and wait for RabbitMQ's confirm, so
+        they are safe before the caller acks the messages."""
+        if not letters:
+            return
+        self._publisher().send([Outgoing(DEAD_LETTER_QUEUE, letter.encode(),
+                                         pika.BasicProperties(delivery_mode=2,
+                                                              message_id=letter.key), None)
+                                for letter in letters])
+        self.flush()
+
+    def _scan_dead(self, keep: Callable[[DeadLetter], bool] | None) -> list[DeadLetter]:
+        """Every dead letter, read on a channel of its own without acking, so closing it gives
+        them back; with ``keep``, those it refuses are acked (removed) first."""
+        def scan(channel) -> list[DeadLetter]:
+            self._declare(channel, DEAD_LETTER_QUEUE)
+            reader = channel.connection.channel()
+            letters: list[DeadLetter] = []
+            try:
+                while len(letters) < DEAD_LETTER_SCAN:
+                    method, _properties, body = reader.basic_get(DEAD_LETTER_QUEUE)
+                    if method is None:
+                        break
+                    letter = DeadLetter.decode(body)
+                    if keep is not None and not keep(letter):
+                        reader.basic_ack(method.delivery_tag)
+                    letters.append(letter)
+            finally:
+                reader.close()
+            return letters
+        return self._publisher().link.run("dead letters", scan)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        newest = {}
+        for letter in self._scan_dead(None):  # a key buried twice (see bury): the last one
+            newest[letter.key] = letter
+        return sorted(newest.values(), key=lambda d: (-d.died_at, d.key))[:limit]
+
+    def dead_letter_count(self) -> int:
+        return self._publisher().link.run(
+            "dead letters", lambda channel: self._declare(channel, DEAD_LETTER_QUEUE))
+
+    def remove_dead(self, keys: Sequence[str] | None = None) -> int:
+        if keys is None:
+            return self.purge([DEAD_LETTER_QUEUE])
+        wanted = set(keys)
+        removed = {d.key for d in self._scan_dead(lambda d: d.key not in wanted)} & wanted
+        return len(removed)
 
     def _flush_ended(self) -> None:
         """Wait for the confirms of what this thread and the threads that ended published

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runner.config.urls import URL
+from runner.dead_letters import DeadLetter
 from runner.message import Message
 
 
@@ -25,6 +26,9 @@ class Delivery:
     body: bytes
     queue: str
     redelivered: bool = False
+    #: how many times it was handed to a worker, this time included, where the broker counts
+    #: (SQLite, Redis, memory; RabbitMQ's quorum queues); else 1, or 2 when redelivered
+    deliveries: int = 1
 
 
 class Broker(ABC):
@@ -135,6 +139,25 @@ class Broker(ABC):
     @abstractmethod
     def qsize(self, queue: str) -> int:
         """Messages waiting (or delayed) in ``queue``, claimed ones excluded."""
+
+    # -- dead letters (see runner.dead_letters) ----------------------------------------------
+
+    @abstractmethod
+    def bury(self, letters: Sequence[DeadLetter]) -> None:
+        """Keep ``letters`` beside the queues. A key already buried is replaced, so the caller
+        buries before it acks: a crash in between buries a message twice, never loses it."""
+
+    @abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters, newest first."""
+
+    @abstractmethod
+    def dead_letter_count(self) -> int:
+        """How many dead letters there are."""
+
+    @abstractmethod
+    def remove_dead(self, keys: Sequence[str] | None = None) -> int:
+        """Delete the dead letters of ``keys`` (None: all of them); return how many."""
 
     def close(self) -> None:
         """Release connections; the broker may not be used afterwards."""

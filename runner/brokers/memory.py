@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.dead_letters import DeadLetter
 from runner.message import Message
 
 
@@ -24,7 +25,8 @@ class _Store:
         self.queues: dict[str, list] = {}  # queue -> heap of (-priority, seq, body)
         self.claimed: dict[int, tuple] = {}  # seq -> (deadline, queue, priority, body)
         self.delayed: list = []  # heap of (eta, seq, queue, priority, body)
-        self.delivered: set[int] = set()  # seqs fetched before: the next fetch is a redelivery
+        self.delivered: dict[int, int] = {}  # seq -> times fetched (requeues not counted)
+        self.dead: dict[str, DeadLetter] = {}
         self.seq = itertools.count()
         self.version = 0
 
@@ -78,9 +80,9 @@ class MemoryBroker(Broker):
                 while heap and len(out) < limit:
                     negprio, seq, body = heapq.heappop(heap)
                     store.claimed[seq] = (now + self.visibility_timeout, queue, -negprio, body)
+                    count = store.delivered[seq] = store.delivered.get(seq, 0) + 1
                     out.append(Delivery(tag=seq, body=body, queue=queue,
-                                        redelivered=seq in store.delivered))
-                    store.delivered.add(seq)
+                                        redelivered=count > 1, deliveries=count))
         return out
 
     def wait(self, timeout: float) -> bool:
@@ -100,7 +102,7 @@ class MemoryBroker(Broker):
         with self._store.cond:
             for d in deliveries:
                 self._store.claimed.pop(d.tag, None)
-                self._store.delivered.discard(d.tag)
+                self._store.delivered.pop(d.tag, None)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         store = self._store
@@ -110,6 +112,7 @@ class MemoryBroker(Broker):
                 if claim:
                     _, queue, prio, body = claim
                     heapq.heappush(store.queues.setdefault(queue, []), (-prio, d.tag, body))
+                    store.delivered[d.tag] = store.delivered.get(d.tag, 1) - 1
             store.version += 1
             store.cond.notify_all()
 
@@ -126,7 +129,8 @@ class MemoryBroker(Broker):
         with store.cond:
             for queue in queues:
                 purged = store.queues.pop(queue, [])
-                store.delivered.difference_update(seq for _, seq, _ in purged)
+                for _, seq, _ in purged:
+                    store.delivered.pop(seq, None)
                 count += len(purged)
             kept = [item for item in store.delayed if item[2] not in queues]
             count += len(store.delayed) - len(kept)
@@ -139,3 +143,24 @@ class MemoryBroker(Broker):
         with store.cond:
             return len(store.queues.get(queue, [])) + sum(
                 1 for item in store.delayed if item[2] == queue)
+
+    def bury(self, letters: Sequence[DeadLetter]) -> None:
+        with self._store.cond:
+            self._store.dead.update((letter.key, letter) for letter in letters)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._store.cond:
+            letters = sorted(self._store.dead.values(), key=lambda d: (-d.died_at, d.key))
+        return letters[:limit]
+
+    def dead_letter_count(self) -> int:
+        return len(self._store.dead)
+
+    def remove_dead(self, keys: Sequence[str] | None = None) -> int:
+        with self._store.cond:
+            dead = self._store.dead
+            if keys is None:
+                count = len(dead)
+                dead.clear()
+                return count
+            return sum(dead.pop(key, None) is not None for key in keys)

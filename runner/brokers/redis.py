@@ -8,7 +8,8 @@ Layout (prefix ``runner:``, transport option ``global_keyprefix``):
 - ``body``        hash id -> message bytes;  ``info``  hash id -> "queue<TAB>score";
 - ``unacked``     sorted set id -> claim deadline;  ``deliveries``  hash id -> count;
 - ``delayed``     sorted set id -> eta (countdown/eta tasks wait here, in Redis);
-- ``wake:<queue>`` list of tokens an idle worker blocks on (BLPOP), pushed with each message.
+- ``wake:<queue>`` list of tokens an idle worker blocks on (BLPOP), pushed with each message;
+- ``dead``        hash key -> dead letter;  ``dead:at``  sorted set key -> when it was buried.
 
 Every state change is one Lua script, so it is atomic: a fetch moves due delayed messages and
 expired claims back to their queues and claims up to ``limit`` messages in one step; an ack
@@ -44,6 +45,7 @@ from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
@@ -65,6 +67,7 @@ local function release(prefix, zkey, now)
       local tab = string.find(info, '\\t', 1, true)
       local queue = string.sub(info, 1, tab - 1)
       redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
+      redis.call('HINCRBY', prefix .. 'deliveries', id, -1)  -- given back unstarted
       redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
       redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, WAKE_LAST)
     end
@@ -189,6 +192,7 @@ for i = 2, #ARGV do
       local tab = string.find(info, '\\t', 1, true)
       local queue = string.sub(info, 1, tab - 1)
       redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
+      redis.call('HINCRBY', prefix .. 'deliveries', id, -1)  -- given back unstarted
       redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
     end
   end
@@ -352,7 +356,8 @@ class RedisBroker(Broker):
     @staticmethod
     def _deliveries(rows: list) -> list[Delivery]:
         return [Delivery(tag=rows[i].decode(), body=rows[i + 2], queue=rows[i + 1].decode(),
-                         redelivered=int(rows[i + 3]) > 1) for i in range(0, len(rows), 4)]
+                         redelivered=int(rows[i + 3]) > 1, deliveries=int(rows[i + 3]))
+                for i in range(0, len(rows), 4)]
 
     def wait(self, timeout: float) -> bool:
         """Block on the wake lists of the queues fetched last (at most a second at a time)."""
@@ -459,6 +464,45 @@ class RedisBroker(Broker):
             return ready + sum(1 for info in infos
                                if info and info.split(b"\t", 1)[0].decode() == queue)
         return retrying("qsize", self.url, count, self.max_retries)
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    def bury(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        dead, at = f"{self.prefix}dead", f"{self.prefix}dead:at"
+        calls: list = [(None, ["MULTI"])]
+        for letter in letters:
+            calls += [(None, ["HSET", dead, letter.key, letter.encode()]),
+                      (None, ["ZADD", at, repr(letter.died_at), letter.key])]
+        calls.append((None, ["EXEC"]))
+        retrying("bury", self.url, lambda: self._send(calls), self.max_retries)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        def read() -> list:
+            keys = self.client.zrevrange(f"{self.prefix}dead:at", 0, max(0, limit - 1))
+            return self.client.hmget(f"{self.prefix}dead", keys) if keys else []
+        raw = retrying("dead letters", self.url, read, self.max_retries)
+        return [DeadLetter.decode(item) for item in raw[:limit] if item is not None]
+
+    def dead_letter_count(self) -> int:
+        return int(retrying("dead letters", self.url,
+                            lambda: self.client.hlen(f"{self.prefix}dead"), self.max_retries))
+
+    def remove_dead(self, keys: Sequence[str] | None = None) -> int:
+        dead, at = f"{self.prefix}dead", f"{self.prefix}dead:at"
+        if keys is None:
+            def remove_all() -> int:
+                with self.client.pipeline() as pipe:
+                    count = pipe.hlen(dead).delete(dead, at).execute()[0]
+                return int(count)
+            return retrying("purge dead letters", self.url, remove_all, self.max_retries)
+        if not keys:
+            return 0
+        def remove() -> int:
+            with self.client.pipeline() as pipe:
+                return int(pipe.hdel(dead, *keys).zrem(at, *keys).execute()[0])
+        return retrying("purge dead letters", self.url, remove, self.max_retries)
 
     def close(self) -> None:
         self._drain_ended()

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from runner.brokers.base import Broker, Delivery
 from runner.config.urls import URL
+from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
 from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction, writing
@@ -43,6 +44,12 @@ CREATE TABLE IF NOT EXISTS runner_schedule (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runner_schedule_eta ON runner_schedule (eta);
+CREATE TABLE IF NOT EXISTS runner_dead_letters (
+    key TEXT PRIMARY KEY,
+    died_at REAL NOT NULL,
+    letter BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runner_dead_letters_at ON runner_dead_letters (died_at);
 """
 
 CLAIM = """
@@ -138,8 +145,8 @@ class SQLiteBroker(Broker):
                 "deadline": now + self.visibility_timeout, "consumer": consumer,
                 "queue": queue, "now": now, "limit": want}).fetchall()
             rows.sort(key=lambda r: (-r[1], r[0]))
-            deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1)
-                           for seq, _, count, body in rows]
+            deliveries += [Delivery(tag=seq, body=body, queue=queue, redelivered=count > 1,
+                                    deliveries=count) for seq, _, count, body in rows]
         return deliveries
 
     def _move_due(self, now: float) -> None:
@@ -162,11 +169,13 @@ class SQLiteBroker(Broker):
             self._many("DELETE FROM runner_messages WHERE seq = ?", deliveries)
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back unstarted messages: the claim is not counted as a delivery (only claims
+        that may have run count towards ``task_delivery_limit``)."""
         if not deliveries:
             return
         with self._lock:
-            self._many("UPDATE runner_messages SET visible_at = 0, claimed_by = NULL "
-                       "WHERE seq = ?", deliveries)
+            self._many("UPDATE runner_messages SET visible_at = 0, claimed_by = NULL, "
+                       "deliveries = max(0, deliveries - 1) WHERE seq = ?", deliveries)
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -241,6 +250,34 @@ class SQLiteBroker(Broker):
             delayed = self._conn.execute(
                 "SELECT count(*) FROM runner_schedule WHERE queue = ?", (queue,)).fetchone()[0]
         return ready + delayed
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    def bury(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        with self._lock, transaction(self._conn):
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO runner_dead_letters (key, died_at, letter) "
+                "VALUES (?, ?, ?)", [(d.key, d.died_at, d.encode()) for d in letters])
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT letter FROM runner_dead_letters ORDER BY died_at DESC, key LIMIT ?",
+                (limit,)).fetchall()
+        return [DeadLetter.decode(row[0]) for row in rows]
+
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT count(*) FROM runner_dead_letters").fetchone()[0]
+
+    def remove_dead(self, keys: Sequence[str] | None = None) -> int:
+        with self._lock, transaction(self._conn):
+            if keys is None:
+                return self._conn.execute("DELETE FROM runner_dead_letters").rowcount
+            return sum(self._conn.execute("DELETE FROM runner_dead_letters WHERE key = ?",
+                                          (key,)).rowcount for key in keys)
 
     def close(self) -> None:
         with self._lock:

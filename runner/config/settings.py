@@ -251,6 +251,10 @@ class Settings(BaseModel):
         True, description="with acks_late, acknowledge failed and timed-out tasks too")
     task_reject_on_worker_lost: bool | None = Field(
         None, description="with acks_late, requeue a task whose worker process died")
+    task_delivery_limit: int | None = Field(
+        20, ge=0, description="a message delivered more often than this without finishing "
+        "(its task kills or stalls the process) becomes a dead letter, as RabbitMQ's "
+        "x-delivery-limit; 0 or None: no limit")
     task_time_limit: float | None = Field(
         None, gt=0, description="hard time limit in seconds; the process is replaced")
     task_soft_time_limit: float | None = Field(

@@ -58,6 +58,7 @@ from runner.brokers.base import Delivery
 from runner.exceptions import ConfigError
 from runner.message import Message
 from runner.worker.consumer import Fetched, fetch, prepare
+from runner.worker.dead import bury, bury_refused, sort_out
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -225,7 +226,11 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             if progress[STOP]:  # stopped while fetching: give it back untouched
                 settler.broker.requeue(deliveries)
                 break
-            fetched = prepare(deliveries, app.backend.revoked)
+            fetched, burials = sort_out(app, prepare(deliveries, app.backend.revoked),
+                                        options.hostname)
+            bury(app, settler.broker, burials)  # never posted: the main process need not know
+            if not fetched:
+                continue
             number += 1
             progress[STARTED] = progress[SETTLED] = 0
             progress[BATCH] = number
@@ -279,17 +284,13 @@ def _share(options: ConsumeOptions, backlog: bool, runtime: float, done: int) ->
 
 
 def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
-    """The batch's jobs, in order: revoked and expired ones are only recorded; unreadable
-    messages are logged and acked at once (the main process never sees them as jobs); a
-    redelivered message whose result is already stored is only settled again."""
+    """The batch's jobs, in order (all readable: see :func:`sort_out`): revoked and expired
+    ones are only recorded; a redelivered message whose result is already stored is only
+    settled again."""
     now, jobs = time.time(), []
     for item in fetched:
         message = item.message
-        if message is None:
-            logger.error("Discarding unreadable message from queue %s: %s",
-                         item.delivery.queue, item.error)
-            settler.broker.ack([item.delivery])
-            continue
+        assert message is not None
         logger.info("Task %s[%s] received", message.task, message.id)
         jobs.append(job_for(app, len(jobs), item.delivery, message,
                             discard_reason(message, item.revoked, now)))
@@ -418,6 +419,8 @@ class Settler:
         """Take a finished job's result; True if it (and all before it) is written now."""
         if not self.stores:
             return False
+        if result.refused and job.delivery is not None:  # kept before its ack, below
+            bury_refused(self.app, self.broker, job, result, self.hostname)
         if result.record is not None:
             self._results.append(result.record)
         again = None  # the message to deliver instead of this one

@@ -70,6 +70,7 @@ class Fetched:
     message: Message | None  # None: unreadable (see error)
     error: str | None = None
     revoked: bool = False
+    exception: Exception | None = None  # why it is unreadable (a BadMessage names its id)
 
 
 def decode_all(deliveries: list[Delivery], revoked: Callable[[list[str]], Any] | None = None
@@ -79,8 +80,10 @@ def decode_all(deliveries: list[Delivery], revoked: Callable[[list[str]], Any] |
     for delivery in deliveries:
         try:
             out.append(Fetched(delivery, Message.decode(delivery.body)))
-        except SerializationError as exc:
-            out.append(Fetched(delivery, None, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - any message at all must not stop a worker
+            error = str(exc) if isinstance(exc, SerializationError) else (
+                f"unreadable task message: {type(exc).__name__}: {exc}")
+            out.append(Fetched(delivery, None, error, exception=exc))
     if revoked is not None:
         ids = revoked([f.message.id for f in out if f.message is not None])
         if ids:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import multiprocessing
 import os
 import queue
@@ -58,7 +59,9 @@ from runner.worker.trace import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
+    from runner.message import Message
 
+logger = logging.getLogger("runner.worker")
 _fork = multiprocessing.get_context("fork")
 TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
 ACTIVE_FOR = 0.5  # seconds after the last batch seen on a board that the boards are read often
@@ -411,10 +414,21 @@ class PreforkPool(Pool):
     def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
         fetched = claimed.fetched()
         child.jobs = [next(self.job_ids) for _ in fetched]
-        child.limits = [time_limit_of(self.app, f.message) for f in fetched]
+        child.limits = [self._time_limit(f.message) for f in fetched]
         child.batch = claimed.number
         self.seen_work = time.monotonic()
         return [Received(child.jobs, fetched)] if child.jobs else []
+
+    def _time_limit(self, message: Message) -> float | None:
+        """The hard time limit to watch; None (and logged) if looking it up failed: the child
+        that runs the job looks it up too, and its failure is that job's, not this process's.
+        """
+        try:
+            return time_limit_of(self.app, message)
+        except Exception:  # noqa: BLE001 - one message must never stop the worker
+            logger.exception("Task %s[%s]: looking up its time limit failed", message.task,
+                             message.id)
+            return None
 
     @staticmethod
     def _ended(child: _Child, settled: int) -> list[Event]:

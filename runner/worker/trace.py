@@ -23,13 +23,12 @@ from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
 from runner.exceptions import (
-    RunnerError,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
 )
 from runner.execute import Outcome, build_record, run_task
-from runner.message import Message
+from runner.message import Message, call_arguments
 from runner.task import Request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,8 +120,9 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
         payload = message.payload
         if message.options.get("compression"):
             payload = serialization.decompress(payload, message.options["compression"])
-        args, kwargs = serialization.loads(payload, message.content_type, accept)
-    except RunnerError as exc:  # unknown task, refused or undecodable content
+        args, kwargs = call_arguments(serialization.loads(payload, message.content_type,
+                                                          accept))
+    except Exception as exc:  # noqa: BLE001 - unknown task, refused or undecodable content
         result = refused(app, job_id, message, exc, hostname)
         result.refused = True
         return result

@@ -43,6 +43,7 @@ from runner.exceptions import (
 from runner.message import Message
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
+from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
 from runner.worker.pool import (
     POOLS,
     ColdShutdown,
@@ -191,6 +192,8 @@ class Worker:
         fetched = self.consumer.take()
         if not fetched:
             return
+        fetched, burials = sort_out(self.app, fetched, self.hostname)
+        self.bury(burials)
         now, checked = time.time(), time.monotonic()
         for item in fetched:
             held = self.receive(item)
@@ -198,17 +201,29 @@ class Worker:
                 self.buffer_or_discard(held, item.revoked, now, checked)
 
     def receive(self, fetched: Fetched, log: bool = True) -> Held | None:
+        """The message as this worker holds it; None if looking at it failed (a bug, or a
+        task class whose options raise): it is buried, and the worker goes on."""
         delivery, message = fetched.delivery, fetched.message
-        if message is None:
-            logger.error("Discarding unreadable message from queue %s: %s", delivery.queue,
-                         fetched.error)
-            self.acks.append(delivery)
-            self.consumer.release()
-            return None
+        assert message is not None  # (unreadable ones were sorted out)
         if log:
             logger.info("Task %s[%s] received", message.task, message.id)
-        return Held(delivery, message, acks_late_of(self.app, message),
-                    reject_on_worker_lost=rejects_on_worker_lost(self.app, message))
+        try:
+            return Held(delivery, message, acks_late_of(self.app, message),
+                        reject_on_worker_lost=rejects_on_worker_lost(self.app, message))
+        except Exception as exc:  # noqa: BLE001 - one message must never stop the worker
+            logger.exception("Task %s[%s]: looking up its options failed", message.task,
+                             message.id)
+            if not log:  # a child runs it already: it acks it once it is settled
+                return Held(delivery, message, acks_late=True)
+            self.bury([burial(self.app, delivery, message, exc, self.hostname)])
+            return None
+
+    def bury(self, burials: list[Burial]) -> None:
+        """Bury messages this worker holds (see :mod:`runner.worker.dead`); their slots are
+        free again. Where the children ack their own, it is theirs to ack."""
+        if burials:
+            bury(self.app, self.broker, burials, ack=not self.children_ack)
+            self.consumer.release(len(burials))
 
     def drop_revoked(self, held: list[Held]) -> None:
         revoked = self.backend.revoked([h.message.id for h in held])
@@ -358,6 +373,9 @@ class Worker:
             self.results.append(result.record)
         if not result.stored:  # (else the process that ran it logged it)
             log_result(message, result)
+            if result.refused:  # kept before its ack, which goes with the result
+                bury_refused(self.app, self.broker, job_for(self.app, 0, held.delivery, message),
+                             result, self.hostname)
         if result.retry_message is not None:
             self.flush_and_wait()  # the RETRY state is stored before the next attempt exists
             if held.acked:
