@@ -46,7 +46,7 @@ import pika.exceptions as amqp_errors
 
 from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
 from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
-from runner.brokers.base import Broker, Delivery
+from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
@@ -60,7 +60,6 @@ DELAY_PREFIX = "runner.delay."
 CLOSE_WAIT = 10.0  # seconds close() and exit wait for RabbitMQ's confirms of what was sent
 DECLARE_AGAIN = 60.0  # seconds: delay queues expire when unused, so declare them again now and then
 DEAD_LETTER_QUEUE = "runner.dead_letters"  # a durable queue of DeadLetter records
-DEAD_LETTER_SCAN = 100_000  # most dead letters read to list or remove some
 
 
 def delay_bucket_ms(delay: float) -> int:
@@ -359,7 +358,7 @@ class AMQPBroker(Broker):
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, requeue=False)
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+    def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         self._settle(deliveries, requeue=True)
 
     def retry(self, delivery: Delivery, message: Message) -> None:

@@ -104,7 +104,7 @@ class MemoryBroker(Broker):
                 self._store.claimed.pop(d.tag, None)
                 self._store.delivered.pop(d.tag, None)
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+    def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         store = self._store
         with store.cond:
             for d in deliveries:
@@ -112,7 +112,8 @@ class MemoryBroker(Broker):
                 if claim:
                     _, queue, prio, body = claim
                     heapq.heappush(store.queues.setdefault(queue, []), (-prio, d.tag, body))
-                    store.delivered[d.tag] = store.delivered.get(d.tag, 1) - 1
+                    if not started:
+                        store.delivered[d.tag] = store.delivered.get(d.tag, 1) - 1
             store.version += 1
             store.cond.notify_all()
 

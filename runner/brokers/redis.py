@@ -67,7 +67,6 @@ local function release(prefix, zkey, now)
       local tab = string.find(info, '\\t', 1, true)
       local queue = string.sub(info, 1, tab - 1)
       redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
-      redis.call('HINCRBY', prefix .. 'deliveries', id, -1)  -- given back unstarted
       redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
       redis.call('LTRIM', prefix .. 'wake:' .. queue, 0, WAKE_LAST)
     end
@@ -181,10 +180,10 @@ for i = 2, #ARGV do forget(ARGV[1], ARGV[i]) end
 return 1
 """
 
-# ARGV: prefix, ids...
+# ARGV: prefix, uncount (1: the claim is not counted as a delivery), ids...
 REQUEUE = """
-local prefix = ARGV[1]
-for i = 2, #ARGV do
+local prefix, uncount = ARGV[1], ARGV[2] == '1'
+for i = 3, #ARGV do
   local id = ARGV[i]
   if redis.call('ZREM', prefix .. 'unacked', id) == 1 then
     local info = redis.call('HGET', prefix .. 'info', id)
@@ -192,7 +191,7 @@ for i = 2, #ARGV do
       local tab = string.find(info, '\\t', 1, true)
       local queue = string.sub(info, 1, tab - 1)
       redis.call('ZADD', prefix .. 'q:' .. queue, string.sub(info, tab + 1), id)
-      redis.call('HINCRBY', prefix .. 'deliveries', id, -1)  -- given back unstarted
+      if uncount then redis.call('HINCRBY', prefix .. 'deliveries', id, -1) end
       redis.call('LPUSH', prefix .. 'wake:' .. queue, 1)
     end
   end
@@ -434,9 +433,10 @@ class RedisBroker(Broker):
             return None
         return [(None, command) for command in commands(records, from_db=self.url.db or 0)]
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+    def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         if deliveries:
-            self._run("requeue", "requeue", [self.prefix, *(d.tag for d in deliveries)])
+            self._run("requeue", "requeue", [self.prefix, "0" if started else "1",
+                                             *(d.tag for d in deliveries)])
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:

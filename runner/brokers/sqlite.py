@@ -168,14 +168,13 @@ class SQLiteBroker(Broker):
         with self._lock:
             self._many("DELETE FROM runner_messages WHERE seq = ?", deliveries)
 
-    def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Give back unstarted messages: the claim is not counted as a delivery (only claims
-        that may have run count towards ``task_delivery_limit``)."""
+    def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         if not deliveries:
             return
+        uncount = "" if started else ", deliveries = max(0, deliveries - 1)"
         with self._lock:
-            self._many("UPDATE runner_messages SET visible_at = 0, claimed_by = NULL, "
-                       "deliveries = max(0, deliveries - 1) WHERE seq = ?", deliveries)
+            self._many(f"UPDATE runner_messages SET visible_at = 0, claimed_by = NULL{uncount} "
+                       "WHERE seq = ?", deliveries)
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:

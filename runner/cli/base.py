@@ -105,9 +105,18 @@ def _inner_failure(app_path: str, exc: BaseException) -> str:
 
 
 def _register_commands() -> None:
-    from runner.cli import beat, call, pipelines, purge, result, validate, worker
+    from runner.cli import (
+        beat,
+        call,
+        dead_letters,
+        pipelines,
+        purge,
+        result,
+        validate,
+        worker,
+    )
 
-    for module in (worker, call, result, purge, validate, pipelines, beat):
+    for module in (worker, call, result, purge, dead_letters, validate, pipelines, beat):
         for command in module.COMMANDS:
             main.add_command(command)
 

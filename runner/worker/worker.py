@@ -417,16 +417,16 @@ class Worker:
                     continue
                 logger.warning("Task %s[%s] ran, but its process died before storing the "
                                "result; delivering it again.", message.task, message.id)
-            self.give_back(held)
+            self.give_back(held, started=ran)
 
-    def give_back(self, held: Held) -> None:
+    def give_back(self, held: Held, started: bool = True) -> None:
         """Put ``held``'s message back in the broker: sent again if it was acked, else
         requeued (where children ack their own, it comes back when their connection closes).
-        """
+        A message that ``started`` counts as delivered (see ``task_delivery_limit``)."""
         if held.acked:
             self.broker.enqueue([held.message])
         elif not self.children_ack:
-            self.broker.requeue([held.delivery])
+            self.broker.requeue([held.delivery], started=started)
 
     def lost(self, job_id: int, exitcode: int | None) -> None:
         held = self.running.pop(job_id)
@@ -601,7 +601,7 @@ class Worker:
                 if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
                     self.acks.append(held.delivery)
             else:
-                self.give_back(held)
+                self.give_back(held, started=job in started)
         self.running.clear()
         self.flush()
         self.writer.stop()  # returns once everything handed over is written
