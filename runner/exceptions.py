@@ -158,6 +158,11 @@ class WorkerLostError(RunnerError):
     """The process running the task died (signal, ``os._exit``, OOM killer)."""
 
 
+class DeliveryLimitExceeded(RunnerError):
+    """The message was delivered more than ``task_delivery_limit`` times without finishing
+    (its task keeps killing or stalling the process that runs it): it is a dead letter now."""
+
+
 class PipelineError(RunnerError):
     """A pipeline file is invalid or a run cannot proceed; carries every problem found, each
     starting with ``file:line:col`` where it has one."""

@@ -19,23 +19,24 @@ from runner import states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Broker, Delivery
 from runner.dead_letters import DeadLetter
-from runner.exceptions import RunnerError
+from runner.exceptions import DeliveryLimitExceeded
 from runner.execute import Outcome, build_record
 from runner.message import BadMessage, Message
 from runner.task import Request
 from runner.worker.consumer import Fetched
-from runner.worker.trace import Job, JobResult
+from runner.worker.trace import (
+    Job,
+    JobResult,
+    acks_late_of,
+    rejects_on_worker_lost,
+    time_limit_of,
+)
 from runner.worker.writer import write, write_until_done
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
 
 logger = logging.getLogger("runner.worker")
-
-
-class DeliveryLimitExceeded(RunnerError):
-    """The message was delivered more than ``task_delivery_limit`` times without finishing:
-    its task keeps killing or stalling the process that runs it."""
 
 
 @dataclass(slots=True)
@@ -56,17 +57,26 @@ def sort_out(app: Runner, fetched: list[Fetched], hostname: str
     keep: list[Fetched] = []
     burials: list[Burial] = []
     for item in fetched:
-        if item.message is None:
+        message = item.message
+        if message is None:
             burials.append(unreadable(app, item, hostname))
             continue
-        count = item.delivery.deliveries or _counted(app, item.message)
+        count = item.delivery.deliveries or _counted(app, message)
         if limit and count > limit:
-            reason = DeliveryLimitExceeded(
+            reason: Exception = DeliveryLimitExceeded(
                 f"delivered {count} times without finishing (task_delivery_limit={limit}): "
                 f"its task kills or stalls the process that runs it")
-            burials.append(burial(app, item.delivery, item.message, reason, hostname, count))
-        else:
-            keep.append(item)
+            burials.append(burial(app, item.delivery, message, reason, hostname, count))
+            continue
+        try:  # what the worker looks up before the task runs (a Task class's code)
+            acks_late_of(app, message), rejects_on_worker_lost(app, message)
+            time_limit_of(app, message)
+        except Exception as exc:  # noqa: BLE001 - one message must never stop a worker
+            logger.exception("Task %s[%s]: looking up its options failed", message.task,
+                             message.id)
+            burials.append(burial(app, item.delivery, message, exc, hostname))
+            continue
+        keep.append(item)
     return keep, burials
 
 

@@ -122,19 +122,20 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
             payload = serialization.decompress(payload, message.options["compression"])
         args, kwargs = call_arguments(serialization.loads(payload, message.content_type,
                                                           accept))
+        request = Request(
+            id=message.id, task=message.task, args=args, kwargs=kwargs,
+            retries=message.retries, eta=message.eta, expires=message.expires,
+            hostname=hostname, delivery_info=delivery_info, headers=message.headers,
+            root_id=message.root_id, parent_id=message.parent_id, group=message.group_id,
+            called_directly=False,
+            time_limit=message.options.get("time_limit") or task.effective("time_limit"),
+            soft_time_limit=(message.options.get("soft_time_limit")
+                             or task.effective("soft_time_limit")),
+            options=message.options)
     except Exception as exc:  # noqa: BLE001 - unknown task, refused or undecodable content
         result = refused(app, job_id, message, exc, hostname)
         result.refused = True
         return result
-    request = Request(
-        id=message.id, task=message.task, args=args, kwargs=kwargs, retries=message.retries,
-        eta=message.eta, expires=message.expires, hostname=hostname,
-        delivery_info=delivery_info, headers=message.headers, root_id=message.root_id,
-        parent_id=message.parent_id, group=message.group_id, called_directly=False,
-        time_limit=message.options.get("time_limit") or task.effective("time_limit"),
-        soft_time_limit=(message.options.get("soft_time_limit")
-                         or task.effective("soft_time_limit")),
-        options=message.options)
     disarm = arm_soft_limit(request.soft_time_limit)
     try:
         outcome = run_task(task, request, args, kwargs)

@@ -318,3 +318,28 @@ def note_failure(task_id, marker):
     """An errback: writes the failed task's id to ``marker``."""
     _mark(marker, task_id)
     return task_id
+
+
+# -- bad input (tests/test_bad_messages.py) ----------------------------------------------------
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+def die_every_time(marker):
+    """Kills its process on every run (a poison task); each run adds a line to ``marker``."""
+    _mark(marker, os.getpid())
+    os._exit(0)
+
+
+class _OptionsThatRaise(type(add)):
+    """A Task class whose option lookup fails for one option: a bug in user code the worker
+    meets while it handles a message, before the task runs."""
+
+    def effective(self, option):
+        if option == "acks_late":
+            raise RuntimeError("this task's acks_late cannot be read")
+        return super().effective(option)
+
+
+@app.task(base=_OptionsThatRaise)
+def broken_options():
+    return "never"
