@@ -70,7 +70,7 @@ class Message:
     def decode(cls, raw: bytes) -> Message:
         head, sep, payload = raw.partition(b"\n")
         if not sep:
-            raise SerializationError("malformed task message: no envelope separator")
+            raise BadMessage("malformed task message: no envelope separator")
         try:
             envelope = json.loads(head)
         except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)

@@ -138,6 +138,19 @@ def test_malformed_messages_among_good_ones_become_dead_letters(app, start_worke
     assert "Traceback" not in log
 
 
+def test_malformed_messages_in_a_thread_pool_become_dead_letters(app, start_worker):
+    """The same with the threads pool, where the worker's consumer thread claims for it."""
+    goods = [app.tasks["tasks.add"].delay(i, 1) for i in range(100)]
+    bad = push_bad(app, list(BAD), 2 * len(BAD))
+    worker = start_worker("-P", "threads", "-c", "4")
+    assert [r.get(timeout=30) for r in goods] == [i + 1 for i in range(100)]
+    letters = wait_for_dead_letters(app, len(bad))
+    assert len(letters) == len(bad)
+    readable = [i for i, (_, ok, _) in bad.items() if ok]
+    assert {app.AsyncResult(i).state for i in readable} == {"FAILURE"}
+    assert worker.proc.poll() is None and "Traceback" not in worker.log()
+
+
 def test_a_task_that_kills_its_process_every_time_is_buried_at_the_delivery_limit(
         app, start_worker, tmp_path, transport):
     """acks_late + reject_on_worker_lost: the message comes back after each death; past

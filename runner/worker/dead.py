@@ -10,6 +10,7 @@ again (same key), never loses it, and never runs it.
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,12 +81,21 @@ def sort_out(app: Runner, fetched: list[Fetched], hostname: str
     return keep, burials
 
 
+_local_counts: collections.OrderedDict[str, int] = collections.OrderedDict()
+LOCAL_COUNTS_KEPT = 10_000
+
+
 def _counted(app: Runner, message: Message) -> int:
     """The delivery count of a redelivered message whose broker does not count (RabbitMQ's
-    classic queues), kept in the result backend; 2 where it keeps nothing (``rpc://``)."""
+    classic queues), kept in the result backend; where that keeps nothing (``rpc://``), in
+    this process (which consumes for its pool then), so per worker."""
     backend = app.backend
     if not backend.keeps_state or backend.process_local:
-        return 2
+        count = _local_counts.pop(message.id, 1) + 1
+        _local_counts[message.id] = count
+        if len(_local_counts) > LOCAL_COUNTS_KEPT:
+            _local_counts.popitem(last=False)
+        return count
     key = f"deliveries:{message.id}"
     try:
         raw = backend.update_data(key, lambda old: str(int(old or 1) + 1).encode())
