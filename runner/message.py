@@ -98,6 +98,30 @@ class BadMessage(SerializationError):
         self.task_id, self.task = task_id, task
 
 
+# Headers runner's pipeline engine writes and reads back (its step's run, name, item, attempt,
+# and how many items a mapped step has): checked with the rest, so a forged one is refused
+# here rather than breaking the engine after the task ran.
+HEADER_RUN = "pipeline_run"
+HEADER_STEP = "pipeline_step"
+HEADER_INDEX = "pipeline_index"
+HEADER_ATTEMPT = "pipeline_attempt"
+HEADER_ITEMS = "pipeline_items"
+
+
+def _headers_valid(headers: dict) -> bool:
+    if not headers or HEADER_RUN not in headers:
+        return HEADER_STEP not in headers if headers else True
+    for key in (HEADER_RUN, HEADER_STEP):
+        value = headers.get(key)
+        if type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH:
+            return False
+    for key, low in ((HEADER_INDEX, 0), (HEADER_ATTEMPT, 1), (HEADER_ITEMS, 0)):
+        value = headers.get(key)
+        if value is not None and (type(value) is not int or not low <= value <= 10**9):
+            return False
+    return True
+
+
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("payload", "extra"))
 _KNOWN = frozenset(_ENVELOPE_FIELDS)
 MAX_ID_LENGTH = 255  # task ids, queue and task names: what every broker and backend can key on
@@ -209,7 +233,8 @@ def _plainly_valid(envelope: Any) -> bool:
     return (get("v") == PROTOCOL_VERSION
             and (priority is None or (type(priority) is int and 0 <= priority <= 255))
             and type(retries) is int and 0 <= retries <= 10**9
-            and type(get("headers")) is dict and type(options) is dict
+            and type(get("headers")) is dict and _headers_valid(get("headers"))
+            and type(options) is dict
             and not (options and options.keys() & _OPTIONS_CHECKED)
             and all(_finite(get(key)) for key in ("eta", "expires"))
             and get("sent_at") is not None and _finite(get("sent_at")))
@@ -253,6 +278,10 @@ def check_envelope(envelope: Any) -> dict[str, Any]:
             "reply_to": _text(envelope.get("reply_to"), "reply_to", optional=True),
         }
         _check_options(checked["options"])
+        if not _headers_valid(checked["headers"]):
+            raise ValueError(f"headers: a pipeline step's {HEADER_RUN} and {HEADER_STEP} must "
+                             f"be strings, {HEADER_INDEX}, {HEADER_ATTEMPT} and {HEADER_ITEMS} "
+                             f"integers, not {_show(checked['headers'])}")
     except ValueError as exc:
         raise BadMessage(f"invalid task message: {exc}", task_id, task) from None
     extra = {key: value for key, value in envelope.items() if key not in _KNOWN}

@@ -50,6 +50,12 @@ def envelopes(draw) -> dict:
     head = good_head(draw(st.sampled_from(["tasks.add", "tasks.echo", "tasks.nope"])))
     for name in draw(st.lists(st.sampled_from(FIELDS + ["extra_field"]), max_size=3)):
         head[name] = draw(json_values)
+    if draw(st.booleans()):  # a pipeline step's headers, some of them of any type
+        head["headers"] = {"pipeline_run": "run-1", "pipeline_step": "step"}
+        for name in draw(st.lists(st.sampled_from(
+                ["pipeline_run", "pipeline_step", "pipeline_index", "pipeline_attempt",
+                 "pipeline_items"]), max_size=2)):
+            head["headers"][name] = draw(json_values)
     if draw(st.booleans()) and isinstance(head.get("options"), dict):
         for name in draw(st.lists(st.sampled_from(OPTIONS), min_size=1, max_size=3)):
             head["options"][name] = draw(json_values)
@@ -68,6 +74,11 @@ def check_types(message: Message) -> None:
         assert value is None or (type(value) in (int, float) and math.isfinite(value))
     assert type(message.retries) is int and message.retries >= 0
     assert type(message.headers) is dict and type(message.options) is dict
+    if "pipeline_run" in message.headers:
+        assert type(message.headers["pipeline_run"]) is str
+        assert type(message.headers["pipeline_step"]) is str
+        for name in ("pipeline_index", "pipeline_attempt", "pipeline_items"):
+            assert message.headers.get(name) is None or type(message.headers[name]) is int
     for name in ("time_limit", "soft_time_limit"):
         value = message.options.get(name)
         assert value is None or (type(value) in (int, float) and value > 0)

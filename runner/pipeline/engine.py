@@ -22,7 +22,14 @@ from typing import Any
 from runner import serialization, states
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.exceptions import PipelineError
-from runner.message import Message
+from runner.message import (
+    HEADER_ATTEMPT,
+    HEADER_INDEX,
+    HEADER_ITEMS,
+    HEADER_RUN,
+    HEADER_STEP,
+    Message,
+)
 from runner.middleware import Middleware
 from runner.pipeline.model import Pipeline, Step
 from runner.pipeline.runs import (
@@ -42,11 +49,6 @@ from runner.pipeline.validate import LoadedPipeline, coerce_param
 
 logger = logging.getLogger("runner.pipeline")
 
-HEADER_RUN = "pipeline_run"
-HEADER_STEP = "pipeline_step"
-HEADER_INDEX = "pipeline_index"
-HEADER_ATTEMPT = "pipeline_attempt"
-HEADER_ITEMS = "pipeline_items"  # how many tasks a mapped step has
 
 _SPECS: dict[str, Pipeline] = {}  # run id -> its pipeline (immutable once submitted)
 _SPECS_KEEP = 256
