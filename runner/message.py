@@ -93,9 +93,10 @@ class BadMessage(SerializationError):
     """A message that cannot be run as it is: the reason names the field; ``task_id`` is its
     id where that could be read (so a FAILURE can be stored for whoever waits on it)."""
 
-    def __init__(self, reason: str, task_id: str | None = None, task: str | None = None):
+    def __init__(self, reason: str, task_id: str | None = None, task: str | None = None,
+                 reply_to: str | None = None):
         super().__init__(reason)
-        self.task_id, self.task = task_id, task
+        self.task_id, self.task, self.reply_to = task_id, task, reply_to
 
 
 # Headers runner's pipeline engine writes and reads back (its step's run, name, item, attempt,
@@ -255,11 +256,12 @@ def check_envelope(envelope: Any) -> dict[str, Any]:
     raw_id, raw_task = envelope.get("id"), envelope.get("task")
     task_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_ID_LENGTH else None
     task = raw_task if isinstance(raw_task, str) else None
+    reply_to = envelope.get("reply_to") if isinstance(envelope.get("reply_to"), str) else None
     version = envelope.get("v")
     if version != PROTOCOL_VERSION:
         raise BadMessage(f"task message protocol v{_show(version)} is not understood by this "
                          f"worker (speaks v{PROTOCOL_VERSION}); upgrade runner on the worker, "
-                         f"then requeue the dead letter", task_id, task)
+                         f"then requeue the dead letter", task_id, task, reply_to)
     try:
         checked = {
             "id": _text(raw_id, "id"), "task": _text(raw_task, "task"),
@@ -283,7 +285,7 @@ def check_envelope(envelope: Any) -> dict[str, Any]:
                              f"be strings, {HEADER_INDEX}, {HEADER_ATTEMPT} and {HEADER_ITEMS} "
                              f"integers, not {_show(checked['headers'])}")
     except ValueError as exc:
-        raise BadMessage(f"invalid task message: {exc}", task_id, task) from None
+        raise BadMessage(f"invalid task message: {exc}", task_id, task, reply_to) from None
     extra = {key: value for key, value in envelope.items() if key not in _KNOWN}
     if extra:
         checked["extra"] = extra

@@ -224,3 +224,27 @@ def test_dead_letters_cli_lists_shows_requeues_and_purges(app, start_worker, wor
     purged = cli("dead-letters", "purge", "--all", "-f")
     assert purged.stdout.strip() == "Purged 1 dead letter."
     assert cli("dead-letters", "count").stdout.strip() == "0"
+
+
+@pytest.mark.transports("amqp")
+def test_bad_messages_and_the_delivery_limit_with_rpc_results(app, start_worker, tmp_path):
+    """With ``rpc://`` results the worker's main process consumes: a bad message's FAILURE
+    still reaches its caller, and redeliveries are counted by the worker (no store)."""
+    app.conf.update(result_backend="rpc://")
+    good = app.tasks["tasks.add"].delay(1, 1)
+    reply_to = app._reply_to()
+    app.broker.enqueue([Raw(envelope("bad-rpc", b'{"a":1}', reply_to=reply_to), "bad-rpc"),
+                        Raw(envelope("bad-rpc-2", priority="high", reply_to=reply_to),
+                            "bad-rpc-2")])
+    poison = app.tasks["tasks.die_every_time"].delay(str(tmp_path / "runs"))
+    start_worker("-c", "1", env={"RUNNER_RESULT_BACKEND": "rpc://",
+                                 "RUNNER_TASK_DELIVERY_LIMIT": "2"})
+    assert good.get(timeout=20) == 2
+    with pytest.raises(RunnerError, match=r"\[args, kwargs\]"):
+        app.AsyncResult("bad-rpc").get(timeout=20)
+    with pytest.raises(RunnerError, match="priority"):
+        app.AsyncResult("bad-rpc-2").get(timeout=20)
+    with pytest.raises(RunnerError, match="delivered 3 times"):
+        poison.get(timeout=40)
+    assert len((tmp_path / "runs").read_text().split()) == 2
+    assert {d.key for d in app.broker.dead_letters()} == {"bad-rpc", "bad-rpc-2", poison.id}

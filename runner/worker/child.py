@@ -265,6 +265,8 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
         conn.send(Fatal(str(exc)))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
+    except BaseException:  # a bug: said, then the main process replaces this child
+        logger.exception("worker child %s stopped on an unexpected error", os.getpid())
     finally:
         conn.close()
         os._exit(0)

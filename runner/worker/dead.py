@@ -10,7 +10,6 @@ again (same key), never loses it, and never runs it.
 
 from __future__ import annotations
 
-import collections
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from runner.execute import Outcome, build_record
 from runner.message import BadMessage, Message
 from runner.task import Request
 from runner.worker.consumer import Fetched
+from runner.worker.counts import SharedCounts
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -81,21 +81,17 @@ def sort_out(app: Runner, fetched: list[Fetched], hostname: str
     return keep, burials
 
 
-_local_counts: collections.OrderedDict[str, int] = collections.OrderedDict()
-LOCAL_COUNTS_KEPT = 10_000
+#: counts of this worker's processes, where nothing else counts (see runner.worker.counts)
+shared_counts = SharedCounts()
 
 
 def _counted(app: Runner, message: Message) -> int:
     """The delivery count of a redelivered message whose broker does not count (RabbitMQ's
     classic queues), kept in the result backend; where that keeps nothing (``rpc://``), in
-    this process (which consumes for its pool then), so per worker."""
+    memory this worker's processes share."""
     backend = app.backend
     if not backend.keeps_state or backend.process_local:
-        count = _local_counts.pop(message.id, 1) + 1
-        _local_counts[message.id] = count
-        if len(_local_counts) > LOCAL_COUNTS_KEPT:
-            _local_counts.popitem(last=False)
-        return count
+        return shared_counts.bump(message.id)
     key = f"deliveries:{message.id}"
     try:
         raw = backend.update_data(key, lambda old: str(int(old or 1) + 1).encode())
@@ -117,7 +113,8 @@ def unreadable(app: Runner, item: Fetched, hostname: str) -> Burial:
                            hostname=hostname)
     record = None
     if task_id is not None:
-        record = failure(app, task_id, task or "", BadMessage(error), hostname)
+        record = failure(app, task_id, task or "", BadMessage(error), hostname,
+                         getattr(item.exception, "reply_to", None))
     return Burial(delivery, letter, record)
 
 
