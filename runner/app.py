@@ -160,8 +160,16 @@ class Runner:
         return found
 
     def _transport_options(self) -> dict:
-        options = self.conf.broker_transport_options
-        return options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        """``broker_transport_options``, with the ``broker_connection_*`` settings that say how
+        brokers and backends connect (see runner.reconnect)."""
+        conf = self.conf
+        options = conf.broker_transport_options
+        options = options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        options.update(broker_connection_timeout=conf.broker_connection_timeout,
+                       broker_connection_retry=conf.broker_connection_retry,
+                       broker_connection_retry_on_startup=conf.broker_connection_retry_on_startup,
+                       broker_connection_max_retries=conf.broker_connection_max_retries)
+        return options
 
     def flush_broker(self) -> None:
         """Wait until what this thread sent is safe in the broker (see ``Broker.flush``); a
