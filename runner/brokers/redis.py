@@ -254,7 +254,7 @@ class RedisBroker(Broker):
         self._local = threading.local()
         # scripts go out on these (see _send); enqueues are streamed (see enqueue)
         self._own = OwnConnections(self.client, self._streamed_error, self._describe,
-                                   self.policy)
+                                   self.max_retries)
         atexit.register(_drain_at_exit, weakref.ref(self))
 
     def _run(self, what: str, script: str, args: list) -> object:
