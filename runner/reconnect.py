@@ -100,7 +100,9 @@ class Attempts:
         self.count += 1
         limit = self.policy.max_retries
         delay = backoff(self.count) * ((0.5 + random.random() / 2) if self.jitter else 1.0)
+        level = logging.WARNING  # an outage: say so
         if self.first and not reached(self.url):
+            level = logging.INFO  # (the error, if it comes, tells the attempts)
             spent = time.monotonic() - self.began
             left = self.policy.timeout - spent
             if not self.policy.retry_on_startup or left <= 0 or (limit and self.count >= limit):
@@ -113,8 +115,8 @@ class Attempts:
         elif limit and self.count > limit:
             raise self.error(f"cannot reach {self.server} at {self.url.masked} ({self.what}) "
                              f"after {limit} retries: {describe(exc)}")
-        logger.warning("%s: cannot reach %s at %s (%s); retry %d in %.2fs", self.what,
-                       self.server, self.url.masked, describe(exc), self.count, delay)
+        logger.log(level, "%s: cannot reach %s at %s (%s); retry %d in %.2fs", self.what,
+                   self.server, self.url.masked, describe(exc), self.count, delay)
         return delay
 
 
