@@ -56,6 +56,7 @@ class Connection(sqlite3.Connection):
     path = ""  # absolute: a wait after a chdir watches the same file
     lock_fd = -1
     events_fd: int | None = -1  # -1: not opened yet; None: this system cannot watch the file
+    reclaimable = False  # the file has auto_vacuum=INCREMENTAL (see reclaim_space)
 
     def own(self, fd: int) -> int:
         """Close ``fd`` with this connection, or when it is freed unclosed (sqlite3 does not
@@ -102,6 +103,7 @@ def connect(path: str, schema: str = "") -> Connection:
             raise sqlite3.OperationalError(f"cannot use WAL mode for {path} (got {mode})")
         if schema:
             conn.executescript(schema)
+        conn.reclaimable = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     # NORMAL in WAL mode: a commit survives a process crash; only a power cut may lose the
     # last transactions, never corrupt the file.
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -115,8 +117,9 @@ def reclaim_space(conn: Connection) -> bool:
     drained queue, expired results), and truncate the WAL: the file does not keep the size of
     its fullest moment. One ``PRAGMA freelist_count`` read when there is little to give back;
     callers call it now and then, not on every delete. Returns whether it reclaimed."""
-    if conn.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
-        return False
+    if not conn.reclaimable or \
+            conn.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
+        return False  # (a file made before auto_vacuum was set keeps its size: VACUUM it)
     with writing(conn):  # (writers hold the lock: the checkpoint waits for readers only)
         # (executescript steps it to the end: execute() would free one page per call)
         conn.executescript("PRAGMA incremental_vacuum;")
