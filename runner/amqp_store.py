@@ -142,7 +142,7 @@ class Link:
     def run(self, what: str, operation: Callable[[BlockingChannel], T]) -> T:
         """``operation(channel)``; after an outage reconnect with backoff and run it again (a
         RabbitMQ never reached: an error within the policy's timeout, see runner.reconnect)."""
-        attempts = Attempts(self.policy, self.url, what, "RabbitMQ", jitter=False)
+        attempts = Attempts(self.policy, self.url, what, "RabbitMQ", jitter=False, lost="lost")
         while True:
             try:
                 result = operation(self.channel())

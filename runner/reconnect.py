@@ -83,9 +83,10 @@ class Attempts:
     the seconds to sleep, or raises ``error`` once the budget is spent."""
 
     def __init__(self, policy: ConnectPolicy, url: URL, what: str, server: str,
-                 error: type[RunnerError] = BrokerError, jitter: bool = True):
+                 error: type[RunnerError] = BrokerError, jitter: bool = True,
+                 lost: str = "cannot reach"):
         self.policy, self.url, self.what, self.server = policy, url, what, server
-        self.error, self.jitter = error, jitter
+        self.error, self.jitter, self.lost = error, jitter, lost  # lost: words of the log
         self.first = not reached(url)
         self.began = time.monotonic()
         self.count = 0
@@ -100,9 +101,9 @@ class Attempts:
         self.count += 1
         limit = self.policy.max_retries
         delay = backoff(self.count) * ((0.5 + random.random() / 2) if self.jitter else 1.0)
-        level = logging.WARNING  # an outage: say so
+        level, words = logging.WARNING, self.lost  # an outage: say so
         if self.first and not reached(self.url):
-            level = logging.INFO  # (the error, if it comes, tells the attempts)
+            level, words = logging.INFO, "cannot reach"  # (the error tells the attempts)
             spent = time.monotonic() - self.began
             left = self.policy.timeout - spent
             if not self.policy.retry_on_startup or left <= 0 or (limit and self.count >= limit):
@@ -115,7 +116,7 @@ class Attempts:
         elif limit and self.count > limit:
             raise self.error(f"cannot reach {self.server} at {self.url.masked} ({self.what}) "
                              f"after {limit} retries: {describe(exc)}")
-        logger.log(level, "%s: cannot reach %s at %s (%s); retry %d in %.2fs", self.what,
+        logger.log(level, "%s: %s %s at %s (%s); retry %d in %.2fs", self.what, words,
                    self.server, self.url.masked, describe(exc), self.count, delay)
         return delay
 
