@@ -3,8 +3,10 @@
 A :class:`Link` is one blocking connection and one channel, used by one thread. After an outage
 (RabbitMQ restarted, network lost) :meth:`Link.run` reopens it with exponential backoff (0.1 s
 doubling to 5 s, logged with the URL masked) and runs the operation again, up to
-``max_retries`` attempts (0 or None: forever). A wrong password or a missing virtual host is not
-an outage: it is one :class:`BrokerError` naming the user and the vhost, at once.
+``max_retries`` attempts (0 or None: forever); a RabbitMQ this process never reached fails
+within ``broker_connection_timeout`` (see runner.reconnect). A wrong password or a missing
+virtual host is not an outage: it is one :class:`ConfigError` naming the user and the vhost
+(password masked), at once, as on Redis.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from runner.amqp_writes import DirectWrites, install
 from runner.config.urls import URL
 from runner.exceptions import BrokerError, ConfigError, RunnerError
+from runner.reconnect import Attempts, ConnectPolicy, backoff, mark_reached
 
 logger = logging.getLogger("runner.amqp")
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -37,7 +40,6 @@ T = TypeVar("T")
 OUTAGE_ERRORS = (amqp_errors.AMQPConnectionError, amqp_errors.ConnectionWrongStateError,
                  amqp_errors.ChannelWrongStateError, amqp_errors.StreamLostError,
                  ConnectionError, OSError)
-MAX_BACKOFF = 5.0
 
 
 def connection_parameters(url: URL, options: dict | None = None,
@@ -60,7 +62,8 @@ def connection_parameters(url: URL, options: dict | None = None,
         virtual_host=url.path or "/",
         credentials=pika.PlainCredentials(url.username or "guest", url.password or "guest"),
         heartbeat=int(options.get("heartbeat", 60)) if heartbeats else 0,
-        connection_attempts=1, socket_timeout=float(options.get("socket_timeout", 5.0)),
+        connection_attempts=1, socket_timeout=float(options.get(
+            "socket_timeout", options.get("broker_connection_timeout", 4.0))),
         blocked_connection_timeout=float(options.get("blocked_connection_timeout", 60.0)),
         ssl_options=ssl_options)
 
@@ -71,24 +74,19 @@ def who(url: URL) -> str:
 
 def open_connection(url: URL, options: dict | None = None,
                     heartbeats: bool = True) -> pika.BlockingConnection:
-    """A new connection; a refused login or vhost raises :class:`BrokerError` (not retried),
+    """A new connection; a refused login or vhost raises :class:`ConfigError` (not retried),
     an unreachable server raises pika's own error (an outage: the caller retries)."""
     try:
         return pika.BlockingConnection(connection_parameters(url, options, heartbeats))
     except amqp_errors.ProbableAuthenticationError:
-        raise BrokerError(f"RabbitMQ refused the login of {who(url)}: wrong user name or "
+        raise ConfigError(f"RabbitMQ refused the login of {who(url)}: wrong user name or "
                           f"password (rabbitmqctl add_user / change_password)") from None
     except amqp_errors.ProbableAccessDeniedError as exc:
         reason = str(exc.args[0]) if exc.args else str(exc)
         missing = "not found" in reason
         problem = ("the vhost does not exist (rabbitmqctl add_vhost)" if missing else
                    "the user has no permissions on the vhost (rabbitmqctl set_permissions)")
-        raise BrokerError(f"RabbitMQ refused access for {who(url)}: {problem}") from None
-
-
-def unreachable(url: URL, what: str, exc: BaseException) -> BrokerError:
-    return BrokerError(f"{what}: cannot reach RabbitMQ at {url.masked} "
-                       f"({type(exc).__name__}: {exc})")
+        raise ConfigError(f"RabbitMQ refused access for {who(url)}: {problem}") from None
 
 
 def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker,
@@ -112,12 +110,13 @@ class Link:
     """One connection and one channel for one thread, reopened after an outage."""
 
     def __init__(self, url: URL, options: dict | None = None, confirm: bool = False,
-                 max_retries: int | None = 100, heartbeats: bool = True):
+                 heartbeats: bool = True):
         self.url = url
         self.options = dict(options or {})
         self.confirm = confirm
         self.heartbeats = heartbeats  # False: for publishing only (see connection_parameters)
-        self.max_retries = max_retries
+        self.policy = ConnectPolicy.from_options(self.options)
+        self.max_retries = self.policy.max_retries
         self.connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self.writes: DirectWrites | None = None  # frames sent at once (see amqp_writes)
@@ -128,6 +127,7 @@ class Link:
         if self._channel is None or not self._channel.is_open:
             self.drop()
             self.connection = open_connection(self.url, self.options, self.heartbeats)
+            mark_reached(self.url)
             self.writes = install(self.connection)
             self._channel = self.connection.channel()
             if self.confirm:
@@ -140,24 +140,17 @@ class Link:
         return self._channel if self._channel is not None and self._channel.is_open else None
 
     def run(self, what: str, operation: Callable[[BlockingChannel], T]) -> T:
-        """``operation(channel)``; after an outage reconnect with backoff and run it again."""
-        attempt = 0
+        """``operation(channel)``; after an outage reconnect with backoff and run it again (a
+        RabbitMQ never reached: an error within the policy's timeout, see runner.reconnect)."""
+        attempts = Attempts(self.policy, self.url, what, "RabbitMQ", jitter=False, lost="lost")
         while True:
             try:
                 result = operation(self.channel())
-                if attempt:
-                    logger.warning("%s: reconnected to RabbitMQ at %s", what, self.url.masked)
+                attempts.succeeded()
                 return result
             except OUTAGE_ERRORS as exc:
                 self.drop()
-                attempt += 1
-                if self.max_retries and attempt > self.max_retries:
-                    raise unreachable(self.url, what, exc) from None
-                delay = self.backoff(attempt)
-                logger.warning("%s: lost RabbitMQ at %s (%s); reconnecting in %.2fs "
-                               "(attempt %d)", what, self.url.masked, type(exc).__name__,
-                               delay, attempt)
-                time.sleep(delay)
+                time.sleep(attempts.failed(exc))
 
     def corked(self) -> contextlib.AbstractContextManager:
         """Frames written inside go out in one send, on the way out."""
@@ -168,9 +161,7 @@ class Link:
         ioloop, e.g. on a TLS connection, whose writes pika sends on its next poll)."""
         return self.writes is not None and not self.writes.queued
 
-    @staticmethod
-    def backoff(attempt: int) -> float:
-        return min(MAX_BACKOFF, 0.1 * 2 ** (attempt - 1))
+    backoff = staticmethod(backoff)
 
     def drop(self) -> None:
         """Forget the connection (closing it if it is still open)."""

@@ -23,7 +23,7 @@ from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
-from runner.exceptions import NotRegistered
+from runner.exceptions import MessageTooLarge, NotRegistered
 from runner.execute import apply_eagerly
 from runner.message import Message
 from runner.middleware import Middleware
@@ -160,8 +160,16 @@ class Runner:
         return found
 
     def _transport_options(self) -> dict:
-        options = self.conf.broker_transport_options
-        return options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        """``broker_transport_options``, with the ``broker_connection_*`` settings that say how
+        brokers and backends connect (see runner.reconnect)."""
+        conf = self.conf
+        options = conf.broker_transport_options
+        options = options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        options.update(broker_connection_timeout=conf.broker_connection_timeout,
+                       broker_connection_retry=conf.broker_connection_retry,
+                       broker_connection_retry_on_startup=conf.broker_connection_retry_on_startup,
+                       broker_connection_max_retries=conf.broker_connection_max_retries)
+        return options
 
     def flush_broker(self) -> None:
         """Wait until what this thread sent is safe in the broker (see ``Broker.flush``); a
@@ -282,6 +290,12 @@ class Runner:
         if compression:
             payload = serialization.compress(payload, compression)
             worker_options["compression"] = compression
+        if conf.task_message_max_size is not None and len(payload) > conf.task_message_max_size:
+            raise MessageTooLarge(
+                f"task {name!r}: its arguments take {len(payload):,} bytes serialized, over "
+                f"task_message_max_size ({conf.task_message_max_size:,}); nothing was sent. "
+                f"Pass a reference to the data (a file path, a key) instead, or raise the "
+                f"setting (None: no limit)")
         task_id = options.get("task_id") or Message.new_id()
         priority = routed.get("priority", conf.task_default_priority)
         return Message(

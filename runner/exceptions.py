@@ -80,6 +80,11 @@ class SerializationError(RunnerError):
     """A value could not be encoded or decoded with the chosen serializer."""
 
 
+class MessageTooLarge(SerializationError):
+    """A task's arguments serialize to more than ``task_message_max_size`` bytes: nothing was
+    sent (brokers refuse or choke on such messages; pass a reference, e.g. a file path)."""
+
+
 class ContentDisallowed(SerializationError):
     """A message or result in a content type that is not in the accept list."""
 

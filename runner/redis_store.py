@@ -4,14 +4,14 @@
 none&ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...``) and ``redis+socket:///path/to.sock
 [?db=N]``. Every operation goes through :func:`retrying`: a lost connection is retried with
 exponential backoff (logged, URL masked) up to ``broker_connection_max_retries`` times (None or
-0: forever), so producers, workers and ``AsyncResult.get`` carry on across a Redis restart.
+0: forever), so producers, workers and ``AsyncResult.get`` carry on across a Redis restart; a
+Redis never reached fails within ``broker_connection_timeout`` (see runner.reconnect).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import random
 import ssl
 import threading
 import time
@@ -27,6 +27,7 @@ from redis.retry import Retry
 
 from runner.config.urls import URL, mask_url
 from runner.exceptions import BrokerError, ConfigError, RunnerError
+from runner.reconnect import Attempts, ConnectPolicy
 
 logger = logging.getLogger("runner.redis")
 
@@ -42,14 +43,17 @@ _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
 
 
 def make_client(url: URL, options: dict | None = None, protocol: int = 2) -> redis.Redis:
-    """A client for ``url``; ``options`` are transport options (``socket_timeout``, ...).
-    ``protocol=3`` (RESP3, Redis 6+) lets a subscribed connection run other commands too."""
+    """A client for ``url``; ``options`` are transport options (``socket_connect_timeout``,
+    else ``broker_connection_timeout``, ...). ``protocol=3`` (RESP3, Redis 6+) lets a
+    subscribed connection run other commands too."""
     options = options or {}
+    connect_timeout = options.get("socket_connect_timeout") or options.get(
+        "broker_connection_timeout", 4.0)
     common = {
         "protocol": protocol,
         "password": url.password,
         "username": url.username or None,
-        "socket_connect_timeout": float(options.get("socket_connect_timeout", 4.0)),
+        "socket_connect_timeout": float(connect_timeout),
         "socket_keepalive": True,
         "health_check_interval": int(options.get("health_check_interval", 25)),
         "retry": Retry(NoBackoff(), 0),  # retrying() below is the one retry policy
@@ -68,20 +72,16 @@ def make_client(url: URL, options: dict | None = None, protocol: int = 2) -> red
                        **common)
 
 
-def retrying(what: str, url: URL, operation: Callable[[], T],
-             max_retries: int | None = 100, deadline: float | None = None,
-             error: type[RunnerError] = BrokerError) -> T:
-    """Run ``operation``; on a lost connection retry with backoff (0.1 s doubling to 5 s).
-
-    After ``max_retries`` (0 or None: never) or past ``deadline`` (monotonic) it raises
-    ``error`` (BrokerError or BackendError) naming the masked URL."""
-    attempt = 0
+def retrying(what: str, url: URL, operation: Callable[[], T], policy: ConnectPolicy,
+             deadline: float | None = None, error: type[RunnerError] = BrokerError) -> T:
+    """Run ``operation``; on a lost connection retry with backoff as ``policy`` says (a server
+    never reached fails within its timeout: see runner.reconnect); past ``deadline``
+    (monotonic) it raises ``error`` (BrokerError or BackendError) naming the masked URL."""
+    attempts = Attempts(policy, url, what, "Redis", error)
     while True:
         try:
             value = operation()
-            if attempt:
-                logger.warning("%s: reconnected to Redis at %s after %d retries", what,
-                               mask_url(url.raw), attempt)
+            attempts.succeeded()
             return value
         except REFUSED_ERRORS as exc:
             raise refused(url, what, exc) from exc
@@ -91,14 +91,10 @@ def retrying(what: str, url: URL, operation: Callable[[], T],
                     f"Redis at {mask_url(url.raw)} ({what}): its TLS certificate is not trusted "
                     f"({exc}); name the CA that signed it with ?ssl_ca_certs=/path/ca.pem in "
                     f"the URL") from exc
-            attempt += 1
-            delay = min(5.0, 0.1 * 2 ** min(attempt - 1, 6)) * (0.5 + random.random() / 2)
-            if (max_retries and attempt > max_retries) or (
-                    deadline is not None and time.monotonic() + delay > deadline):
+            delay = attempts.failed(exc)
+            if deadline is not None and time.monotonic() + delay > deadline:
                 raise error(f"cannot reach Redis at {mask_url(url.raw)} ({what}): "
                             f"{type(exc).__name__}: {exc}") from exc
-            logger.warning("%s: cannot reach Redis at %s (%s); retry %d in %.2fs", what,
-                           mask_url(url.raw), type(exc).__name__, attempt, delay)
             time.sleep(delay)
 
 

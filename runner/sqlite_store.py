@@ -11,6 +11,11 @@ Writers queue on a kernel lock (``flock`` on ``<file>-lock``) before they take S
 the file is busy, SQLite's own busy handler sleeps a millisecond or more per retry, which
 would leave worker processes idle most of the time; a blocked ``flock`` wakes as soon as the
 writer before it commits.
+
+Space: a new file is created with ``auto_vacuum = INCREMENTAL``, and :func:`reclaim_space` gives
+the pages of deleted messages and results back (then truncates the WAL) once enough are free;
+``journal_size_limit`` cuts the WAL back after a large transaction. Truncating the WAL keeps its
+inode, so the waiters' inotify watch on it still sees every later write.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from runner.config.urls import URL
 from runner.file_events import drain, watch_writes
 
 BUSY_TIMEOUT_MS = 30_000
+WAL_SIZE_LIMIT = 4 * 2**20  # bytes a WAL file is cut back to after a large transaction
+RECLAIM_PAGES = 256  # free pages (1 MiB at the default page size) worth giving back
 
 
 def sqlite_path(url: URL) -> str:
@@ -49,6 +56,7 @@ class Connection(sqlite3.Connection):
     path = ""  # absolute: a wait after a chdir watches the same file
     lock_fd = -1
     events_fd: int | None = -1  # -1: not opened yet; None: this system cannot watch the file
+    reclaimable = False  # the file has auto_vacuum=INCREMENTAL (see reclaim_space)
 
     def own(self, fd: int) -> int:
         """Close ``fd`` with this connection, or when it is freed unclosed (sqlite3 does not
@@ -72,8 +80,14 @@ class Connection(sqlite3.Connection):
         return self.events_fd
 
 
-def connect(path: str) -> Connection:
-    """Open ``path`` (creating its folder) in autocommit mode with WAL and a long busy timeout."""
+def connect(path: str, schema: str = "") -> Connection:
+    """Open ``path`` (creating its folder) in autocommit mode with WAL and a long busy timeout,
+    and create ``schema`` (``CREATE ... IF NOT EXISTS``) in it.
+
+    The setup (WAL switch, tables) runs under the file's write lock: processes creating a new
+    file at the same moment otherwise meet SQLite locks its busy handler does not wait for
+    ("database is locked"). A new file gets ``auto_vacuum = INCREMENTAL`` (it can only be set
+    before the first table) so that :func:`reclaim_space` can give freed pages back."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
@@ -81,13 +95,36 @@ def connect(path: str) -> Connection:
     conn.path = os.path.abspath(path)
     conn.lock_fd = conn.own(os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode.lower() != "wal":  # pragma: no cover - a filesystem without shared memory
-        raise sqlite3.OperationalError(f"cannot use WAL mode for {path} (got {mode})")
+    with writing(conn):
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file (setting it
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # again would be a commit)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":  # pragma: no cover - a filesystem without shared memory
+            raise sqlite3.OperationalError(f"cannot use WAL mode for {path} (got {mode})")
+        if schema:
+            conn.executescript(schema)
+        conn.reclaimable = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     # NORMAL in WAL mode: a commit survives a process crash; only a power cut may lose the
     # last transactions, never corrupt the file.
     conn.execute("PRAGMA synchronous = NORMAL")
+    # the WAL grows to the size of the largest transaction; cut it back when it is reset
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return conn
+
+
+def reclaim_space(conn: Connection) -> bool:
+    """Give free pages back to the file system when at least ``RECLAIM_PAGES`` piled up (a
+    drained queue, expired results), and truncate the WAL: the file does not keep the size of
+    its fullest moment. One ``PRAGMA freelist_count`` read when there is little to give back;
+    callers call it now and then, not on every delete. Returns whether it reclaimed."""
+    if not conn.reclaimable or \
+            conn.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
+        return False  # (a file made before auto_vacuum was set keeps its size: VACUUM it)
+    with writing(conn):  # (writers hold the lock: the checkpoint waits for readers only)
+        # (executescript steps it to the end: execute() would free one page per call)
+        conn.executescript("PRAGMA incremental_vacuum;")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return True
 
 
 class ChangeWatcher:

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from runner.brokers.registry import open_broker
-from runner.exceptions import BrokerError, ConfigError
+from runner.exceptions import ConfigError
 from runner.message import Message
 from tests.helpers import rabbitmqctl, require_rabbitmq
 
@@ -196,11 +196,13 @@ def test_killed_worker_task_is_redelivered(amqp_app, worker_env, tmp_path, start
     assert len(wait_for_lines(marker, 2)) == 2
 
 
-def test_wrong_password_and_missing_vhost_are_one_clear_error(amqp_app, worker_env, tmp_path):
+def test_wrong_password_and_missing_vhost_are_one_clear_config_error(amqp_app, worker_env,
+                                                                     tmp_path):
+    """As on Redis: refused credentials are a ConfigError (no retry fixes them)."""
     for url, expected in [
             (f"amqp://{USER}:wrong-pw@127.0.0.1:5672/{VHOST}", "wrong user name or password"),
             (f"amqp://{USER}:{PASSWORD}@127.0.0.1:5672/no_such_vhost", "vhost does not exist")]:
-        with pytest.raises(BrokerError) as caught:
+        with pytest.raises(ConfigError) as caught:
             open_broker(url)
         text = str(caught.value)
         assert expected in text and repr(USER) in text

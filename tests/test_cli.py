@@ -132,7 +132,7 @@ def test_unreachable_amqp_broker_is_one_line_that_never_shows_the_password(worke
         done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()  # reconnection warnings, then the error
-        assert "cannot reach RabbitMQ at amqp://guest:**@127.0.0.1:1/vhost" in lines[-1]
+        assert "could not connect to RabbitMQ at amqp://guest:**@127.0.0.1:1/vhost" in lines[-1]
         assert "Traceback" not in done.stderr
         assert "secret" not in done.stderr + done.stdout
 
@@ -155,7 +155,7 @@ def test_unreachable_redis_is_one_line_that_never_shows_the_password(worker_env,
         done = run(command[0], "-A", "tasks", *command[1:], env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()  # retry warnings, then the error
-        assert lines[-1].startswith("Error: cannot reach Redis at redis://:**@127.0.0.1:1/")
+        assert lines[-1].startswith("Error: could not connect to Redis at redis://:**@127.0.0.1:1/")
         assert "Traceback" not in done.stderr
         assert "secret" not in done.stderr + done.stdout
 

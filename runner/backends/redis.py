@@ -20,6 +20,7 @@ import redis
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
+from runner.reconnect import ConnectPolicy, reached
 from runner.redis_store import (
     OUTAGE_ERRORS,
     REFUSED_ERRORS,
@@ -46,8 +47,7 @@ class RedisBackend(ResultBackend):
         super().__init__(url, expires, transport_options)
         options = self.transport_options
         self.prefix = str(options.get("global_keyprefix", "runner:"))
-        retries = options.get("max_retries")
-        self.max_retries = 100 if retries is None else retries  # 0: retry forever
+        self.policy = ConnectPolicy.from_options(options)
         self.client = make_client(url, options)
         self._local = threading.local()
         self._resp3: redis.Redis | None = None  # for waiting (see _waiter)
@@ -65,7 +65,7 @@ class RedisBackend(ResultBackend):
         return f"{self.prefix}done:{task_id}"
 
     def _retry(self, what: str, operation: Callable, deadline: float | None = None):
-        return retrying(what, self.url, operation, self.max_retries, deadline, BackendError)
+        return retrying(what, self.url, operation, self.policy, deadline, BackendError)
 
     # -- records --------------------------------------------------------------------------------
 
@@ -134,6 +134,8 @@ class RedisBackend(ResultBackend):
              ) -> ResultRecord | None:
         """Wait for the announcement of the result; across a Redis outage keep trying (once a
         second) until ``timeout`` runs out, instead of failing."""
+        if not reached(self.url):
+            self.check()  # a Redis never reached: an error within broker_connection_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:

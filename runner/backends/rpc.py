@@ -51,9 +51,7 @@ class RPCBackend(ResultBackend):
             raise BackendError(f"result_backend rpc:// sends results through the broker and "
                                f"needs an AMQP broker (amqp:// or pyamqp://); broker_url is "
                                f"{shown!r}")
-        retries = self.transport_options.get("max_retries")
-        self.link = Link(broker, self.transport_options,
-                         max_retries=100 if retries is None else retries)
+        self.link = Link(broker, self.transport_options)
         self.results: collections.OrderedDict[str, ResultRecord] = collections.OrderedDict()
         self._queue: str | None = None
         self._subscribed = 0  # the link generation whose channel consumes the reply queue

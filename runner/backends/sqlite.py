@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction, writing
+from runner.sqlite_store import (
+    ChangeWatcher,
+    connect,
+    reclaim_space,
+    sqlite_path,
+    transaction,
+    writing,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runner_results (
@@ -69,8 +76,7 @@ class SQLiteBackend(ResultBackend):
         self.path = sqlite_path(url)
         self._lock = threading.Lock()
         try:
-            self._conn = connect(self.path)
-            self._conn.executescript(SCHEMA)
+            self._conn = connect(self.path, SCHEMA)
         except Exception as exc:
             raise BackendError(f"cannot open SQLite result backend {self.path!r}: {exc}") from exc
         interval = float(self.transport_options.get("result_polling_interval")
@@ -200,6 +206,8 @@ class SQLiteBackend(ResultBackend):
                 (now,)).rowcount
             self._conn.execute("DELETE FROM runner_revoked WHERE revoked_at <= ?",
                                (now - (self.expires or REVOKED_KEEP),))
+        with self._lock:
+            reclaim_space(self._conn)
         return count
 
     def close(self) -> None:

@@ -93,8 +93,6 @@ class AMQPBroker(Broker):
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)
-        retries = self.transport_options.get("max_retries")
-        self.max_retries = 100 if retries is None else retries  # 0: retry forever
         self._local = threading.local()
         #: confirm_publish (kombu's name): each publish waits for its own confirm
         self.confirm_each = bool(self.transport_options.get("confirm_publish", False))
@@ -111,8 +109,7 @@ class AMQPBroker(Broker):
     def _publisher(self) -> Publisher:
         publisher = getattr(self._local, "publisher", None)
         if publisher is None:
-            link = Link(self.url, self.transport_options, max_retries=self.max_retries,
-                        heartbeats=False)
+            link = Link(self.url, self.transport_options, heartbeats=False)
             publisher = self._local.publisher = Publisher(link, self._route, self.confirm_each)
             self._local.declared = {}
             with self._lock:

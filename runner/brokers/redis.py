@@ -40,6 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import replace
 
 from redis.exceptions import NoScriptError
 
@@ -48,6 +49,7 @@ from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
 from runner.message import Message
+from runner.reconnect import ConnectPolicy
 from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
 
 logger = logging.getLogger("runner.redis")
@@ -245,8 +247,8 @@ class RedisBroker(Broker):
         super().__init__(url, transport_options)
         options = self.transport_options
         self.prefix = str(options.get("global_keyprefix", "runner:"))
-        retries = options.get("max_retries")
-        self.max_retries = 100 if retries is None else retries  # 0: retry forever
+        self.policy = ConnectPolicy.from_options(options)
+        self.max_retries = self.policy.max_retries  # 0: retry forever
         self.client = make_client(url, options)
         self._scripts = {name: self.client.register_script(source) for name, source in {
             "enqueue": ENQUEUE, "fetch": FETCH, "ack": ACK, "requeue": REQUEUE,
@@ -260,7 +262,7 @@ class RedisBroker(Broker):
 
     def _run(self, what: str, script: str, args: list) -> object:
         return retrying(what, self.url, lambda: self._send([(script, args)])[-1],
-                        self.max_retries)
+                        self.policy)
 
     def _send(self, calls: Sequence[tuple[str | None, Sequence]]) -> list:
         """One round trip on this thread's own connection: each call is a script's name and
@@ -280,7 +282,7 @@ class RedisBroker(Broker):
         return replies
 
     def check(self, queues: Sequence[str] = ()) -> None:
-        retrying("connect", self.url, self.client.ping, self.max_retries)
+        retrying("connect", self.url, self.client.ping, self.policy)
 
     @staticmethod
     def _token() -> str:
@@ -301,7 +303,7 @@ class RedisBroker(Broker):
         command = ["EVALSHA", self._scripts["enqueue"].sha, 0, *args, self._token()]
         self._own.take([command])
         try:
-            retrying("enqueue", self.url, self._own.pump, self.max_retries)
+            retrying("enqueue", self.url, self._own.pump, self.policy)
         except BaseException:
             self._own.forget(command)  # the caller has the error: not sent later behind it
             raise
@@ -309,7 +311,7 @@ class RedisBroker(Broker):
     def flush(self) -> None:
         """Return once Redis has run every enqueue this thread streamed."""
         if self._own.pending():
-            retrying("enqueue", self.url, self._own.drain, self.max_retries)
+            retrying("enqueue", self.url, self._own.drain, self.policy)
 
     def _streamed_error(self, command: Sequence, exc: Exception) -> bool:
         """An error reply to a streamed enqueue: after a restart that lost the scripts, load
@@ -334,7 +336,7 @@ class RedisBroker(Broker):
         streamed, with one reconnection at most; what cannot be confirmed is named."""
         def attempt(drain, pending) -> None:
             try:
-                retrying("enqueue", self.url, drain, 1)
+                retrying("enqueue", self.url, drain, replace(self.policy, max_retries=1))
             except (RunnerError, *OUTAGE_ERRORS) as exc:
                 logger.error("Redis never answered %s (%s): they may be lost", pending(), exc)
         self._own.drain_ended(attempt)
@@ -363,10 +365,10 @@ class RedisBroker(Broker):
         keys = self._local.__dict__.get("wake_keys") or [f"{self.prefix}wake:celery"]
         if timeout <= 0:  # only: did anything arrive since the last call? (takes the tokens)
             return bool(retrying("wait", self.url, lambda: self.client.delete(*keys),
-                                 self.max_retries))
+                                 self.policy))
         block = min(timeout, MAX_IDLE_BLOCK)
         got = retrying("wait", self.url, lambda: self.client.blpop(keys, timeout=block),
-                       self.max_retries)
+                       self.policy)
         return got is not None
 
     def fetch_waiting(self, queues: Sequence[str], limit: int, consumer: str,
@@ -380,7 +382,7 @@ class RedisBroker(Broker):
         def call() -> list:
             return self._send([(None, ["BLPOP", *self._local.wake_keys, block]),
                                ("fetch", self._fetch_args(queues, limit, token))])[-1]
-        return self._deliveries(retrying("fetch", self.url, call, self.max_retries))
+        return self._deliveries(retrying("fetch", self.url, call, self.policy))
 
     def watch(self, queues: Sequence[str]) -> None:
         """Which queues :meth:`wait` wakes for: those this thread fetched from last."""
@@ -402,7 +404,7 @@ class RedisBroker(Broker):
         calls = [*store, ("ack", [self.prefix, *(d.tag for d in deliveries)])] if deliveries \
             else store
         if calls:
-            retrying("store and ack", self.url, lambda: self._send(calls), self.max_retries)
+            retrying("store and ack", self.url, lambda: self._send(calls), self.policy)
         return True
 
     def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
@@ -422,7 +424,7 @@ class RedisBroker(Broker):
             calls.append(("fetch", self._fetch_args(queues, limit, token)))
             return self._send(calls)[-1]
         return self._deliveries(retrying("store, ack and fetch", self.url, call,
-                                         self.max_retries))
+                                         self.policy))
 
     def _store_commands(self, records: Sequence, backend) -> list[tuple[None, list]] | None:
         """The commands that store ``records`` in ``backend`` from this broker's connection,
@@ -463,7 +465,7 @@ class RedisBroker(Broker):
             infos = self.client.hmget(f"{self.prefix}info", delayed) if delayed else []
             return ready + sum(1 for info in infos
                                if info and info.split(b"\t", 1)[0].decode() == queue)
-        return retrying("qsize", self.url, count, self.max_retries)
+        return retrying("qsize", self.url, count, self.policy)
 
     # -- dead letters -------------------------------------------------------------------------
 

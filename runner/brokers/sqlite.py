@@ -22,7 +22,14 @@ from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
-from runner.sqlite_store import ChangeWatcher, connect, sqlite_path, transaction, writing
+from runner.sqlite_store import (
+    ChangeWatcher,
+    connect,
+    reclaim_space,
+    sqlite_path,
+    transaction,
+    writing,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runner_messages (
@@ -52,6 +59,8 @@ CREATE TABLE IF NOT EXISTS runner_dead_letters (
 CREATE INDEX IF NOT EXISTS runner_dead_letters_at ON runner_dead_letters (died_at);
 """
 
+RECLAIM_CHECK_EVERY = 1000  # deleted messages between looks at the free space (see _freed)
+
 CLAIM = """
 UPDATE runner_messages
    SET visible_at = :deadline, claimed_by = :consumer, deliveries = deliveries + 1
@@ -80,13 +89,13 @@ class SQLiteBroker(Broker):
         self.polling_interval = float(self.transport_options.get("polling_interval", 0.005))
         self._lock = threading.Lock()
         try:
-            self._conn = connect(self.path)
-            self._conn.executescript(SCHEMA)
+            self._conn = connect(self.path, SCHEMA)
         except Exception as exc:  # sqlite3.Error, OSError
             raise BrokerError(f"cannot open SQLite broker {self.path!r}: {exc}") from exc
         self._watcher = ChangeWatcher(self._conn, self.polling_interval, self._lock)
         self._next_schedule_check = 0.0
         self._rotation = itertools.count()
+        self._deleted = 0  # messages deleted since the free space was last looked at
 
     # -- producing ----------------------------------------------------------------------------
 
@@ -126,9 +135,13 @@ class SQLiteBroker(Broker):
         with self._lock:
             if len(queues) == 1:  # one statement is its own transaction
                 with writing(self._conn):
-                    return self._claim(queues, limit, consumer, now)
-            with transaction(self._conn):
-                return self._claim(queues, limit, consumer, now)
+                    claimed = self._claim(queues, limit, consumer, now)
+            else:
+                with transaction(self._conn):
+                    claimed = self._claim(queues, limit, consumer, now)
+            if not claimed:
+                self._freed(0, drained=True)
+        return claimed
 
     def _claim(self, queues: Sequence[str], limit: int, consumer: str, now: float
                ) -> list[Delivery]:
@@ -167,6 +180,7 @@ class SQLiteBroker(Broker):
             return
         with self._lock:
             self._many("DELETE FROM runner_messages WHERE seq = ?", deliveries)
+            self._freed(len(deliveries))
 
     def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         if not deliveries:
@@ -197,10 +211,12 @@ class SQLiteBroker(Broker):
         write_rows = getattr(backend, "write_rows", None)
         if write_rows is None or getattr(backend, "path", None) != self.path:
             return False
-        with self._lock, transaction(self._conn):
-            write_rows(self._conn, records)
-            self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
-                                   [(d.tag,) for d in deliveries])
+        with self._lock:
+            with transaction(self._conn):
+                write_rows(self._conn, records)
+                self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
+                                       [(d.tag,) for d in deliveries])
+            self._freed(len(deliveries))
         return True
 
     def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
@@ -213,11 +229,23 @@ class SQLiteBroker(Broker):
         if now >= self._next_schedule_check:
             self._move_due(now)
             self._next_schedule_check = now + self.schedule_check_interval
-        with self._lock, transaction(self._conn):
-            write_rows(self._conn, records)
-            self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
-                                   [(d.tag,) for d in deliveries])
-            return self._claim(queues, limit, consumer, now)
+        with self._lock:
+            with transaction(self._conn):
+                write_rows(self._conn, records)
+                self._conn.executemany("DELETE FROM runner_messages WHERE seq = ?",
+                                       [(d.tag,) for d in deliveries])
+                claimed = self._claim(queues, limit, consumer, now)
+            self._freed(len(deliveries), drained=not claimed)
+        return claimed
+
+    def _freed(self, count: int, drained: bool = False) -> None:
+        """``count`` messages were deleted (the lock held, outside a transaction): every
+        RECLAIM_CHECK_EVERY of them, or when a queue is ``drained`` after deletes, see whether
+        the space they took is worth giving back (one cheap read when it is not)."""
+        self._deleted += count
+        if self._deleted >= RECLAIM_CHECK_EVERY or (drained and self._deleted):
+            self._deleted = 0
+            reclaim_space(self._conn)
 
     def _many(self, sql: str, deliveries: Sequence[Delivery]) -> None:
         params = [(d.tag,) for d in deliveries]
@@ -238,6 +266,8 @@ class SQLiteBroker(Broker):
                 [*queues, time.time()]).rowcount
             count += self._conn.execute(
                 f"DELETE FROM runner_schedule WHERE queue IN ({marks})", list(queues)).rowcount
+        with self._lock:
+            self._freed(count, drained=True)
         return count
 
     def qsize(self, queue: str) -> int:

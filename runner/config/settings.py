@@ -271,6 +271,10 @@ class Settings(BaseModel):
     task_track_started: bool = Field(False, description="record a STARTED state")
     task_compression: Literal["gzip", "zlib", "bzip2"] | None = Field(
         None, description="compress task messages: gzip, zlib or bzip2; None: no compression")
+    task_message_max_size: int | None = Field(
+        16 * 2**20, ge=1, description="bytes a task's serialized arguments may take (after "
+        "task_compression); a larger call raises MessageTooLarge and sends nothing. None: no "
+        "limit (RabbitMQ 4 refuses messages over 16 MiB by default)")
     task_publish_retry: bool = Field(
         True, description="retry publishing a task when the broker connection fails")
     task_publish_retry_policy: dict[str, float] = Field(
