@@ -6,11 +6,12 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 from __future__ import annotations
 
 from runner import states
-from runner.app import Celery, Runner, current_app
+from runner.app import Celery, Runner, current_app, shared_task
 from runner.canvas import chain, chord, group, signature
 from runner.result import AsyncResult, EagerResult, GroupResult
-from runner.task import Task
+from runner.task import Task, current_task
 from runner.version import __version__
 
 __all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "Runner", "Task", "chain",
-           "chord", "current_app", "group", "signature", "states", "__version__"]
+           "chord", "current_app", "current_task", "group", "shared_task", "signature",
+           "states", "__version__"]

@@ -4,6 +4,7 @@ importing ``runner.app`` (which imports them)."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,12 @@ _lock = threading.Lock()
 _current: Any = None
 #: builds the default app when none was created; set by runner.app on import
 default_app_factory: Callable[[], Any] | None = None
+
+
+#: every app made in this process, and the functions given to ``shared_task``: each app gets
+#: each shared task, whichever was made first (as Celery's)
+apps: weakref.WeakSet = weakref.WeakSet()
+shared_tasks: list[tuple[Callable, dict]] = []
 
 
 def set_current_app(app: Any) -> None:
@@ -28,3 +35,39 @@ def current_app() -> Any:
                 raise RuntimeError("no runner app: create one with Celery('name')")
             _current = default_app_factory()
         return _current
+
+
+class Proxy:
+    """Celery's proxies (``current_app``, ``current_task``): attribute access goes to what
+    ``get()`` returns now; calling the proxy returns that object itself."""
+
+    __slots__ = ("_get", "_name")
+
+    def __init__(self, get: Callable[[], Any], name: str):
+        object.__setattr__(self, "_get", get)
+        object.__setattr__(self, "_name", name)
+
+    def __call__(self) -> Any:
+        return self._get()
+
+    def __getattr__(self, attr: str) -> Any:
+        target = self._get()
+        if target is None:
+            raise AttributeError(f"{self._name} is None here (no task is running), so it has "
+                                 f"no attribute {attr!r}")
+        return getattr(target, attr)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self._get(), attr, value)
+
+    def __bool__(self) -> bool:
+        return self._get() is not None
+
+    def __eq__(self, other: object) -> bool:
+        return self._get() == (other._get() if isinstance(other, Proxy) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())

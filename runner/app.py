@@ -6,6 +6,7 @@ per process (a forked child opens its own).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import threading
@@ -35,7 +36,42 @@ from runner.task import Task
 #: where broker and results live when nothing is configured: no server needed
 DEFAULT_URL = EMBEDDED_DEFAULT_URL
 
-current_app = _state.current_app
+#: the app made last in this process (Celery's proxy: ``current_app.conf``; ``current_app()``
+#: is the app itself)
+current_app = _state.Proxy(_state.current_app, "current_app")
+
+
+class _SharedTask(_state.Proxy):
+    """A shared task, as its module sees it: the current app's task of that name (calling it
+    runs the task, as calling a task does)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get()(*args, **kwargs)
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """Celery's ``@shared_task``: a task of no app in particular. It is made on every app of
+    the process, those made before and after; calling it uses the current app's."""
+    def share(fun: Callable) -> Any:
+        _state.shared_tasks.append((fun, dict(options)))
+        for app in list(_state.apps):
+            app._add_shared(fun, options)
+        name = options.get("name") or f"{fun.__module__}.{fun.__name__}"
+
+        def task() -> Task:
+            app = _state.current_app()
+            if name not in app.tasks:
+                app._add_shared(fun, options)
+            return app.tasks[name]
+        return _SharedTask(task, f"shared task {name}")
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return share(args[0])
+    if args:
+        raise TypeError("@shared_task takes keyword options only: @shared_task(bind=True)")
+    return share
 
 
 class Control:
@@ -55,8 +91,10 @@ class Runner:
 
     def __init__(self, main: str | None = None, broker: str | None = None,
                  backend: str | None = None, *, include: list[str] | None = None,
-                 set_as_current: bool = True, **settings: Any):
+                 set_as_current: bool = True, task_cls: type[Task] | str | None = None,
+                 **settings: Any):
         self.main = main
+        self.task_cls = _task_class(task_cls)
         preconf: dict[str, Any] = dict(settings)
         if broker is not None:
             preconf["broker_url"] = broker
@@ -74,6 +112,9 @@ class Runner:
         self._imported = False
         if set_as_current:
             _state.set_current_app(self)
+        _state.apps.add(self)
+        for fun, options in list(_state.shared_tasks):
+            self._add_shared(fun, options)
 
     def __repr__(self) -> str:
         return f"<Runner {self.main or '__main__'} at {id(self):#x}>"
@@ -189,9 +230,12 @@ class Runner:
     # -- tasks ----------------------------------------------------------------------------------
 
     def task(self, *args: Any, **options: Any) -> Any:
-        """``@app.task`` or ``@app.task(bind=True, name=..., ...)``."""
+        """``@app.task`` or ``@app.task(bind=True, name=..., base=MyTask, ...)``."""
         def register(fun: Callable) -> Task:
-            base = options.pop("base", None) or Task
+            base = options.pop("base", None) or self.task_cls
+            if not (isinstance(base, type) and issubclass(base, Task)):
+                raise TypeError(f"@app.task(base={base!r}) for {fun.__name__}: base must be a "
+                                f"Task class (class MyTask(app.Task): ...)")
             task = base(self, fun, **options)
             self.tasks[task.name] = task
             return task
@@ -201,6 +245,29 @@ class Runner:
         if args:
             raise TypeError("@app.task takes keyword options only: @app.task(name='x')")
         return register
+
+    def _add_shared(self, fun: Callable, options: dict) -> None:
+        task = self.task(**dict(options))(fun)
+        if fun.__module__ == "__main__" and not options.get("name"):  # one name on every app
+            del self.tasks[task.name]
+            task.name = f"{fun.__module__}.{fun.__name__}"
+            self.tasks[task.name] = task
+
+    def register_task(self, task: Task | type[Task]) -> Task:
+        """Register a class-based task (an instance, or the class), as Celery's."""
+        if isinstance(task, type) and issubclass(task, Task):
+            task = task(self)
+        if not isinstance(task, Task):
+            raise TypeError(f"register_task({task!r}): expected a Task instance or class")
+        task.app = self
+        self.tasks[task.name] = task
+        return task
+
+    @functools.cached_property
+    def Task(self) -> type[Task]:  # noqa: N802 - Celery's name
+        """The base class of this app's tasks, for ``class MyTask(app.Task)``: its
+        instances belong to this app."""
+        return type("Task", (self.task_cls,), {"app": self, "__module__": __name__})
 
     def gen_task_name(self, name: str, module: str) -> str:
         """``module.function``, with the app's main name for tasks defined in ``__main__``."""
@@ -323,7 +390,14 @@ class Runner:
             _task = self.tasks.get(name)
         message = self.build_message(name, args, kwargs, _task=_task, **options)
         self.broker.enqueue([message])
-        return AsyncResult(message.id, app=self, task_name=name)
+        result = AsyncResult(message.id, app=self, task_name=name)
+        ignore = message.options.get("ignore_result")
+        if ignore is None:
+            ignore = (_task.effective("ignore_result") if _task is not None
+                      else self.conf.task_ignore_result)
+        if ignore and not message.options.get("chain"):  # (a chain needs each value)
+            result.ignored = True
+        return result
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
@@ -354,3 +428,18 @@ _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result"
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")
+
+
+def _task_class(task_cls: type[Task] | str | None) -> type[Task]:
+    """``task_cls=``: a Task subclass, or its ``module:Class`` path, as Celery's."""
+    if task_cls is None:
+        return Task
+    if isinstance(task_cls, str):
+        module, _, name = task_cls.replace(":", ".").rpartition(".")
+        try:
+            task_cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise TypeError(f"task_cls={task_cls!r}: cannot import it: {exc}") from None
+    if not (isinstance(task_cls, type) and issubclass(task_cls, Task)):
+        raise TypeError(f"task_cls={task_cls!r} must be a subclass of runner.Task")
+    return task_cls

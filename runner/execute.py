@@ -6,6 +6,8 @@ come back as an :class:`Outcome`, which the caller turns into a stored result an
 
 from __future__ import annotations
 
+import functools
+import logging
 import random
 import time
 import traceback as tb_module
@@ -19,6 +21,8 @@ from runner.task import Request, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.result import EagerResult
+
+logger = logging.getLogger("runner.worker")
 
 
 @dataclass(slots=True)
@@ -41,7 +45,20 @@ def backoff_countdown(factor: float, retries: int, maximum: float, jitter: bool)
 
 
 def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
+    handled = _has_handlers(type(task))
     task.push_request(request)
+    try:
+        if handled:
+            _call_handler(task, request.id, "before_start", request.id, args, kwargs)
+        outcome = _run(task, request, args, kwargs)
+        if handled:
+            _after(task, request, args, kwargs, outcome)
+        return outcome
+    finally:
+        task.pop_request()
+
+
+def _run(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
     start = time.perf_counter()
     try:
         value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
@@ -60,8 +77,52 @@ def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
         if retry is not None:
             return Outcome(states.RETRY, exc, _format_tb(exc), runtime, retry=retry)
         return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
-    finally:
-        task.pop_request()
+
+
+@dataclass(slots=True)
+class ExceptionInfo:
+    """Celery's ``einfo``, as the failure and retry handlers get it."""
+
+    exception: BaseException
+    traceback: str | None
+
+    @property
+    def type(self) -> type[BaseException]:
+        return type(self.exception)
+
+    def __str__(self) -> str:
+        return self.traceback or repr(self.exception)
+
+
+_HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
+@functools.cache
+def _has_handlers(cls: type) -> bool:
+    """Whether a task class overrides any handler (the plain case costs one cached look-up)."""
+    return any(getattr(cls, name) is not getattr(Task, name) for name in _HANDLERS)
+
+
+def _after(task: Task, request: Request, args: list, kwargs: dict, outcome: Outcome) -> None:
+    """The handlers for ``outcome``, in Celery's order: the state's own, then after_return."""
+    einfo = None
+    if outcome.state == states.SUCCESS:
+        _call_handler(task, request.id, "on_success", outcome.value, request.id, args, kwargs)
+    elif outcome.state in (states.FAILURE, states.RETRY):
+        einfo = ExceptionInfo(outcome.value, outcome.traceback)
+        name = "on_failure" if outcome.state == states.FAILURE else "on_retry"
+        _call_handler(task, request.id, name, outcome.value, request.id, args, kwargs, einfo)
+    if outcome.state != states.RETRY:
+        _call_handler(task, request.id, "after_return", outcome.state, outcome.value,
+                      request.id, args, kwargs, einfo)
+
+
+def _call_handler(task: Task, task_id: str | None, name: str, *arguments: Any) -> None:
+    """A handler that raises is logged with the task; it does not change the outcome."""
+    try:
+        getattr(task, name)(*arguments)
+    except Exception:  # noqa: BLE001 - user code: said, not fatal
+        logger.exception("Task %s[%s]: its %s handler raised", task.name, task_id, name)
 
 
 def _autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:

@@ -23,6 +23,9 @@ class AsyncResult:
     A ready result is cached: after SUCCESS, FAILURE or REVOKED, nothing is read again.
     """
 
+    #: the task was sent with ``ignore_result``: nothing will be stored, get() returns None
+    ignored = False
+
     def __init__(self, id: str, app: Runner | None = None, task_name: str | None = None):
         if app is None:
             app = current_app()
@@ -133,6 +136,8 @@ class AsyncResult:
         ``timeout`` raises :class:`runner.exceptions.TimeoutError` (also a builtin
         ``TimeoutError``). Waiting wakes on change in the backend rather than sleeping
         ``interval`` (which only caps the check period of polling backends)."""
+        if self.ignored:  # as Celery: nothing will ever be stored to wait for
+            return None
         record = self._record
         if record is None or not record.ready:  # (every backend's wait reads it first)
             record = self._wait(timeout, interval)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from runner.exceptions import MaxRetriesExceededError, Retry
+from runner import serialization
+from runner._state import Proxy
+from runner.exceptions import MaxRetriesExceededError, Retry, RunnerError, SerializationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -41,14 +44,39 @@ class Request:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     options: dict = field(default_factory=dict)  # the message's options, for retry()
+    reply_to: str | None = None  # the caller's reply queue (rpc://)
+
+    @property
+    def correlation_id(self) -> str | None:
+        """Celery's name for the id a reply is matched with: the task id."""
+        return self.id
+
+    @property
+    def chord(self) -> dict | None:
+        """The chord this task is a header part of (its body and size), as Celery's."""
+        return self.options.get("chord")
+
+    @property
+    def group_index(self) -> int | None:
+        return self.options.get("group_index")
 
 
 class _RequestStack(threading.local):
     def __init__(self) -> None:
         self.stack: list[Request] = []
+        self.tasks: list[Task] = []  # the task of each request, for current_task
 
 
 _requests = _RequestStack()
+
+
+def _running_task() -> Task | None:
+    tasks = _requests.tasks
+    return tasks[-1] if tasks else None
+
+
+#: the task running in this thread (None outside a task), as Celery's ``current_task``
+current_task = Proxy(_running_task, "current_task")
 
 #: Options a task accepts in ``@app.task(...)``, with their defaults (None = from settings).
 TASK_OPTIONS: dict[str, Any] = {
@@ -63,25 +91,68 @@ TASK_OPTIONS: dict[str, Any] = {
 
 
 class Task:
-    """A task of an app. Created by ``@app.task``; call it to run it here and now."""
+    """A task of an app: made by ``@app.task`` from a function, or written as a class with a
+    ``run`` method (``class Mine(app.Task)``, then ``app.register_task(Mine())``). A subclass
+    passed as ``base=`` (or ``task_cls=``) gives its tasks shared code and Celery's handlers
+    (``before_start``, ``on_success``, ``on_failure``, ``on_retry``, ``after_return``).
+    Options are class attributes; ``@app.task(...)`` options override them per task."""
 
-    def __init__(self, app: Runner, fun, **options: Any):
+    app: Runner | None = None  # set on ``app.Task`` subclasses: their instances belong to it
+
+    def __init__(self, app: Runner | None = None, fun: Any = None, **options: Any):
         unknown = set(options) - set(TASK_OPTIONS)
         if unknown:
             raise TypeError(f"@app.task got unknown option(s) {sorted(unknown)}; "
                             f"allowed: {sorted(TASK_OPTIONS)}")
+        if app is None:
+            from runner._state import current_app
+
+            app = type(self).app or current_app()
         self.app = app
-        self.run = fun
-        for key, default in TASK_OPTIONS.items():
-            setattr(self, key, options.get(key, default))
-        self.name: str = options.get("name") or app.gen_task_name(fun.__name__, fun.__module__)
+        for key, value in options.items():
+            setattr(self, key, value)
+        if fun is None:  # a class-based task: its own run() method
+            if type(self).run is Task.run:
+                raise TypeError(f"{type(self).__name__}: a task class needs a run() method, "
+                                f"or make the task with @app.task from a function")
+            fun = type(self).run
+            self.bind = False  # (run is a method: it gets self already)
+            label, module = type(self).__name__, type(self).__module__
+        else:
+            self.run = fun
+            label, module = fun.__name__, fun.__module__
+            self.__doc__ = fun.__doc__
+            self.__wrapped__ = fun
+        self.name: str = self.name or app.gen_task_name(label, module)
         #: Celery's ``max_retries=None``: retry forever, whatever task_max_retries says
         self._retry_forever = "max_retries" in options and options["max_retries"] is None
         self.autoretry_for = tuple(self.autoretry_for or ())
-        self.__doc__ = fun.__doc__
-        self.__name__ = fun.__name__
-        self.__module__ = fun.__module__
-        self.__wrapped__ = fun
+        self.__name__ = label
+        self.__module__ = module
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body (a class-based task defines it)."""
+        raise NotImplementedError
+
+    # -- handlers, as Celery's (no-ops here; a base class overrides what it needs) -----------
+
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        """Called in the worker just before the task runs."""
+
+    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
+        """Called in the worker when the task returned ``retval``."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                   einfo: Any) -> None:
+        """Called in the worker when the task failed (``einfo.traceback`` is the text)."""
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                 einfo: Any) -> None:
+        """Called in the worker when the task is to be retried."""
+
+    def after_return(self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict,
+                     einfo: Any) -> None:
+        """Called in the worker after the task ended, whatever the outcome."""
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main or 'runner'}>"
@@ -90,13 +161,13 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task in this process, as a plain function call (``add(2, 2)``)."""
-        _requests.stack.append(Request(args=list(args), kwargs=dict(kwargs), task=self.name))
+        self.push_request(Request(args=list(args), kwargs=dict(kwargs), task=self.name))
         try:
             if self.bind:
                 return self.run(self, *args, **kwargs)
             return self.run(*args, **kwargs)
         finally:
-            _requests.stack.pop()
+            self.pop_request()
 
     @property
     def request(self) -> Request:
@@ -105,9 +176,11 @@ class Task:
 
     def push_request(self, request: Request) -> None:
         _requests.stack.append(request)
+        _requests.tasks.append(self)
 
     def pop_request(self) -> None:
         _requests.stack.pop()
+        _requests.tasks.pop()
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -187,6 +260,34 @@ class Task:
             raise signal
         return signal
 
+    # -- reporting progress -----------------------------------------------------------------
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **_ignored: Any) -> None:
+        """Store a state (``'PROGRESS'``, or any name of yours) and ``meta`` for a task, by
+        default the running one, as Celery's: ``AsyncResult(id).state`` and ``.info`` read
+        them from any process until the task's final result replaces them."""
+        from runner.backends.base import ResultRecord
+
+        request = self.request
+        task_id = task_id or request.id
+        if not task_id:
+            raise RunnerError(f"{self.name}.update_state(): no task id (the task is not "
+                              f"running as a task: pass task_id=)")
+        if not isinstance(state, str) or not state:
+            raise RunnerError(f"{self.name}.update_state(): state must be a non-empty string "
+                              f"such as 'PROGRESS', not {state!r}")
+        serializer = self.app.conf.result_serializer
+        try:
+            content_type, payload = serialization.dumps(meta, serializer)
+        except SerializationError as exc:
+            raise SerializationError(f"{self.name}.update_state(state={state!r}): meta cannot "
+                                     f"be stored with the {serializer!r} result serializer: "
+                                     f"{exc}") from None
+        record = ResultRecord(task_id, state, content_type, payload, date_done=time.time(),
+                              meta={"name": self.name}, reply_to=request.reply_to)
+        self.app.backend.store([record])
+
     def effective(self, option: str) -> Any:
         """The task's own option, or the app setting it defaults to."""
         value = getattr(self, option)
@@ -208,3 +309,9 @@ _SETTING_FOR_OPTION = {
     "track_started": "task_track_started",
     "priority": "task_default_priority",
 }
+
+
+for _option, _default in TASK_OPTIONS.items():  # defaults a subclass or @app.task overrides
+    if _option != "name":
+        setattr(Task, _option, _default)
+Task.name = None  # type: ignore[assignment]

@@ -343,8 +343,12 @@ def test_ignore_result_task_runs_but_stores_nothing(app, start_worker, tmp_path)
         time.sleep(0.01)
     assert add.delay(2, 2).get(timeout=10) == 4  # the worker has moved on
     assert result.state == states.PENDING and per_call.state == states.PENDING
-    with pytest.raises(RunnerTimeoutError):
-        result.get(timeout=0.2)
+    assert result.ignored and per_call.ignored and not add.delay(1, 1).ignored
+    started = time.monotonic()
+    assert result.get(timeout=5) is None and per_call.get() is None  # as Celery: at once
+    assert time.monotonic() - started < 1
+    with pytest.raises(RunnerTimeoutError):  # a handle made from the id alone still waits
+        app.AsyncResult(result.id).get(timeout=0.2)
 
 
 def test_unknown_task_option_is_an_error_naming_it(app):

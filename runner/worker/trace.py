@@ -131,7 +131,7 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
             time_limit=message.options.get("time_limit") or task.effective("time_limit"),
             soft_time_limit=(message.options.get("soft_time_limit")
                              or task.effective("soft_time_limit")),
-            options=message.options)
+            options=message.options, reply_to=message.reply_to)
     except Exception as exc:  # noqa: BLE001 - unknown task, refused or undecodable content
         result = refused(app, job_id, message, exc, hostname)
         result.refused = True
