@@ -1,0 +1,119 @@
+"""Celery code moved over with one import changed: shared_task, update_state read from
+another process, Task base classes with handlers, class-based tasks, current_task and the
+request, run by a real worker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
+
+@pytest.fixture
+def api(db_url, broker_url, tmp_path, monkeypatch):
+    import celery_api_tasks
+
+    from runner import _state
+
+    notes = tmp_path / "notes.jsonl"
+    monkeypatch.setenv("API_NOTES", str(notes))
+    celery_api_tasks.app.conf.update(broker_url=broker_url, result_backend=db_url)
+    _state.set_current_app(celery_api_tasks.app)
+    yield celery_api_tasks, notes
+    celery_api_tasks.app.close()
+
+
+def read_notes(path, count, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.02)
+
+
+def test_update_state_is_read_from_another_process_until_the_result(api, start_worker,
+                                                                    tmp_path, worker_env):
+    module, _ = api
+    gate = tmp_path / "gate"
+    start_worker(app="celery_api_tasks", env={"API_NOTES": str(tmp_path / "n")})
+    result = module.progress.delay(3, str(gate))
+    deadline = time.monotonic() + 15
+    while result.state != "PROGRESS" or result.info["current"] != 2:
+        assert time.monotonic() < deadline, (result.state, result.info)
+        time.sleep(0.02)
+    assert result.info == {"current": 2, "total": 3} and not result.ready()
+    gate.touch()
+    assert result.get(timeout=10) == {"current": 3, "total": 3}
+    assert result.state == "SUCCESS"
+
+
+def test_a_base_class_gets_celerys_handlers_in_the_worker(api, start_worker):
+    module, notes = api
+    worker = start_worker(app="celery_api_tasks", env={"API_NOTES": str(notes)})
+    ok, bad = module.divide.delay(6, 3), module.divide.delay(1, 0)
+    assert ok.get(timeout=10) == 2.0
+    with pytest.raises(ZeroDivisionError):
+        bad.get(timeout=10)
+    seen = read_notes(notes, 6)
+    by_task = {}
+    for item in seen:
+        by_task.setdefault(item["task_id"], []).append(item)
+    assert [e["event"] for e in by_task[ok.id]] == ["before_start", "on_success",
+                                                    "after_return"]
+    assert by_task[ok.id][1]["retval"] == 2.0 and by_task[ok.id][2]["status"] == "SUCCESS"
+    failure = by_task[bad.id]
+    assert [e["event"] for e in failure] == ["before_start", "on_failure", "after_return"]
+    assert failure[1]["tb"] and failure[1]["type"] == "ZeroDivisionError"
+    assert failure[2]["status"] == "FAILURE"
+    assert all(e["pid"] != worker.pid for e in seen)  # in the pool's process, as Celery
+
+
+def test_shared_and_class_based_tasks_run_and_know_their_request(api, start_worker):
+    module, _ = api
+    start_worker(app="celery_api_tasks", env={"API_NOTES": "/dev/null"})
+    assert module.multiply.delay(6, 7).get(timeout=10) == 42
+    result = module.who_runs.apply_async(priority=3)
+    info = result.get(timeout=10)
+    assert info["name"] == "celery_api_tasks.who_runs" and info["id"] == result.id
+    assert info["correlation_id"] == result.id and info["hostname"].startswith("celery@")
+    assert info["is_eager"] is False and info["called_directly"] is False
+    delivery = info["delivery_info"]
+    assert delivery["routing_key"] == "celery" and delivery["redelivered"] is False
+    assert {"exchange", "priority"} <= set(delivery)
+
+
+def test_update_state_with_a_bad_state_or_meta_is_a_clear_error(api, start_worker):
+    module, _ = api
+    start_worker(app="celery_api_tasks", env={"API_NOTES": "/dev/null"})
+    from runner.exceptions import RunnerError
+
+    with pytest.raises(RunnerError, match=r"state must be a non-empty string"):
+        module.bad_state.delay("state").get(timeout=10)
+    with pytest.raises(RunnerError, match=r"meta cannot be stored with the 'json' result"):
+        module.bad_state.delay("meta").get(timeout=10)
+
+
+def test_base_that_is_not_a_task_class_is_refused_at_the_decorator(api):
+    module, _ = api
+    with pytest.raises(TypeError, match=r"base must be a Task class"):
+        module.app.task(base=dict)(lambda: None)
+
+
+def test_shared_task_binds_to_apps_made_later_and_current_app_is_a_proxy(api):
+    from runner import Celery, current_app, shared_task
+
+    @shared_task(name="later.double")
+    def double(x):
+        return 2 * x
+
+    later = Celery("later", broker="memory://", backend="memory://")
+    assert "later.double" in later.tasks and "later.double" in api[0].app.tasks
+    assert current_app.main == "later" and current_app() is later
+    assert double.app is later and double(4) == 8
+    assert later.conf.task_always_eager is False
+    later.conf.task_always_eager = True
+    assert double.delay(5).get() == 10
