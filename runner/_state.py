@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # (making the default app sets it as current: re-entered)
 _current: Any = None
 #: builds the default app when none was created; set by runner.app on import
 default_app_factory: Callable[[], Any] | None = None

@@ -24,7 +24,7 @@ from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
-from runner.exceptions import MessageTooLarge, NotRegistered
+from runner.exceptions import AppImportError, MessageTooLarge, NotRegistered
 from runner.execute import apply_eagerly
 from runner.message import Message
 from runner.middleware import Middleware
@@ -110,6 +110,7 @@ class Runner:
         self._local = threading.local()
         self._router: tuple[int, Router] | None = None
         self._imported = False
+        self._discover: list[tuple[Any, str]] = []  # autodiscover_tasks() not done yet
         if set_as_current:
             _state.set_current_app(self)
         _state.apps.add(self)
@@ -276,12 +277,41 @@ class Runner:
         return f"{module}.{name}"
 
     def import_task_modules(self) -> None:
-        """Import ``imports`` and ``include`` so the worker knows their tasks."""
+        """Import ``imports``, ``include`` and what :meth:`autodiscover_tasks` asked for, so
+        the worker knows their tasks."""
         if self._imported:
             return
         self._imported = True
         for module in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(module)
+        for packages, related_name in self._discover:
+            self._discover_now(packages, related_name)
+
+    def autodiscover_tasks(self, packages: Any = None, related_name: str = "tasks",
+                           force: bool = False) -> None:
+        """Celery's: import ``<package>.<related_name>`` (``tasks``) of each package, lazily
+        (when the worker starts or a task is looked up), or now with ``force``. ``packages``
+        may be a callable returning them, as Django passes ``lambda: INSTALLED_APPS``; a
+        package without that module is skipped, one that does not exist is an error."""
+        if force or self._imported:
+            self._discover_now(packages, related_name)
+        else:
+            self._discover.append((packages, related_name))
+
+    def _discover_now(self, packages: Any, related_name: str) -> None:
+        names = packages() if callable(packages) else packages
+        for package in names or ():
+            try:
+                importlib.import_module(package)
+            except ImportError as exc:
+                raise AppImportError(f"autodiscover_tasks: package {package!r} cannot be "
+                                     f"imported: {type(exc).__name__}: {exc}") from None
+            module = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # the tasks module exists but imports what is not there
+                    raise
 
     def get_task(self, name: str) -> Task:
         try:

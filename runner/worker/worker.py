@@ -160,9 +160,11 @@ class Worker:
 
     # -- the main loop ----------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Work until a shutdown signal; return after a clean warm or cold shutdown."""
-        self.install_signal_handlers()
+    def run(self, install_signals: bool = True) -> None:
+        """Work until a shutdown signal (or :meth:`stop`); return after a clean warm or cold
+        shutdown. A worker run in a thread (tests) leaves signals to the main thread."""
+        if install_signals:
+            self.install_signal_handlers()
         self.pool.start()
         if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
             self.consumer.start()
@@ -567,6 +569,18 @@ class Worker:
                        signal.Signals(signum).name, len(self.running))
         self.stopping = True
         self.pool.finish_current()
+        self.waker.wake()
+
+    def reload(self) -> None:
+        """Celery's test worker ``reload()``: nothing to do here, tasks are looked up by name
+        for each message, so one defined after the worker started is found."""
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown from another thread: running tasks finish, unstarted ones
+        go back, and :meth:`run` returns."""
+        if not self.stopping:
+            self.stopping = True
+            self.pool.finish_current()
         self.waker.wake()
 
     def on_cold_signal(self, signum, frame) -> None:
