@@ -93,7 +93,7 @@ def test_send_task_by_name_needs_no_code_of_the_task(app, db_url, start_worker):
     start_worker()
     client = Celery("client", broker=db_url, backend=db_url, set_as_current=False)
     try:
-        assert client.tasks == {}
+        assert "tasks.add" not in client.tasks and "calling.renamed" not in client.tasks
         assert client.send_task("tasks.add", args=(2, 3)).get(timeout=10) == 5
         assert client.send_task("tasks.add", args=[1], kwargs={"y": 1}).get(timeout=10) == 2
         assert client.send_task("calling.renamed", args=["me"]).get(timeout=10) == "renamed me"
