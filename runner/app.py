@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,12 +20,17 @@ from zoneinfo import ZoneInfo
 from runner import _state, serialization, states
 from runner.backends.base import ResultBackend
 from runner.backends.registry import backend_class, open_backend
-from runner.brokers.base import Broker
+from runner.brokers.base import DEAD_LETTER_SCAN, Broker
 from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
-from runner.exceptions import AppImportError, MessageTooLarge, NotRegistered
+from runner.exceptions import (
+    AppImportError,
+    MessageTooLarge,
+    NotRegistered,
+    SerializationError,
+)
 from runner.execute import apply_eagerly
 from runner.message import Message
 from runner.middleware import Middleware
@@ -387,12 +393,20 @@ class Runner:
         if compression:
             payload = serialization.compress(payload, compression)
             worker_options["compression"] = compression
-        if conf.task_message_max_size is not None and len(payload) > conf.task_message_max_size:
-            raise MessageTooLarge(
-                f"task {name!r}: its arguments take {len(payload):,} bytes serialized, over "
-                f"task_message_max_size ({conf.task_message_max_size:,}); nothing was sent. "
-                f"Pass a reference to the data (a file path, a key) instead, or raise the "
-                f"setting (None: no limit)")
+        limit = conf.task_message_max_size
+        if limit is not None:
+            size, what = len(payload), "its arguments take"
+            if size <= limit and any(k in worker_options for k in _CANVAS_OPTIONS):
+                # what comes next travels in this message: a chain's later steps, links, a
+                # chord's body (each later message is built from it, so none is larger)
+                size += len(json.dumps(worker_options, default=repr))
+                what = "its arguments and the workflow steps it carries take"
+            if size > limit:
+                raise MessageTooLarge(
+                    f"task {name!r}: {what} {size:,} bytes serialized, over "
+                    f"task_message_max_size ({limit:,}); nothing was sent. Pass a reference to "
+                    f"the data (a file path, a key) instead, or raise the setting (None: no "
+                    f"limit)")
         task_id = options.get("task_id") or Message.new_id()
         priority = routed.get("priority", conf.task_default_priority)
         return Message(
@@ -429,6 +443,36 @@ class Runner:
             result.ignored = True
         return result
 
+    def requeue_dead_letters(self, keys: Sequence[str] | None = None
+                             ) -> tuple[list[str], list[str]]:
+        """Send dead letters (``keys``; None: all) back to their queues as new messages, then
+        delete them: their delivery count starts again, and their stored FAILURE is forgotten
+        first (so the new run's result is not). Returns the task ids sent and one line per
+        letter that was not: still unreadable by this version (fix the producer, or upgrade
+        runner first), cut when it was buried, or not there."""
+        broker = self.broker
+        letters = {d.key: d for d in broker.dead_letters(limit=DEAD_LETTER_SCAN)}
+        problems = [f"{key}: no such dead letter" for key in keys or () if key not in letters]
+        sent: list[tuple[str, Message]] = []
+        for key, letter in letters.items():
+            if keys is not None and key not in keys:
+                continue
+            if letter.truncated:
+                problems.append(f"{key}: its body was cut to {len(letter.body)} of "
+                                f"{letter.size} bytes when it was buried: it cannot be sent")
+                continue
+            try:
+                sent.append((key, Message.decode(letter.body)))
+            except SerializationError as exc:
+                problems.append(f"{key}: still unreadable: {exc}")
+        if sent:
+            for _, message in sent:
+                self.backend.forget(message.id)
+            broker.enqueue([message for _, message in sent])
+            broker.flush()  # in the broker before the dead letters go
+            broker.remove_dead([key for key, _ in sent])
+        return [message.id for _, message in sent], problems
+
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
@@ -450,6 +494,8 @@ class Runner:
         apply_links_eagerly(self, options, result.state, result.result, result.id)
         return result
 
+
+_CANVAS_OPTIONS = ("chain", "link", "link_error", "chord")
 
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +29,8 @@ from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.middleware import Middleware
 from runner.result import AsyncResult, GroupResult
+
+logger = logging.getLogger("runner.worker")
 
 
 class ChordError(RunnerError):
@@ -333,8 +336,15 @@ class CanvasMiddleware(Middleware):
                     follow.append(nxt.clone((value,), chain=rest[1:]) if rest[1:]
                                   else nxt.clone((value,)))
             for sig in follow:  # with rpc://, results go to the caller of the first step
-                sig.apply_async(parent_id=message.id, root_id=message.root_id,
-                                reply_to=message.reply_to)
+                try:
+                    sig.apply_async(parent_id=message.id, root_id=message.root_id,
+                                    reply_to=message.reply_to)
+                except RunnerError as exc:  # e.g. MessageTooLarge: it fails, not hangs
+                    logger.error("Task %s[%s]: sending the next step %s failed: %s",
+                                 message.task, message.id, sig.task, exc)
+                    _fail_steps(app, [sig, *(Signature.from_dict(s, app=app) for s in
+                                             sig.options.get("chain") or ())],
+                                exc, message.reply_to)
         elif state in (states.FAILURE, states.REVOKED):
             _fail_rest_of_chain(app, message, record)
             for errback in options.get("link_error") or ():
@@ -354,6 +364,15 @@ def _fail_rest_of_chain(app: Any, message: Message, record: ResultRecord | None)
                                     record.payload, record.traceback, time.time(),
                                     {"name": step.task}, reply_to=message.reply_to)
                        for step in rest if step.id])
+
+
+def _fail_steps(app: Any, steps: list[Signature], exc: BaseException,
+                reply_to: str | None) -> None:
+    """Store FAILURE for workflow steps that could not be sent, so get() raises."""
+    payload = serialization.dumps(serialization.exception_to_dict(exc), "json")[1]
+    app.backend.store([ResultRecord(step.id, states.FAILURE, "application/json", payload,
+                                    None, time.time(), {"name": step.task}, reply_to=reply_to)
+                       for step in steps if step.id])
 
 
 def apply_links_eagerly(app: Any, options: dict, state: str, value: Any, task_id: str) -> None:

@@ -46,6 +46,8 @@ class DeadLetter:
     def of(cls, body: bytes, reason: str, queue: str, *, deliveries: int = 1,
            task_id: str | None = None, task: str | None = None,
            hostname: str | None = None, limit: int = BODY_LIMIT) -> DeadLetter:
+        if not isinstance(body, bytes):  # (a row written by hand into a store: any type)
+            body = str(body).encode("utf-8", "replace")
         key = task_id or "raw-" + hashlib.sha1(body).hexdigest()[:20]
         return cls(key, reason, queue, body[:limit], time.time(), deliveries, task_id, task,
                    hostname, len(body))

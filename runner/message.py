@@ -126,6 +126,8 @@ def _headers_valid(headers: dict) -> bool:
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("payload", "extra"))
 _KNOWN = frozenset(_ENVELOPE_FIELDS)
 MAX_ID_LENGTH = 255  # task ids, queue and task names: what every broker and backend can key on
+MAX_TIME = 253_402_300_799  # epoch seconds of 9999-12-31: the largest eta/expires/number
+MAX_TIME_LIMIT = 10**8  # seconds (about 3 years): larger limits overflow the clocks they arm
 
 
 def _text(value: Any, name: str, optional: bool = False) -> str | None:
@@ -142,8 +144,10 @@ def _number(value: Any, name: str, optional: bool = True, positive: bool = False
     if value is None and optional:
         return None
     if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or (positive and value <= 0) or value < 0):
-        rule = "a positive number" if positive else "a number >= 0"
+            or not math.isfinite(value) or (positive and value <= 0) or value < 0
+            or value > MAX_TIME):
+        rule = (f"a positive number up to {MAX_TIME}" if positive
+                else f"a number from 0 to {MAX_TIME}")
         raise ValueError(f"{name} must be {rule}{' or null' if optional else ''}, "
                          f"not {_show(value)}")
     return value
@@ -164,10 +168,28 @@ def _flag(value: Any, name: str) -> bool | None:
     return value
 
 
-def _signatures(value: Any, name: str) -> list:
-    if not isinstance(value, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("task"), str) for s in value):
+def _signatures(value: Any, name: str, depth: int = 0) -> list:
+    """A list of signatures as runner writes them (``runner.canvas.Signature`` dicts), nested
+    canvases included: a wrong one is refused here, not met after the task ran."""
+    if not isinstance(value, list) or depth > 20:
         raise ValueError(f"{name} must be a list of task signatures, not {_show(value)}")
+    for index, sig in enumerate(value):
+        where = f"{name}[{index}]"
+        if not (isinstance(sig, dict) and isinstance(sig.get("task"), str) and sig["task"]
+                and isinstance(sig.get("args"), list) and isinstance(sig.get("kwargs"), dict)
+                and isinstance(sig.get("options"), dict)
+                and isinstance(sig.get("immutable"), bool)
+                and sig.get("subtask_type") in (None, "chain", "group", "chord")):
+            raise ValueError(f"{where} must be a task signature (task, args, kwargs, options, "
+                             f"immutable), not {_show(sig)}")
+        kind, inner = sig.get("subtask_type"), sig["kwargs"]
+        if kind in ("chain", "group"):
+            _signatures(inner.get("tasks"), f"{where}.kwargs.tasks", depth + 1)
+        elif kind == "chord":
+            _signatures(inner.get("header"), f"{where}.kwargs.header", depth + 1)
+            if inner.get("body") is not None:
+                _signatures([inner["body"]], f"{where}.kwargs.body", depth + 1)
+        _check_options(sig["options"], f"{where}.options", depth + 1)
     return value
 
 
@@ -182,32 +204,35 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_options(options: dict) -> None:
+def _check_options(options: dict, name: str = "options", depth: int = 0) -> None:
     """The per-call options a worker acts on; others (a newer producer's) are left alone."""
     for key in ("acks_late", "ignore_result"):
-        _flag(options.get(key), f"options.{key}")
+        _flag(options.get(key), f"{name}.{key}")
     for key in ("time_limit", "soft_time_limit"):
-        _number(options.get(key), f"options.{key}", positive=True)
+        value = _number(options.get(key), f"{name}.{key}", positive=True)
+        if value is not None and value > MAX_TIME_LIMIT:
+            raise ValueError(f"{name}.{key} must be at most {MAX_TIME_LIMIT} seconds, "
+                             f"not {_show(value)}")
     for key in ("result_serializer", "compression"):
-        _text(options.get(key), f"options.{key}", optional=True)
+        _text(options.get(key), f"{name}.{key}", optional=True)
     for key in ("link", "link_error", "chain"):
         if options.get(key) is not None:
-            _signatures(options[key], f"options.{key}")
+            _signatures(options[key], f"{name}.{key}", depth)
     chord = options.get("chord")
     if chord is not None:
-        _mapping(chord, "options.chord")
-        _signatures([chord.get("body")], "options.chord.body")
-        _integer(chord.get("size"), "options.chord.size", 0, 10**9)
+        _mapping(chord, f"{name}.chord")
+        _signatures([chord.get("body")], f"{name}.chord.body", depth)
+        _integer(chord.get("size"), f"{name}.chord.size", 0, 10**9)
     if "group_index" in options:
-        _integer(options["group_index"], "options.group_index", 0, 10**9)
+        _integer(options["group_index"], f"{name}.group_index", 0, 10**9)
     step = options.get("step_retries")
     if step is not None:
-        _mapping(step, "options.step_retries")
-        _integer(step.get("max_retries"), "options.step_retries.max_retries", 0, 10**6)
-        _number(step.get("delay"), "options.step_retries.delay")
+        _mapping(step, f"{name}.step_retries")
+        _integer(step.get("max_retries"), f"{name}.step_retries.max_retries", 0, 10**6)
+        _number(step.get("delay"), f"{name}.step_retries.delay")
         backoff = step.get("backoff")
         if not isinstance(backoff, bool):
-            _number(backoff, "options.step_retries.backoff")
+            _number(backoff, f"{name}.step_retries.backoff")
 
 
 _OPTIONS_CHECKED = frozenset({"acks_late", "ignore_result", "time_limit", "soft_time_limit",
@@ -242,7 +267,7 @@ def _plainly_valid(envelope: Any) -> bool:
 
 
 def _finite(value: Any) -> bool:
-    return value is None or (type(value) in (int, float) and 0 <= value < math.inf)
+    return value is None or (type(value) in (int, float) and 0 <= value <= MAX_TIME)
 
 
 def check_envelope(envelope: Any) -> dict[str, Any]:

@@ -64,6 +64,17 @@ BAD = {
     "pipeline run a number": (lambda i: envelope(i, headers={"pipeline_run": 5,
                                                               "pipeline_step": "s"}),
                               True, "pipeline_run"),
+    "unknown result serializer": (lambda i: envelope(i, options={"result_serializer":
+                                                                 "pickle9"}), True, "pickle9"),
+    "time limit 1e308": (lambda i: envelope(i, options={"time_limit": 1e308}), True,
+                         "time_limit"),
+    "eta in year 10^300": (lambda i: envelope(i, eta=1e300), True, "eta"),
+    "link not a signature": (lambda i: envelope(i, options={"link": [{"task": "tasks.add",
+                                                                      "args": "notalist"}]}),
+                             True, "options.link[0]"),
+    "chord body without its parts": (lambda i: envelope(i, options={
+        "chord": {"body": {"task": "tasks.add"}, "size": 1}, "group_index": 0}),
+        True, "options.chord.body"),
     "protocol v2": (lambda i: envelope(i, v=2), True, "protocol v2"),
     "unknown task": (lambda i: envelope(i, task="tasks.nope"), True, "tasks.nope"),
     "content type not accepted": (lambda i: envelope(i, content_type="application/x-evil"),
@@ -141,11 +152,14 @@ def test_malformed_messages_among_good_ones_become_dead_letters(app, start_worke
     assert "Traceback" not in log
 
 
-def test_malformed_messages_in_a_thread_pool_become_dead_letters(app, start_worker):
-    """The same with the threads pool, where the worker's consumer thread claims for it."""
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_malformed_messages_in_a_thread_or_solo_pool_become_dead_letters(app, start_worker,
+                                                                         pool):
+    """The same with the threads and solo pools, where the worker's consumer thread claims
+    for them (a bad message must not kill a pool thread, nor the solo worker)."""
     goods = [app.tasks["tasks.add"].delay(i, 1) for i in range(100)]
     bad = push_bad(app, list(BAD), 2 * len(BAD))
-    worker = start_worker("-P", "threads", "-c", "4")
+    worker = start_worker("-P", pool, "-c", "4")
     assert [r.get(timeout=30) for r in goods] == [i + 1 for i in range(100)]
     letters = wait_for_dead_letters(app, len(bad))
     assert len(letters) == len(bad)
@@ -248,3 +262,88 @@ def test_bad_messages_and_the_delivery_limit_with_rpc_results(app, start_worker,
         poison.get(timeout=40)
     assert len((tmp_path / "runs").read_text().split()) == 2
     assert {d.key for d in app.broker.dead_letters()} == {"bad-rpc", "bad-rpc-2", poison.id}
+
+
+def test_requeued_dead_letter_runs_and_its_new_result_stays(app, start_worker, worker_env,
+                                                             tmp_path):
+    """`requeue` forgets the FAILURE before it sends: the new run's result is not wiped."""
+    from runner.dead_letters import DeadLetter
+    from runner.message import Message
+
+    start_worker("-c", "1")
+    messages = [Message(id=f"rq-{i}", task="tasks.add", content_type="application/json",
+                        payload=b"[[1,2],{}]") for i in range(5)]
+    app.broker.bury([DeadLetter.of(m.encode(), "test", "celery", task_id=m.id, task=m.task)
+                     for m in messages])
+    run = subprocess.run([sys.executable, "-m", "runner", "dead-letters", "requeue",
+                          *[m.id for m in messages], "-A", "tasks"], cwd=tmp_path,
+                         env=worker_env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "Requeued 5 dead letters." in run.stdout, run.stderr
+    assert [app.AsyncResult(m.id).get(timeout=15) for m in messages] == [3] * 5
+    time.sleep(0.5)
+    assert {app.AsyncResult(m.id).state for m in messages} == {"SUCCESS"}
+    assert app.broker.dead_letter_count() == 0
+
+
+def test_a_bad_message_with_a_finished_tasks_id_keeps_that_result(app, start_worker):
+    good = app.tasks["tasks.add"].delay(20, 22)
+    worker = start_worker("-c", "1")
+    assert good.get(timeout=10) == 42
+    app.broker.enqueue([Raw(envelope(good.id, b'{"a":1}'), good.id)])
+    app.broker.flush()
+    wait_for_dead_letters(app, 1)
+    assert app.AsyncResult(good.id).get(timeout=5) == 42
+    assert worker.proc.poll() is None
+
+
+@pytest.mark.transports("sqlite")
+def test_rows_of_any_type_written_into_the_sqlite_table_are_buried_or_run(app, start_worker):
+    """Someone writes rows by hand: TEXT, INTEGER and REAL bodies, a TEXT priority."""
+    import sqlite3
+
+    from runner.config.urls import parse_url
+    from runner.sqlite_store import sqlite_path
+
+    good = envelope("typed-text", b"[[1,2],{}]").decode()
+    app.broker.qsize("celery")  # (the file and its tables exist)
+    with sqlite3.connect(sqlite_path(parse_url(app.conf.broker_url))) as db:
+        db.executemany("INSERT INTO runner_messages (queue, priority, body) VALUES (?, ?, ?)",
+                       [("celery", 0, "plain text body"), ("celery", 0, 12345),
+                        ("celery", 0, 1.5), ("celery", "high", b"x\n[]"), ("celery", 0, good)])
+    worker = start_worker("-c", "1")
+    assert app.AsyncResult("typed-text").get(timeout=15) == 3  # valid JSON stored as TEXT
+    letters = wait_for_dead_letters(app, 4, timeout=20)
+    assert len(letters) == 4 and all(not d.task_id for d in letters)
+    assert worker.proc.poll() is None and "Traceback" not in worker.log()
+
+
+@pytest.mark.transports("sqlite")
+def test_dead_letter_commands_on_a_broker_never_reached_say_so_in_one_line(worker_env,
+                                                                           tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**worker_env, "RUNNER_BROKER_URL": f"redis://:secret@127.0.0.1:{port}/0",
+           "RUNNER_BROKER_CONNECTION_TIMEOUT": "1"}
+    for command in (["count"], ["list"], ["purge", "--all", "-f"], ["requeue", "--all"]):
+        run = subprocess.run([sys.executable, "-m", "runner", "dead-letters", *command],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2, (command, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and "could not connect" in lines[0], (command, run.stderr)
+        assert "secret" not in run.stderr
+
+
+def test_a_chain_whose_later_step_is_too_large_is_refused_when_called(app):
+    from runner import chain
+    from runner.exceptions import MessageTooLarge
+
+    app.conf.update(task_message_max_size=1000)
+    add = app.tasks["tasks.add"]
+    with pytest.raises(MessageTooLarge, match="workflow steps"):
+        chain(add.s("a", "b"), add.s("x" * 2000))()
+    with pytest.raises(MessageTooLarge):
+        add.apply_async((1, 1), link=add.s("y" * 2000))
+    assert app.broker.qsize("celery") == 0

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
-from runner.exceptions import SerializationError
 from runner.message import Message
 
-DEAD_LETTER_SCAN = 100_000  # most dead letters read to requeue some
+DEAD_LETTER_SCAN = 100_000  # most dead letters read at once (to list, show or requeue them)
 
 
 @dataclass(slots=True)
@@ -163,31 +162,6 @@ class Broker(ABC):
     @abstractmethod
     def remove_dead(self, keys: Sequence[str] | None = None) -> int:
         """Delete the dead letters of ``keys`` (None: all of them); return how many."""
-
-    def requeue_dead(self, keys: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
-        """Send dead letters (``keys``; None: all) back to their queues as new messages, their
-        delivery count starting again, then delete them. Returns the task ids sent and one
-        line per letter that was not: still unreadable by this version (fix the producer,
-        or upgrade runner first), cut when it was buried, or not there."""
-        letters = {d.key: d for d in self.dead_letters(limit=DEAD_LETTER_SCAN)}
-        problems = [f"{key}: no such dead letter" for key in keys or () if key not in letters]
-        sent: list[tuple[str, Message]] = []
-        for key, letter in letters.items():
-            if keys is not None and key not in keys:
-                continue
-            if letter.truncated:
-                problems.append(f"{key}: its body was cut to {len(letter.body)} of "
-                                f"{letter.size} bytes when it was buried: it cannot be sent")
-                continue
-            try:
-                sent.append((key, Message.decode(letter.body)))
-            except SerializationError as exc:
-                problems.append(f"{key}: still unreadable: {exc}")
-        if sent:
-            self.enqueue([message for _, message in sent])
-            self.flush()  # in the broker before the dead letters go
-            self.remove_dead([key for key, _ in sent])
-        return [message.id for _, message in sent], problems
 
     def close(self) -> None:
         """Release connections; the broker may not be used afterwards."""

@@ -478,18 +478,18 @@ class RedisBroker(Broker):
             calls += [(None, ["HSET", dead, letter.key, letter.encode()]),
                       (None, ["ZADD", at, repr(letter.died_at), letter.key])]
         calls.append((None, ["EXEC"]))
-        retrying("bury", self.url, lambda: self._send(calls), self.max_retries)
+        retrying("bury", self.url, lambda: self._send(calls), self.policy)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         def read() -> list:
             keys = self.client.zrevrange(f"{self.prefix}dead:at", 0, max(0, limit - 1))
             return self.client.hmget(f"{self.prefix}dead", keys) if keys else []
-        raw = retrying("dead letters", self.url, read, self.max_retries)
+        raw = retrying("dead letters", self.url, read, self.policy)
         return [DeadLetter.decode(item) for item in raw[:limit] if item is not None]
 
     def dead_letter_count(self) -> int:
         return int(retrying("dead letters", self.url,
-                            lambda: self.client.hlen(f"{self.prefix}dead"), self.max_retries))
+                            lambda: self.client.hlen(f"{self.prefix}dead"), self.policy))
 
     def remove_dead(self, keys: Sequence[str] | None = None) -> int:
         dead, at = f"{self.prefix}dead", f"{self.prefix}dead:at"
@@ -498,13 +498,13 @@ class RedisBroker(Broker):
                 with self.client.pipeline() as pipe:
                     count = pipe.hlen(dead).delete(dead, at).execute()[0]
                 return int(count)
-            return retrying("purge dead letters", self.url, remove_all, self.max_retries)
+            return retrying("purge dead letters", self.url, remove_all, self.policy)
         if not keys:
             return 0
         def remove() -> int:
             with self.client.pipeline() as pipe:
                 return int(pipe.hdel(dead, *keys).zrem(at, *keys).execute()[0])
-        return retrying("purge dead letters", self.url, remove, self.max_retries)
+        return retrying("purge dead letters", self.url, remove, self.policy)
 
     def close(self) -> None:
         self._drain_ended()

@@ -67,7 +67,7 @@ UPDATE runner_messages
  WHERE seq IN (SELECT seq FROM runner_messages
                 WHERE queue = :queue AND visible_at <= :now
                 ORDER BY priority DESC, seq LIMIT :limit)
-RETURNING seq, priority, deliveries, body
+RETURNING seq, CAST(priority AS INTEGER), deliveries, CAST(body AS BLOB)
 """
 
 MOVE_DUE = """

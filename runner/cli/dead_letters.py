@@ -71,9 +71,7 @@ def requeue(app, keys, everything, as_json) -> None:
     """Send dead letters back to their queues (after fixing what made them fail)."""
     if not keys and not everything:
         raise click.UsageError("name dead letters to requeue, or --all")
-    sent, problems = app.broker.requeue_dead(None if everything else list(keys))
-    for task_id in sent:  # its FAILURE is not the answer any more: the task runs again
-        app.backend.forget(task_id)
+    sent, problems = app.requeue_dead_letters(None if everything else list(keys))
     if as_json:
         click.echo(json.dumps({"requeued": sent, "problems": problems}, indent=2))
     else:

@@ -132,13 +132,16 @@ def bury_refused(app: Runner, broker: Broker, job: Job, result: JobResult,
                  hostname: str) -> None:
     """Keep the dead letter of a job that was refused (unknown task, content not accepted, a
     payload that is not ``[args, kwargs]``); its FAILURE is stored and its message acked
-    with the job's result, after this."""
+    with the job's result, after this, unless its id is a finished task's (then the FAILURE
+    is dropped: ``result.record`` is cleared)."""
     assert job.delivery is not None
     letter = DeadLetter.of(job.message.encode(), result.summary, job.delivery.queue,
                            deliveries=job.delivery.deliveries or 1, task_id=job.message.id,
                            task=job.message.task, hostname=hostname)
     logger.error("Dead letter %s from queue %s: %s", letter.key, letter.queue, letter.reason)
     write_until_done(lambda: broker.bury([letter]), 0, 0)
+    if _finished(app, [job.message.id]):
+        result.record = None
 
 
 def failure(app: Runner, task_id: str, task: str, reason: BaseException, hostname: str,
@@ -164,11 +167,26 @@ def bury(app: Runner, broker: Broker, burials: Sequence[Burial], ack: bool = Tru
     if not burials:
         return
     log(burials)
-    records = [b.record for b in burials if b.record is not None]
-    completed = [(b.message, states.FAILURE, b.record) for b in burials if b.message is not None]
+    finished = _finished(app, [b.record.task_id for b in burials if b.record is not None])
+    kept = [b for b in burials if b.record is not None and b.record.task_id not in finished]
+    records = [b.record for b in kept if b.record is not None]
+    completed = [(b.message, states.FAILURE, b.record) for b in kept if b.message is not None]
     acks = [b.delivery for b in burials] if ack else []
 
     def write_all() -> None:
         broker.bury([b.letter for b in burials])
         write(app, broker, app.backend, records, completed, acks)
     write_until_done(write_all, len(records), len(acks))
+
+
+def _finished(app: Runner, task_ids: list[str]) -> set[str]:
+    """Which of ``task_ids`` already have a final result: a bad message that carries the id
+    of a finished task (a forged or duplicated one) does not overwrite that result."""
+    if not task_ids:
+        return set()
+    try:
+        found = app.backend.get_many(task_ids)
+    except Exception as exc:  # noqa: BLE001 - the backend failed: store the FAILUREs
+        logger.error("looking up results before burying failed: %s", exc)
+        return set()
+    return {task_id for task_id, record in found.items() if record.ready}

@@ -54,6 +54,7 @@ from runner.worker.trace import (
     discarded,
     handle,
     pool_thread,
+    refused,
     time_limit_of,
 )
 
@@ -192,8 +193,17 @@ class Pool:
     def _run(self, job: Job) -> JobResult:
         if job.discard:
             return discarded(self.app, job, self.hostname)
-        return handle(self.app, job.id, job.message, self.hostname, self.accept,
-                      job.delivery_info)
+        try:
+            return handle(self.app, job.id, job.message, self.hostname, self.accept,
+                          job.delivery_info)
+        except (TimeLimitExceeded, SoftTimeLimitExceeded):
+            raise  # (raised outside the task's code: the pool records them)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one job, never the process
+            logger.exception("Task %s[%s]: handling it failed", job.message.task,
+                             job.message.id)
+            result = refused(self.app, job.id, job.message, exc, self.hostname)
+            result.refused = True  # (a dead letter too)
+            return result
 
 
 # -- prefork -----------------------------------------------------------------------------------
@@ -549,8 +559,6 @@ class ThreadPool(Pool):
             pool_thread.arm_soft_limit = functools.partial(self._arm_soft_limit, job.id)
             return self._run(job)
         except (TimeLimitExceeded, SoftTimeLimitExceeded) as exc:  # outside the task's code
-            from runner.worker.trace import refused
-
             return refused(self.app, job.id, job.message, exc, self.hostname)
         finally:
             self._finished(job.id, thread_id)

@@ -122,6 +122,8 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
             payload = serialization.decompress(payload, message.options["compression"])
         args, kwargs = call_arguments(serialization.loads(payload, message.content_type,
                                                           accept))
+        if "result_serializer" in message.options:  # one the worker knows, before it runs
+            serialization.content_type_of(message.options["result_serializer"])
         request = Request(
             id=message.id, task=message.task, args=args, kwargs=kwargs,
             retries=message.retries, eta=message.eta, expires=message.expires,

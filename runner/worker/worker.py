@@ -371,13 +371,13 @@ class Worker:
         previous = self.runtimes.get(message.task)
         self.runtimes[message.task] = (result.runtime if previous is None
                                        else 0.8 * previous + 0.2 * result.runtime)
-        if result.record is not None:
-            self.results.append(result.record)
         if not result.stored:  # (else the process that ran it logged it)
             log_result(message, result)
             if result.refused:  # kept before its ack, which goes with the result
                 bury_refused(self.app, self.broker, job_for(self.app, 0, held.delivery, message),
                              result, self.hostname)
+        if result.record is not None:
+            self.results.append(result.record)
         if result.retry_message is not None:
             self.flush_and_wait()  # the RETRY state is stored before the next attempt exists
             if held.acked:
