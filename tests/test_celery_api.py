@@ -117,3 +117,25 @@ def test_shared_task_binds_to_apps_made_later_and_current_app_is_a_proxy(api):
     assert later.conf.task_always_eager is False
     later.conf.task_always_eager = True
     assert double.delay(5).get() == 10
+
+
+@pytest.mark.transports("sqlite")
+def test_autodiscover_tasks_is_lazy_takes_a_callable_and_names_a_missing_package(
+        tmp_path, monkeypatch):
+    from runner import Celery
+    from runner.exceptions import AppImportError
+
+    for package, body in (("shop", "from runner import shared_task\n\n@shared_task\n"
+                                   "def sell(n):\n    return f'sold {n}'\n"),
+                          ("blog", None)):  # blog has no tasks module: skipped
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        if body:
+            (tmp_path / package / "tasks.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = Celery("proj", broker="memory://", backend="memory://")
+    app.autodiscover_tasks(lambda: ["shop", "blog"])  # as Django passes INSTALLED_APPS
+    assert "shop.tasks.sell" not in app.tasks  # lazy: nothing imported yet
+    assert app.get_task("shop.tasks.sell")(2) == "sold 2"  # looked up: discovered
+    with pytest.raises(AppImportError, match=r"autodiscover_tasks: package 'nowhere'"):
+        app.autodiscover_tasks(["nowhere"], force=True)
