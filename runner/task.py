@@ -260,6 +260,27 @@ class Task:
             raise signal
         return signal
 
+    _annotated = False
+
+    def annotate(self) -> None:
+        """Apply Celery's ``task_annotations`` to this task (once, when an option is first
+        read): a dict of task name (or ``'*'``) -> attributes, a list of such dicts, or
+        objects with an ``annotate(task)`` method returning such a dict."""
+        self._annotated = True
+        annotations = self.app.conf.task_annotations
+        if not annotations:
+            return
+        for entry in annotations if isinstance(annotations, list | tuple) else [annotations]:
+            if hasattr(entry, "annotate"):
+                found = entry.annotate(self)
+            elif isinstance(entry, dict):
+                found = entry.get(self.name) or entry.get("*")
+            else:
+                raise RunnerError(f"task_annotations: {entry!r} is neither a dict of task "
+                                  f"name -> attributes nor an object with annotate(task)")
+            for key, value in (found or {}).items():
+                setattr(self, key.lstrip("@"), value)
+
     # -- reporting progress -----------------------------------------------------------------
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
@@ -289,7 +310,10 @@ class Task:
         self.app.backend.store([record])
 
     def effective(self, option: str) -> Any:
-        """The task's own option, or the app setting it defaults to."""
+        """The task's own option (``task_annotations`` applied), or the app setting it
+        defaults to."""
+        if not self._annotated:
+            self.annotate()
         value = getattr(self, option)
         if value is not None or (option == "max_retries" and self._retry_forever):
             return value

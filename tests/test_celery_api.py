@@ -139,3 +139,16 @@ def test_autodiscover_tasks_is_lazy_takes_a_callable_and_names_a_missing_package
     assert app.get_task("shop.tasks.sell")(2) == "sold 2"  # looked up: discovered
     with pytest.raises(AppImportError, match=r"autodiscover_tasks: package 'nowhere'"):
         app.autodiscover_tasks(["nowhere"], force=True)
+
+
+@pytest.mark.transports("sqlite")
+def test_task_annotations_change_a_tasks_options_in_the_worker(app, start_worker):
+    from runner.exceptions import TimeLimitExceeded
+
+    start_worker("-c", "1", env={"RUNNER_TASK_ANNOTATIONS":
+                                 '{"tasks.sleep": {"time_limit": 0.5}}'})
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        app.tasks["tasks.sleep"].delay(30).get(timeout=20)
+    assert time.monotonic() - started < 10
+    assert app.tasks["tasks.add"].delay(1, 2).get(timeout=10) == 3  # others are untouched
