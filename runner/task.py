@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,10 @@ class Task:
         self.app = app
         for key, value in options.items():
             setattr(self, key, value)
+        if self.rate_limit:
+            warnings.warn(f"rate_limit={self.rate_limit!r}: runner does not enforce rate "
+                          f"limits yet; the task runs without one (see the README's "
+                          f"'Coming from Celery')", stacklevel=3)
         if fun is None:  # a class-based task: its own run() method
             if type(self).run is Task.run:
                 raise TypeError(f"{type(self).__name__}: a task class needs a run() method, "
