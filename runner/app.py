@@ -193,8 +193,10 @@ class Runner:
         if local.backend is None or local.backend_url != url:
             if local.backend is not None:
                 local.backend.close()
-            local.backend = open_backend(url, self.conf.result_expires,
-                                         self._transport_options(), self.broker_url)
+            options = {**self._transport_options(),  # (the broker's, where it is the same
+                       **(self.conf.result_backend_transport_options or {})}  # server) + own
+            local.backend = open_backend(url, self.conf.result_expires, options,
+                                         self.broker_url)
             local.backend_url = url
         return local.backend
 

@@ -152,3 +152,16 @@ def test_task_annotations_change_a_tasks_options_in_the_worker(app, start_worker
         app.tasks["tasks.sleep"].delay(30).get(timeout=20)
     assert time.monotonic() - started < 10
     assert app.tasks["tasks.add"].delay(1, 2).get(timeout=10) == 3  # others are untouched
+
+
+@pytest.mark.transports("redis")
+def test_result_backend_transport_options_reach_the_backend(app, start_worker, redis_server):
+    import redis
+
+    options = '{"global_keyprefix": "myresults:"}'
+    app.conf.update(result_backend_transport_options={"global_keyprefix": "myresults:"})
+    start_worker("-c", "1", env={"RUNNER_RESULT_BACKEND_TRANSPORT_OPTIONS": options})
+    result = app.tasks["tasks.add"].delay(2, 2)
+    assert result.get(timeout=10) == 4
+    keys = [k.decode() for k in redis.Redis(port=redis_server.port).keys("myresults:*")]
+    assert any(result.id in key for key in keys), keys
