@@ -329,7 +329,7 @@ steps:
     (["-p", "n=many"], "param n: 'many' is not a int"),
     (["-p", "n=1", "-p", "shops=north"], "param shops: 'north' is not a list"),
     (["-p", "n=1", "-p", "day=2026-13-01"], "param day: '2026-13-01' is not a date"),
-    (["-p", "n=1", "-p", "ratio=yes"], "param ratio: True is not a float"),
+    (["-p", "n=1", "-p", "ratio=yes"], "param ratio: 'yes' is not a float"),
     (["-p", "n=1", "-p", "colour=red"], "unknown param 'colour'; the pipeline has: n, shops, "
                                         "day, ratio"),
     (["-p", "n"], "Invalid value for -p: 'n' is not NAME=VALUE"),

@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from runner.config.check import check_conf
 from runner.config.conf import Conf
 from runner.config.loaders import ensure_cwd_on_path, import_path
+from runner.config.safe_yaml import YAMLError, load, read_text
+from runner.pipeline.source import MAX_PIPELINE_BYTES
 
 _DATA_SUFFIXES = {".yaml", ".yml", ".json"}
 
@@ -28,13 +29,19 @@ def guess_kind(target: str) -> str:
     if path.suffix.lower() not in _DATA_SUFFIXES or not path.is_file():
         return "config"
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(path, MAX_PIPELINE_BYTES)
+    except OSError:
         return "config"  # the config loader reports the problem
+    except YAMLError:  # too big or not UTF-8: the pipeline loader says so, if it is one
+        with open(path, "rb") as stream:
+            head = stream.read(MAX_PIPELINE_BYTES)
+        return "pipeline" if re.search(rb"^steps\s*:", head, re.M) else "config"
+    if re.search(r"^steps\s*:", text, re.M):  # a top-level `steps:` line tells (no parse)
+        return "pipeline"
     try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError):  # broken YAML: a top-level `steps:` line still tells
-        return "pipeline" if re.search(r"^steps\s*:", text, re.M) else "config"
+        data = load(text, str(path)).data
+    except YAMLError:
+        return "config"
     return "pipeline" if isinstance(data, dict) and "steps" in data else "config"
 
 

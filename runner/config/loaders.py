@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from runner.config import safe_yaml
 from runner.config.settings import SETTING_NAMES, Settings
 from runner.exceptions import ConfigError, ConfigIssue
 
 ENV_PREFIX = "RUNNER_"
 ENV_CONFIG = "RUNNER_CONFIG"
+MAX_SETTINGS_BYTES = 2**20  # a settings file is a page of YAML; this leaves room for queues
 
 # Celery's pre-4.0 UPPERCASE names -> today's names (celery/app/defaults.py and the table in
 # Celery's configuration guide; both spellings are kept where the two disagree).
@@ -278,29 +278,23 @@ def read_file(path: str | os.PathLike) -> Layer:
         raise ConfigError(f"{where}: not a settings file; use a .yaml, .yml or .json file "
                           "(a Python module goes to load_object)")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        parsed = safe_yaml.load(safe_yaml.read_text(path, MAX_SETTINGS_BYTES, where), where)
+    except safe_yaml.YAMLError as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such settings file") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}{line}: not valid YAML: {problem}") from None
+    data = parsed.data
     layer = Layer(label=where)
     if data is None:
         return layer
-    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+    if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings (key: value), "
                           f"got {type(data).__name__}")
-    lines = {key.value: key.start_mark.line + 1 for key, _ in node.value
-             if isinstance(key, yaml.ScalarNode)}
     for name, value in data.items():
-        source = f"{where}:{lines[name]}" if name in lines else where
+        line = parsed.positions.get((name,))
+        source = f"{where}:{line[0]}" if line else where
         key = OLD_NAMES.get(name, name) if isinstance(name, str) else str(name)
         if key not in Settings.model_fields:
             layer.issues.append(ConfigIssue(str(name), did_you_mean(str(name)), source))

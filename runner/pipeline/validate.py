@@ -18,12 +18,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, get_args
 
-import yaml
 from pydantic import ValidationError
 
+from runner.config.safe_yaml import YAMLError, load_value, read_text
 from runner.exceptions import PipelineError
 from runner.pipeline.model import TYPE_ALIASES, ParamSpec, ParamType, Pipeline
-from runner.pipeline.source import Located, YAMLSyntaxError, load_located
+from runner.pipeline.source import MAX_PIPELINE_BYTES, Located, load_located
 from runner.pipeline.template import check_syntax, references, walk_strings
 
 RUN_FIELDS = ("id", "logical_date", "ds", "pipeline", "name")
@@ -51,7 +51,9 @@ def load_pipeline(path: str | Path, task_names: TaskNames | None = None) -> Load
     with ``task_names``)."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, MAX_PIPELINE_BYTES)
+    except YAMLError as exc:
+        raise PipelineError(str(exc)) from None
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such pipeline file") from None
     except OSError as exc:
@@ -63,9 +65,8 @@ def load_pipeline_text(text: str, path: str = "<pipeline>",
                        task_names: TaskNames | None = None) -> LoadedPipeline:
     try:
         located = load_located(text, path)
-    except YAMLSyntaxError as exc:
-        where = f"{path}:{exc.line}:{exc.column}" if exc.line else path
-        raise PipelineError(f"{where}: {exc}") from None
+    except YAMLError as exc:
+        raise PipelineError(str(exc)) from None
     if not isinstance(located.data, dict):
         raise PipelineError(f"{path}: a pipeline file is a mapping with 'name' and 'steps', "
                             f"got {type(located.data).__name__}")
@@ -319,8 +320,8 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
         return value
     if isinstance(value, str) and kind not in ("str", "date", "datetime"):
         try:
-            value = yaml.safe_load(value)
-        except (yaml.YAMLError, ValueError):  # ValueError: an impossible date, 2026-02-30
+            value = load_value(value)
+        except YAMLError:
             raise ValueError(f"param {name}: {value!r} is not a {kind}") from None
     try:
         if kind == "str":
