@@ -24,7 +24,7 @@ from runner.config.safe_yaml import YAMLError, load_value, read_text
 from runner.exceptions import PipelineError
 from runner.pipeline.model import TYPE_ALIASES, ParamSpec, ParamType, Pipeline
 from runner.pipeline.source import MAX_PIPELINE_BYTES, Located, load_located
-from runner.pipeline.template import check_syntax, references, walk_strings
+from runner.pipeline.template import RenderError, inspect, render, walk_strings
 
 RUN_FIELDS = ("id", "logical_date", "ds", "pipeline", "name")
 
@@ -242,6 +242,22 @@ def ancestors(model: Pipeline, name: str) -> set[str]:
     return seen
 
 
+class _Visible:
+    """``target in visible``: whether a step needs ``target``, directly (the usual case, O(1))
+    or through other steps (computed once per step, when first asked): validation stays linear
+    in the number of steps for a long chain."""
+
+    def __init__(self, model: Pipeline, name: str):
+        self.model, self.name, self.all = model, name, None
+
+    def __contains__(self, target: object) -> bool:
+        if target in self.model.steps[self.name].needs:
+            return True
+        if self.all is None:
+            self.all = ancestors(self.model, self.name)
+        return target in self.all
+
+
 def template_problems(model: Pipeline, located: Located) -> list[str]:
     problems: list[str] = []
     for name, spec in model.params.items():
@@ -250,7 +266,7 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
                                         allowed={"run", "params"})
     for name, step in model.steps.items():
         base = ("steps", name)
-        visible = ancestors(model, name)
+        visible = _Visible(model, name)
         for field in ("args", "kwargs", "map", "when"):
             value = getattr(step, field)
             mapped = step.map is not None and field in ("args", "kwargs")  # `when`: the step
@@ -261,15 +277,22 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
 
 
 def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
-                    step: str | None, mapped: bool, visible: set[str] | None = None,
+                    step: str | None, mapped: bool, visible: Collection[str] | None = None,
                     allowed: set[str] | None = None) -> list[str]:
     where = located.where(path)
-    error = check_syntax(text)
-    if error:
-        return [f"{where}: template syntax error in {text!r}: {error}"]
+    inspection = inspect(text)
+    if inspection.error:
+        kind = "template syntax error" if inspection.syntax else "template error"
+        return [f"{where}: {kind} in {_short(text)}: {inspection.error}"]
+    if not inspection.references:  # a constant: render it now, with the run's limits
+        try:
+            render(text, {})
+        except RenderError as exc:
+            return [f"{where}: {_short(str(exc), 300)}"]
+        return []
     allowed = allowed or {"run", "params", "steps", *(("item", "index") if mapped else ())}
     problems = []
-    for ref in references(text):
+    for ref in inspection.references:
         head = ref[0]
         if head not in allowed:
             extra = (" ('item' and 'index' exist only in args and kwargs of a step with 'map')"
@@ -294,6 +317,12 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
                 problems.append(f"{where}: {text!r} reads steps.{target}.{ref[2]}; a step has "
                                 f"'result' and 'state'")
     return problems
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """``text`` for a message: quoted, and cut in the middle past ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
 
 
 # -- parameters ----------------------------------------------------------------------------
