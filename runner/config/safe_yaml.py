@@ -23,8 +23,11 @@ time taken is linear in the size of the text.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -55,6 +58,7 @@ _TIMESTAMP = re.compile(r"[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?"
                         r"(([Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](\.[0-9]*)?"
                         r"(([ \t]*)Z|[-+][0-9][0-9]?(:[0-9][0-9])?)?)?\Z")
 _TAG = "tag:yaml.org,2002:"
+_MAYBE_NOT_TEXT = frozenset("0123456789+-.~nN")  # first characters of numbers, dates and null
 _MERGE = "<<"
 
 
@@ -106,12 +110,26 @@ def _size(count: int) -> str:
     return f"{count / 2**20:g} MiB" if count >= 2**20 else f"{count} bytes"
 
 
+@contextmanager
+def no_collection() -> Iterator[None]:
+    """Python's cycle collector paused: building a million small containers (none in a
+    cycle) otherwise spends a third of its time in collections that free nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load(text: str, file: str = "<yaml>", max_bytes: int | None = None) -> Parsed:
     """Parse one YAML document within the limits above; YAMLError says what and where."""
     if max_bytes is not None and len(text) > max_bytes and len(text.encode()) > max_bytes:
         raise YAMLError(f"text is larger than {_size(max_bytes)}", file)
     try:
-        return _Builder(file).build(_Parser(text))
+        with no_collection():
+            return _Builder(file).build(_Parser(text))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "not valid YAML"
@@ -133,7 +151,7 @@ def load_value(text: str, max_bytes: int = 2**16) -> Any:
 # --- building the document from the parser's events -------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     """A mapping or sequence being built."""
 
@@ -177,8 +195,33 @@ class _Builder:
     def _document(self, parser: Any) -> Any:
         stack: list[_Open] = []
         root: list = []
+        get_event, positions, scalar_event = parser.get_event, self.positions, events.ScalarEvent
         while True:
-            event = parser.get_event()
+            event = get_event()
+            if event.__class__ is scalar_event and stack and event.anchor is None and \
+                    stack[-1].path is not None and event.value != _MERGE:
+                parent = stack[-1]  # the common case, kept short: a scalar in a collection
+                value = self._scalar(event)
+                mark = event.start_mark
+                if parent.value.__class__ is list:
+                    positions[(*parent.path, len(parent.value))] = (mark.line + 1,
+                                                                    mark.column + 1)
+                    parent.value.append(value)
+                    parent.size += 1
+                    continue
+                if not parent.has_key:
+                    parent.key, parent.has_key, parent.key_mark = value, True, mark
+                    parent.merging = False
+                    positions[(*parent.path, value)] = (mark.line + 1, mark.column + 1)
+                    parent.size += 1
+                    continue
+                if not parent.merging:
+                    parent.value[parent.key] = value
+                    parent.has_key = False
+                    parent.size += 1
+                    continue
+                self._add(stack, root, value, 1, event)  # a merge of a scalar: refused there
+                continue
             if isinstance(event, events.ScalarEvent | events.AliasEvent):
                 self._child_path(stack[-1] if stack else None, event)
                 if isinstance(event, events.AliasEvent):
@@ -299,7 +342,9 @@ class _Builder:
 
     def _scalar(self, event: Any) -> Any:
         tag, text = event.tag, event.value
-        if tag is None and event.implicit[0] and not event.style:
+        if tag is None and not event.style and event.implicit[0]:
+            if text and text[0] not in _MAYBE_NOT_TEXT and text not in _BOOL:
+                return text  # a word: most scalars
             return self._plain(text, event)
         if tag in (None, "!", _TAG + "str"):
             return text

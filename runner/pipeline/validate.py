@@ -20,7 +20,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from runner.config.safe_yaml import YAMLError, load_value, read_text
+from runner.config.safe_yaml import YAMLError, load_value, no_collection, read_text
 from runner.exceptions import PipelineError
 from runner.pipeline.model import TYPE_ALIASES, ParamSpec, ParamType, Pipeline
 from runner.pipeline.source import MAX_PIPELINE_BYTES, Located, load_located
@@ -63,6 +63,11 @@ def load_pipeline(path: str | Path, task_names: TaskNames | None = None) -> Load
 
 def load_pipeline_text(text: str, path: str = "<pipeline>",
                        task_names: TaskNames | None = None) -> LoadedPipeline:
+    with no_collection():  # a big pipeline is a million small objects, none in a cycle
+        return _load_pipeline_text(text, path, task_names)
+
+
+def _load_pipeline_text(text: str, path: str, task_names: TaskNames | None) -> LoadedPipeline:
     try:
         located = load_located(text, path)
     except YAMLError as exc:
