@@ -293,7 +293,7 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
         try:
             render(text, {})
         except RenderError as exc:
-            return [f"{where}: {_short(str(exc), 300)}"]
+            return [f"{where}: {_short(str(exc), 300, quote=False)}"]
         return []
     allowed = allowed or {"run", "params", "steps", *(("item", "index") if mapped else ())}
     problems = []
@@ -324,9 +324,9 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
     return problems
 
 
-def _short(text: str, limit: int = 120) -> str:
+def _short(text: str, limit: int = 120, quote: bool = True) -> str:
     """``text`` for a message: quoted, and cut in the middle past ``limit`` characters."""
-    shown = repr(text)
+    shown = repr(text) if quote else text
     return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
 
 
