@@ -161,7 +161,10 @@ class Runner:
 
     def _transport_options(self) -> dict:
         options = self.conf.broker_transport_options
-        return options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        if hasattr(options, "model_dump"):  # unset options left out: each broker has defaults
+            options.warn_unknown()
+            return options.model_dump(exclude_none=True)
+        return dict(options or {})
 
     def flush_broker(self) -> None:
         """Wait until what this thread sent is safe in the broker (see ``Broker.flush``); a

@@ -44,6 +44,7 @@ from runner.config.loaders import (
     read_environ,
     read_file,
     read_object,
+    warn_unknown_environ,
 )
 from runner.config.settings import SETTING_NAMES, URL_SETTINGS, Settings
 from runner.config.urls import mask_url
@@ -72,6 +73,7 @@ class Conf:
         init["_cli"] = []  # list[Layer]
         init["_preconf"] = self._read_preconf(preconf or {})
         init["_env"] = read_environ(environ)
+        warn_unknown_environ(environ)
         init["_env_file_path"] = environ.get(ENV_CONFIG) or None
         init["_env_file"] = None  # Layer, read when first needed
         init["_runtime"] = Layer(label="runtime")

@@ -14,6 +14,7 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -27,6 +28,8 @@ from typing import Any
 from runner.config import safe_yaml
 from runner.config.settings import SETTING_NAMES, Settings
 from runner.exceptions import ConfigError, ConfigIssue
+
+logger = logging.getLogger("runner.config")
 
 ENV_PREFIX = "RUNNER_"
 ENV_CONFIG = "RUNNER_CONFIG"
@@ -309,13 +312,50 @@ def read_file(path: str | os.PathLike) -> Layer:
 # --- environment variables ----------------------------------------------------------------
 
 
+#: ``RUNNER_*`` variables that are no setting: runner's own, and those CI systems set (GitHub
+#: Actions sets RUNNER_OS, RUNNER_TEMP, ... on every job).
+NOT_SETTINGS = frozenset({
+    ENV_CONFIG, "RUNNER_APP",
+    "RUNNER_OS", "RUNNER_ARCH", "RUNNER_NAME", "RUNNER_TEMP", "RUNNER_TOOL_CACHE",
+    "RUNNER_WORKSPACE", "RUNNER_DEBUG", "RUNNER_ENVIRONMENT", "RUNNER_PERFLOG",
+    "RUNNER_TRACKING_ID",
+})
+_WARNED: set[str] = set()  # unknown variables already named in a warning
+
+
+def unknown_environ(environ: Mapping[str, str]) -> list[ConfigIssue]:
+    """A ConfigIssue for each ``RUNNER_*`` variable that is no setting (a typo such as
+    ``RUNNER_WORKER_CONCURENCY`` is otherwise ignored without a word), with the one meant."""
+    issues = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
+            continue
+        key = variable[len(ENV_PREFIX):].lower()
+        if key in Settings.model_fields:
+            continue
+        guess = difflib.get_close_matches(key, SETTING_NAMES, n=1, cutoff=0.6)
+        hint = (f"did you mean {ENV_PREFIX}{guess[0].upper()}?" if guess else
+                f"runner reads {ENV_PREFIX}<SETTING> for its settings")
+        issues.append(ConfigIssue(variable, f"not a setting, ignored; {hint}", "environment"))
+    return issues
+
+
+def warn_unknown_environ(environ: Mapping[str, str]) -> None:
+    """Log each ``RUNNER_*`` variable that is no setting, once per process (``runner
+    validate`` reports them as errors)."""
+    for issue in unknown_environ(environ):
+        if issue.key not in _WARNED:
+            _WARNED.add(issue.key)
+            logger.warning("%s", issue)
+
+
 def read_environ(environ: Mapping[str, str]) -> Layer:
     """``RUNNER_<SETTING>`` variables, parsed to the setting's type.
 
     Text settings take the value as is; others are parsed as JSON when they can be (numbers,
     true/false, null, lists, objects) and are otherwise handed to the model as text (``yes``,
-    ``json,msgpack`` for a list). Other ``RUNNER_*`` names are ignored, not errors: CI systems
-    such as GitHub Actions set RUNNER_OS, RUNNER_TEMP and more.
+    ``json,msgpack`` for a list). Other ``RUNNER_*`` names are ignored (see
+    :func:`warn_unknown_environ`), as are :data:`NOT_SETTINGS`.
     """
     layer = Layer(label="environment")
     for variable in sorted(environ):
