@@ -402,6 +402,11 @@ class Settings(BaseModel):
         if value is None:
             return []
         if isinstance(value, dict):  # Celery's {name: {options}} form
+            bad = [name for name, options in value.items()
+                   if options is not None and not isinstance(options, dict)]
+            if bad:
+                raise ValueError(f"queue {bad[0]!r}: its options must be a mapping "
+                                 f"({{name: {{options}}}}), not {value[bad[0]]!r}")
             return [{"name": name, **(options or {})} for name, options in value.items()]
         return _split_list(value) if isinstance(value, str | tuple | set) else value
 

@@ -133,10 +133,18 @@ def _model_problems(exc: ValidationError, located: Located) -> list[str]:
         elif error["type"] == "missing":
             message = f"{key}: required key is missing"
         else:
-            given = json.dumps(error.get("input"), default=str)
-            message = f"{key}: {error['msg']} (got {given[:80]})"
+            message = f"{key}: {error['msg']} (got {_given(error.get('input'))})"
         problems.append(f"{located.where(path)}: {message}")
     return problems
+
+
+def _given(value: Any) -> str:
+    """A value as the file wrote it, short (JSON where it can be: dates as keys cannot)."""
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text[:80]
 
 
 def _real_path(located: Located, loc: tuple) -> tuple:
