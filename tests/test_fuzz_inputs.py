@@ -6,7 +6,9 @@ another exception or a hang."""
 from __future__ import annotations
 
 import string
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 import pytest
@@ -97,11 +99,10 @@ def test_any_structure_as_a_pipeline_is_loaded_or_refused_with_a_pipeline_error(
 @settings(max_examples=60, deadline=None)
 @given(st.one_of(pipelines(), st.binary(max_size=100).map(bytes.hex)))
 def test_runner_validate_exits_0_or_1_on_any_pipeline_file(data):
-    runner = CliRunner()
-    with runner.isolated_filesystem():
-        with open("fuzz.yaml", "w") as out:
-            out.write(yaml.safe_dump(data) if isinstance(data, dict) else f"steps:\n{data}")
-        result = runner.invoke(validate, ["fuzz.yaml", "--kind", "pipeline"])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_text(yaml.safe_dump(data) if isinstance(data, dict) else f"steps:\n{data}")
+        result = CliRunner().invoke(validate, [str(path), "--kind", "pipeline"])
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         result.exception
@@ -110,11 +111,10 @@ def test_runner_validate_exits_0_or_1_on_any_pipeline_file(data):
 @settings(max_examples=80, deadline=None)
 @given(st.one_of(YAMLISH, st.binary(max_size=60)))
 def test_runner_validate_exits_0_or_1_on_any_yaml_file_pipeline_or_settings(content):
-    runner = CliRunner()
-    with runner.isolated_filesystem():
-        with open("fuzz.yaml", "wb") as out:
-            out.write(content if isinstance(content, bytes) else content.encode())
-        result = runner.invoke(validate, ["fuzz.yaml"])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fuzz.yaml"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        result = CliRunner().invoke(validate, [str(path)])
     assert result.exit_code in (0, 1), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         result.exception
