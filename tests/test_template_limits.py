@@ -77,6 +77,11 @@ def test_an_endless_constant_loop_is_stopped_by_the_render_deadline_in_validate(
     "{{ '{:>999999999}'.format(1) }}",
     "{{ '%999999999d' | format(1) }}",
     "{{ 10 ** 100000 }}",
+    "{{ [1] | slice(1000000000) | list }}",
+    "{{ ('x' * 1000000) | replace('x', 'xxxx') }}",
+    "{{ ('x' * 1000000).replace('x', 'xxxx') }}",
+    "{{ ('x' * 1000000).join(['a'] * 1000) }}",
+    "{{ (['a'] * 1000) | join('x' * 1000000) }}",
     "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
 ])
@@ -91,6 +96,8 @@ def test_values_passed_along_are_not_limited_only_what_a_template_makes():
     big = ["x" * 1000] * (MAX_OUTPUT_CHARS // 1000 + 10)
     assert render("{{ steps.a.result }}", {"steps": {"a": {"result": big}}}) is big
     assert render("{{ 'x' * 1000 }}", {}) == "x" * 1000
+    assert render("{{ params.n | default(5000000) }}", {"params": {}}) == 5000000
+    assert render("{{ 'a-b'.replace('-', '+') }} {{ [1, 2] | join(',') }}", {}) == "a+b 1,2"
 
 
 def test_a_huge_string_at_run_time_fails_its_step_naming_it_not_the_database(pipelines):

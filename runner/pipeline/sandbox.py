@@ -94,6 +94,29 @@ def check_binop(op: str, left: Any, right: Any) -> None:
         raise _too_big(f"the format {left[:40]!r}")
 
 
+#: Filters whose numbers are sizes of what they make (``center(10**9)``, ``slice(10**9)``);
+#: elsewhere a big number is only a value (``default(5000000)``).
+SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "batch", "slice", "format"})
+
+
+def check_growth(name: str, owner: Any, args: tuple) -> None:
+    """Refuse ``s.replace(old, new)`` and ``sep.join(items)`` whose result would be too
+    big, from the sizes of what they were given."""
+    if name == "replace" and len(args) >= 2 and all(isinstance(a, str) for a in args[:2]) \
+            and isinstance(owner, str) and len(args[1]) > len(args[0]):
+        growth = (owner.count(args[0]) if args[0] else len(owner) + 1) * (
+            len(args[1]) - len(args[0]))
+        if len(owner) + growth > MAX_OUTPUT_CHARS:
+            raise _too_big(f"replace(...) on {len(owner)} characters")
+    elif name == "join" and isinstance(owner, str) and args and \
+            isinstance(args[0], list | tuple):
+        items = args[0]
+        size = len(owner) * max(len(items) - 1, 0) + sum(
+            len(item) if isinstance(item, str) else 1 for item in items)
+        if size > MAX_OUTPUT_CHARS:
+            raise _too_big(f"join(...) of {len(items)} items")
+
+
 def check_arguments(name: str, args: Iterable[Any]) -> None:
     """Refuse a call whose counts or widths would make a huge value (``center(10**9)``)."""
     for value in args:
@@ -106,10 +129,19 @@ def check_arguments(name: str, args: Iterable[Any]) -> None:
 
 
 def _guarded_filter(name: str, func: Callable) -> Callable:
+    skip = 1 if getattr(func, "jinja_pass_arg", None) else 0  # the context Jinja passes first
+
     @functools.wraps(func)  # keeps jinja_pass_arg, so Jinja passes the context as before
     def guarded(*args: Any, **kwargs: Any) -> Any:
         tick()
-        check_arguments(f"filter {name}", [*args, *kwargs.values()])
+        value, rest = (args[skip], args[skip + 1:]) if len(args) > skip else (None, ())
+        if name in SIZING_FILTERS:
+            check_arguments(f"filter {name}", [*rest, *kwargs.values()])
+        if name == "replace":
+            check_growth("replace", value, rest)
+        elif name == "join" and isinstance(value, list | tuple):
+            separator = rest[0] if rest else kwargs.get("d", "")
+            check_growth("join", separator if isinstance(separator, str) else "", (value,))
         result = func(*args, **kwargs)
         size = _length(result)
         if size is not None and size > MAX_OUTPUT_CHARS:
@@ -141,11 +173,13 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         tick()
-        check_arguments(getattr(__obj, "__name__", "a call"), [*args, *kwargs.values()])
         method = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
-        if isinstance(getattr(method, "__self__", None), str) and \
-                getattr(method, "__name__", None) in ("format", "format_map"):
-            check_arguments("str.format", [method.__self__])
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, str | bytes | list | tuple):  # a method of a value: sizes count
+            check_arguments(name, [*args, *kwargs.values()])
+            check_growth(name, owner, args)
+            if name in ("format", "format_map"):
+                check_arguments("str.format", [owner])
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
