@@ -146,3 +146,19 @@ def test_merge_keys_still_work_and_merged_keys_have_a_position(tmp_path):
     result = validate(path)
     assert one_error(result) == (
         f"{path}:7:5: steps.b.retries: Input should be greater than or equal to 0 (got -1)")
+
+
+def test_the_pure_python_parser_reads_the_same_data_and_positions(monkeypatch):
+    """Where libyaml is missing, PyYAML's own parser feeds the same reader."""
+    import yaml
+
+    from runner.config import safe_yaml
+
+    text = ("name: p\nsteps:\n  a: &a {task: t.a, args: [1, NO, '2', 2026-01-02]}\n"
+            "  b: {<<: *a, needs: [a]}\n")
+    with_libyaml = safe_yaml.load(text, "p.yaml")
+    monkeypatch.setattr(safe_yaml, "_Parser", yaml.SafeLoader)
+    pure = safe_yaml.load(text, "p.yaml")
+    assert (pure.data, pure.positions) == (with_libyaml.data, with_libyaml.positions)
+    with pytest.raises(safe_yaml.YAMLError, match=r"p.yaml:1:101: nested deeper than 100"):
+        safe_yaml.load("[" * 150 + "]" * 150, "p.yaml")
