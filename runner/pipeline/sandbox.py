@@ -150,6 +150,16 @@ def _guarded_filter(name: str, func: Callable) -> Callable:
     return guarded
 
 
+def _guarded_lipsum(lipsum: Callable) -> Callable:
+    """Jinja's ``lipsum(n, html, min, max)``: n paragraphs of up to max words, made in one go."""
+    @functools.wraps(lipsum)
+    def guarded(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002
+        if isinstance(n, int) and isinstance(max, int) and n * max * 12 > MAX_OUTPUT_CHARS:
+            raise _too_big(f"lipsum({n}, ..., max={max})")
+        return lipsum(n, html, min, max)
+    return guarded
+
+
 def _loop(iterable: Any) -> Iterator[Any]:
     for item in iterable:
         tick()
@@ -165,6 +175,7 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         self.filters = {name: _guarded_filter(name, func) for name, func in self.filters.items()}
         self.filters[LOOP_FILTER] = _loop
+        self.globals["lipsum"] = _guarded_lipsum(self.globals["lipsum"])
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         tick()
