@@ -35,6 +35,16 @@ def test_validate_names_the_variable_whose_value_is_bad():
         "unable to parse string as an integer; given 'abc'"]
 
 
+def test_a_deeply_nested_json_variable_is_an_error_naming_it_not_a_traceback():
+    nested = "[" * 5000 + "]" * 5000
+    result = run_runner("validate", "celeryconfig", cwd=ROOT,
+                        env=env_with(RUNNER_ACCEPT_CONTENT=nested))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[1].startswith(
+        "  env RUNNER_ACCEPT_CONTENT: accept_content: ")
+
+
 def test_python_m_celeryconfig_checks_the_environment_too():
     result = subprocess.run([sys.executable, "-m", "celeryconfig"], cwd=ROOT, timeout=60,
                             capture_output=True, text=True, env=env_with(**{TYPO: "3"}))

@@ -372,7 +372,7 @@ def _parse_env(key: str, raw: str) -> Any:
         return raw
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit: the text
         return raw
 
 
