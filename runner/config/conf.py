@@ -284,6 +284,8 @@ def issues_from(error: ValidationError, sources: Mapping[str, str]) -> list[Conf
             given = detail.get("input")
             shown = mask_url(given) if top in URL_SETTINGS else given
             message += f"; given {_short(shown)}"
+        if len(message) > 300:  # a value quoted in the message can be megabytes long
+            message = message[:200] + " ... " + message[-60:]
         issues.append(ConfigIssue(key, message, sources.get(top)))
     return issues
 
