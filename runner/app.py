@@ -210,11 +210,16 @@ class Runner:
         return found
 
     def _transport_options(self) -> dict:
-        """``broker_transport_options``, with the ``broker_connection_*`` settings that say how
-        brokers and backends connect (see runner.reconnect)."""
+        """``broker_transport_options`` (unset ones left out: each broker has its defaults),
+        with the ``broker_connection_*`` settings that say how brokers and backends connect
+        (see runner.reconnect)."""
         conf = self.conf
         options = conf.broker_transport_options
-        options = options.model_dump() if hasattr(options, "model_dump") else dict(options or {})
+        if hasattr(options, "model_dump"):
+            options.warn_unknown()
+            options = options.model_dump(exclude_none=True)
+        else:
+            options = dict(options or {})
         options.update(broker_connection_timeout=conf.broker_connection_timeout,
                        broker_connection_retry=conf.broker_connection_retry,
                        broker_connection_retry_on_startup=conf.broker_connection_retry_on_startup,

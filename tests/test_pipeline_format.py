@@ -16,6 +16,7 @@ import pytest
 from runner.exceptions import PipelineError
 from runner.pipeline.schema import SCHEMA_PATH, render
 from runner.pipeline.validate import load_pipeline, load_pipeline_text
+from tests.helpers import run_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "pipelines").glob("*.yaml"))
@@ -329,7 +330,7 @@ steps:
     (["-p", "n=many"], "param n: 'many' is not a int"),
     (["-p", "n=1", "-p", "shops=north"], "param shops: 'north' is not a list"),
     (["-p", "n=1", "-p", "day=2026-13-01"], "param day: '2026-13-01' is not a date"),
-    (["-p", "n=1", "-p", "ratio=yes"], "param ratio: True is not a float"),
+    (["-p", "n=1", "-p", "ratio=yes"], "param ratio: 'yes' is not a float"),
     (["-p", "n=1", "-p", "colour=red"], "unknown param 'colour'; the pipeline has: n, shops, "
                                         "day, ratio"),
     (["-p", "n"], "Invalid value for -p: 'n' is not NAME=VALUE"),
@@ -489,9 +490,15 @@ def test_unknown_tasks_are_reported_with_the_other_problems_at_once(tmp_path):
     assert "3 problems" in submitted.stderr and "unknown task" in submitted.stderr
 
 
-def test_validate_without_an_importable_app_checks_everything_else(tmp_path):
+def test_validate_reports_an_app_that_does_not_import_at_its_line_and_checks_the_rest(
+        tmp_path):
     path = tmp_path / "noapp.yaml"
-    path.write_text("name: noapp\napp: no_such_module_here\nsteps:\n  a: {task: x.y}\n")
-    result = runner_cli("validate", path, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "task names not checked" in result.stdout
+    path.write_text("name: noapp\napp: no_such_module_here\nsteps:\n  a: {task: x.y, "
+                    "needs: [b]}\n")
+    result = run_runner("validate", path, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.splitlines() == [
+        f"{path}:4:26: step 'a' needs 'b', which is not a step",
+        f"{path}:2:1: app 'no_such_module_here' cannot be loaded: -A no_such_module_here: no "
+        f"module named 'no_such_module_here' (looked in {tmp_path} and sys.path; run from the "
+        f"folder holding no_such_module_here.py)"]

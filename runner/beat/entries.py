@@ -15,8 +15,9 @@ from typing import Any
 from runner.exceptions import ConfigError, RunnerError
 from runner.pipeline import engine
 from runner.pipeline.runs import run_key
+from runner.pipeline.triggers import check_trigger, trigger_name
 from runner.pipeline.validate import LoadedPipeline, load_pipeline
-from runner.schedules import BaseSchedule, as_schedule, parse_every, zone
+from runner.schedules import BaseSchedule, as_schedule, zone
 
 CATCHUP_POLICIES = ("skip", "latest", "all")
 
@@ -134,14 +135,10 @@ def _pipeline_entries(directory: str, tz: tzinfo, known: set[str] | None,
             continue
         model = loaded.model
         for index, trigger in enumerate(model.triggers):
-            name = model.name if len(model.triggers) == 1 else f"{model.name}[{index}]"
+            name = trigger_name(model, index)
             where = loaded.located.where(("triggers", index))
             try:
-                trigger_tz = zone(trigger.timezone) if trigger.timezone else tz
-                schedule = (parse_every(trigger.every) if trigger.every else
-                            as_schedule(trigger.cron))
-                engine.resolve_params(model, dict(trigger.params),
-                                      engine.run_context("check", model.name, datetime.now(tz)))
+                schedule, trigger_tz = check_trigger(model, trigger, tz)
             except RunnerError as exc:
                 problems.append(f"{where}: trigger {name!r}: {exc}")
                 continue

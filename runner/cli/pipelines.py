@@ -13,6 +13,7 @@ import click
 import yaml
 
 from runner.cli.base import load_app
+from runner.config.safe_yaml import YAMLError, load_value
 from runner.exceptions import PipelineError
 from runner.pipeline import control, engine
 from runner.pipeline.model import Pipeline
@@ -47,8 +48,8 @@ def parse_params(pairs: tuple[str, ...], pipeline: Pipeline | None = None) -> di
         spec = pipeline.params.get(name.strip()) if pipeline else None
         if spec is not None and spec.type == "any":
             try:
-                value = yaml.safe_load(value)
-            except (yaml.YAMLError, ValueError):
+                value = load_value(value)
+            except YAMLError:
                 pass  # not YAML: the text itself
         params[name.strip()] = value
     return params

@@ -8,16 +8,19 @@ A YAML file with a top-level ``steps:`` key is a pipeline; anything else is a co
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import sys
 from pathlib import Path
 
 import click
-import yaml
 
 from runner.config.check import check_conf
 from runner.config.conf import Conf
 from runner.config.loaders import ensure_cwd_on_path, import_path
+from runner.config.safe_yaml import YAMLError, load, read_text
+from runner.pipeline.source import MAX_PIPELINE_BYTES
 
 _DATA_SUFFIXES = {".yaml", ".yml", ".json"}
 
@@ -28,13 +31,19 @@ def guess_kind(target: str) -> str:
     if path.suffix.lower() not in _DATA_SUFFIXES or not path.is_file():
         return "config"
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(path, MAX_PIPELINE_BYTES)
+    except OSError:
         return "config"  # the config loader reports the problem
+    except YAMLError:  # too big or not UTF-8: the pipeline loader says so, if it is one
+        with open(path, "rb") as stream:
+            head = stream.read(MAX_PIPELINE_BYTES)
+        return "pipeline" if re.search(rb"^steps\s*:", head, re.M) else "config"
+    if re.search(r"^steps\s*:", text, re.M):  # a top-level `steps:` line tells (no parse)
+        return "pipeline"
     try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError):  # broken YAML: a top-level `steps:` line still tells
-        return "pipeline" if re.search(r"^steps\s*:", text, re.M) else "config"
+        data = load(text, str(path)).data
+    except YAMLError:
+        return "config"
     return "pipeline" if isinstance(data, dict) and "steps" in data else "config"
 
 
@@ -57,6 +66,7 @@ def _load_target(conf: Conf, target: str) -> None:
               help="A YAML settings file applied over TARGET (as every command's --config).")
 def validate(target: str, kind: str | None, config_file: str | None) -> None:
     """Check TARGET (a config module, .py, .yaml or .json file) and print a summary."""
+    logging.getLogger("runner.config").setLevel(logging.ERROR)  # its warnings: errors here
     kind = kind or guess_kind(target)
     if kind == "pipeline":
         sys.exit(validate_pipeline(target, config_file))
@@ -70,30 +80,46 @@ def validate(target: str, kind: str | None, config_file: str | None) -> None:
 
 
 def validate_pipeline(target: str, config_file: str | None) -> int:
-    """0 and a summary when the pipeline is valid (its tasks checked against its app when the
-    app imports), else 1 and every problem, one per line."""
-    from runner.cli.pipelines import pipeline_app, registered_tasks
-    from runner.exceptions import PipelineError, RunnerError
-    from runner.pipeline.validate import load_pipeline
+    """0 and a summary when the pipeline is valid, else 1 and every problem, one per line.
 
-    notes = []
+    Checked as the commands that run it check it: the file (see
+    :mod:`runner.pipeline.validate`), its ``app:`` (it must import; its task names are then
+    checked), its triggers (as ``runner beat`` checks them) and the ``RUNNER_*`` variables.
+    """
+    from runner.cli.pipelines import pipeline_app, registered_tasks
+    from runner.config.check import environ_issues
+    from runner.exceptions import ConfigError, PipelineError, RunnerError
+    from runner.pipeline.triggers import trigger_problems
+    from runner.pipeline.validate import load_pipeline
+    from runner.schedules import zone
+
+    app_problems: list[str] = []
 
     def task_names(source) -> set[str] | None:
         try:
             return registered_tasks(pipeline_app(source, None, config_file))
-        except RunnerError as exc:  # the app does not import: say so, check the rest
-            notes.append(f" (task names not checked: {exc})")
+        except RunnerError as exc:  # say so, and check the rest
+            data = source.data if isinstance(source.data, dict) else {}
+            key = "config" if isinstance(exc, ConfigError) and "config" in data else "app"
+            where = source.where((key,)) if key in data else source.file
+            named = data.get(key)
+            app_problems.append(f"{where}: {key} {named!r} cannot be loaded: {exc}"
+                                if named else f"{where}: {exc}")
             return None
 
     try:
-        model = load_pipeline(target, task_names).model
+        loaded = load_pipeline(target, task_names)
+        problems = trigger_problems(loaded, zone("UTC"))
     except PipelineError as exc:
-        for problem in exc.problems:
+        loaded, problems = None, list(exc.problems)
+    problems += app_problems + [str(issue) for issue in environ_issues(os.environ)]
+    if problems:
+        for problem in problems:
             click.echo(problem, err=True)
         return 1
-    note = "".join(notes)
+    model = loaded.model
     click.echo(f"pipeline {model.name}: {len(model.steps)} steps, {len(model.params)} params, "
-               f"{len(model.triggers)} trigger(s){note}")
+               f"{len(model.triggers)} trigger(s)")
     click.echo("pipeline OK")
     return 0
 

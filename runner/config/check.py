@@ -11,13 +11,17 @@ code that others call for a value (they call :func:`problems` and :func:`summary
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from runner.config.conf import Conf
-from runner.config.settings import Settings
+from pydantic import ValidationError
+
+from runner.config.conf import Conf, issues_from
+from runner.config.loaders import read_environ, unknown_environ
+from runner.config.settings import Settings, unknown_transport_options
 from runner.config.urls import EMBEDDED_DEFAULT_URL, is_supported, mask_url, not_supported_message
 from runner.exceptions import ConfigError, ConfigIssue
 
@@ -75,20 +79,59 @@ def problems(conf: Conf) -> list[ConfigIssue]:
     return issues
 
 
-def check_conf(load: Callable[[Conf], None]) -> int:
+def environ_issues(environ: Mapping[str, str]) -> list[ConfigIssue]:
+    """What run time would find wrong in the ``RUNNER_*`` variables: names that are no setting
+    (with the one meant) and values the setting refuses (naming the variable)."""
+    layer = read_environ(environ)
+    issues = unknown_environ(environ)
+    try:
+        Settings.model_validate(layer.values)
+    except ValidationError as exc:
+        issues += issues_from(exc, layer.sources)
+    return issues
+
+
+def transport_issues(conf: Conf) -> tuple[list[ConfigIssue], list[str]]:
+    """broker_transport_options runner's brokers do not read: an issue when it is close to
+    one they do (a typo), else a warning (it may be meant for a broker of your own)."""
+    issues, notes = [], []
+    options = conf.settings.broker_transport_options
+    source = conf.source_of("broker_transport_options")
+    for key, hint in unknown_transport_options(options):
+        if hint:
+            issues.append(ConfigIssue(f"broker_transport_options.{key}",
+                                      f"unknown option; did you mean {hint!r}?", source))
+        else:
+            notes.append(f"{source + ': ' if source else ''}broker_transport_options.{key}: "
+                         f"not an option runner's brokers read; passed to the broker as is")
+    return issues, notes
+
+
+def check_conf(load: Callable[[Conf], None], environ: Mapping[str, str] | None = None) -> int:
     """Build a Conf with ``load(conf)``, then print the summary and "configuration OK" (0), or
     every problem to stderr (1). Old-name deprecations are printed too: here they are the point.
+
+    The configuration is checked as written (the environment does not change the summary);
+    the ``RUNNER_*`` variables of ``environ`` (default: this process's) are checked on their
+    own, as run time would read them.
     """
     conf = Conf(environ={})
+    notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DeprecationWarning)
         try:
             load(conf)
             issues = problems(conf)
+            if not issues:
+                more, notes = transport_issues(conf)
+                issues += more
         except ConfigError as exc:
             issues = list(exc.issues)
+    issues += environ_issues(os.environ if environ is None else environ)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     if issues:
         print("\n".join(format_issues(issues)), file=sys.stderr)
         return 1

@@ -44,6 +44,7 @@ from runner.config.loaders import (
     read_environ,
     read_file,
     read_object,
+    warn_unknown_environ,
 )
 from runner.config.settings import SETTING_NAMES, URL_SETTINGS, Settings
 from runner.config.urls import mask_url
@@ -72,6 +73,7 @@ class Conf:
         init["_cli"] = []  # list[Layer]
         init["_preconf"] = self._read_preconf(preconf or {})
         init["_env"] = read_environ(environ)
+        warn_unknown_environ(environ)
         init["_env_file_path"] = environ.get(ENV_CONFIG) or None
         init["_env_file"] = None  # Layer, read when first needed
         init["_runtime"] = Layer(label="runtime")
@@ -282,6 +284,8 @@ def issues_from(error: ValidationError, sources: Mapping[str, str]) -> list[Conf
             given = detail.get("input")
             shown = mask_url(given) if top in URL_SETTINGS else given
             message += f"; given {_short(shown)}"
+        if len(message) > 300:  # a value quoted in the message can be megabytes long
+            message = message[:200] + " ... " + message[-60:]
         issues.append(ConfigIssue(key, message, sources.get(top)))
     return issues
 

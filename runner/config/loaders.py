@@ -14,6 +14,7 @@ import difflib
 import importlib
 import inspect
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -24,13 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from runner.config import safe_yaml
 from runner.config.settings import SETTING_NAMES, Settings
 from runner.exceptions import ConfigError, ConfigIssue
 
+logger = logging.getLogger("runner.config")
+
 ENV_PREFIX = "RUNNER_"
 ENV_CONFIG = "RUNNER_CONFIG"
+MAX_SETTINGS_BYTES = 2**20  # a settings file is a page of YAML; this leaves room for queues
 
 # Celery's pre-4.0 UPPERCASE names -> today's names (celery/app/defaults.py and the table in
 # Celery's configuration guide; both spellings are kept where the two disagree).
@@ -278,29 +281,23 @@ def read_file(path: str | os.PathLike) -> Layer:
         raise ConfigError(f"{where}: not a settings file; use a .yaml, .yml or .json file "
                           "(a Python module goes to load_object)")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        parsed = safe_yaml.load(safe_yaml.read_text(path, MAX_SETTINGS_BYTES, where), where)
+    except safe_yaml.YAMLError as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such settings file") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}{line}: not valid YAML: {problem}") from None
+    data = parsed.data
     layer = Layer(label=where)
     if data is None:
         return layer
-    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+    if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings (key: value), "
                           f"got {type(data).__name__}")
-    lines = {key.value: key.start_mark.line + 1 for key, _ in node.value
-             if isinstance(key, yaml.ScalarNode)}
     for name, value in data.items():
-        source = f"{where}:{lines[name]}" if name in lines else where
+        line = parsed.positions.get((name,))
+        source = f"{where}:{line[0]}" if line else where
         key = OLD_NAMES.get(name, name) if isinstance(name, str) else str(name)
         if key not in Settings.model_fields:
             layer.issues.append(ConfigIssue(str(name), did_you_mean(str(name)), source))
@@ -315,13 +312,50 @@ def read_file(path: str | os.PathLike) -> Layer:
 # --- environment variables ----------------------------------------------------------------
 
 
+#: ``RUNNER_*`` variables that are no setting: runner's own, and those CI systems set (GitHub
+#: Actions sets RUNNER_OS, RUNNER_TEMP, ... on every job).
+NOT_SETTINGS = frozenset({
+    ENV_CONFIG, "RUNNER_APP",
+    "RUNNER_OS", "RUNNER_ARCH", "RUNNER_NAME", "RUNNER_TEMP", "RUNNER_TOOL_CACHE",
+    "RUNNER_WORKSPACE", "RUNNER_DEBUG", "RUNNER_ENVIRONMENT", "RUNNER_PERFLOG",
+    "RUNNER_TRACKING_ID",
+})
+_WARNED: set[str] = set()  # unknown variables already named in a warning
+
+
+def unknown_environ(environ: Mapping[str, str]) -> list[ConfigIssue]:
+    """A ConfigIssue for each ``RUNNER_*`` variable that is no setting (a typo such as
+    ``RUNNER_WORKER_CONCURENCY`` is otherwise ignored without a word), with the one meant."""
+    issues = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS:
+            continue
+        key = variable[len(ENV_PREFIX):].lower()
+        if key in Settings.model_fields:
+            continue
+        guess = difflib.get_close_matches(key, SETTING_NAMES, n=1, cutoff=0.6)
+        hint = (f"did you mean {ENV_PREFIX}{guess[0].upper()}?" if guess else
+                f"runner reads {ENV_PREFIX}<SETTING> for its settings")
+        issues.append(ConfigIssue(variable, f"not a setting, ignored; {hint}", "environment"))
+    return issues
+
+
+def warn_unknown_environ(environ: Mapping[str, str]) -> None:
+    """Log each ``RUNNER_*`` variable that is no setting, once per process (``runner
+    validate`` reports them as errors)."""
+    for issue in unknown_environ(environ):
+        if issue.key not in _WARNED:
+            _WARNED.add(issue.key)
+            logger.warning("%s", issue)
+
+
 def read_environ(environ: Mapping[str, str]) -> Layer:
     """``RUNNER_<SETTING>`` variables, parsed to the setting's type.
 
     Text settings take the value as is; others are parsed as JSON when they can be (numbers,
     true/false, null, lists, objects) and are otherwise handed to the model as text (``yes``,
-    ``json,msgpack`` for a list). Other ``RUNNER_*`` names are ignored, not errors: CI systems
-    such as GitHub Actions set RUNNER_OS, RUNNER_TEMP and more.
+    ``json,msgpack`` for a list). Other ``RUNNER_*`` names are ignored (see
+    :func:`warn_unknown_environ`), as are :data:`NOT_SETTINGS`.
     """
     layer = Layer(label="environment")
     for variable in sorted(environ):
@@ -338,7 +372,7 @@ def _parse_env(key: str, raw: str) -> Any:
         return raw
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit: the text
         return raw
 
 

@@ -9,6 +9,7 @@ an environment variable) into one shape per setting, so the rest of runner reads
 from __future__ import annotations
 
 import difflib
+import logging
 import zoneinfo
 from datetime import timedelta
 from functools import lru_cache
@@ -28,6 +29,8 @@ from runner.config.urls import check_url, mask_url
 from runner.exceptions import ConfigError, SerializationError
 from runner.routing import validate_routes
 from runner.schedules import as_schedule
+
+logger = logging.getLogger("runner.config")
 
 
 def _split_list(value: Any) -> Any:
@@ -81,7 +84,9 @@ def _check_timezone(value: str) -> str:
 
 
 class TransportOptions(BaseModel):
-    """``broker_transport_options``: known options are typed, others pass through to a broker.
+    """``broker_transport_options``: every option runner's brokers read is typed here; others
+    pass through to a broker (one of your own may read them), and are named in a warning,
+    with the option meant when one is close (:func:`unknown_transport_options`).
 
     Reads like a dict too (``opts['visibility_timeout']``, ``opts.get(...)``) for Celery code.
     """
@@ -106,6 +111,29 @@ class TransportOptions(BaseModel):
     interval_start: float | None = Field(None, ge=0, description="first retry delay (seconds)")
     interval_step: float | None = Field(None, ge=0, description="delay added per retry (seconds)")
     interval_max: float | None = Field(None, ge=0, description="longest retry delay (seconds)")
+    global_keyprefix: str | None = Field(
+        None, description="Redis: prefix of runner's keys (default 'runner:')")
+    socket_connect_timeout: float | None = Field(
+        None, gt=0, description="Redis: seconds to wait for a connection (default 4)")
+    health_check_interval: int | None = Field(
+        None, ge=0, description="Redis: seconds between checks of an idle connection (default 25)")
+    heartbeat: int | None = Field(
+        None, ge=0, description="RabbitMQ: heartbeat interval in seconds (default 60; 0: none)")
+    socket_timeout: float | None = Field(
+        None, gt=0, description="RabbitMQ: seconds a socket operation may take (default 5)")
+    blocked_connection_timeout: float | None = Field(
+        None, gt=0, description="RabbitMQ: seconds a connection may stay blocked by a "
+        "resource alarm before it is dropped (default 60)")
+
+    def warn_unknown(self) -> None:
+        """Log each option runner's brokers do not read (once per process): called where the
+        options are handed to a broker."""
+        for key, hint in unknown_transport_options(self):
+            if key not in _WARNED:
+                _WARNED.add(key)
+                logger.warning("broker_transport_options: %r is not an option runner's brokers "
+                               "read%s; it is passed to the broker as is", key,
+                               f" (did you mean {hint!r}?)" if hint else "")
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -115,6 +143,16 @@ class TransportOptions(BaseModel):
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)
+
+
+_WARNED: set[str] = set()  # unknown transport options already named in a warning
+
+
+def unknown_transport_options(options: TransportOptions) -> list[tuple[str, str | None]]:
+    """``(key, the option probably meant or None)`` for each key runner's brokers do not read."""
+    known = list(TransportOptions.model_fields)
+    return [(key, next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.8)), None))
+            for key in (options.model_extra or {})]
 
 
 class QueueSpec(BaseModel):
@@ -372,6 +410,11 @@ class Settings(BaseModel):
         if value is None:
             return []
         if isinstance(value, dict):  # Celery's {name: {options}} form
+            bad = [name for name, options in value.items()
+                   if options is not None and not isinstance(options, dict)]
+            if bad:
+                raise ValueError(f"queue {bad[0]!r}: its options must be a mapping "
+                                 f"({{name: {{options}}}}), not {value[bad[0]]!r}")
             return [{"name": name, **(options or {})} for name, options in value.items()]
         return _split_list(value) if isinstance(value, str | tuple | set) else value
 

@@ -1,9 +1,11 @@
 """Loading a pipeline file and finding every problem in it before anything is enqueued.
 
-Problems are reported all at once, each as ``file:line:col: what``: YAML syntax, unknown keys and
-wrong types (from the model), steps that need missing steps, cycles, template syntax errors,
-templates reading params or steps that do not exist, tasks the app does not register, and
-parameter values of the wrong type.
+Problems are reported all at once, each as ``file:line:col: what``: YAML syntax and the reader's
+limits (:mod:`runner.config.safe_yaml`), unknown keys and wrong types (from the model), steps
+that need missing steps, cycles, template syntax errors, unknown filters and attributes the
+sandbox refuses, constant templates that fail or pass the render limits, templates reading
+params or steps that do not exist, tasks the app does not register, and parameter values of
+the wrong type. Every check is linear in the size of the file.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, get_args
 
-import yaml
 from pydantic import ValidationError
 
+from runner.config.safe_yaml import YAMLError, load_value, no_collection, read_text
 from runner.exceptions import PipelineError
 from runner.pipeline.model import TYPE_ALIASES, ParamSpec, ParamType, Pipeline
-from runner.pipeline.source import Located, YAMLSyntaxError, load_located
-from runner.pipeline.template import check_syntax, references, walk_strings
+from runner.pipeline.source import MAX_PIPELINE_BYTES, Located, load_located
+from runner.pipeline.template import RenderError, inspect, render, walk_strings
 
 RUN_FIELDS = ("id", "logical_date", "ds", "pipeline", "name")
 
@@ -51,7 +53,9 @@ def load_pipeline(path: str | Path, task_names: TaskNames | None = None) -> Load
     with ``task_names``)."""
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, MAX_PIPELINE_BYTES)
+    except YAMLError as exc:
+        raise PipelineError(str(exc)) from None
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such pipeline file") from None
     except OSError as exc:
@@ -61,11 +65,15 @@ def load_pipeline(path: str | Path, task_names: TaskNames | None = None) -> Load
 
 def load_pipeline_text(text: str, path: str = "<pipeline>",
                        task_names: TaskNames | None = None) -> LoadedPipeline:
+    with no_collection():  # a big pipeline is a million small objects, none in a cycle
+        return _load_pipeline_text(text, path, task_names)
+
+
+def _load_pipeline_text(text: str, path: str, task_names: TaskNames | None) -> LoadedPipeline:
     try:
         located = load_located(text, path)
-    except YAMLSyntaxError as exc:
-        where = f"{path}:{exc.line}:{exc.column}" if exc.line else path
-        raise PipelineError(f"{where}: {exc}") from None
+    except YAMLError as exc:
+        raise PipelineError(str(exc)) from None
     if not isinstance(located.data, dict):
         raise PipelineError(f"{path}: a pipeline file is a mapping with 'name' and 'steps', "
                             f"got {type(located.data).__name__}")
@@ -127,10 +135,18 @@ def _model_problems(exc: ValidationError, located: Located) -> list[str]:
         elif error["type"] == "missing":
             message = f"{key}: required key is missing"
         else:
-            given = json.dumps(error.get("input"), default=str)
-            message = f"{key}: {error['msg']} (got {given[:80]})"
+            message = f"{key}: {error['msg']} (got {_given(error.get('input'))})"
         problems.append(f"{located.where(path)}: {message}")
     return problems
+
+
+def _given(value: Any) -> str:
+    """A value as the file wrote it, short (JSON where it can be: dates as keys cannot)."""
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text[:80]
 
 
 def _real_path(located: Located, loc: tuple) -> tuple:
@@ -241,6 +257,22 @@ def ancestors(model: Pipeline, name: str) -> set[str]:
     return seen
 
 
+class _Visible:
+    """``target in visible``: whether a step needs ``target``, directly (the usual case, O(1))
+    or through other steps (computed once per step, when first asked): validation stays linear
+    in the number of steps for a long chain."""
+
+    def __init__(self, model: Pipeline, name: str):
+        self.model, self.name, self.all = model, name, None
+
+    def __contains__(self, target: object) -> bool:
+        if target in self.model.steps[self.name].needs:
+            return True
+        if self.all is None:
+            self.all = ancestors(self.model, self.name)
+        return target in self.all
+
+
 def template_problems(model: Pipeline, located: Located) -> list[str]:
     problems: list[str] = []
     for name, spec in model.params.items():
@@ -249,7 +281,7 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
                                         allowed={"run", "params"})
     for name, step in model.steps.items():
         base = ("steps", name)
-        visible = ancestors(model, name)
+        visible = _Visible(model, name)
         for field in ("args", "kwargs", "map", "when"):
             value = getattr(step, field)
             mapped = step.map is not None and field in ("args", "kwargs")  # `when`: the step
@@ -260,15 +292,22 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
 
 
 def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
-                    step: str | None, mapped: bool, visible: set[str] | None = None,
+                    step: str | None, mapped: bool, visible: Collection[str] | None = None,
                     allowed: set[str] | None = None) -> list[str]:
     where = located.where(path)
-    error = check_syntax(text)
-    if error:
-        return [f"{where}: template syntax error in {text!r}: {error}"]
+    inspection = inspect(text)
+    if inspection.error:
+        kind = "template syntax error" if inspection.syntax else "template error"
+        return [f"{where}: {kind} in {_short(text)}: {inspection.error}"]
+    if not inspection.references:  # a constant: render it now, with the run's limits
+        try:
+            render(text, {})
+        except RenderError as exc:
+            return [f"{where}: {_short(str(exc), 300, quote=False)}"]
+        return []
     allowed = allowed or {"run", "params", "steps", *(("item", "index") if mapped else ())}
     problems = []
-    for ref in references(text):
+    for ref in inspection.references:
         head = ref[0]
         if head not in allowed:
             extra = (" ('item' and 'index' exist only in args and kwargs of a step with 'map')"
@@ -295,6 +334,12 @@ def _check_template(text: str, path: tuple, located: Located, model: Pipeline,
     return problems
 
 
+def _short(text: str, limit: int = 120, quote: bool = True) -> str:
+    """``text`` for a message: quoted, and cut in the middle past ``limit`` characters."""
+    shown = repr(text) if quote else text
+    return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
+
+
 # -- parameters ----------------------------------------------------------------------------
 
 
@@ -319,8 +364,8 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
         return value
     if isinstance(value, str) and kind not in ("str", "date", "datetime"):
         try:
-            value = yaml.safe_load(value)
-        except (yaml.YAMLError, ValueError):  # ValueError: an impossible date, 2026-02-30
+            value = load_value(value)
+        except YAMLError:
             raise ValueError(f"param {name}: {value!r} is not a {kind}") from None
     try:
         if kind == "str":
