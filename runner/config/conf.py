@@ -44,6 +44,7 @@ from runner.config.loaders import (
     read_environ,
     read_file,
     read_object,
+    unknown_setting,
     warn_unknown_environ,
 )
 from runner.config.settings import SETTING_NAMES, URL_SETTINGS, Settings
@@ -88,8 +89,8 @@ class Conf:
             source = f"Celery({_PRECONF_ARGUMENT.get(key, key)}=...)"
             if key in Settings.model_fields:
                 layer.add(key, value, source)
-            else:
-                layer.issues.append(ConfigIssue(key, did_you_mean(key), source))
+            elif (issue := unknown_setting(key, source)) is not None:
+                layer.issues.append(issue)
         return layer
 
     # --- loading ------------------------------------------------------------------------------
@@ -193,8 +194,8 @@ class Conf:
             name = OLD_NAMES.get(key, key)
             if name in Settings.model_fields:
                 accepted[name] = value
-            else:
-                issues.append(ConfigIssue(key, did_you_mean(key), source))
+            elif (issue := unknown_setting(key, source)) is not None:
+                issues.append(issue)
         try:
             Settings.model_validate(accepted)
         except ValidationError as exc:

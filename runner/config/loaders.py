@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.config import safe_yaml
+from runner.config.celery_only import CELERY_ONLY, CELERY_REFUSED
 from runner.config.settings import SETTING_NAMES, Settings
 from runner.exceptions import ConfigError, ConfigIssue
 
@@ -111,8 +112,21 @@ class Layer:
         self.sources[key] = source
 
 
+def unknown_setting(name: str, source: str) -> ConfigIssue | None:
+    """The issue of ``name``, which is no setting of runner's; None (after one warning) for a
+    setting of Celery's that runner does not use, so that a real Celery config loads."""
+    if name.lower() in CELERY_ONLY:
+        warnings.warn(f"{source}: {name} is a Celery setting runner does not use; it is "
+                      f"ignored", stacklevel=4)
+        return None
+    return ConfigIssue(name, did_you_mean(name), source)
+
+
 def did_you_mean(name: str) -> str:
     """``"unknown setting; did you mean task_serializer?"`` (or without the hint)."""
+    if name.lower() in CELERY_REFUSED:
+        return (f"a Celery setting runner does not support: {CELERY_REFUSED[name.lower()]} "
+                f"(see the README, 'Coming from Celery')")
     if name.upper() in OLD_NAMES:
         return f"unknown setting; did you mean {OLD_NAMES[name.upper()]}?"
     guess = difflib.get_close_matches(name.lower(), SETTING_NAMES, n=1, cutoff=0.6)
@@ -234,7 +248,9 @@ def read_object(obj: Any, *, namespace: str | None = None) -> Layer:
         if key not in Settings.model_fields and not is_old:
             if _is_code(value):  # imports, helper functions, classes: not settings
                 continue
-            layer.issues.append(ConfigIssue(name, did_you_mean(key), source))
+            issue = unknown_setting(key, source)
+            if issue is not None:
+                layer.issues.append(ConfigIssue(name, issue.message, source))
             continue
         (old if is_old else new).append((name, key, value, source))
     if old and new:
@@ -300,7 +316,9 @@ def read_file(path: str | os.PathLike) -> Layer:
         source = f"{where}:{line[0]}" if line else where
         key = OLD_NAMES.get(name, name) if isinstance(name, str) else str(name)
         if key not in Settings.model_fields:
-            layer.issues.append(ConfigIssue(str(name), did_you_mean(str(name)), source))
+            issue = unknown_setting(str(name), source)
+            if issue is not None:
+                layer.issues.append(issue)
             continue
         if key != name:
             warnings.warn(f"{source}: {name} is Celery's old name of the setting {key}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import warnings
 import zoneinfo
 from datetime import timedelta
 from functools import lru_cache
@@ -444,12 +445,40 @@ class Settings(BaseModel):
                              f"never fires; given {soft}")
         return soft
 
+    @model_validator(mode="after")
+    def _say_what_is_not_acted_on(self) -> Settings:
+        for name, why in NOT_ACTED_ON.items():
+            value = getattr(self, name)
+            if value != Settings.model_fields[name].get_default(call_default_factory=True) \
+                    and name not in _warned:
+                _warned.add(name)
+                warnings.warn(f"{name}={value!r} has no effect in runner: {why}", stacklevel=2)
+        return self
+
     def __repr_args__(self):  # never show a password in a repr
         for name, value in super().__repr_args__():
             yield name, mask_url(value) if name in URL_SETTINGS else value
 
 
 URL_SETTINGS: tuple[str, ...] = ("broker_url", "result_backend")
+
+#: settings runner accepts with Celery's names but does not act on, and why: one set away from
+#: its default is a warning naming it (once per process), never silently ignored
+NOT_ACTED_ON: dict[str, str] = {
+    "broker_pool_limit": "runner keeps one connection per thread and process; there is no "
+                         "pool to size",
+    "result_persistent": "rpc:// results are not kept across RabbitMQ restarts; use redis:// "
+                         "or sqlite:// results to keep them",
+    "task_acks_on_failure_or_timeout": "with acks_late, failed and timed-out tasks are always "
+                                       "acked (their FAILURE is stored)",
+    "task_publish_retry": "runner always retries a publish, as the broker_connection_* "
+                          "settings and the transport's max_retries say",
+    "task_publish_retry_policy": "runner retries a publish as the broker_connection_* "
+                                 "settings and the transport's max_retries say",
+    "task_send_sent_event": "task events are not there yet",
+    "worker_send_task_events": "task events are not there yet",
+}
+_warned: set[str] = set()
 
 
 def _check_url_field(value: str | None, kind: str) -> str | None:
