@@ -5,7 +5,7 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 
 from __future__ import annotations
 
-from runner import states
+from runner import signals, states
 from runner.app import Celery, Runner, current_app
 from runner.canvas import chain, chord, group, signature
 from runner.result import AsyncResult, EagerResult, GroupResult
@@ -13,4 +13,4 @@ from runner.task import Task
 from runner.version import __version__
 
 __all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "Runner", "Task", "chain",
-           "chord", "current_app", "group", "signature", "states", "__version__"]
+           "chord", "current_app", "group", "signals", "signature", "states", "__version__"]

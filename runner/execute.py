@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from runner import serialization, states
 from runner.backends.base import ResultRecord
+from runner.einfo import ExceptionInfo
 from runner.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from runner.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from runner.task import Request, Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +43,45 @@ def backoff_countdown(factor: float, retries: int, maximum: float, jitter: bool)
 
 
 def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
+    """Run ``task`` with ``request`` as its ``self.request``, sending the task signals
+    (prerun; success, failure or retry; postrun) here, in the process that runs it."""
     task.push_request(request)
+    try:
+        if task_prerun.receivers:
+            task_prerun.send(sender=task, task_id=request.id, task=task, args=args,
+                             kwargs=kwargs)
+        outcome = _call(task, request, args, kwargs)
+        if (task_postrun.receivers or task_success.receivers or task_failure.receivers
+                or task_retry.receivers):
+            _announce(task, request, args, kwargs, outcome)
+        return outcome
+    finally:
+        task.pop_request()
+
+
+def _announce(task: Task, request: Request, args: list, kwargs: dict, outcome: Outcome) -> None:
+    """The outcome's signals, as Celery's tracer sends them."""
+    state, value = outcome.state, outcome.value
+    if state == states.SUCCESS:
+        if task_success.receivers:
+            task_success.send(sender=task, result=value)
+    elif state == states.FAILURE:
+        if task_failure.receivers:
+            task_failure.send(sender=task, task_id=request.id, exception=value, args=args,
+                              kwargs=kwargs, traceback=value.__traceback__,
+                              einfo=ExceptionInfo.of(value, outcome.traceback))
+    elif state == states.RETRY:
+        reason = outcome.retry or value
+        if task_retry.receivers:
+            task_retry.send(sender=task, request=request, reason=reason,
+                            einfo=ExceptionInfo.of(reason))
+        value = reason  # (postrun's retval is the Retry, as in Celery)
+    if task_postrun.receivers:
+        task_postrun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs,
+                          retval=value, state=state)
+
+
+def _call(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
     start = time.perf_counter()
     try:
         value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
@@ -60,8 +100,6 @@ def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
         if retry is not None:
             return Outcome(states.RETRY, exc, _format_tb(exc), runtime, retry=retry)
         return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
-    finally:
-        task.pop_request()
 
 
 def _autoretry(task: Task, request: Request, exc: Exception) -> Retry | None:
@@ -99,7 +137,7 @@ def _format_tb(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is run_task.__code__:
+    if tb is not None and tb.tb_frame.f_code is _call.__code__:
         tb = tb.tb_next  # start at the task, not at runner's call of it
     return "".join(tb_module.format_exception(type(exc), exc, tb))
 
