@@ -67,9 +67,12 @@ class Signal:
     """One signal: ``connect`` receivers to it, ``send`` to call them (Celery's and Django's
     API)."""
 
-    def __init__(self, name: str, providing_args: tuple[str, ...] = ()):
-        self.name = name
-        self.providing_args = frozenset(providing_args)
+    def __init__(self, name: str | None = None, providing_args: Any = None,
+                 use_caching: bool = False):
+        self.name = name or "signal"
+        #: the keyword arguments ``send`` passes (None: not said; receivers then need only
+        #: ``**kwargs``); ``use_caching`` is accepted for Celery's signature and ignored
+        self.providing_args = frozenset(providing_args) if providing_args is not None else None
         #: (lookup key, sender key, receiver or its weak reference, is_weak); replaced, never
         #: changed in place, so ``send`` reads it without a lock. Empty: nothing to do.
         self.receivers: list[tuple[Any, Any, Any, bool]] = []
@@ -77,7 +80,7 @@ class Signal:
         self._dead = False
 
     def __repr__(self) -> str:
-        return f"<Signal: {self.name} providing_args={sorted(self.providing_args)}>"
+        return f"<Signal: {self.name}>"
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -135,12 +138,14 @@ class Signal:
         except (TypeError, ValueError):  # (a builtin without a signature: cannot tell)
             return
         what = f"receiver {_describe(receiver)} of signal {self.name}"
-        sent = sorted({"signal", "sender", *self.providing_args})
+        sent = sorted({"signal", "sender", *(self.providing_args or ())})
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             raise InvalidReceiver(
                 f"{what} must accept keyword arguments: the signal sends {', '.join(sent)} "
                 f"(and may send more later); write it as def {getattr(receiver, '__name__', 'f')}"
                 f"(sender=None, **kwargs)")
+        if self.providing_args is None:  # (what it sends is not said: cannot tell more)
+            return
         for p in parameters:
             if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
@@ -227,13 +232,13 @@ task_rejected = Signal("task_rejected", ("message", "exc"))
 task_unknown = Signal("task_unknown", ("name", "id", "message", "exc"))
 
 # -- the worker and beat ------------------------------------------------------------------------
-worker_init = Signal("worker_init")
-worker_ready = Signal("worker_ready")
-worker_process_init = Signal("worker_process_init")
+worker_init = Signal("worker_init", ())
+worker_ready = Signal("worker_ready", ())
+worker_process_init = Signal("worker_process_init", ())
 worker_process_shutdown = Signal("worker_process_shutdown", ("pid", "exitcode"))
-worker_shutdown = Signal("worker_shutdown")
-beat_init = Signal("beat_init")
-import_modules = Signal("import_modules")
+worker_shutdown = Signal("worker_shutdown", ())
+beat_init = Signal("beat_init", ())
+import_modules = Signal("import_modules", ())
 
 # -- logging ------------------------------------------------------------------------------------
 setup_logging = Signal("setup_logging", _LOGGING)

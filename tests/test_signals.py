@@ -424,6 +424,10 @@ def test_a_receiver_with_a_wrong_signature_is_refused_at_connect():
                    for entry in signals.task_prerun.receivers if entry[3])
     signals.task_prerun.connect(fine)
     assert signals.task_prerun.disconnect(fine)
+    custom = Signal(name="custom")  # a project's own signal, as Celery's: only **kwargs needed
+    custom.connect(needs_more)
+    with pytest.raises(InvalidReceiver, match="receiver .*no_kwargs of signal custom"):
+        custom.connect(no_kwargs)
     with pytest.raises(AttributeError, match="celeryd_init"):
         signals.celeryd_init  # noqa: B018 - a Celery signal runner does not send
 
