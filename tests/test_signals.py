@@ -22,6 +22,7 @@ import pytest
 
 from runner import Celery, signals
 from runner.signals import InvalidReceiver, Signal
+from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.transports("sqlite", "redis")
 
@@ -175,7 +176,8 @@ def test_revoked_expired_and_terminated_tasks_send_task_revoked(client, start_wo
         "signal": "task_revoked", "pid": 0, "id": revoked.id, "name": "signal_tasks.add",
         "terminated": False, "signum": None, "expired": False}
     assert found[expired.id]["expired"] is True and found[expired.id]["terminated"] is False
-    assert revoked.state == expired.state == "REVOKED"
+    wait_for_state(revoked, "REVOKED", 10)  # (stored after the signal is sent)
+    wait_for_state(expired, "REVOKED", 10)
     if pool == "prefork":  # a running task whose process is killed
         running = client.send_task("signal_tasks.sleep", (30,))
         wait_for(signal_log, "task_prerun")
@@ -218,11 +220,11 @@ def test_receivers_that_raise_are_logged_and_stop_neither_worker_nor_task(
     for name, receiver in (("worker_ready", "broken_ready"), ("task_prerun", "broken_prerun"),
                            ("task_success", "broken_success"),
                            ("worker_process_init", "broken_process_init")):
-        assert f"Signal handler signal_tasks.{receiver} of signal {name} raised" in log
-    assert log.count("task_prerun receiver broke") >= 3
-    assert worker.proc.poll() is None
-    assert worker.stop() == 0
-    assert len(of(read(signal_log), "worker_process_shutdown")) == 1
+        assert f"Signal handler signal_tasks.{receiver} of signal {name} raised" in log, log
+    assert log.count("task_prerun receiver broke") >= 3, log
+    assert worker.proc.poll() is None, log
+    assert worker.stop() == 0, worker.log()
+    assert len(of(read(signal_log), "worker_process_shutdown")) == 1, read(signal_log)
 
 
 def test_a_setup_logging_receiver_configures_logging_instead_of_runner(
