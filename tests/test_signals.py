@@ -193,6 +193,23 @@ def test_revoked_expired_and_terminated_tasks_send_task_revoked(client, start_wo
     assert Counter(r["id"] for r in of(records, "task_revoked"))[revoked.id] == 1
 
 
+def test_a_task_whose_process_dies_or_passes_its_time_limit_sends_task_failure(
+        client, start_worker, signal_log):
+    worker = start(start_worker, signal_log, "-c", "1")
+    died = client.send_task("signal_tasks.die")
+    slow = client.send_task("signal_tasks.sleep", (30,), time_limit=0.5)
+    found = {r["id"]: r for r in wait_for(signal_log, "task_failure", 2, timeout=30)}
+    assert found[died.id]["exception"].startswith("WorkerLostError(")
+    assert found[slow.id]["exception"].startswith("TimeLimitExceeded(")
+    assert found[slow.id]["args"] == [30] and found[slow.id]["traceback"] == "NoneType"
+    assert {r["pid"] for r in found.values()} == {worker.pid}  # (its child is dead)
+    assert {r["einfo_type"] for r in found.values()} == {"WorkerLostError",
+                                                         "TimeLimitExceeded"}
+    assert client.send_task("signal_tasks.add", (1, 1)).get(timeout=20) == 2
+    worker.stop()
+    assert not of(read(signal_log), "task_postrun", id=died.id)  # (as Celery: it never ended)
+
+
 def test_unknown_and_unreadable_messages_send_task_unknown_and_task_rejected(
         client, start_worker, signal_log):
     unknown = client.send_task("signal_tasks.nope", (1,))

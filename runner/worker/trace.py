@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
+from runner.einfo import ExceptionInfo
 from runner.exceptions import (
     NotRegistered,
     SerializationError,
@@ -30,7 +31,7 @@ from runner.exceptions import (
 )
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message, call_arguments
-from runner.signals import task_received, task_revoked, task_unknown
+from runner.signals import task_failure, task_received, task_revoked, task_unknown
 from runner.task import Request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,6 +144,16 @@ def announce_revoked(app: Runner, message: Message, hostname: str | None, why: s
                       request=signal_request(app, message, hostname, delivery_info),
                       terminated=why == "terminated", signum=signum,
                       expired=why == "expired")
+
+
+def announce_failure(app: Runner, message: Message, exc: BaseException,
+                     hostname: str | None) -> None:
+    """``task_failure`` for a task that could not end by itself (its process died, or was
+    killed at its hard time limit): sent by the main process, as Celery's (no traceback)."""
+    request = signal_request(app, message, hostname)
+    task_failure.send(sender=app.tasks.get(message.task) or message.task, task_id=message.id,
+                      exception=exc, args=request.args, kwargs=request.kwargs, traceback=None,
+                      einfo=ExceptionInfo((type(exc), exc, None)))
 
 
 @dataclass(slots=True)

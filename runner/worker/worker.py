@@ -42,6 +42,7 @@ from runner.exceptions import (
 )
 from runner.message import Message
 from runner.signals import (
+    task_failure,
     task_received,
     task_revoked,
     worker_init,
@@ -66,6 +67,7 @@ from runner.worker.pool import (
 from runner.worker.trace import (
     JobResult,
     acks_late_of,
+    announce_failure,
     announce_received,
     announce_revoked,
     delivery_info_of,
@@ -511,6 +513,8 @@ class Worker:
 
     def fail(self, held: Held, error: BaseException, state: str = states.FAILURE) -> None:
         """Record a task that could not finish by itself (lost, timed out, revoked)."""
+        if state == states.FAILURE and task_failure.receivers:
+            announce_failure(self.app, held.message, error, self.hostname)
         record = refused(self.app, 0, held.message, error, self.hostname).record
         record.state = state
         self.results.append(record)

@@ -69,6 +69,11 @@ def flaky(self, fail_times):
 
 
 @app.task
+def die():
+    os._exit(3)
+
+
+@app.task
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
