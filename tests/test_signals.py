@@ -74,6 +74,7 @@ def start(start_worker, signal_log: Path, *args: str, **env: str):
 # -- a real worker ------------------------------------------------------------------------------
 
 
+@pytest.mark.transports("sqlite", "redis", "amqp")
 def test_worker_and_task_signals_fire_once_each_in_the_right_process(client, start_worker,
                                                                       signal_log):
     worker = start(start_worker, signal_log, "-c", "2")
@@ -280,6 +281,7 @@ def test_beat_sends_beat_init_and_the_logging_signals(worker_env, tmp_path, sign
 # -- the sending process --------------------------------------------------------------------
 
 
+@pytest.mark.transports("sqlite", "redis", "amqp")
 def test_publish_signals_are_sent_around_the_enqueue_in_the_sending_process(client):
     seen = []
 
