@@ -119,6 +119,9 @@ def test_worker_and_task_signals_fire_once_each_in_the_right_process(client, sta
     assert task_records and all(r["pid"] in children for r in task_records)
     received = Counter(r["id"] for r in of(records, "task_received"))
     assert received == {add.id: 1, boom.id: 1, echo.id: 1, flaky.id: 2}  # (a retry is sent again)
+    [add_received] = of(records, "task_received", id=add.id)
+    assert add_received["name"] == "signal_tasks.add" and add_received["args"] == [2, 3]
+    assert add_received["queue"] == "celery" and add_received["hostname"].startswith("celery@")
     prerun = of(records, "task_prerun", id=add.id)
     assert len(prerun) == 1
     assert prerun[0] | {"pid": 0} == {

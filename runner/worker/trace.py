@@ -109,8 +109,22 @@ class WorkerRef:
     hostname: str | None
 
 
+@dataclass
+class SignalRequest(Request):
+    """The ``request`` of ``task_received`` / ``task_revoked``: the task's request, with the
+    names Celery's worker request also has (``name``, ``task_name``: the task's name)."""
+
+    @property
+    def name(self) -> str | None:
+        return self.task
+
+    @property
+    def task_name(self) -> str | None:
+        return self.task
+
+
 def signal_request(app: Runner, message: Message, hostname: str | None,
-                   delivery_info: dict | None = None) -> Request:
+                   delivery_info: dict | None = None) -> SignalRequest:
     """The request of ``message`` for ``task_received`` / ``task_revoked`` receivers, with its
     arguments where this process can decode them (else empty)."""
     args: list = []
@@ -121,12 +135,12 @@ def signal_request(app: Runner, message: Message, hostname: str | None,
             payload, message.content_type, serialization.accept_set(app.conf.accept_content)))
     except Exception:  # noqa: BLE001 - refused or undecodable: the job's result will say why
         pass
-    return Request(id=message.id, task=message.task, args=args, kwargs=kwargs,
-                   retries=message.retries, eta=message.eta, expires=message.expires,
-                   hostname=hostname, delivery_info=delivery_info or {},
-                   headers=message.headers, root_id=message.root_id,
-                   parent_id=message.parent_id, group=message.group_id,
-                   called_directly=False, options=message.options)
+    return SignalRequest(id=message.id, task=message.task, args=args, kwargs=kwargs,
+                         retries=message.retries, eta=message.eta, expires=message.expires,
+                         hostname=hostname, delivery_info=delivery_info or {},
+                         headers=message.headers, root_id=message.root_id,
+                         parent_id=message.parent_id, group=message.group_id,
+                         called_directly=False, options=message.options)
 
 
 def announce_received(sender: object, message: Message, hostname: str | None,

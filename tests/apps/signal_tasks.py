@@ -120,8 +120,8 @@ def on_beat_init(sender=None, **kwargs):
 
 @task_received.connect
 def on_task_received(sender=None, request=None, **kwargs):
-    record("task_received", id=request.id, name=request.task, args=request.args,
-           hostname=sender.hostname)
+    record("task_received", id=request.id, name=request.name, args=request.args,
+           hostname=sender.hostname, queue=request.delivery_info["routing_key"])
 
 
 @task_prerun.connect
