@@ -5,7 +5,7 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 
 from __future__ import annotations
 
-from runner import states
+from runner import signals, states
 from runner.app import Celery, Runner, current_app, shared_task
 from runner.canvas import chain, chord, group, signature
 from runner.result import AsyncResult, EagerResult, GroupResult
@@ -13,5 +13,5 @@ from runner.task import Task, current_task
 from runner.version import __version__
 
 __all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "Runner", "Task", "chain",
-           "chord", "current_app", "current_task", "group", "shared_task", "signature",
-           "states", "__version__"]
+           "chord", "current_app", "current_task", "group", "shared_task", "signals",
+           "signature", "states", "__version__"]

@@ -35,8 +35,10 @@ from runner.execute import apply_eagerly
 from runner.message import Message
 from runner.middleware import Middleware
 from runner.pipeline.engine import PipelineMiddleware
+from runner.publish import publish
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
+from runner.signals import import_modules
 from runner.task import Task
 
 #: where broker and results live when nothing is configured: no server needed
@@ -295,6 +297,8 @@ class Runner:
         if self._imported:
             return
         self._imported = True
+        if import_modules.receivers:
+            import_modules.send(sender=self)
         for module in [*(self.conf.imports or ()), *(self.conf.include or ())]:
             importlib.import_module(module)
         for packages, related_name in self._discover:
@@ -440,7 +444,7 @@ class Runner:
         if _task is None:
             _task = self.tasks.get(name)
         message = self.build_message(name, args, kwargs, _task=_task, **options)
-        self.broker.enqueue([message])
+        self.publish([message])
         result = AsyncResult(message.id, app=self, task_name=name)
         ignore = message.options.get("ignore_result")
         if ignore is None:
@@ -479,6 +483,11 @@ class Runner:
             broker.flush()  # in the broker before the dead letters go
             broker.remove_dead([key for key, _ in sent])
         return [message.id for _, message in sent], problems
+
+    def publish(self, messages: list[Message]) -> None:
+        """Enqueue built messages, with the ``before_task_publish`` / ``after_task_publish``
+        signals around it (see runner.publish)."""
+        publish(self.broker, messages)
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

@@ -239,7 +239,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         if app.conf.task_always_eager:
             return GroupResult(group_id, [self.tasks[i].clone(args, kwargs).apply()
                                           for i in range(len(messages))], app=app)
-        app.broker.enqueue(messages)
+        app.publish(messages)
         return GroupResult(group_id, [AsyncResult(m.id, app=app, task_name=m.task)
                                       for m in messages], app=app)
 

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from runner import serialization, states
 from runner.backends.base import ResultRecord
+from runner.einfo import ExceptionInfo
 from runner.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from runner.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from runner.task import Request, Task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,20 +47,52 @@ def backoff_countdown(factor: float, retries: int, maximum: float, jitter: bool)
 
 
 def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
+    """Run ``task`` with ``request`` as its ``self.request``, here, in the process that runs
+    it: the task_prerun signal, the task class's before_start, the task, its class's
+    handlers (on_success / on_failure / on_retry, after_return), then the outcome's signals
+    (success, failure or retry; postrun), as Celery's tracer."""
     handled = _has_handlers(type(task))
     task.push_request(request)
     try:
+        if task_prerun.receivers:
+            task_prerun.send(sender=task, task_id=request.id, task=task, args=args,
+                             kwargs=kwargs)
         if handled:
             _call_handler(task, request.id, "before_start", request.id, args, kwargs)
-        outcome = _run(task, request, args, kwargs)
+        outcome = _call(task, request, args, kwargs)
         if handled:
             _after(task, request, args, kwargs, outcome)
+        if (task_postrun.receivers or task_success.receivers or task_failure.receivers
+                or task_retry.receivers):
+            _announce(task, request, args, kwargs, outcome)
         return outcome
     finally:
         task.pop_request()
 
 
-def _run(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
+def _announce(task: Task, request: Request, args: list, kwargs: dict, outcome: Outcome) -> None:
+    """The outcome's signals, as Celery's tracer sends them."""
+    state, value = outcome.state, outcome.value
+    if state == states.SUCCESS:
+        if task_success.receivers:
+            task_success.send(sender=task, result=value)
+    elif state == states.FAILURE:
+        if task_failure.receivers:
+            task_failure.send(sender=task, task_id=request.id, exception=value, args=args,
+                              kwargs=kwargs, traceback=value.__traceback__,
+                              einfo=ExceptionInfo.of(value, outcome.traceback))
+    elif state == states.RETRY:
+        reason = outcome.retry or value
+        if task_retry.receivers:
+            task_retry.send(sender=task, request=request, reason=reason,
+                            einfo=ExceptionInfo.of(reason))
+        value = reason  # (postrun's retval is the Retry, as in Celery)
+    if task_postrun.receivers:
+        task_postrun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs,
+                          retval=value, state=state)
+
+
+def _call(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
     start = time.perf_counter()
     try:
         value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
@@ -79,21 +113,6 @@ def _run(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
         return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
 
 
-@dataclass(slots=True)
-class ExceptionInfo:
-    """Celery's ``einfo``, as the failure and retry handlers get it."""
-
-    exception: BaseException
-    traceback: str | None
-
-    @property
-    def type(self) -> type[BaseException]:
-        return type(self.exception)
-
-    def __str__(self) -> str:
-        return self.traceback or repr(self.exception)
-
-
 _HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 
@@ -109,7 +128,7 @@ def _after(task: Task, request: Request, args: list, kwargs: dict, outcome: Outc
     if outcome.state == states.SUCCESS:
         _call_handler(task, request.id, "on_success", outcome.value, request.id, args, kwargs)
     elif outcome.state in (states.FAILURE, states.RETRY):
-        einfo = ExceptionInfo(outcome.value, outcome.traceback)
+        einfo = ExceptionInfo.of(outcome.value, outcome.traceback)
         name = "on_failure" if outcome.state == states.FAILURE else "on_retry"
         _call_handler(task, request.id, name, outcome.value, request.id, args, kwargs, einfo)
     if outcome.state != states.RETRY:
@@ -160,7 +179,7 @@ def _format_tb(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is run_task.__code__:
+    if tb is not None and tb.tb_frame.f_code is _call.__code__:
         tb = tb.tb_next  # start at the task, not at runner's call of it
     return "".join(tb_module.format_exception(type(exc), exc, tb))
 

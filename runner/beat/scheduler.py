@@ -42,6 +42,7 @@ from runner.beat.state import (
     prune_history,
 )
 from runner.exceptions import BackendError, BrokerError, RunnerError
+from runner.signals import beat_init
 
 logger = logging.getLogger("runner.beat")
 
@@ -206,6 +207,8 @@ class Beat:
 
     def run(self, stop: threading.Event) -> None:
         """Tick until ``stop`` is set, then give the lease up so a standby leads at once."""
+        if beat_init.receivers:
+            beat_init.send(sender=self)
         try:
             while not stop.is_set():
                 try:

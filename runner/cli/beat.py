@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from datetime import datetime
 
@@ -13,6 +12,7 @@ import click
 
 from runner.cli.base import app_options
 from runner.config.urls import mask_url
+from runner.log import setup_logging_subsystem
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/beat] %(message)s"
 
@@ -49,7 +49,7 @@ def beat(app, pipelines_dir, loglevel, show_list, show_history, entry) -> None:
 def _run(app, entries, loglevel: str) -> None:
     from runner.beat.scheduler import Beat
 
-    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    setup_logging_subsystem(app, loglevel, format=LOG_FORMAT)
     log = logging.getLogger("runner.beat")
     scheduler = Beat(app, entries)
     app.backend  # noqa: B018 - open it now: a bad URL is an error before the loop starts

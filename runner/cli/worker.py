@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import sys
 
 import click
 
 from runner.cli.base import app_options
 from runner.config.urls import mask_url
+from runner.log import setup_logging_subsystem
 from runner.version import __version__
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
@@ -37,7 +36,7 @@ def worker(app, concurrency, pool, queues, hostname, loglevel, max_tasks_per_chi
     """Start a worker: runs the tasks of the app given with -A."""
     from runner.worker.worker import Worker, WorkerOptions
 
-    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    setup_logging_subsystem(app, loglevel, format=LOG_FORMAT)
     conf = app.conf
     app.import_task_modules()
     options = WorkerOptions(

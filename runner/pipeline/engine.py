@@ -254,7 +254,7 @@ class Driver:
         if count == 0:
             self.settle(name, "success")
             return
-        self.app.broker.enqueue(messages)
+        self.app.publish(messages)
 
     def context(self, record: RunRecord, step: Step) -> dict[str, Any]:
         from runner.pipeline.validate import ancestors

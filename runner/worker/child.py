@@ -57,12 +57,15 @@ from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
 from runner.exceptions import ConfigError
 from runner.message import Message
+from runner.signals import task_received, worker_process_init, worker_process_shutdown
 from runner.worker.consumer import Fetched, fetch, prepare
 from runner.worker.dead import bury, bury_refused, sort_out
 from runner.worker.trace import (
     Job,
     JobResult,
+    WorkerRef,
     acks_late_of,
+    announce_received,
     current_rss_kib,
     discard_reason,
     job_for,
@@ -178,6 +181,7 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
+    _process_init()
     settler = Settler(app, hostname)
     try:
         while True:
@@ -191,6 +195,7 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
     finally:
+        _process_shutdown()
         conn.close()
         os._exit(0)  # skip finalizers of what was inherited from the parent (its connections)
 
@@ -201,6 +206,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
+    _process_init()
     consumer = f"{options.hostname}:{os.getpid()}"
     runtime = 0.0  # moving average of run times
     backlog = False  # the last fetch got all it asked for: more is waiting
@@ -268,8 +274,24 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     except BaseException:  # a bug: said, then the main process replaces this child
         logger.exception("worker child %s stopped on an unexpected error", os.getpid())
     finally:
+        _process_shutdown()
         conn.close()
         os._exit(0)
+
+
+def _process_init() -> None:
+    """``worker_process_init``, in each child as it starts (before it opens connections)."""
+    if worker_process_init.receivers:
+        worker_process_init.send(sender=None)
+
+
+def _process_shutdown() -> None:
+    """``worker_process_shutdown``, in a child about to exit by itself (not when killed)."""
+    if worker_process_shutdown.receivers:
+        try:
+            worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        except BaseException:  # noqa: BLE001 - (e.g. Ctrl-C): the child exits all the same
+            pass
 
 
 def _asleep(main_wake) -> bool:
@@ -299,6 +321,11 @@ def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
     again = [job for job in jobs if job.delivery.redelivered and not job.discard]
     if again:
         _mark_finished(app, again, settler.broker.acks_anywhere)
+    if task_received.receivers:  # (a revoked one is only task_revoked, as in Celery)
+        sender = WorkerRef(app, settler.hostname)
+        for job in jobs:
+            if not job.discard:
+                announce_received(sender, job.message, settler.hostname, job.delivery_info)
     return jobs
 
 

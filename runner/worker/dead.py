@@ -22,12 +22,14 @@ from runner.dead_letters import DeadLetter
 from runner.exceptions import DeliveryLimitExceeded
 from runner.execute import Outcome, build_record
 from runner.message import BadMessage, Message
+from runner.signals import task_rejected
 from runner.task import Request
 from runner.worker.consumer import Fetched
 from runner.worker.counts import SharedCounts
 from runner.worker.trace import (
     Job,
     JobResult,
+    WorkerRef,
     acks_late_of,
     rejects_on_worker_lost,
     time_limit_of,
@@ -60,6 +62,9 @@ def sort_out(app: Runner, fetched: list[Fetched], hostname: str
     for item in fetched:
         message = item.message
         if message is None:
+            if task_rejected.receivers:  # (message: the delivery, its body as received)
+                task_rejected.send(sender=WorkerRef(app, hostname), message=item.delivery,
+                                   exc=item.exception or BadMessage(item.error or "unreadable"))
             burials.append(unreadable(app, item, hostname))
             continue
         count = item.delivery.deliveries or _counted(app, message)

@@ -211,7 +211,7 @@ class Pool:
 
 class _Child:
     __slots__ = ("process", "conn", "progress", "board", "jobs", "limits", "batch", "done",
-                 "rss_kib")
+                 "rss_kib", "ended")
 
     def __init__(self, process, conn: Connection, progress, board=None):
         self.process = process
@@ -223,6 +223,7 @@ class _Child:
         self.batch = 0  # the number progress[BATCH] has while it counts this batch
         self.done = 0
         self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
+        self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
 
     def counting(self) -> bool:
         """Whether the shared counters are about :attr:`jobs` (not a batch not heard of)."""
@@ -266,6 +267,7 @@ class PreforkPool(Pool):
         #: know whether a batch would wait too long to be seen (see collect)
         self.main_wake = _fork.RawArray("q", 1)
         self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
+        self.stopping = False  # a warm shutdown: children that end are not replaced
         self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
 
     def _spawn(self) -> _Child:
@@ -305,6 +307,7 @@ class PreforkPool(Pool):
         child.conn.send(jobs)
 
     def finish_current(self) -> None:
+        self.stopping = True  # (a consuming child stops now: a new one would fetch again)
         for child in self.children:
             child.progress[STOP] = 1
 
@@ -321,7 +324,8 @@ class PreforkPool(Pool):
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
-        watched = [c for c in self.children if c.jobs or self.consume is not None]
+        watched = [c for c in self.children
+                   if (c.jobs or self.consume is not None) and not c.ended]
         now = time.monotonic()
         deadlines = [d for c in watched if (d := c.deadline()) is not None]
         if deadlines:
@@ -339,13 +343,16 @@ class PreforkPool(Pool):
             if any(c.progress[CLAIMED] >> 32 > c.batch for c in self.children):
                 timeout = 0.0
         ready = set(wait([*(c.conn for c in watched),
-                          *(c.process.sentinel for c in self.children), *waitables],
+                          *(c.process.sentinel for c in self.children if not c.ended),
+                          *waitables],
                          max(0.0, timeout)))
         recycle = []
         for index, child in enumerate(self.children):
+            if child.ended:
+                continue
             if child.conn in ready:
                 events += self._read(child)
-                if not child.jobs and self._should_recycle(child):
+                if not child.jobs and not self.stopping and self._should_recycle(child):
                     recycle.append(index)
                     continue
             elif self.consume is not None:
@@ -355,7 +362,7 @@ class PreforkPool(Pool):
                 if child.jobs:
                     child.process.join(0.1)
                     events += self._died(child, Lost(0, child.process.exitcode))
-                self.children[index] = self._replace(child)
+                self._renew(index, child)
             elif (deadline := child.deadline()) is not None and time.monotonic() >= deadline:
                 child.process.kill()
                 child.process.join(1)
@@ -363,7 +370,7 @@ class PreforkPool(Pool):
                 if child.jobs:
                     limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
                     events += self._died(child, TimedOut(0, limit or 0.0))
-                self.children[index] = self._replace(child)
+                self._renew(index, child)
         for index in recycle:
             self._retire(self.children[index])
             self.children[index] = self._spawn()
@@ -486,6 +493,15 @@ class PreforkPool(Pool):
             child.process.kill()
             child.process.join()
         child.conn.close()
+
+    def _renew(self, index: int, child: _Child) -> None:
+        """Replace a child that ended; not during a warm shutdown, where a new consuming
+        child would claim messages (and run them) while the worker stops."""
+        if self.stopping:
+            child.process.join(1)
+            child.ended = True
+            return
+        self.children[index] = self._replace(child)
 
     def _replace(self, child: _Child) -> _Child:
         child.process.join(1)

@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
+from runner.einfo import ExceptionInfo
 from runner.exceptions import (
+    NotRegistered,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
 )
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message, call_arguments
+from runner.signals import task_failure, task_received, task_revoked, task_unknown
 from runner.task import Request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,12 +89,85 @@ def rejects_on_worker_lost(app: Runner, message: Message) -> bool:
 def job_for(app: Runner, job_id: int, delivery: Delivery, message: Message,
             discard: str | None = None) -> Job:
     """The job that runs ``message``, with the delivery info tasks read from their request."""
-    info = {"queue": delivery.queue, "priority": message.priority,
-            "redelivered": delivery.redelivered,
-            # Celery's keys, which tasks read to learn their queue
-            "exchange": "", "routing_key": delivery.queue}
-    return Job(job_id, message, info, time_limit_of(app, message),
-               dataclasses.replace(delivery, body=b""), discard)
+    return Job(job_id, message, delivery_info_of(delivery, message),
+               time_limit_of(app, message), dataclasses.replace(delivery, body=b""), discard)
+
+
+def delivery_info_of(delivery: Delivery, message: Message) -> dict:
+    """``request.delivery_info``: runner's keys, and Celery's (``exchange``, ``routing_key``),
+    which tasks read to learn their queue."""
+    return {"queue": delivery.queue, "priority": message.priority,
+            "redelivered": delivery.redelivered, "exchange": "", "routing_key": delivery.queue}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRef:
+    """The sender of the worker-side signals sent where the worker object is not at hand (a
+    pool's child): like it, it has ``app`` and ``hostname``."""
+
+    app: Runner
+    hostname: str | None
+
+
+@dataclass
+class SignalRequest(Request):
+    """The ``request`` of ``task_received`` / ``task_revoked``: the task's request, with the
+    names Celery's worker request also has (``name``, ``task_name``: the task's name)."""
+
+    @property
+    def name(self) -> str | None:
+        return self.task
+
+    @property
+    def task_name(self) -> str | None:
+        return self.task
+
+
+def signal_request(app: Runner, message: Message, hostname: str | None,
+                   delivery_info: dict | None = None) -> SignalRequest:
+    """The request of ``message`` for ``task_received`` / ``task_revoked`` receivers, with its
+    arguments where this process can decode them (else empty)."""
+    args: list = []
+    kwargs: dict = {}
+    try:
+        payload = serialization.decompress(message.payload, message.options.get("compression"))
+        args, kwargs = call_arguments(serialization.loads(
+            payload, message.content_type, serialization.accept_set(app.conf.accept_content)))
+    except Exception:  # noqa: BLE001 - refused or undecodable: the job's result will say why
+        pass
+    return SignalRequest(id=message.id, task=message.task, args=args, kwargs=kwargs,
+                         retries=message.retries, eta=message.eta, expires=message.expires,
+                         hostname=hostname, delivery_info=delivery_info or {},
+                         headers=message.headers, root_id=message.root_id,
+                         parent_id=message.parent_id, group=message.group_id,
+                         called_directly=False, options=message.options)
+
+
+def announce_received(sender: object, message: Message, hostname: str | None,
+                      delivery_info: dict | None = None) -> None:
+    """``task_received``, where the worker first holds ``message`` (callers test receivers)."""
+    task_received.send(sender=sender, request=signal_request(sender.app, message, hostname,
+                                                             delivery_info))
+
+
+def announce_revoked(app: Runner, message: Message, hostname: str | None, why: str,
+                     delivery_info: dict | None = None, signum: int | None = None) -> None:
+    """``task_revoked`` for a message not run: revoked, expired, or its process killed
+    (``why`` "terminated"); the sender is the task, or its name where it is not known here."""
+    task_revoked.send(sender=app.tasks.get(message.task) or message.task,
+                      request=signal_request(app, message, hostname, delivery_info),
+                      terminated=why == "terminated", signum=signum,
+                      expired=why == "expired")
+
+
+def announce_failure(app: Runner, message: Message, exc: BaseException,
+                     hostname: str | None) -> None:
+    """``task_failure`` for a task that could not end by itself (its process died, or was
+    killed at its hard time limit): sent by the main process, as Celery's (no traceback)."""
+    request = signal_request(app, message, hostname)
+    task_failure.send(sender=app.tasks.get(message.task) or message.task, task_id=message.id,
+                      exception=exc, args=request.args, kwargs=request.kwargs, traceback=None,
+                      einfo=ExceptionInfo((type(exc), exc, None)))
 
 
 @dataclass(slots=True)
@@ -135,6 +211,9 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
                              or task.effective("soft_time_limit")),
             options=message.options, reply_to=message.reply_to)
     except Exception as exc:  # noqa: BLE001 - unknown task, refused or undecodable content
+        if task_unknown.receivers and isinstance(exc, NotRegistered):
+            task_unknown.send(sender=WorkerRef(app, hostname), name=message.task,
+                              id=message.id, message=message, exc=exc)
         result = refused(app, job_id, message, exc, hostname)
         result.refused = True
         return result
@@ -192,6 +271,8 @@ def discarded(app: Runner, job: Job, hostname: str | None = None) -> JobResult:
                        job.finished.state)
         return JobResult(job.id, job.finished.state, job.finished, summary="(ran before)")
     logger.info("Discarding %s task %s[%s]", job.discard, job.message.task, job.message.id)
+    if task_revoked.receivers:
+        announce_revoked(app, job.message, hostname, job.discard or "revoked", job.delivery_info)
     result = refused(app, job.id, job.message, TaskRevokedError(job.discard or "revoked"),
                      hostname)
     result.state = states.REVOKED

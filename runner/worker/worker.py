@@ -41,6 +41,14 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
+from runner.signals import (
+    task_failure,
+    task_received,
+    task_revoked,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
@@ -59,6 +67,10 @@ from runner.worker.pool import (
 from runner.worker.trace import (
     JobResult,
     acks_late_of,
+    announce_failure,
+    announce_received,
+    announce_revoked,
+    delivery_info_of,
     discard_reason,
     job_for,
     log_result,
@@ -130,7 +142,7 @@ class Worker:
         self.runtimes: dict[str, float] = {}  # task name -> recent run time (moving average)
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
-        self.terminated: set[str] = set()  # task ids whose process we killed on revoke
+        self.terminated: dict[str, int] = {}  # task id -> signal its process was killed with
         self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.pool: Pool = POOLS[options.pool](
             app, options.concurrency, self.hostname, self.accept,
@@ -163,12 +175,16 @@ class Worker:
     def run(self, install_signals: bool = True) -> None:
         """Work until a shutdown signal (or :meth:`stop`); return after a clean warm or cold
         shutdown. A worker run in a thread (tests) leaves signals to the main thread."""
+        if worker_init.receivers:  # before the pool forks: its children inherit what it sets
+            worker_init.send(sender=self)
         if install_signals:
             self.install_signal_handlers()
         self.pool.start()
         if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
             self.consumer.start()
         self.writer.start()
+        if worker_ready.receivers:
+            worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         try:
             while not self.killing and not (self.stopping and not self.running):
@@ -199,8 +215,10 @@ class Worker:
         now, checked = time.time(), time.monotonic()
         for item in fetched:
             held = self.receive(item)
-            if held is not None:
-                self.buffer_or_discard(held, item.revoked, now, checked)
+            if held is not None and self.buffer_or_discard(held, item.revoked, now, checked):
+                if task_received.receivers:  # (a revoked one is only task_revoked, as Celery)
+                    announce_received(self, held.message, self.hostname,
+                                      delivery_info_of(held.delivery, held.message))
 
     def receive(self, fetched: Fetched, log: bool = True) -> Held | None:
         """The message as this worker holds it; None if looking at it failed (a bug, or a
@@ -233,15 +251,17 @@ class Worker:
         for h in held:
             self.buffer_or_discard(h, h.message.id in revoked, now, checked)
 
-    def buffer_or_discard(self, held: Held, revoked: bool, now: float, checked: float) -> None:
-        """Buffer a message to start, or record it REVOKED if revoked or expired meanwhile."""
+    def buffer_or_discard(self, held: Held, revoked: bool, now: float, checked: float) -> bool:
+        """Buffer a message to start (True), or record it REVOKED if revoked or expired
+        meanwhile."""
         held.checked = checked
         why = discard_reason(held.message, revoked, now)
         if why is None:
             self.buffer.append(held)
-        else:
-            self.finish_revoked(held, why)
-            self.consumer.release()
+            return True
+        self.finish_revoked(held, why)
+        self.consumer.release()
+        return False
 
     def dispatch(self) -> None:
         """Start buffered messages on free pool slots, highest priority first: as many per
@@ -440,8 +460,8 @@ class Worker:
         if self.stored_by_child(held, f"exited with {how}"):
             return
         if held.message.id in self.terminated:
-            self.terminated.discard(held.message.id)
-            self.finish_revoked(held, "terminated")
+            signum = self.terminated.pop(held.message.id)
+            self.finish_revoked(held, "terminated", signum)
             return
         if held.acks_late and held.reject_on_worker_lost:
             logger.warning("Process running task %s[%s] exited with %s; delivering it again.",
@@ -486,12 +506,17 @@ class Worker:
                      message.id)
         self.fail(held, error)
 
-    def finish_revoked(self, held: Held, why: str) -> None:
+    def finish_revoked(self, held: Held, why: str, signum: int | None = None) -> None:
         logger.info("Discarding %s task %s[%s]", why, held.message.task, held.message.id)
+        if task_revoked.receivers:
+            announce_revoked(self.app, held.message, self.hostname, why,
+                             delivery_info_of(held.delivery, held.message), signum)
         self.fail(held, TaskRevokedError(why), states.REVOKED)
 
     def fail(self, held: Held, error: BaseException, state: str = states.FAILURE) -> None:
         """Record a task that could not finish by itself (lost, timed out, revoked)."""
+        if state == states.FAILURE and task_failure.receivers:
+            announce_failure(self.app, held.message, error, self.hostname)
         record = refused(self.app, 0, held.message, error, self.hostname).record
         record.state = state
         self.results.append(record)
@@ -551,7 +576,7 @@ class Worker:
             if terminate and task_id not in self.terminated:
                 signum = getattr(signal, signame, signal.SIGTERM)
                 if self.pool.terminate_job(by_task[task_id], signum):
-                    self.terminated.add(task_id)
+                    self.terminated[task_id] = signum
                     logger.info("Terminating task %s (%s)", task_id, signame)
 
     # -- stopping ---------------------------------------------------------------------------
@@ -620,4 +645,6 @@ class Worker:
         self.flush()
         self.writer.stop()  # returns once everything handed over is written
         self.waker.close()
+        if worker_shutdown.receivers:
+            worker_shutdown.send(sender=self)
         logger.info("%s stopped.", self.hostname)
