@@ -14,6 +14,14 @@ _current: Any = None
 default_app_factory: Callable[[], Any] | None = None
 
 
+class _Running(threading.local):
+    def __init__(self) -> None:
+        self.tasks: list[Any] = []  # innermost last
+
+
+#: the tasks running in this thread (``current_task``; task log lines name the last one)
+running = _Running()
+
 #: every app made in this process, and the functions given to ``shared_task``: each app gets
 #: each shared task, whichever was made first (as Celery's)
 apps: weakref.WeakSet = weakref.WeakSet()

@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from runner._state import running
 from runner.signals import after_setup_logger, after_setup_task_logger, setup_logging
 
 #: the logger task loggers hang under (Celery's ``celery.task``)
@@ -25,7 +26,7 @@ def setup_logging_subsystem(app: Any, loglevel: str | int, logfile: str | None =
     """Configure logging for a worker or beat process; False if a ``setup_logging``
     receiver did it instead."""
     level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
-    format = format or logging.BASIC_FORMAT
+    format = format or getattr(app.conf, "worker_log_format", None) or logging.BASIC_FORMAT
     if setup_logging.receivers and setup_logging.send(
             sender=None, loglevel=level, logfile=logfile, format=format, colorize=colorize):
         return False
@@ -33,6 +34,7 @@ def setup_logging_subsystem(app: Any, loglevel: str | int, logfile: str | None =
     target: dict[str, Any] = {"filename": logfile} if logfile else {"stream": sys.stderr}
     logging.basicConfig(level=level, format=format, force=bool(hijack), **target)
     logging.getLogger().setLevel(level)
+    _setup_task_logger(app, level, logfile)
     details = {"loglevel": level, "logfile": logfile, "colorize": colorize}
     if after_setup_logger.receivers:
         after_setup_logger.send(sender=None, logger=logging.getLogger(), format=format,
@@ -42,3 +44,40 @@ def setup_logging_subsystem(app: Any, loglevel: str | int, logfile: str | None =
         after_setup_task_logger.send(sender=None, logger=logging.getLogger(TASK_LOGGER),
                                      format=task_format, **details)
     return True
+
+
+def get_task_logger(name: str) -> logging.Logger:
+    """Celery's ``get_task_logger(__name__)``: a logger whose lines, in a worker, name the
+    task that logs them and its id (``worker_task_log_format``)."""
+    if name in (TASK_LOGGER, "celery.task"):
+        raise ValueError(f"get_task_logger({name!r}): that is the parent of the task "
+                         f"loggers; pass your module's __name__")
+    return logging.getLogger(f"{TASK_LOGGER}.{name}")
+
+
+class TaskFilter(logging.Filter):
+    """Adds ``task_id`` and ``task_name`` (``???`` outside a task) to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        tasks = running.tasks
+        task = tasks[-1] if tasks else None
+        request = task.request if task is not None else None
+        record.task_name = getattr(task, "name", None) or "???"
+        record.task_id = getattr(request, "id", None) or "???"
+        return True
+
+
+def _setup_task_logger(app: Any, level: int, logfile: str | None) -> None:
+    """The task loggers' own handler, with the task format; they do not propagate, so a line
+    is written once."""
+    logger = logging.getLogger(TASK_LOGGER)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    handler: logging.Handler = (logging.FileHandler(logfile) if logfile
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(getattr(app.conf, "worker_task_log_format", None)
+                                           or logging.BASIC_FORMAT))
+    handler.addFilter(TaskFilter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runner import serialization
-from runner._state import Proxy
+from runner._state import Proxy, running
 from runner.exceptions import MaxRetriesExceededError, Retry, RunnerError, SerializationError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,14 +65,13 @@ class Request:
 class _RequestStack(threading.local):
     def __init__(self) -> None:
         self.stack: list[Request] = []
-        self.tasks: list[Task] = []  # the task of each request, for current_task
 
 
 _requests = _RequestStack()
 
 
 def _running_task() -> Task | None:
-    tasks = _requests.tasks
+    tasks = running.tasks
     return tasks[-1] if tasks else None
 
 
@@ -181,11 +180,11 @@ class Task:
 
     def push_request(self, request: Request) -> None:
         _requests.stack.append(request)
-        _requests.tasks.append(self)
+        running.tasks.append(self)
 
     def pop_request(self) -> None:
         _requests.stack.pop()
-        _requests.tasks.pop()
+        running.tasks.pop()
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -165,3 +165,14 @@ def test_result_backend_transport_options_reach_the_backend(app, start_worker, r
     assert result.get(timeout=10) == 4
     keys = [k.decode() for k in redis.Redis(port=redis_server.port).keys("myresults:*")]
     assert any(result.id in key for key in keys), keys
+
+
+@pytest.mark.transports("sqlite")
+def test_get_task_logger_lines_name_the_task_and_its_id(api, start_worker):
+    module, _ = api
+    worker = start_worker(app="celery_api_tasks", env={"API_NOTES": "/dev/null"})
+    result = module.chatty.delay("hello")
+    assert result.get(timeout=10) == "hello"
+    worker.wait_for_log(f"celery_api_tasks.chatty[{result.id}]: saying hello")
+    line = next(x for x in worker.log().splitlines() if "saying hello" in x)
+    assert line.startswith("[") and "WARNING/" in line

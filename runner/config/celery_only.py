@@ -134,7 +134,6 @@ CELERY_ONLY = frozenset({
     "worker_eta_task_limit",
     "worker_log_color",
     "worker_log_datefmt",
-    "worker_log_format",
     "worker_lost_wait",
     "worker_pool_putlocks",
     "worker_pool_restarts",
@@ -145,7 +144,6 @@ CELERY_ONLY = frozenset({
     "worker_soft_shutdown_timeout",
     "worker_state_db",
     "worker_task_log_datefmt",
-    "worker_task_log_format",
     "worker_timer",
     "worker_timer_precision",
 })

@@ -335,6 +335,12 @@ class Settings(BaseModel):
         None, ge=1, description="replace a child after this many tasks")
     worker_max_memory_per_child: int | None = Field(
         None, ge=1, description="replace a child whose resident memory passes this (KiB)")
+    worker_log_format: str = Field(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
+        description="format of the worker's log lines (logging's %-style)")
+    worker_task_log_format: str = Field(
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: "
+        "%(message)s", description="format of the lines of task loggers (get_task_logger)")
     worker_hijack_root_logger: bool = Field(
         True, description="the worker configures the root logger")
     worker_send_task_events: bool = Field(False, description="emit task events for monitors")

@@ -8,8 +8,10 @@ import os
 import time
 
 from runner import Celery, Task, current_task, shared_task
+from runner.utils.log import get_task_logger
 
 app = Celery("celery_api_tasks")
+logger = get_task_logger(__name__)
 
 
 def note(event: str, **data) -> None:
@@ -75,3 +77,9 @@ def bad_state(self, kind):
     if kind == "state":
         self.update_state(state=None, meta={})
     self.update_state(state="PROGRESS", meta={"handle": object()})
+
+
+@app.task
+def chatty(word):
+    logger.warning("saying %s", word)
+    return word
