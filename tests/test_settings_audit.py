@@ -38,7 +38,7 @@ def test_a_setting_runner_does_not_act_on_warns_when_set(name, monkeypatch):
     app = Celery("audit", broker="memory://", backend="memory://", set_as_current=False)
     with pytest.warns(UserWarning, match=rf"{name}=.* has no effect in runner"):
         app.conf.update({name: value})
-        app.conf.task_serializer  # (read: the settings are built)
+        assert app.conf.task_serializer  # (read: the settings are built)
 
 
 def test_a_celery_configuration_with_settings_runner_lacks_loads_with_warnings(tmp_path,
