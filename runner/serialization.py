@@ -219,8 +219,42 @@ def _yaml_dumps(obj: Any) -> bytes:
     return yaml.dump(obj, Dumper=_YamlDumper, allow_unicode=True, encoding="utf-8")
 
 
+YAML_MAX_NODES = 1_000_000  # nodes a payload stands for, aliases expanded ("billion laughs")
+YAML_MAX_DEPTH = 100
+
+
 def _yaml_loads(payload: bytes) -> Any:
+    _check_yaml_shape(payload)
     return yaml.load(payload, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _check_yaml_shape(payload: bytes) -> None:
+    """Refuse an alias bomb or a nesting too deep before building anything: one pass over the
+    parser's events (libyaml's where there is one), counting the nodes each anchor stands
+    for, so an alias costs what it would expand to."""
+    anchors: dict[str, int] = {}
+    open_: list[list] = [[None, 0]]  # (anchor, nodes so far) of each open collection
+    for event in yaml.parse(payload, Loader=_YamlLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_) > YAML_MAX_DEPTH:
+                raise SerializationError(f"YAML payload nests deeper than {YAML_MAX_DEPTH} "
+                                         f"levels: refused")
+            open_.append([event.anchor, 1])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, nodes = open_.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, nodes = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, nodes = None, anchors.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            anchors[anchor] = nodes
+        open_[-1][1] += nodes
+        if open_[-1][1] > YAML_MAX_NODES:
+            raise SerializationError(f"YAML payload stands for more than {YAML_MAX_NODES:,} "
+                                     f"values once its aliases are expanded: refused")
 
 
 # --- msgpack (optional) ----------------------------------------------------------------------
