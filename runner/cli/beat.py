@@ -11,7 +11,7 @@ from datetime import datetime
 
 import click
 
-from runner.cli.base import app_options
+from runner.cli.options import app_options
 from runner.config.urls import mask_url
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/beat] %(message)s"

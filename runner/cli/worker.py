@@ -1,19 +1,39 @@
-"""``runner worker``: start a worker, as ``celery worker``."""
+"""``runner worker``: start a worker, as ``celery worker`` (options with Celery's names)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
+import threading
 
 import click
 
-from runner.cli.base import app_options
+from runner.cli import daemon
+from runner.cli.nodenames import NodeLogFile, host_format, node_format
+from runner.cli.options import app_options, global_options, known_queues, split_names
 from runner.config.urls import mask_url
+from runner.exceptions import ConfigError, RunnerError
 from runner.version import __version__
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+logger = logging.getLogger("runner.worker")
+
+
+def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
+    """``MAX,MIN`` (or ``MAX``: MIN 0), as Celery's ``--autoscale``."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(parts) > 2 or not numbers or min(numbers) < 0 or numbers[0] < 1 or (
+            len(numbers) == 2 and numbers[1] > numbers[0]):
+        raise click.BadParameter(f"{value!r} is not MAX,MIN (whole numbers, MAX >= 1, "
+                                 f"MIN <= MAX; e.g. --autoscale=10,3)")
+    return numbers[0], numbers[1] if len(numbers) == 2 else 0
 
 
 @click.command()
@@ -23,61 +43,145 @@ LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default=None,
               help="Pool implementation; default: worker_pool.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
-@click.option("-n", "--hostname", default=None, help="Node name (default celery@HOST).")
+@click.option("-X", "--exclude-queues", default=None,
+              help="Comma-separated queues not to consume (of -Q, or of the known queues).")
+@click.option("-n", "--hostname", default=None,
+              help="Node name (default celery@%h; %h, %n, %d are expanded).")
 @click.option("-l", "--loglevel", default="WARNING", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
                                 case_sensitive=False))
+@click.option("-f", "--logfile", default=None, metavar="PATH",
+              help="Log here instead of stderr (%n, %h, %d, %p, %i, %I are expanded: with "
+                   "%i or %I each prefork child logs to its own file).")
+@click.option("--pidfile", default=None, metavar="PATH",
+              help="Write the pid here; refuse to start while it names a live process.")
+@click.option("--detach", is_flag=True, help="Run in the background as a daemon.")
+@click.option("-B", "--beat", "embed_beat", is_flag=True,
+              help="Run beat in the worker too (the leader lease keeps it to one sender).")
+@click.option("--autoscale", callback=parse_autoscale, metavar="MAX,MIN",
+              help="Start MAX processes (runner does not shrink the pool to MIN yet).")
+@click.option("-O", "optimization", type=click.Choice(["default", "fair"]), default=None,
+              help="Accepted: runner's scheduling is always fair.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Hard time limit of each task, seconds (task_time_limit).")
+@click.option("--soft-time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Soft time limit of each task, seconds (task_soft_time_limit).")
 @click.option("--max-tasks-per-child", type=click.IntRange(min=1), default=None)
 @click.option("--max-memory-per-child", type=click.IntRange(min=1), default=None,
               help="KiB of resident memory after which a child is replaced.")
-@click.option("--prefetch-multiplier", type=click.IntRange(min=0), default=None)
-@click.option("--quiet", is_flag=True, help="Do not print the start banner.")
-def worker(app, concurrency, pool, queues, hostname, loglevel, max_tasks_per_child,
-           max_memory_per_child, prefetch_multiplier, quiet) -> None:
+@click.option("--prefetch-multiplier", type=click.IntRange(min=0), default=None,
+              help="Messages reserved per process; 0: no limit, as Celery's.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the start banner.")
+def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, logfile,
+           pidfile, detach, embed_beat, autoscale, optimization, time_limit, soft_time_limit,
+           max_tasks_per_child, max_memory_per_child, prefetch_multiplier, quiet) -> None:
     """Start a worker: runs the tasks of the app given with -A."""
-    from runner.worker.worker import Worker, WorkerOptions
+    from runner.worker.worker import WorkerOptions
 
-    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT, stream=sys.stderr)
     conf = app.conf
-    app.import_task_modules()
+    limits = {key: value for key, value in (("task_time_limit", time_limit),
+                                            ("task_soft_time_limit", soft_time_limit)) if value}
+    if limits:
+        conf.update(limits)  # (checked together: the soft limit must be below the hard one)
+    nodename = host_format(hostname or "celery@%h")
+    consumed = [q for q in (split_names(queues) or known_queues(conf))
+                if q not in split_names(exclude_queues)]
+    if not consumed:
+        raise ConfigError(f"-X {exclude_queues}: excludes every queue; nothing to consume")
     options = WorkerOptions(
-        concurrency=concurrency or conf.worker_concurrency or os.cpu_count() or 1,
+        concurrency=(autoscale[0] if autoscale else concurrency) or conf.worker_concurrency
+        or os.cpu_count() or 1,
         pool=pool or conf.worker_pool,
-        queues=[q.strip() for q in queues.split(",") if q.strip()] if queues else
-        _default_queues(conf),
-        hostname=(hostname or f"celery@{socket.gethostname()}").replace(
-            "%h", socket.gethostname()),
+        queues=consumed,
+        hostname=nodename,
         prefetch_multiplier=(prefetch_multiplier if prefetch_multiplier is not None
                              else conf.worker_prefetch_multiplier),
         max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
         max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child)
+    pid = daemon.Pidfile(node_format(pidfile, nodename)) if pidfile else None
+    if pid is not None:
+        pid.check()  # before detaching: the user sees the refusal
+    if detach:
+        daemon.detach()
+    if pid is not None:
+        pid.acquire()
+    try:
+        _setup_logging(loglevel, logfile, nodename)
+        _note_options(options, autoscale, optimization)
+        _run(app, options, embed_beat, quiet or global_options().quiet or detach)
+    except RunnerError as exc:
+        if detach or logfile:  # (stderr may be /dev/null: say it where the logs go)
+            logger.error("%s", exc)
+        raise
+    finally:
+        if pid is not None:
+            pid.release()
+
+
+def _setup_logging(loglevel: str, logfile: str | None, nodename: str) -> None:
+    handler = NodeLogFile(logfile, nodename) if logfile else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(loglevel.upper())
+
+
+def _note_options(options, autoscale: tuple[int, int] | None, optimization: str | None) -> None:
+    if autoscale:
+        logger.warning("--autoscale=%d,%d: starting %d processes; runner does not grow or "
+                       "shrink the pool yet, so it stays at %d (MIN is not used)", *autoscale,
+                       autoscale[0], autoscale[0])
+    if optimization:
+        logger.info("-O %s: accepted; runner's scheduling is always fair (a child takes "
+                    "long tasks one at a time)", optimization)
+
+
+def _run(app, options, embed_beat: bool, quiet: bool) -> None:
+    from runner.worker.worker import Worker
+
+    app.import_task_modules()
     instance = Worker(app, options)  # opens broker and backend: errors before the banner
     if not quiet:
-        click.echo(banner(app, options), err=True)
+        click.echo(banner(app, options, embed_beat), err=True)
+    stop = threading.Event()
+    beat = _start_beat(app, stop) if embed_beat else None
     try:
         instance.run()
     finally:
+        if beat is not None:
+            stop.set()
+            beat.join(10)  # gives the lease up, so another -B worker leads at once
         app.close()  # what is still handed over to a connection (AMQP acks) goes out first
 
 
-def _default_queues(conf) -> list[str]:
-    if conf.task_queues:
-        return [q.name for q in conf.task_queues]
-    return [conf.task_default_queue]
+def _start_beat(app, stop: threading.Event) -> threading.Thread:
+    """Beat in a thread of the worker's main process (``-B``). Several ``-B`` workers share
+    the leader lease of ``runner beat``: one sends, the others stand by."""
+    from runner.beat.entries import build_entries
+    from runner.beat.scheduler import Beat
+
+    scheduler = Beat(app, build_entries(app, None))
+    logger.info("beat %s: embedded (-B), %d entr%s", scheduler.owner, len(scheduler.entries),
+                "y" if len(scheduler.entries) == 1 else "ies")
+    thread = threading.Thread(target=scheduler.run, args=(stop,), name="runner-beat",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
-def banner(app, options) -> str:
+def banner(app, options, embed_beat: bool = False) -> str:
     tasks = sorted(name for name in app.tasks if not name.startswith("runner."))
+    follows = " (follows the broker)" if app.backend_follows_broker else ""
     lines = [
         f" -------------- {options.hostname} v{__version__}",
         "--- ***** ----- ",
         "-- ******* ---- [config]",
         f"- *** --- * --- .> app:         {app.main or '__main__'}:{id(app):#x}",
         f"- ** ---------- .> transport:   {mask_url(app.broker_url)}",
-        f"- ** ---------- .> results:     {mask_url(app.backend_url)}",
+        f"- ** ---------- .> results:     {mask_url(app.backend_url)}{follows}",
         f"- *** --- * --- .> concurrency: {options.concurrency} ({options.pool})",
-        f"-- ******* ---- .> prefetch:    {options.prefetch_multiplier} x concurrency",
-        "--- ***** ----- ",
+        f"-- ******* ---- .> prefetch:    {_prefetch_text(options)}",
+        f"--- ***** ----- .> beat:        {'embedded (-B)' if embed_beat else 'off'}",
         " -------------- [queues]",
         *[f"                .> {q}" for q in options.queues],
         "",
@@ -86,6 +190,12 @@ def banner(app, options) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _prefetch_text(options) -> str:
+    if options.prefetch_multiplier == 0:
+        return f"no limit (0; at most {options.prefetch} per process)"
+    return f"{options.prefetch_multiplier} x concurrency"
 
 
 COMMANDS = [worker]

@@ -40,6 +40,17 @@ BACKEND_CLASSES: dict[str, str | None] = {
     "rpc": "runner.backends.rpc:RPCBackend",
 }
 
+def backend_following(broker_url: str) -> str:
+    """The result backend of an app that names none: the broker's own store, so that every
+    host that reaches the broker reaches the results (never a local file another host cannot
+    see). The same Redis (same db) or SQLite file, ``memory://`` for ``memory://``, and
+    ``rpc://`` for AMQP, as Celery's tutorial pairs them."""
+    scheme = broker_url.partition("://")[0].lower()
+    if scheme in _AMQP_SCHEMES:
+        return "rpc://"
+    return broker_url
+
+
 SCHEMES: frozenset[str] = frozenset(BROKER_CLASSES) | frozenset(BACKEND_CLASSES)
 
 _REDIS_SCHEMES = {"redis", "rediss", "redis+socket"}

@@ -256,9 +256,11 @@ class PreforkPool(Pool):
         #: know whether a batch would wait too long to be seen (see collect)
         self.main_wake = _fork.RawArray("q", 1)
         self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
-        self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
+        self.children: list[_Child] = [self._spawn(slot) for slot in range(1, self.size + 1)]
 
-    def _spawn(self) -> _Child:
+    def _spawn(self, slot: int) -> _Child:
+        """Start the child of ``slot`` (1..size; its process is named ``runner-child-<slot>``,
+        Celery's pool process index: ``%i`` in a ``--logfile`` name)."""
         parent_end, child_end = _fork.Pipe()
         progress = _fork.RawArray("q", PROGRESS_SIZE)
         board = None
@@ -270,7 +272,8 @@ class PreforkPool(Pool):
             target, args = child_main, (self.app, self._run, child_end, progress,
                                         bool(self.max_memory_per_child), os.getpid(),
                                         self.hostname)
-        process = _fork.Process(target=target, args=args, daemon=True, name="runner-child")
+        process = _fork.Process(target=target, args=args, daemon=True,
+                                 name=f"runner-child-{slot}")
         process.start()
         child_end.close()
         return _Child(process, parent_end, progress, board)
@@ -345,7 +348,7 @@ class PreforkPool(Pool):
                 if child.jobs:
                     child.process.join(0.1)
                     events += self._died(child, Lost(0, child.process.exitcode))
-                self.children[index] = self._replace(child)
+                self.children[index] = self._replace(child, index + 1)
             elif (deadline := child.deadline()) is not None and time.monotonic() >= deadline:
                 child.process.kill()
                 child.process.join(1)
@@ -353,10 +356,10 @@ class PreforkPool(Pool):
                 if child.jobs:
                     limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
                     events += self._died(child, TimedOut(0, limit or 0.0))
-                self.children[index] = self._replace(child)
+                self.children[index] = self._replace(child, index + 1)
         for index in recycle:
             self._retire(self.children[index])
-            self.children[index] = self._spawn()
+            self.children[index] = self._spawn(index + 1)
         return events
 
     def _read(self, child: _Child) -> list[Event]:
@@ -477,10 +480,10 @@ class PreforkPool(Pool):
             child.process.join()
         child.conn.close()
 
-    def _replace(self, child: _Child) -> _Child:
+    def _replace(self, child: _Child, slot: int) -> _Child:
         child.process.join(1)
         child.conn.close()
-        return self._spawn()
+        return self._spawn(slot)
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         for child in self.children:

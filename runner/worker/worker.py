@@ -77,6 +77,9 @@ IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake i
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if it acks early)
+#: messages per process that ``worker_prefetch_multiplier = 0`` ("no limit", as Celery's) may
+#: hold: a bound all the same, so that one fetch stays one bounded read
+NO_PREFETCH_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -104,6 +107,12 @@ class WorkerOptions:
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
 
+    @property
+    def prefetch(self) -> int:
+        """Messages one process may hold: the multiplier, and 0 means no limit (as Celery's;
+        in practice :data:`NO_PREFETCH_LIMIT`)."""
+        return self.prefetch_multiplier if self.prefetch_multiplier > 0 else NO_PREFETCH_LIMIT
+
 
 class Worker:
     def __init__(self, app: Runner, options: WorkerOptions):
@@ -116,8 +125,7 @@ class Worker:
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
-        self.capacity = max(options.concurrency,
-                            options.concurrency * max(0, options.prefetch_multiplier))
+        self.capacity = options.concurrency * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
         self.polling_interval = float(getattr(transport, "polling_interval", 0.005))
@@ -138,7 +146,7 @@ class Worker:
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         self.pool.waker = self.waker
         self.pool.job_ids = self.job_ids
-        self.pool.batch_size = max(1, options.prefetch_multiplier)
+        self.pool.batch_size = options.prefetch
         # Where the children fetch for themselves, on a broker whose deliveries only the
         # fetching connection can ack (AMQP), each child acks its own (early acks just before
         # the task starts) and a dead child's unacked messages come back by themselves.
@@ -148,7 +156,7 @@ class Worker:
             # Children fetch for themselves: each claims its share of the prefetch limit.
             self.children_ack = not self.broker.acks_anywhere
             self.pool.consume = ConsumeOptions(
-                options.queues, self.hostname, max(1, options.prefetch_multiplier),
+                options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
                 main_acks_early=not self.children_ack)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
