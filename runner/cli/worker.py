@@ -141,10 +141,15 @@ def _run(app, options, embed_beat: bool, quiet: bool) -> None:
 
     app.import_task_modules()
     instance = Worker(app, options)  # opens broker and backend: errors before the banner
+    scheduler = _embedded_beat(app) if embed_beat else None
     if not quiet:
         click.echo(banner(app, options, embed_beat), err=True)
     stop = threading.Event()
-    beat = _start_beat(app, stop) if embed_beat else None
+    beat = None
+    if scheduler is not None:
+        beat = threading.Thread(target=scheduler.run, args=(stop,), name="runner-beat",
+                                daemon=True)
+        beat.start()
     try:
         instance.run()
     finally:
@@ -154,19 +159,20 @@ def _run(app, options, embed_beat: bool, quiet: bool) -> None:
         app.close()  # what is still handed over to a connection (AMQP acks) goes out first
 
 
-def _start_beat(app, stop: threading.Event) -> threading.Thread:
-    """Beat in a thread of the worker's main process (``-B``). Several ``-B`` workers share
-    the leader lease of ``runner beat``: one sends, the others stand by."""
+def _embedded_beat(app):
+    """Beat for a thread of the worker's main process (``-B``). Several ``-B`` workers (and
+    ``runner beat`` processes) share the leader lease: one sends, the others stand by."""
     from runner.beat.entries import build_entries
     from runner.beat.scheduler import Beat
 
+    if not app.backend.keeps_state:
+        raise ConfigError(f"-B: beat keeps its lease and schedule in the result backend, and "
+                          f"{mask_url(app.backend_url)} keeps none; set result_backend to "
+                          f"redis:// or sqlite:///")
     scheduler = Beat(app, build_entries(app, None))
     logger.info("beat %s: embedded (-B), %d entr%s", scheduler.owner, len(scheduler.entries),
                 "y" if len(scheduler.entries) == 1 else "ies")
-    thread = threading.Thread(target=scheduler.run, args=(stop,), name="runner-beat",
-                              daemon=True)
-    thread.start()
-    return thread
+    return scheduler
 
 
 def banner(app, options, embed_beat: bool = False) -> str:
