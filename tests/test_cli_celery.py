@@ -341,32 +341,39 @@ def test_result_backend_follows_the_broker_when_none_is_given():
     assert not Celery("x", broker="redis://h/0", backend="redis://h/1").backend_follows_broker
 
 
-def test_client_on_another_host_gets_results_through_the_redis_broker(
-        redis_server, spawn, tmp_path):
-    url = redis_server.fresh()
+def _hosts(tmp_path: Path) -> tuple[Path, Path]:
+    """Two working directories: what is local to one "host" the other cannot see."""
     worker_dir, client_dir = tmp_path / "worker-host", tmp_path / "client-host"
     worker_dir.mkdir()
     client_dir.mkdir()
-    worker = spawn("-A", "tasks", "worker", "-b", url, "-l", "info", "-c", "1",
-                   env=bare_env(), cwd=worker_dir)
+    return worker_dir, client_dir
+
+
+def test_client_on_another_host_gets_results_through_the_redis_broker(
+        redis_server, spawn, tmp_path):
+    url = redis_server.fresh()
+    worker_dir, client_dir = _hosts(tmp_path)
+    env = bare_env(RUNNER_BROKER_URL=url)  # the broker and nothing else
+    worker = spawn("worker", "-A", "tasks", "-l", "info", "-c", "1", env=env, cwd=worker_dir)
     assert f"results:     {url} (follows the broker)" in worker.log()
-    done = runner("-b", url, "call", "tasks.add", "--args", "[3, 4]", "--wait", "--timeout",
-                  "20", env=bare_env(), cwd=client_dir)
+    done = runner("call", "-A", "tasks", "tasks.add", "--args", "[3, 4]", "--wait",
+                  "--timeout", "20", env=env, cwd=client_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "7"
     assert not (worker_dir / ".runner").exists() and not (client_dir / ".runner").exists()
 
 
 def test_amqp_broker_alone_sends_results_back_by_rpc(amqp_url, spawn, tmp_path):
-    worker = spawn("-A", "tasks", "-b", amqp_url, "worker", "-l", "info", "-c", "1",
-                   env=bare_env(), cwd=tmp_path)
+    worker_dir, client_dir = _hosts(tmp_path)
+    env = bare_env(RUNNER_BROKER_URL=amqp_url)
+    worker = spawn("worker", "-A", "tasks", "-l", "info", "-c", "1", env=env, cwd=worker_dir)
     assert "results:     rpc:// (follows the broker)" in worker.log()
-    done = runner("-A", "tasks", "-b", amqp_url, "call", "tasks.add", "--args", "[5, 6]",
-                  "--wait", "--timeout", "20", env=bare_env(), cwd=tmp_path)
+    done = runner("call", "-A", "tasks", "tasks.add", "--args", "[5, 6]", "--wait",
+                  "--timeout", "20", env=env, cwd=client_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "11"
-    assert not (tmp_path / ".runner").exists()
+    assert not (worker_dir / ".runner").exists() and not (client_dir / ".runner").exists()
     refused = runner("-A", "tasks", "-b", amqp_url, "worker", "-B", env=bare_env(),
-                     cwd=tmp_path, timeout=30)
+                     cwd=worker_dir, timeout=30)
     assert refused.returncode == 2
     assert_one_line_error(refused.stderr, "-B: beat keeps its lease", "rpc://")
