@@ -264,11 +264,40 @@ def test_soft_time_limit_option_raises_in_the_task(app, start_worker):
     assert soft.get(timeout=20, propagate=False).__class__.__name__ == "SoftTimeLimitExceeded"
 
 
-def test_autoscale_starts_max_processes_and_says_it_does_not_shrink(start_worker):
-    worker = start_worker("--autoscale=3,1")
+def _children(pid: int) -> int:
+    import psutil
+
+    return len([c for c in psutil.Process(pid).children() if c.status() != "zombie"])
+
+
+@pytest.mark.transports("sqlite", "redis")
+def test_autoscale_grows_with_the_backlog_and_shrinks_when_idle(app, start_worker):
+    worker = start_worker("--autoscale=3,1", env={"AUTOSCALE_KEEPALIVE": "1"})
+    assert "concurrency: {min=1, max=3} (prefork, autoscale)" in worker.log()
+    assert _children(worker.pid) == 1
+    results = [app.tasks["tasks.sleep"].delay(1.5, i) for i in range(6)]
+    _wait(lambda: _children(worker.pid) == 3, timeout=5, what="three processes")
+    assert [r.get(timeout=30) for r in results] == list(range(6))
+    _wait(lambda: _children(worker.pid) == 1, timeout=10, what="back to one process")
     log = worker.log()
-    assert "concurrency: 3 (prefork)" in log
-    assert "--autoscale=3,1: starting 3 processes; runner does not grow or shrink" in log
+    assert "autoscale: growing from 1 to 3 processes" in log
+    assert "autoscale: shrinking from" in log
+    # and it still works after shrinking
+    assert app.tasks["tasks.add"].delay(1, 2).get(timeout=20) == 3
+
+
+@pytest.mark.transports("amqp")
+def test_autoscale_grows_and_shrinks_on_rabbitmq_with_rpc_results(app, start_worker):
+    """RabbitMQ pushes messages to the processes (their prefetch), which its queue count
+    leaves out: the pool grows while every process is busy."""
+    app.conf.update(result_backend="rpc://")
+    worker = start_worker("--autoscale=3,1", env={"AUTOSCALE_KEEPALIVE": "1",
+                                                  "RUNNER_RESULT_BACKEND": "rpc://"})
+    results = [app.tasks["tasks.sleep"].delay(1.5, i) for i in range(6)]
+    _wait(lambda: _children(worker.pid) == 3, timeout=5, what="three processes")
+    assert [r.get(timeout=30) for r in results] == list(range(6))
+    _wait(lambda: _children(worker.pid) == 1, timeout=10, what="back to one process")
+    assert app.tasks["tasks.add"].delay(1, 2).get(timeout=20) == 3
 
 
 @pytest.mark.parametrize("args, named", [

@@ -59,7 +59,8 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Run beat in the worker too (the leader lease keeps it to one sender).")
 @click.option("--autoscale", callback=parse_autoscale, metavar="MAX,MIN",
-              help="Start MAX processes (runner does not shrink the pool to MIN yet).")
+              help="Grow the prefork pool up to MAX processes with the backlog, shrink it to "
+                   "MIN when idle (AUTOSCALE_KEEPALIVE seconds, 30).")
 @click.option("-O", "optimization", type=click.Choice(["default", "fair"]), default=None,
               help="Accepted: runner's scheduling is always fair.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -88,9 +89,12 @@ def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, l
                 if q not in split_names(exclude_queues)]
     if not consumed:
         raise ConfigError(f"-X {exclude_queues}: excludes every queue; nothing to consume")
+    if autoscale:  # starts with MIN (at least one process, to wait on the broker)
+        autoscale = (autoscale[0], max(1, autoscale[1]))
     options = WorkerOptions(
-        concurrency=(autoscale[0] if autoscale else concurrency) or conf.worker_concurrency
+        concurrency=(autoscale[1] if autoscale else concurrency) or conf.worker_concurrency
         or os.cpu_count() or 1,
+        autoscale=autoscale,
         pool=pool or conf.worker_pool,
         queues=consumed,
         hostname=nodename,
@@ -127,10 +131,12 @@ def _setup_logging(loglevel: str, logfile: str | None, nodename: str) -> None:
 
 
 def _note_options(options, autoscale: tuple[int, int] | None, optimization: str | None) -> None:
-    if autoscale:
-        logger.warning("--autoscale=%d,%d: starting %d processes; runner does not grow or "
-                       "shrink the pool yet, so it stays at %d (MIN is not used)", *autoscale,
-                       autoscale[0], autoscale[0])
+    if autoscale and options.pool != "prefork":
+        logger.warning("--autoscale: only the prefork pool scales; the %s pool keeps %d",
+                       options.pool, options.concurrency)
+    elif autoscale:
+        logger.info("--autoscale: %d to %d processes, starting with %d", autoscale[1],
+                    autoscale[0], options.concurrency)
     if optimization:
         logger.info("-O %s: accepted; runner's scheduling is always fair (a child takes "
                     "long tasks one at a time)", optimization)
@@ -185,7 +191,7 @@ def banner(app, options, embed_beat: bool = False) -> str:
         f"- *** --- * --- .> app:         {app.main or '__main__'}:{id(app):#x}",
         f"- ** ---------- .> transport:   {mask_url(app.broker_url)}",
         f"- ** ---------- .> results:     {mask_url(app.backend_url)}{follows}",
-        f"- *** --- * --- .> concurrency: {options.concurrency} ({options.pool})",
+        f"- *** --- * --- .> concurrency: {_concurrency_text(options)}",
         f"-- ******* ---- .> prefetch:    {_prefetch_text(options)}",
         f"--- ***** ----- .> beat:        {'embedded (-B)' if embed_beat else 'off'}",
         " -------------- [queues]",
@@ -196,6 +202,13 @@ def banner(app, options, embed_beat: bool = False) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _concurrency_text(options) -> str:
+    if options.autoscale and options.pool == "prefork":
+        high, low = options.autoscale
+        return f"{{min={low}, max={high}}} ({options.pool}, autoscale)"
+    return f"{options.concurrency} ({options.pool})"
 
 
 def _prefetch_text(options) -> str:

@@ -41,6 +41,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
+from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
@@ -106,6 +107,9 @@ class WorkerOptions:
     prefetch_multiplier: int = 4
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
+    #: (MAX, MIN) processes for ``--autoscale`` (prefork only); ``concurrency`` is where it
+    #: starts
+    autoscale: tuple[int, int] | None = None
 
     @property
     def prefetch(self) -> int:
@@ -125,7 +129,8 @@ class Worker:
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
-        self.capacity = options.concurrency * options.prefetch
+        most = options.autoscale[0] if options.autoscale else options.concurrency
+        self.capacity = most * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
         self.polling_interval = float(getattr(transport, "polling_interval", 0.005))
@@ -161,6 +166,9 @@ class Worker:
                 main_acks_early=not self.children_ack)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
+        self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
+                                      *options.autoscale, pushes=self.broker.pushes)
+                           if options.autoscale and isinstance(self.pool, PreforkPool) else None)
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -547,6 +555,8 @@ class Worker:
                 buffered, self.buffer = self.buffer, []
                 self.drop_revoked(buffered)
                 self.consumer.set_hungry(not self.buffer)
+        if self.autoscaler is not None and not self.stopping:
+            self.autoscaler.look(now, len(self.buffer))
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_INTERVAL
             self.backend.cleanup()
