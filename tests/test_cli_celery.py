@@ -78,11 +78,12 @@ def assert_one_line_error(stderr: str, *expected: str) -> None:
 
 def test_global_app_option_before_the_command_starts_a_worker_that_runs_a_task(
         app, spawn, worker_env):
-    worker = spawn("-A", "tasks", "worker", "-l", "info", "-n", "worker1@%h", "-c", "1",
+    worker = spawn("-A", "tasks", "-q", "worker", "-l", "info", "-n", "worker1@%h", "-c", "1",
                    env=worker_env)
     info = app.tasks["tasks.whoami"].delay().get(timeout=20)
     assert info["hostname"] == f"worker1@{HOST}"
     assert f"worker1@{HOST} ready." in worker.log()
+    assert "[tasks]" not in worker.log()  # -q: no banner
 
 
 def test_broker_backend_and_workdir_before_the_command_reach_the_worker(
@@ -238,6 +239,25 @@ def test_exclude_queues_leaves_a_queue_alone(app, start_worker):
     log = worker.log()
     assert "                .> celery" in log and "                .> other" not in log
     assert "-O fair: accepted; runner's scheduling is always fair" in log
+
+
+def test_systemd_unit_flags_include_purge_and_accepted_no_ops(app, start_worker, worker_env,
+                                                             tmp_path):
+    """A typical unit's line: -I more modules, --purge, and flags runner has nothing for."""
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "extra_tasks.py").write_text(
+        "from tasks import app\n\n@app.task\ndef triple(x):\n    return 3 * x\n")
+    stale = app.tasks["tasks.add"].delay(1, 1)
+    worker = start_worker("-I", "extra_tasks", "--purge", "-E", "--without-gossip",
+                          "--without-mingle", "--without-heartbeat",
+                          env={"PYTHONPATH": f"{mods}{os.pathsep}{worker_env['PYTHONPATH']}"})
+    assert app.send_task("extra_tasks.triple", (3,)).get(timeout=20) == 9
+    assert stale.state == "PENDING"
+    log = worker.log()
+    assert "--purge: deleted 1 waiting message(s) from celery" in log
+    assert ("accepted and without effect in runner: -E/--task-events, --without-gossip, "
+            "--without-mingle, --without-heartbeat") in log
 
 
 def test_prefetch_multiplier_zero_means_no_limit(app, start_worker):

@@ -55,7 +55,7 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
                    "%i or %I each prefork child logs to its own file).")
 @click.option("--pidfile", default=None, metavar="PATH",
               help="Write the pid here; refuse to start while it names a live process.")
-@click.option("--detach", is_flag=True, help="Run in the background as a daemon.")
+@click.option("-D", "--detach", is_flag=True, help="Run in the background as a daemon.")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Run beat in the worker too (the leader lease keeps it to one sender).")
 @click.option("--autoscale", callback=parse_autoscale, metavar="MAX,MIN",
@@ -73,13 +73,33 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--prefetch-multiplier", type=click.IntRange(min=0), default=None,
               help="Messages reserved per process; 0: no limit, as Celery's.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the start banner.")
+@click.option("-I", "--include", default=None, help="Comma-separated modules to import too.")
+@click.option("--purge", "--discard", "purge_first", is_flag=True,
+              help="Delete the waiting messages of the consumed queues before starting.")
+@click.option("-s", "--schedule", "schedule_file", default=None, metavar="PATH",
+              help="Accepted for Celery's sake: -B keeps its state in the result backend.")
+@click.option("-E", "--task-events", is_flag=True,
+              help="Accepted: runner sends no monitoring events yet.")
+@click.option("--without-gossip", is_flag=True, help="Accepted: runner has no gossip.")
+@click.option("--without-mingle", is_flag=True, help="Accepted: runner has no mingle.")
+@click.option("--without-heartbeat", is_flag=True,
+              help="Accepted: runner sends no worker heartbeats.")
 def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, logfile,
            pidfile, detach, embed_beat, autoscale, optimization, time_limit, soft_time_limit,
-           max_tasks_per_child, max_memory_per_child, prefetch_multiplier, quiet) -> None:
+           max_tasks_per_child, max_memory_per_child, prefetch_multiplier, quiet, include,
+           purge_first, schedule_file, task_events, without_gossip, without_mingle,
+           without_heartbeat) -> None:
     """Start a worker: runs the tasks of the app given with -A."""
     from runner.worker.worker import WorkerOptions
 
     conf = app.conf
+    if include:
+        conf.update(include=[*(conf.include or ()), *split_names(include)])
+    ignored = [name for name, given in (("-s/--schedule", schedule_file),
+                                        ("-E/--task-events", task_events),
+                                        ("--without-gossip", without_gossip),
+                                        ("--without-mingle", without_mingle),
+                                        ("--without-heartbeat", without_heartbeat)) if given]
     limits = {key: value for key, value in (("task_time_limit", time_limit),
                                             ("task_soft_time_limit", soft_time_limit)) if value}
     if limits:
@@ -112,6 +132,13 @@ def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, l
     try:
         _setup_logging(loglevel, logfile, nodename)
         _note_options(options, autoscale, optimization)
+        if ignored:
+            logger.info("accepted and without effect in runner: %s (see README, The worker)",
+                        ", ".join(ignored))
+        if purge_first:
+            count = app.broker.purge(options.queues)
+            logger.warning("--purge: deleted %d waiting message(s) from %s", count,
+                           ", ".join(options.queues))
         _run(app, options, embed_beat, quiet or global_options().quiet or detach)
     except RunnerError as exc:
         if detach or logfile:  # (stderr may be /dev/null: say it where the logs go)
