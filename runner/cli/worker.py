@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +16,9 @@ from runner.cli.options import app_options, global_options, known_queues, split_
 from runner.config.urls import mask_url
 from runner.exceptions import ConfigError, RunnerError
 from runner.version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.worker.worker import WorkerOptions
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 logger = logging.getLogger("runner.worker")
@@ -84,45 +88,12 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("--without-mingle", is_flag=True, help="Accepted: runner has no mingle.")
 @click.option("--without-heartbeat", is_flag=True,
               help="Accepted: runner sends no worker heartbeats.")
-def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, logfile,
-           pidfile, detach, embed_beat, autoscale, optimization, time_limit, soft_time_limit,
-           max_tasks_per_child, max_memory_per_child, prefetch_multiplier, quiet, include,
-           purge_first, schedule_file, task_events, without_gossip, without_mingle,
-           without_heartbeat) -> None:
+def worker(app, **given: Any) -> None:
     """Start a worker: runs the tasks of the app given with -A."""
-    from runner.worker.worker import WorkerOptions
-
-    conf = app.conf
-    if include:
-        conf.update(include=[*(conf.include or ()), *split_names(include)])
-    ignored = [name for name, given in (("-s/--schedule", schedule_file),
-                                        ("-E/--task-events", task_events),
-                                        ("--without-gossip", without_gossip),
-                                        ("--without-mingle", without_mingle),
-                                        ("--without-heartbeat", without_heartbeat)) if given]
-    limits = {key: value for key, value in (("task_time_limit", time_limit),
-                                            ("task_soft_time_limit", soft_time_limit)) if value}
-    if limits:
-        conf.update(limits)  # (checked together: the soft limit must be below the hard one)
-    nodename = host_format(hostname or "celery@%h")
-    consumed = [q for q in (split_names(queues) or known_queues(conf))
-                if q not in split_names(exclude_queues)]
-    if not consumed:
-        raise ConfigError(f"-X {exclude_queues}: excludes every queue; nothing to consume")
-    if autoscale:  # starts with MIN (at least one process, to wait on the broker)
-        autoscale = (autoscale[0], max(1, autoscale[1]))
-    options = WorkerOptions(
-        concurrency=(autoscale[1] if autoscale else concurrency) or conf.worker_concurrency
-        or os.cpu_count() or 1,
-        autoscale=autoscale,
-        pool=pool or conf.worker_pool,
-        queues=consumed,
-        hostname=nodename,
-        prefetch_multiplier=(prefetch_multiplier if prefetch_multiplier is not None
-                             else conf.worker_prefetch_multiplier),
-        max_tasks_per_child=max_tasks_per_child or conf.worker_max_tasks_per_child,
-        max_memory_per_child=max_memory_per_child or conf.worker_max_memory_per_child)
-    pid = daemon.Pidfile(node_format(pidfile, nodename)) if pidfile else None
+    _configure(app.conf, given)
+    options = worker_options(app.conf, given)
+    pidfile, detach, logfile = given["pidfile"], given["detach"], given["logfile"]
+    pid = daemon.Pidfile(node_format(pidfile, options.hostname)) if pidfile else None
     if pid is not None:
         pid.check()  # before detaching: the user sees the refusal
     if detach:
@@ -130,16 +101,14 @@ def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, l
     if pid is not None:
         pid.acquire()
     try:
-        _setup_logging(loglevel, logfile, nodename)
-        _note_options(options, autoscale, optimization)
-        if ignored:
-            logger.info("accepted and without effect in runner: %s (see README, The worker)",
-                        ", ".join(ignored))
-        if purge_first:
+        _setup_logging(given["loglevel"], logfile, options.hostname)
+        _note_options(options, given)
+        if given["purge_first"]:
             count = app.broker.purge(options.queues)
             logger.warning("--purge: deleted %d waiting message(s) from %s", count,
                            ", ".join(options.queues))
-        _run(app, options, embed_beat, quiet or global_options().quiet or detach)
+        _run(app, options, given["embed_beat"],
+             given["quiet"] or global_options().quiet or detach)
     except RunnerError as exc:
         if detach or logfile:  # (stderr may be /dev/null: say it where the logs go)
             logger.error("%s", exc)
@@ -147,6 +116,49 @@ def worker(app, concurrency, pool, queues, exclude_queues, hostname, loglevel, l
     finally:
         if pid is not None:
             pid.release()
+
+
+#: options accepted so that a Celery command line starts unchanged, and logged as doing nothing
+NO_EFFECT = {"schedule_file": "-s/--schedule", "task_events": "-E/--task-events",
+             "without_gossip": "--without-gossip", "without_mingle": "--without-mingle",
+             "without_heartbeat": "--without-heartbeat"}
+
+
+def _configure(conf, given: dict[str, Any]) -> None:
+    """The settings the options stand for: ``-I``, ``--time-limit``, ``--soft-time-limit``."""
+    if given["include"]:
+        conf.update(include=[*(conf.include or ()), *split_names(given["include"])])
+    limits = {key: given[option] for key, option in (("task_time_limit", "time_limit"),
+                                                     ("task_soft_time_limit", "soft_time_limit"))
+              if given[option]}
+    if limits:
+        conf.update(limits)  # (checked together: the soft limit must be below the hard one)
+
+
+def worker_options(conf, given: dict[str, Any]) -> WorkerOptions:
+    """The options, else the settings: what the worker runs with."""
+    from runner.worker.worker import WorkerOptions
+
+    excluded = split_names(given["exclude_queues"])
+    consumed = [q for q in (split_names(given["queues"]) or known_queues(conf))
+                if q not in excluded]
+    if not consumed:
+        raise ConfigError(f"-X {given['exclude_queues']}: excludes every queue; nothing to "
+                          f"consume")
+    autoscale = given["autoscale"]
+    if autoscale:  # starts with MIN (at least one process, to wait on the broker)
+        autoscale = (autoscale[0], max(1, autoscale[1]))
+    prefetch = given["prefetch_multiplier"]
+    return WorkerOptions(
+        concurrency=(autoscale[1] if autoscale else given["concurrency"])
+        or conf.worker_concurrency or os.cpu_count() or 1,
+        autoscale=autoscale,
+        pool=given["pool"] or conf.worker_pool,
+        queues=consumed,
+        hostname=host_format(given["hostname"] or "celery@%h"),
+        prefetch_multiplier=prefetch if prefetch is not None else conf.worker_prefetch_multiplier,
+        max_tasks_per_child=given["max_tasks_per_child"] or conf.worker_max_tasks_per_child,
+        max_memory_per_child=given["max_memory_per_child"] or conf.worker_max_memory_per_child)
 
 
 def _setup_logging(loglevel: str, logfile: str | None, nodename: str) -> None:
@@ -157,16 +169,21 @@ def _setup_logging(loglevel: str, logfile: str | None, nodename: str) -> None:
     root.setLevel(loglevel.upper())
 
 
-def _note_options(options, autoscale: tuple[int, int] | None, optimization: str | None) -> None:
+def _note_options(options, given: dict[str, Any]) -> None:
+    autoscale = options.autoscale
     if autoscale and options.pool != "prefork":
         logger.warning("--autoscale: only the prefork pool scales; the %s pool keeps %d",
                        options.pool, options.concurrency)
     elif autoscale:
         logger.info("--autoscale: %d to %d processes, starting with %d", autoscale[1],
                     autoscale[0], options.concurrency)
-    if optimization:
+    if given["optimization"]:
         logger.info("-O %s: accepted; runner's scheduling is always fair (a child takes "
-                    "long tasks one at a time)", optimization)
+                    "long tasks one at a time)", given["optimization"])
+    ignored = [flag for name, flag in NO_EFFECT.items() if given[name]]
+    if ignored:
+        logger.info("accepted and without effect in runner: %s (see README, The worker)",
+                    ", ".join(ignored))
 
 
 def _run(app, options, embed_beat: bool, quiet: bool) -> None:

@@ -40,6 +40,13 @@ BACKEND_CLASSES: dict[str, str | None] = {
     "rpc": "runner.backends.rpc:RPCBackend",
 }
 
+SCHEMES: frozenset[str] = frozenset(BROKER_CLASSES) | frozenset(BACKEND_CLASSES)
+
+_REDIS_SCHEMES = {"redis", "rediss", "redis+socket"}
+_AMQP_SCHEMES = {"amqp", "pyamqp", "amqps"}
+_SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
+
+
 def backend_following(broker_url: str) -> str:
     """The result backend of an app that names none: the broker's own store, so that every
     host that reaches the broker reaches the results (never a local file another host cannot
@@ -49,13 +56,6 @@ def backend_following(broker_url: str) -> str:
     if scheme in _AMQP_SCHEMES:
         return "rpc://"
     return broker_url
-
-
-SCHEMES: frozenset[str] = frozenset(BROKER_CLASSES) | frozenset(BACKEND_CLASSES)
-
-_REDIS_SCHEMES = {"redis", "rediss", "redis+socket"}
-_AMQP_SCHEMES = {"amqp", "pyamqp", "amqps"}
-_SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
 
 
 @dataclass(frozen=True)
