@@ -24,7 +24,7 @@ from runner.brokers.base import DEAD_LETTER_SCAN, Broker
 from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
-from runner.config.urls import EMBEDDED_DEFAULT_URL, parse_url
+from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
 from runner.exceptions import (
     AppImportError,
     MessageTooLarge,
@@ -158,7 +158,14 @@ class Runner:
 
     @property
     def backend_url(self) -> str:
-        return self.conf.result_backend or DEFAULT_URL
+        """``result_backend``, or where the broker is (see :attr:`backend_follows_broker`)."""
+        return self.conf.result_backend or backend_following(self.broker_url)
+
+    @property
+    def backend_follows_broker(self) -> bool:
+        """No ``result_backend`` is set: results live with the broker (the same Redis or
+        SQLite file; ``rpc://`` on AMQP)."""
+        return not self.conf.result_backend
 
     @property
     def tz(self) -> ZoneInfo:

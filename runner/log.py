@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from runner._state import running
@@ -22,19 +23,30 @@ TASK_LOGGER = "runner.task"
 
 
 def setup_logging_subsystem(app: Any, loglevel: str | int, logfile: str | None = None,
-                            format: str | None = None, colorize: bool = False) -> bool:
+                            format: str | None = None, colorize: bool = False,
+                            make_handler: Callable[[], logging.Handler] | None = None) -> bool:
     """Configure logging for a worker or beat process; False if a ``setup_logging``
-    receiver did it instead."""
+    receiver did it instead. ``make_handler`` makes where lines go (a worker's ``--logfile``
+    with ``%i`` names one file per process); default: ``logfile``, else stderr."""
     level = logging.getLevelName(loglevel.upper()) if isinstance(loglevel, str) else loglevel
     format = format or getattr(app.conf, "worker_log_format", None) or logging.BASIC_FORMAT
     if setup_logging.receivers and setup_logging.send(
             sender=None, loglevel=level, logfile=logfile, format=format, colorize=colorize):
         return False
     hijack = getattr(app.conf, "worker_hijack_root_logger", True)
-    target: dict[str, Any] = {"filename": logfile} if logfile else {"stream": sys.stderr}
-    logging.basicConfig(level=level, format=format, force=bool(hijack), **target)
-    logging.getLogger().setLevel(level)
-    _setup_task_logger(app, level, logfile)
+    if make_handler is None:
+        def make_handler() -> logging.Handler:
+            return logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    if hijack:
+        for old in list(root.handlers):
+            root.removeHandler(old)
+    if hijack or not root.handlers:
+        handler = make_handler()
+        handler.setFormatter(logging.Formatter(format))
+        root.addHandler(handler)
+    root.setLevel(level)
+    _setup_task_logger(app, level, make_handler)
     details = {"loglevel": level, "logfile": logfile, "colorize": colorize}
     if after_setup_logger.receivers:
         after_setup_logger.send(sender=None, logger=logging.getLogger(), format=format,
@@ -67,14 +79,14 @@ class TaskFilter(logging.Filter):
         return True
 
 
-def _setup_task_logger(app: Any, level: int, logfile: str | None) -> None:
+def _setup_task_logger(app: Any, level: int, make_handler: Callable[[], logging.Handler]
+                       ) -> None:
     """The task loggers' own handler, with the task format; they do not propagate, so a line
     is written once."""
     logger = logging.getLogger(TASK_LOGGER)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    handler: logging.Handler = (logging.FileHandler(logfile) if logfile
-                                else logging.StreamHandler(sys.stderr))
+    handler = make_handler()
     handler.setFormatter(logging.Formatter(getattr(app.conf, "worker_task_log_format", None)
                                            or logging.BASIC_FORMAT))
     handler.addFilter(TaskFilter())

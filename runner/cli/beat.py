@@ -10,7 +10,7 @@ from datetime import datetime
 
 import click
 
-from runner.cli.base import app_options
+from runner.cli.options import app_options
 from runner.config.urls import mask_url
 from runner.log import setup_logging_subsystem
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from runner.cli.base import app_options
+from runner.cli.options import app_options
 from runner.exceptions import RunnerError
 
 

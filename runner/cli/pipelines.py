@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from runner.cli.base import load_app
+from runner.cli.options import load_app
 from runner.config.safe_yaml import YAMLError, load_value
 from runner.exceptions import PipelineError
 from runner.pipeline import control, engine

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import click
 
-from runner.cli.base import app_options
+from runner.cli.options import app_options, known_queues, split_names
 
 
 @click.command()
 @app_options
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: all known).")
+@click.option("-X", "--exclude-queues", default=None,
+              help="Comma-separated queues to leave alone.")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
-def purge(app, queues, force) -> None:
+def purge(app, queues, exclude_queues, force) -> None:
     """Delete every waiting task message (running ones are kept)."""
-    conf = app.conf
-    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else (
-        [q.name for q in conf.task_queues] if conf.task_queues else [conf.task_default_queue])
+    excluded = split_names(exclude_queues)
+    names = [q for q in (split_names(queues) or known_queues(app.conf)) if q not in excluded]
+    if not names:
+        click.echo("No queues to purge (-X excludes them all).")
+        return
     if not force:
         click.confirm(f"WARNING: This will remove all tasks from {len(names)} queue(s): "
                       f"{', '.join(names)}.\n         There is no undo for this operation!\n"

@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from runner.config.conf import Conf, issues_from
 from runner.config.loaders import read_environ, unknown_environ
 from runner.config.settings import Settings, unknown_transport_options
-from runner.config.urls import EMBEDDED_DEFAULT_URL, is_supported, mask_url, not_supported_message
+from runner.config.urls import (
+    EMBEDDED_DEFAULT_URL,
+    backend_following,
+    is_supported,
+    mask_url,
+    not_supported_message,
+)
 from runner.exceptions import ConfigError, ConfigIssue
 
 
@@ -30,6 +36,13 @@ def _url_line(url: str | None) -> str:
     if url is None:
         return f"(embedded SQLite default: {EMBEDDED_DEFAULT_URL})"
     return mask_url(url)
+
+
+def _backend_line(broker_url: str | None, backend_url: str | None) -> str:
+    if backend_url is None:
+        following = backend_following(broker_url or EMBEDDED_DEFAULT_URL)
+        return f"(follows the broker: {mask_url(following)})"
+    return mask_url(backend_url)
 
 
 def _schedule_text(schedule: object) -> str:
@@ -52,7 +65,7 @@ def summary(conf: Conf) -> str:
     result_accept = ", ".join(s.result_accept_content) if s.result_accept_content else "same"
     lines = [
         f"broker:          {_url_line(s.broker_url)}",
-        f"result backend:  {_url_line(s.result_backend)}",
+        f"result backend:  {_backend_line(s.broker_url, s.result_backend)}",
         f"serializers:     task={s.task_serializer} result={s.result_serializer}",
         f"accept_content:  {accept} (results: {result_accept})",
         f"timezone:        {s.timezone or 'UTC'} (enable_utc={s.enable_utc})",

@@ -10,7 +10,8 @@ Layers, lowest to highest precedence (a higher layer wins for every key it sets)
 3. constructor arguments: ``Conf(preconf={...})``, i.e. ``Celery('tasks', broker=..., backend=...)``
    (``None`` counts as "not given" for ``broker``, ``backend`` and settings that cannot be None;
    for the others it is the value: ``Celery(result_expires=None)`` keeps results forever);
-4. "cli" layers: ``load_file(path, layer='cli')``, the ``--config`` option of the CLI;
+4. "cli" layers: ``load_file(path, layer='cli')``, the ``--config`` option of the CLI, and
+   :meth:`Conf.load_mapping` (``-b``, ``--result-backend``);
 5. environment variables ``RUNNER_<SETTING>`` (``RUNNER_BROKER_URL``, ``RUNNER_WORKER_CONCURRENCY=4``;
    JSON for lists and dicts);
 6. runtime changes: ``conf.update(...)``, ``conf.x = ...``, ``conf['x'] = ...``.
@@ -118,6 +119,15 @@ class Conf:
         if layer not in ("file", "cli"):
             raise ValueError(f"layer must be 'file' or 'cli', not {layer!r}")
         (self._files if layer == "file" else self._cli).append(read_file(path))
+        self._invalidate()
+
+    def load_mapping(self, values: Mapping[str, Any], source: str) -> None:
+        """Add settings given as options (``runner -b URL``) to the "cli" layer: above the
+        app's own configuration, below ``RUNNER_*`` variables; checked at the first read."""
+        layer = Layer(label=source)
+        for key, value in values.items():
+            layer.add(key, value, source)
+        self._cli.append(layer)
         self._invalidate()
 
     @staticmethod

@@ -247,7 +247,8 @@ class Settings(BaseModel):
 
     # --- results ---------------------------------------------------------------------------
     result_backend: str | None = Field(
-        None, description="result backend URL; None means the embedded SQLite default")
+        None, description="result backend URL; None: follow the broker (its Redis or SQLite "
+        "file; rpc:// for AMQP)")
     result_backend_transport_options: dict[str, Any] = Field(
         default_factory=dict, description="options passed to the result backend")
     result_expires: float | None = Field(

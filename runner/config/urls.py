@@ -47,6 +47,17 @@ _AMQP_SCHEMES = {"amqp", "pyamqp", "amqps"}
 _SSL_CERT_REQS = {"required", "optional", "none", "cert_required", "cert_optional", "cert_none"}
 
 
+def backend_following(broker_url: str) -> str:
+    """The result backend of an app that names none: the broker's own store, so that every
+    host that reaches the broker reaches the results (never a local file another host cannot
+    see). The same Redis (same db) or SQLite file, ``memory://`` for ``memory://``, and
+    ``rpc://`` for AMQP, as Celery's tutorial pairs them."""
+    scheme = broker_url.partition("://")[0].lower()
+    if scheme in _AMQP_SCHEMES:
+        return "rpc://"
+    return broker_url
+
+
 @dataclass(frozen=True)
 class URL:
     """A parsed broker/backend URL.

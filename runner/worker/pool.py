@@ -210,10 +210,11 @@ class Pool:
 
 
 class _Child:
-    __slots__ = ("process", "conn", "progress", "board", "jobs", "limits", "batch", "done",
-                 "rss_kib", "ended")
+    __slots__ = ("slot", "process", "conn", "progress", "board", "jobs", "limits", "batch",
+                 "done", "rss_kib", "retiring", "ended")
 
-    def __init__(self, process, conn: Connection, progress, board=None):
+    def __init__(self, slot: int, process, conn: Connection, progress, board=None):
+        self.slot = slot  # 1..size: Celery's pool process index
         self.process = process
         self.conn = conn
         self.progress = progress  # shared counters (see child.py)
@@ -223,6 +224,7 @@ class _Child:
         self.batch = 0  # the number progress[BATCH] has while it counts this batch
         self.done = 0
         self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
+        self.retiring = False  # asked to exit (autoscale shrinking): removed, not replaced
         self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
 
     def counting(self) -> bool:
@@ -268,9 +270,11 @@ class PreforkPool(Pool):
         self.main_wake = _fork.RawArray("q", 1)
         self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
         self.stopping = False  # a warm shutdown: children that end are not replaced
-        self.children: list[_Child] = [self._spawn() for _ in range(self.size)]
+        self.children: list[_Child] = [self._spawn(slot) for slot in range(1, self.size + 1)]
 
-    def _spawn(self) -> _Child:
+    def _spawn(self, slot: int) -> _Child:
+        """Start the child of ``slot`` (1..size; its process is named ``runner-child-<slot>``,
+        Celery's pool process index: ``%i`` in a ``--logfile`` name)."""
         parent_end, child_end = _fork.Pipe()
         progress = _fork.RawArray("q", PROGRESS_SIZE)
         board = None
@@ -282,25 +286,53 @@ class PreforkPool(Pool):
             target, args = child_main, (self.app, self._run, child_end, progress,
                                         bool(self.max_memory_per_child), os.getpid(),
                                         self.hostname)
-        process = _fork.Process(target=target, args=args, daemon=True, name="runner-child")
+        process = _fork.Process(target=target, args=args, daemon=True,
+                                 name=f"runner-child-{slot}")
         process.start()
         child_end.close()
-        return _Child(process, parent_end, progress, board)
+        return _Child(slot, process, parent_end, progress, board)
 
     def free_slots(self) -> int:
         if self.consume is not None:
             return 0
-        return sum(1 for c in self.children if not c.jobs)
+        return sum(1 for c in self.children if not c.jobs and not c.retiring)
 
     def free_batches(self) -> list[int]:
         size = max(1, self.batch_size)
         if self.max_tasks_per_child:
             return [max(1, min(size, self.max_tasks_per_child - c.done))
-                    for c in self.children if not c.jobs]
+                    for c in self.children if not c.jobs and not c.retiring]
         return [size] * self.free_slots()
 
+    def busy(self) -> int:
+        """Processes running a batch now."""
+        return sum(1 for c in self.children if c.jobs and not c.retiring)
+
+    def resize(self, size: int) -> None:
+        """Autoscale: grow to ``size`` processes now; shrink by asking idle processes (the
+        highest slots first) to exit: a busy one is kept, and a retiring one is watched as
+        any other until it has exited (what it claimed meanwhile is reported or given back),
+        then removed instead of replaced."""
+        active = [c for c in self.children if not c.retiring]
+        taken = {c.slot for c in self.children}
+        free = (slot for slot in itertools.count(1) if slot not in taken)
+        for _ in range(size - len(active)):
+            self.children.append(self._spawn(next(free)))
+        for child in sorted(active, key=lambda c: -c.slot)[:max(0, len(active) - size)]:
+            if child.jobs:
+                continue
+            child.retiring = True
+            if self.consume is not None:
+                child.progress[STOP] = 1
+            else:
+                try:
+                    child.conn.send(None)
+                except OSError:
+                    pass
+        self.size = sum(1 for c in self.children if not c.retiring)
+
     def submit(self, jobs: list[Job]) -> None:
-        child = next(c for c in self.children if not c.jobs)
+        child = next(c for c in self.children if not c.jobs and not c.retiring)
         child.jobs = [job.id for job in jobs]
         child.limits = [job.time_limit for job in jobs]
         child.progress[STARTED] = child.progress[SETTLED] = child.progress[STOP] = 0
@@ -346,7 +378,7 @@ class PreforkPool(Pool):
                           *(c.process.sentinel for c in self.children if not c.ended),
                           *waitables],
                          max(0.0, timeout)))
-        recycle = []
+        recycle, gone = [], []
         for index, child in enumerate(self.children):
             if child.ended:
                 continue
@@ -362,7 +394,7 @@ class PreforkPool(Pool):
                 if child.jobs:
                     child.process.join(0.1)
                     events += self._died(child, Lost(0, child.process.exitcode))
-                self._renew(index, child)
+                gone += self._replace_at(index, child)
             elif (deadline := child.deadline()) is not None and time.monotonic() >= deadline:
                 child.process.kill()
                 child.process.join(1)
@@ -370,10 +402,12 @@ class PreforkPool(Pool):
                 if child.jobs:
                     limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
                     events += self._died(child, TimedOut(0, limit or 0.0))
-                self._renew(index, child)
+                gone += self._replace_at(index, child)
         for index in recycle:
             self._retire(self.children[index])
-            self.children[index] = self._spawn()
+            self.children[index] = self._spawn(self.children[index].slot)
+        for index in reversed(gone):  # retired by autoscale: not replaced
+            del self.children[index]
         return events
 
     def _read(self, child: _Child) -> list[Event]:
@@ -494,19 +528,20 @@ class PreforkPool(Pool):
             child.process.join()
         child.conn.close()
 
-    def _renew(self, index: int, child: _Child) -> None:
-        """Replace a child that ended; not during a warm shutdown, where a new consuming
-        child would claim messages (and run them) while the worker stops."""
+    def _replace_at(self, index: int, child: _Child) -> list[int]:
+        """Start a new process in the slot of ``child``, which exited; ``[index]`` when it was
+        retiring instead (the caller removes it). Not during a warm shutdown, where a new
+        consuming child would claim messages (and run them) while the worker stops."""
         if self.stopping:
             child.process.join(1)
             child.ended = True
-            return
-        self.children[index] = self._replace(child)
-
-    def _replace(self, child: _Child) -> _Child:
+            return []
         child.process.join(1)
         child.conn.close()
-        return self._spawn()
+        if child.retiring:
+            return [index]
+        self.children[index] = self._spawn(child.slot)
+        return []
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         for child in self.children:

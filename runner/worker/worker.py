@@ -49,6 +49,7 @@ from runner.signals import (
     worker_ready,
     worker_shutdown,
 )
+from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
@@ -89,6 +90,9 @@ IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake i
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if it acks early)
+#: messages per process that ``worker_prefetch_multiplier = 0`` ("no limit", as Celery's) may
+#: hold: a bound all the same, so that one fetch stays one bounded read
+NO_PREFETCH_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -115,6 +119,15 @@ class WorkerOptions:
     prefetch_multiplier: int = 4
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None
+    #: (MAX, MIN) processes for ``--autoscale`` (prefork only); ``concurrency`` is where it
+    #: starts
+    autoscale: tuple[int, int] | None = None
+
+    @property
+    def prefetch(self) -> int:
+        """Messages one process may hold: the multiplier, and 0 means no limit (as Celery's;
+        in practice :data:`NO_PREFETCH_LIMIT`)."""
+        return self.prefetch_multiplier if self.prefetch_multiplier > 0 else NO_PREFETCH_LIMIT
 
 
 class Worker:
@@ -128,8 +141,8 @@ class Worker:
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
-        self.capacity = max(options.concurrency,
-                            options.concurrency * max(0, options.prefetch_multiplier))
+        most = options.autoscale[0] if options.autoscale else options.concurrency
+        self.capacity = most * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
         self.polling_interval = float(getattr(transport, "polling_interval", 0.005))
@@ -150,7 +163,7 @@ class Worker:
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         self.pool.waker = self.waker
         self.pool.job_ids = self.job_ids
-        self.pool.batch_size = max(1, options.prefetch_multiplier)
+        self.pool.batch_size = options.prefetch
         # Where the children fetch for themselves, on a broker whose deliveries only the
         # fetching connection can ack (AMQP), each child acks its own (early acks just before
         # the task starts) and a dead child's unacked messages come back by themselves.
@@ -160,11 +173,14 @@ class Worker:
             # Children fetch for themselves: each claims its share of the prefetch limit.
             self.children_ack = not self.broker.acks_anywhere
             self.pool.consume = ConsumeOptions(
-                options.queues, self.hostname, max(1, options.prefetch_multiplier),
+                options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
                 main_acks_early=not self.children_ack)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
+        self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
+                                      *options.autoscale, pushes=self.broker.pushes)
+                           if options.autoscale and isinstance(self.pool, PreforkPool) else None)
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -566,6 +582,8 @@ class Worker:
                 buffered, self.buffer = self.buffer, []
                 self.drop_revoked(buffered)
                 self.consumer.set_hungry(not self.buffer)
+        if self.autoscaler is not None and not self.stopping:
+            self.autoscaler.look(now, len(self.buffer))
         if now >= self.next_cleanup:
             self.next_cleanup = now + CLEANUP_INTERVAL
             self.backend.cleanup()
