@@ -29,6 +29,7 @@ from runner.exceptions import (
     AppImportError,
     MessageTooLarge,
     NotRegistered,
+    NotSupported,
     SerializationError,
 )
 from runner.execute import apply_eagerly
@@ -92,6 +93,12 @@ class Control:
                signal: str = "SIGTERM") -> None:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.backend.revoke(ids, terminate=terminate, signal=signal)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _CELERY_CONTROL:
+            raise NotSupported(f"app.control.{name}: Celery's remote control is not in runner "
+                               f"yet (only revoke); see the README, 'Coming from Celery'")
+        raise AttributeError(name)
 
 
 class Runner:
@@ -517,6 +524,13 @@ class Runner:
         apply_links_eagerly(self, options, result.state, result.result, result.id)
         return result
 
+
+#: Celery's remote control commands runner does not have yet (see Control.__getattr__)
+_CELERY_CONTROL = frozenset({
+    "inspect", "broadcast", "ping", "rate_limit", "time_limit", "add_consumer",
+    "cancel_consumer", "shutdown", "pool_grow", "pool_shrink", "autoscale", "enable_events",
+    "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
+    "revoke_by_stamped_headers", "pool_restart"})
 
 _CANVAS_OPTIONS = ("chain", "link", "link_error", "chord")
 

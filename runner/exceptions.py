@@ -58,6 +58,12 @@ class NotSupportedYet(ConfigError):
     """A valid URL scheme or option that this version of runner does not implement yet."""
 
 
+class NotSupported(RunnerError, AttributeError):
+    """A Celery API runner does not have (yet): the message names it and points to the
+    README's table ("Coming from Celery"). An AttributeError too, so ``hasattr`` probes
+    still answer False."""
+
+
 class AppImportError(RunnerError):
     """``-A module`` (or ``module:app``) could not be imported or holds no app."""
 

@@ -176,3 +176,16 @@ def test_get_task_logger_lines_name_the_task_and_its_id(api, start_worker):
     worker.wait_for_log(f"celery_api_tasks.chatty[{result.id}]: saying hello")
     line = next(x for x in worker.log().splitlines() if "saying hello" in x)
     assert line.startswith("[") and "WARNING/" in line
+
+
+@pytest.mark.transports("sqlite")
+def test_a_celery_api_runner_lacks_is_a_clear_error_naming_it():
+    from runner import Celery
+    from runner.exceptions import NotSupported
+
+    app = Celery("proj", broker="memory://", backend="memory://", set_as_current=False)
+    assert not hasattr(app.control, "inspect")  # hasattr probes still answer False
+    with pytest.raises(NotSupported, match=r"app.control.inspect: .*Coming from Celery"):
+        app.control.inspect()
+    with pytest.raises(AttributeError):
+        app.control.no_such_thing  # noqa: B018
