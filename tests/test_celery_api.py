@@ -76,11 +76,20 @@ def test_shared_and_class_based_tasks_run_and_know_their_request(api, start_work
     module, _ = api
     start_worker(app="celery_api_tasks", env={"API_NOTES": "/dev/null"})
     assert module.multiply.delay(6, 7).get(timeout=10) == 42
-    result = module.who_runs.apply_async(priority=3)
+    result = module.who_runs.apply_async((1, "a"), {"k": 2}, priority=3, countdown=0.1,
+                                         expires=60)
     info = result.get(timeout=10)
     assert info["name"] == "celery_api_tasks.who_runs" and info["id"] == result.id
     assert info["correlation_id"] == result.id and info["hostname"].startswith("celery@")
     assert info["is_eager"] is False and info["called_directly"] is False
+    assert info["args"] == [1, "a"] and info["kwargs"] == {"k": 2} and info["retries"] == 0
+    assert info["eta"] > 0 and info["expires"] > info["eta"]
+    assert info["root_id"] == result.id and info["parent_id"] is None
+    assert info["group"] is None and info["chord"] is None
+    from runner import group
+
+    members = group(module.who_runs.s(), module.who_runs.s()).apply_async().get(timeout=10)
+    assert members[0]["group"] and members[0]["group"] == members[1]["group"]
     delivery = info["delivery_info"]
     assert delivery["routing_key"] == "celery" and delivery["redelivered"] is False
     assert {"exchange", "priority"} <= set(delivery)

@@ -54,11 +54,14 @@ def progress(self, steps, gate):
 
 
 @shared_task
-def who_runs():
+def who_runs(*args, **kwargs):
     request = current_task.request
     return {"name": current_task.name, "id": request.id, "correlation_id": request.correlation_id,
             "hostname": request.hostname, "is_eager": request.is_eager,
-            "called_directly": request.called_directly,
+            "called_directly": request.called_directly, "args": request.args,
+            "kwargs": request.kwargs, "retries": request.retries, "eta": request.eta,
+            "expires": request.expires, "root_id": request.root_id,
+            "parent_id": request.parent_id, "group": request.group, "chord": request.chord,
             "delivery_info": request.delivery_info}
 
 
