@@ -73,3 +73,13 @@ def test_a_celery_setting_whose_absence_matters_is_refused(name, value, words):
     with pytest.raises(ConfigError, match=rf"{name}: a Celery setting runner does not support"
                                           rf": .*{words}.*Coming from Celery"):
         app.conf.update({name: value})
+
+
+def test_celerys_extras_are_declared_so_the_seeds_pip_line_installs():
+    """`pip install 'runner[librabbitmq,redis,auth,msgpack]'` (the seed's line, with runner
+    for celery) names extras runner declares: pip installs them without a warning."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert {"librabbitmq", "redis", "auth", "msgpack", "amqp"} <= set(extras)
