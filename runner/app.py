@@ -421,7 +421,8 @@ class Runner:
         limit = conf.task_message_max_size
         if limit is not None:
             size, what = len(payload), "its arguments take"
-            if size <= limit and any(k in worker_options for k in _CANVAS_OPTIONS):
+            if size <= limit and worker_options and not _CANVAS_OPTIONS.isdisjoint(
+                    worker_options):
                 # what comes next travels in this message: a chain's later steps, links, a
                 # chord's body (each later message is built from it, so none is larger)
                 size += len(json.dumps(worker_options, default=repr))
@@ -532,7 +533,7 @@ _CELERY_CONTROL = frozenset({
     "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
     "revoke_by_stamped_headers", "pool_restart"})
 
-_CANVAS_OPTIONS = ("chain", "link", "link_error", "chord")
+_CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",

@@ -49,7 +49,7 @@ class Message:
     sent_at: float = 0.0
     reply_to: str | None = None  # the caller's reply queue, where rpc:// sends the result
     v: int = PROTOCOL_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)  # a newer producer's fields, kept
+    extra: dict[str, Any] | None = None  # a newer producer's fields, kept
 
     @staticmethod
     def new_id() -> str:
@@ -81,10 +81,11 @@ class Message:
 def call_arguments(value: Any) -> tuple[list, dict]:
     """``(args, kwargs)`` from a decoded payload, which must be ``[args, kwargs]``: a list and
     an object with string keys. Raises :class:`BadMessage` otherwise."""
-    if (isinstance(value, list | tuple) and len(value) == 2
-            and isinstance(value[0], list | tuple) and isinstance(value[1], dict)
-            and all(type(key) is str for key in value[1])):
-        return list(value[0]), value[1]
+    if (isinstance(value, (list, tuple)) and len(value) == 2  # noqa: UP038 - faster
+            and isinstance(value[0], (list, tuple)) and type(value[1]) is dict  # noqa: UP038
+            and (not value[1] or all(type(key) is str for key in value[1]))):
+        args = value[0]
+        return (args if type(args) is list else list(args)), value[1]
     raise BadMessage(f"invalid task message: the payload must be [args, kwargs] (a list and "
                      f"an object with string keys), not {_show(value)}")
 
@@ -241,29 +242,33 @@ _OPTIONS_CHECKED = frozenset({"acks_late", "ignore_result", "time_limit", "soft_
 
 
 def _plainly_valid(envelope: Any) -> bool:
-    """The common case, checked inline (a message costs a few microseconds): a current
+    """The common case, checked inline (it runs for every message a worker takes): a current
     producer's envelope with no options the worker must look into. False sends the envelope
     through the full check, which names what is wrong."""
-    if type(envelope) is not dict or envelope.keys() - _KNOWN:
+    if type(envelope) is not dict or not _KNOWN.issuperset(envelope):
         return False
     get = envelope.get
-    for key in ("id", "task", "content_type", "queue"):
-        value = get(key)
-        if type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH:
-            return False
+    task_id, task, content_type, queue = (get("id"), get("task"), get("content_type"),
+                                          get("queue"))
+    if (type(task_id) is not str or type(task) is not str or type(content_type) is not str
+            or type(queue) is not str or not 0 < len(task_id) <= MAX_ID_LENGTH
+            or not 0 < len(task) <= MAX_ID_LENGTH or not 0 < len(queue) <= MAX_ID_LENGTH
+            or not 0 < len(content_type) <= MAX_ID_LENGTH or get("v") != PROTOCOL_VERSION):
+        return False
     for key in ("root_id", "parent_id", "group_id", "reply_to"):
         value = get(key)
         if value is not None and (type(value) is not str or not 0 < len(value) <= 255):
             return False
-    priority, retries, options = get("priority"), get("retries"), get("options")
-    return (get("v") == PROTOCOL_VERSION
-            and (priority is None or (type(priority) is int and 0 <= priority <= 255))
+    priority, retries, headers, options = (get("priority"), get("retries"), get("headers"),
+                                           get("options"))
+    eta, expires, sent_at = get("eta"), get("expires"), get("sent_at")
+    return ((priority is None or (type(priority) is int and 0 <= priority <= 255))
             and type(retries) is int and 0 <= retries <= 10**9
-            and type(get("headers")) is dict and _headers_valid(get("headers"))
+            and type(headers) is dict and (not headers or _headers_valid(headers))
             and type(options) is dict
-            and not (options and options.keys() & _OPTIONS_CHECKED)
-            and all(_finite(get(key)) for key in ("eta", "expires"))
-            and get("sent_at") is not None and _finite(get("sent_at")))
+            and (not options or _OPTIONS_CHECKED.isdisjoint(options))
+            and (eta is None or _finite(eta)) and (expires is None or _finite(expires))
+            and sent_at is not None and _finite(sent_at))
 
 
 def _finite(value: Any) -> bool:

@@ -23,7 +23,7 @@ from runner.exceptions import DeliveryLimitExceeded
 from runner.execute import Outcome, build_record
 from runner.message import BadMessage, Message
 from runner.signals import task_rejected
-from runner.task import Request
+from runner.task import Request, Task
 from runner.worker.consumer import Fetched
 from runner.worker.counts import SharedCounts
 from runner.worker.trace import (
@@ -74,14 +74,16 @@ def sort_out(app: Runner, fetched: list[Fetched], hostname: str
                 f"its task kills or stalls the process that runs it")
             burials.append(burial(app, item.delivery, message, reason, hostname, count))
             continue
-        try:  # what the worker looks up before the task runs (a Task class's code)
-            acks_late_of(app, message), rejects_on_worker_lost(app, message)
-            time_limit_of(app, message)
-        except Exception as exc:  # noqa: BLE001 - one message must never stop a worker
-            logger.exception("Task %s[%s]: looking up its options failed", message.task,
-                             message.id)
-            burials.append(burial(app, item.delivery, message, exc, hostname))
-            continue
+        task = app.tasks.get(message.task)
+        if task is not None and type(task).effective is not Task.effective:
+            try:  # what the worker looks up before the task runs: a Task class's own code
+                acks_late_of(app, message), rejects_on_worker_lost(app, message)
+                time_limit_of(app, message)
+            except Exception as exc:  # noqa: BLE001 - one message must never stop a worker
+                logger.exception("Task %s[%s]: looking up its options failed", message.task,
+                                 message.id)
+                burials.append(burial(app, item.delivery, message, exc, hostname))
+                continue
         keep.append(item)
     return keep, burials
 
