@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import re
 import select
 import sqlite3
 import threading
@@ -98,10 +99,15 @@ def connect(path: str, schema: str = "") -> Connection:
     with writing(conn):
         if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file (setting it
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # again would be a commit)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # Only what is missing is written: a file already set up is only read here, so an
+        # opening connection never waits on SQLite's own lock (up to the busy timeout) while
+        # it holds the write lock other processes queue on.
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":  # pragma: no cover - a filesystem without shared memory
             raise sqlite3.OperationalError(f"cannot use WAL mode for {path} (got {mode})")
-        if schema:
+        if schema and not _has_schema(conn, schema):
             conn.executescript(schema)
         conn.reclaimable = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     # NORMAL in WAL mode: a commit survives a process crash; only a power cut may lose the
@@ -110,6 +116,16 @@ def connect(path: str, schema: str = "") -> Connection:
     # the WAL grows to the size of the largest transaction; cut it back when it is reset
     conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     return conn
+
+
+_SCHEMA_NAMES = re.compile(r"CREATE\s+(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
+
+
+def _has_schema(conn: Connection, schema: str) -> bool:
+    """Whether every table and index ``schema`` creates is there already (one read)."""
+    wanted = set(_SCHEMA_NAMES.findall(schema))
+    have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    return wanted <= have
 
 
 def reclaim_space(conn: Connection) -> bool:
