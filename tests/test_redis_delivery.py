@@ -202,11 +202,16 @@ def test_streamed_enqueue_returns_before_its_reply_and_flush_reads_it(app, store
     command, close, exit). Until then the enqueue is kept, to write again after an outage."""
     import tasks
 
-    results = [tasks.add.delay(i, i) for i in range(200)]
-    assert app.broker._own.pending() > 0  # 200 writes outran their replies
+    tasks.add.delay(0, 0)  # (the first enqueue of a connection waits for its reply)
     app.broker.flush()
+    store.execute_command("CLIENT", "PAUSE", 1000)  # no reply can come for a second
+    started = time.monotonic()
+    results = [tasks.add.delay(i, i) for i in range(200)]
+    assert time.monotonic() - started < 1.0  # delay() did not wait for a reply
+    assert app.broker._own.pending() > 0
+    app.broker.flush()  # waits for Redis to run them, after the pause
     assert app.broker._own.pending() == 0
-    assert app.broker.qsize("celery") == len(results)
+    assert app.broker.qsize("celery") == len(results) + 1
 
 
 def test_streamed_enqueues_are_sent_again_after_a_lost_connection_and_run_once(
