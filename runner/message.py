@@ -50,6 +50,7 @@ class Message:
     reply_to: str | None = None  # the caller's reply queue, where rpc:// sends the result
     v: int = PROTOCOL_VERSION
     extra: dict[str, Any] | None = None  # a newer producer's fields, kept
+    signed: Signed | None = None  # how it came signed (checked by the worker, never re-sent)
 
     @staticmethod
     def new_id() -> str:
@@ -68,6 +69,11 @@ class Message:
 
     @classmethod
     def decode(cls, raw: bytes) -> Message:
+        if raw[:1] == b"\x00":  # signed: b"\0" + signature JSON + b"\n" + the message
+            signed = Signed.split(raw)
+            message = cls.decode(signed.data)
+            message.signed = signed
+            return message
         head, sep, payload = raw.partition(b"\n")
         if not sep:
             raise BadMessage("malformed task message: no envelope separator")
@@ -76,6 +82,29 @@ class Message:
         except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
             raise BadMessage(f"malformed task message envelope: {exc}") from None
         return cls(payload=payload, **check_envelope(envelope))
+
+
+@dataclass(slots=True, frozen=True)
+class Signed:
+    """A signed message's signature block, and the exact bytes it signs (runner.security
+    checks it; a message is signed on the wire, envelope and payload, so nothing in it can be
+    changed without breaking the signature)."""
+
+    signer: str
+    signature: str
+    data: bytes
+
+    @classmethod
+    def split(cls, raw: bytes) -> Signed:
+        head, sep, data = raw[1:].partition(b"\n")
+        try:
+            block = json.loads(head) if sep else None
+        except (ValueError, RecursionError):
+            block = None
+        if (not isinstance(block, dict) or not isinstance(block.get("signer"), str)
+                or not isinstance(block.get("signature"), str)):
+            raise BadMessage("malformed signed task message: no signature block")
+        return cls(block["signer"], block["signature"], data)
 
 
 def call_arguments(value: Any) -> tuple[list, dict]:
@@ -124,7 +153,8 @@ def _headers_valid(headers: dict) -> bool:
     return True
 
 
-_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("payload", "extra"))
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message)
+                         if f.name not in ("payload", "extra", "signed"))
 _KNOWN = frozenset(_ENVELOPE_FIELDS)
 MAX_ID_LENGTH = 255  # task ids, queue and task names: what every broker and backend can key on
 MAX_TIME = 253_402_300_799  # epoch seconds of 9999-12-31: the largest eta/expires/number
