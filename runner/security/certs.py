@@ -13,6 +13,7 @@ import glob
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from cryptography import x509
@@ -60,17 +61,26 @@ class Certificate:
             raise ImproperlyConfigured(f"{setting}: {path!r} is not a PEM certificate: {exc}"
                                        ) from None
 
-    @property
+    @cached_property
     def id(self) -> str:
         return self.cert.fingerprint(hashes.SHA256()).hex()
+
+    @cached_property
+    def public_key(self) -> Any:
+        return self.cert.public_key()
+
+    @cached_property
+    def valid_between(self) -> tuple[datetime, datetime]:
+        return self.cert.not_valid_before_utc, self.cert.not_valid_after_utc
 
     def validity_problem(self, now: datetime | None = None) -> str | None:
         """Why this certificate cannot be trusted now (expired, not yet valid), or None."""
         now = now or datetime.now(UTC)
-        if now > self.cert.not_valid_after_utc:
-            return f"certificate {self.subject} expired on {self.cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-        if now < self.cert.not_valid_before_utc:
-            return f"certificate {self.subject} is not valid before {self.cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        start, end = self.valid_between
+        if now > end:
+            return f"certificate {self.subject} expired on {end:%Y-%m-%d %H:%M} UTC"
+        if now < start:
+            return f"certificate {self.subject} is not valid before {start:%Y-%m-%d %H:%M} UTC"
         return None
 
     @property
@@ -83,7 +93,7 @@ class Certificate:
         problem = self.validity_problem()
         if problem:
             raise SecurityError(problem)
-        key = self.cert.public_key()
+        key = self.public_key
         try:
             if isinstance(key, rsa.RSAPublicKey):
                 key.verify(signature, data, padding.PKCS1v15(), digest)
@@ -116,10 +126,10 @@ class PrivateKey:
 
     def sign(self, data: bytes, digest: hashes.HashAlgorithm) -> bytes:
         key = self.key
-        if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, padding.PKCS1v15(), digest)
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key.sign(data, ec.ECDSA(digest))
+        if isinstance(key, rsa.RSAPrivateKey):
+            return key.sign(data, padding.PKCS1v15(), digest)
         if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
             return key.sign(data)
         raise ImproperlyConfigured(f"security_key {self.source!r}: unsupported key type "
