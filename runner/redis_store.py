@@ -20,7 +20,12 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -33,8 +38,9 @@ logger = logging.getLogger("runner.redis")
 
 T = TypeVar("T")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-#: subclasses of ConnectionError in redis-py, but no outage: retrying cannot fix a password
-REFUSED_ERRORS = (AuthenticationError, AuthorizationError)
+#: no outage: retrying cannot fix a password (subclasses of ConnectionError in redis-py) or an
+#: ACL that lacks a command or key (NOPERM)
+REFUSED_ERRORS = (AuthenticationError, AuthorizationError, NoPermissionError)
 STREAM_WINDOW = 1000  # streamed commands a thread may have without their replies read
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
@@ -112,6 +118,10 @@ def untrusted(exc: BaseException) -> bool:
 
 def refused(url: URL, what: str, exc: Exception) -> ConfigError:
     """Redis turned the credentials of ``url`` down: a configuration error, not an outage."""
+    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc) or "no permissions" in str(exc):
+        return ConfigError(f"Redis at {mask_url(url.raw)} refused a command ({what}): "
+                           f"{str(exc).rstrip('.')}; the user's ACL lacks what runner needs "
+                           f"(see the README's Security section for the ACL SETUSER line)")
     return ConfigError(f"Redis at {mask_url(url.raw)} refused the credentials ({what}): "
                        f"{type(exc).__name__}: {str(exc).rstrip('.')}; check the password (and "
                        "user) in the URL")

@@ -29,11 +29,10 @@ import pika
 from runner.amqp_store import Link
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL, parse_url
-
-REPLY_QUEUE_EXPIRES_MS = 60_000  # a reply queue nobody uses for a minute is deleted
 from runner.exceptions import BackendError
 
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
+REPLY_QUEUE_EXPIRES_MS = 60_000  # a reply queue nobody uses for a minute is deleted
 CACHE_SIZE = 10_000
 NO_STATE = ("the rpc:// result backend keeps no state (results go straight back to the caller); "
             "{what} needs a result backend that keeps state: set result_backend to redis:// "

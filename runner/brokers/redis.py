@@ -321,7 +321,8 @@ class RedisBroker(Broker):
             for script in self._scripts.values():
                 self.client.script_load(script.script)
             return True
-        if "NOAUTH" in str(exc) or "unauthenticated" in str(exc):
+        if any(word in str(exc) for word in ("NOAUTH", "unauthenticated", "NOPERM",
+                                              "no permissions")):
             raise refused(self.url, "enqueue", exc)
         return False
 
