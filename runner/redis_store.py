@@ -97,6 +97,12 @@ def retrying(what: str, url: URL, operation: Callable[[], T], policy: ConnectPol
                     f"Redis at {mask_url(url.raw)} ({what}): its TLS certificate is not trusted "
                     f"({exc}); name the CA that signed it with ?ssl_ca_certs=/path/ca.pem in "
                     f"the URL") from exc
+            if wants_client_certificate(url, exc):
+                raise ConfigError(
+                    f"Redis at {mask_url(url.raw)} ({what}) closed the TLS connection: it asks "
+                    f"for a client certificate (mutual TLS, tls-auth-clients); give one with "
+                    f"?ssl_certfile=/path/client.crt&ssl_keyfile=/path/client.key in the URL"
+                    ) from exc
             delay = attempts.failed(exc)
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise error(f"cannot reach Redis at {mask_url(url.raw)} ({what}): "
@@ -111,6 +117,20 @@ def untrusted(exc: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError) or \
                 "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def wants_client_certificate(url: URL, exc: BaseException) -> bool:
+    """A TLS server that ends the handshake of a client with no certificate (Redis with
+    ``tls-auth-clients yes``): the URL gives none, and the connection died in TLS."""
+    if url.scheme != "rediss" or url.query.get("ssl_certfile"):
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLEOFError | ssl.SSLZeroReturnError) or \
+                "CERTIFICATE_REQUIRED" in str(seen) or "certificate required" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
