@@ -8,14 +8,12 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_tls_certs
-
 from runner.exceptions import ConfigError
 from tests.conftest import ROOT, RedisServer, WorkerProcess
+from tests.helpers import make_tls_certs
 
 PASSWORD = "s3cret-pw"
 
