@@ -85,9 +85,8 @@ def test_the_readme_redis_acl_is_enough_and_nothing_more(tmp_path):
 def test_the_readme_rabbitmq_permissions_are_enough(tmp_path, redis_server):
     require_rabbitmq()
     vhost, password = f"runner_lp_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    user = "runner"
+    user = vhost  # the README's user "runner", under a name no other test or session uses
     rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("delete_user", user, check=False)
     rabbitmqctl("add_user", user, password)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, user, *readme_rabbitmq_permissions())
