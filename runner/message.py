@@ -86,12 +86,13 @@ class Message:
 
 @dataclass(slots=True, frozen=True)
 class Signed:
-    """A signed message's signature block, and the exact bytes it signs (runner.security
+    """A signed message's signature block, and the exact bytes it covers (runner.security
     checks it; a message is signed on the wire, envelope and payload, so nothing in it can be
-    changed without breaking the signature)."""
+    changed without breaking the signature). The block holds ``signer`` and ``signature`` (a
+    public-key signature of this message) or ``session`` and ``mac`` (a signed session token
+    and an HMAC of this message under its key)."""
 
-    signer: str
-    signature: str
+    block: dict[str, str]
     data: bytes
 
     @classmethod
@@ -101,10 +102,14 @@ class Signed:
             block = json.loads(head) if sep else None
         except (ValueError, RecursionError):
             block = None
-        if (not isinstance(block, dict) or not isinstance(block.get("signer"), str)
-                or not isinstance(block.get("signature"), str)):
+        if not isinstance(block, dict) or not (
+                _strings(block, "signer", "signature") or _strings(block, "session", "mac")):
             raise BadMessage("malformed signed task message: no signature block")
-        return cls(block["signer"], block["signature"], data)
+        return cls(block, data)
+
+
+def _strings(block: dict, *names: str) -> bool:
+    return all(isinstance(block.get(name), str) for name in names)
 
 
 def call_arguments(value: Any) -> tuple[list, dict]:

@@ -65,12 +65,12 @@ def keys(tmp_path: Path) -> Path:
 
 
 def producer(broker_url: str, db_url: str, keys: Path, name: str = "producer", **settings):
-    app = Celery("signed_tasks", broker=broker_url, backend=db_url, set_as_current=False,
-                 task_serializer="auth", accept_content=["auth"],
-                 security_key=str(keys / f"{name}.key"),
-                 security_certificate=str(keys / f"{name}.crt"),
-                 security_cert_store=str(keys / "store"), **settings)
-    return app
+    settings = {"task_serializer": "auth", "accept_content": ["auth"],
+                "security_key": str(keys / f"{name}.key"),
+                "security_certificate": str(keys / f"{name}.crt"),
+                "security_cert_store": str(keys / "store"), **settings}
+    return Celery("signed_tasks", broker=broker_url, backend=db_url, set_as_current=False,
+                  **settings)
 
 
 def signed_worker(start_worker, keys: Path, *args: str, **env: str):
@@ -134,12 +134,18 @@ def test_forged_tampered_unsigned_strangers_expired_and_replayed_messages_never_
     task_id, good = wire("forged")
     head, _, data = good[1:].partition(b"\n")
     block = json.loads(head)
-    block["signature"] = base64.b64encode(b"\x30" * 70).decode()
+    assert set(block) == {"session", "mac"}  # a producer with a store signs by session
+    block["mac"] = base64.b64encode(b"\x30" * 32).decode()
     bad["forged"] = (task_id, b"\x00" + json.dumps(block).encode() + b"\n" + data)
     task_id, good = wire("stranger")
     bad["stranger"] = (task_id, resign(good, keys / "stranger.key", keys / "stranger.crt"))
     task_id, good = wire("expired")
     bad["expired"] = (task_id, resign(good, keys / "expired.key", keys / "expired.crt"))
+    # a session of a producer whose certificate the worker does not trust
+    stranger = producer(broker_url, db_url, keys, name="stranger")
+    stranger.conf.update(security_cert_store=str(keys / "store" / "*.crt"))
+    own = stranger.build_message("signed_tasks.mark", (str(marks), "stranger session"))
+    bad["stranger session"] = (own.id, stranger.broker.wire(own))
     old_id, good = wire("replayed")
     new_id = str(uuid.uuid4())
     bad["replayed"] = (new_id, good.replace(old_id.encode(), new_id.encode()))
@@ -156,6 +162,7 @@ def test_forged_tampered_unsigned_strangers_expired_and_replayed_messages_never_
     assert "bad signature" in reasons["tampered"]
     assert "bad signature" in reasons["forged"]
     assert "not in the certificate store" in reasons["stranger"]
+    assert "not in the certificate store" in reasons["stranger session"]
     assert "expired on 2020-01-02" in reasons["expired"]
     assert "bad signature" in reasons["replayed"]
     assert marks.read_text().split() == ["good"]  # none of the bad ones ran
@@ -216,3 +223,28 @@ def test_signed_results(broker_url, db_url, keys, start_worker):
     fresh = app.AsyncResult(result.id)
     with pytest.raises(SecurityError, match="bad signature"):
         fresh.get(timeout=5)
+
+
+@pytest.mark.transports("sqlite")
+def test_messages_signed_one_by_one_and_sessions_not_sealed_for_the_worker(
+        broker_url, db_url, keys, start_worker, tmp_path):
+    """A producer without a store signs each message with its key (the worker checks each
+    signature); one whose store lacks the worker's certificate makes sessions the worker cannot
+    open, and the worker says so."""
+    worker = signed_worker(start_worker, keys)
+    alone = producer(broker_url, db_url, keys)
+    alone.conf.update(security_cert_store=None)
+    message = alone.build_message("signed_tasks.add", (1, 1))
+    head = json.loads(alone.broker.wire(message)[1:].partition(b"\n")[0])
+    assert set(head) == {"signer", "signature"}
+    assert alone.send_task("signed_tasks.add", (4, 5)).get(timeout=20) == 9
+
+    (tmp_path / "producer-only").mkdir()
+    (tmp_path / "producer-only" / "producer.crt").write_bytes((keys / "producer.crt").read_bytes())
+    narrow = producer(broker_url, db_url, keys, security_cert_store=str(tmp_path / "producer-only"))
+    result = narrow.send_task("signed_tasks.add", (1, 2))
+    deadline = time.monotonic() + 20
+    while result.id not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.wait_for_log(f"[{result.id}] refused, not run: SecurityError: the message's "
+                        f"signing session was not sealed for this worker")

@@ -12,6 +12,9 @@ same arguments: each is a bad signature. (Celery signs the body only.) What sign
 do: hide the arguments (they are readable by whoever reads the broker), or stop the same
 signed message being sent twice (it runs under the same id, at least once, as any message).
 
+How: see runner.security.sessions (one public-key signature per producer process and hour,
+an HMAC per message); without a store, a public-key signature per message.
+
 Results may be signed too (``result_serializer = 'auth'``): the stored value is signed as
 Celery's auth serializer does it, and a client reading it checks the signature.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,7 @@ if TYPE_CHECKING:  # (cryptography is imported when signing is first used: runne
     from runner.security.certs import Certificate, CertStore, PrivateKey
 
 AUTH = "auth"
+OPENED_SESSIONS = 10_000  # session keys a worker keeps (one per producer process and hour)
 AUTH_CONTENT_TYPE = "application/data"  # Celery's, for the auth serializer
 _SEP = b"\x00\x01"
 
@@ -50,6 +55,7 @@ class Security:
     key_password: str | bytes | None = None
     serializer: str = "json"  # what is inside the signature (Celery's setup_security arg)
     allowed: tuple[str, ...] = ("json",)
+    sessions: bool = True  # sign by session where the store allows (see runner.security.sessions)
     _key: PrivateKey | None = field(default=None, repr=False)
     _cert: Certificate | None = field(default=None, repr=False)
     _store: CertStore | None = field(default=None, repr=False)
@@ -57,6 +63,8 @@ class Security:
     def __post_init__(self) -> None:
         serialization.content_type_of(self.serializer)  # a known inner serializer
         self._digest: Any = None
+        self._current: Any = None  # this process's signing session
+        self._opened: dict[str, bytes] = {}  # session token -> its key, checked
 
     @property
     def digest(self) -> Any:
@@ -107,12 +115,32 @@ class Security:
     # -- task messages: the wire --------------------------------------------------------------
 
     def sign(self, wire: bytes) -> bytes:
-        """The signed form of an encoded message (see :func:`runner.message.split_signed`)."""
-        signature = self.key().sign(wire, self.digest)
-        head = json.dumps({"signer": self.cert_id(),
-                           "signature": base64.b64encode(signature).decode()},
-                          separators=(",", ":")).encode()
-        return b"\x00" + head + b"\n" + wire
+        """The signed form of an encoded message: b"\\0" + the signature block (JSON) +
+        b"\\n" + the message (see :class:`runner.message.Signed`). Within a session (see
+        runner.security.sessions) an HMAC; else a public-key signature of its own."""
+        session = self._session()
+        if session is not None:
+            block = {"session": session.token, "mac": session.mac(wire)}
+        else:
+            signature = self.key().sign(wire, self.digest)
+            block = {"signer": self.cert_id(),
+                     "signature": base64.b64encode(signature).decode()}
+        return b"\x00" + json.dumps(block, separators=(",", ":")).encode() + b"\n" + wire
+
+    def _session(self) -> Any:
+        """This process's signing session, started (again) when none is current; None where
+        messages are signed one by one (no store to seal to, or a key that cannot be sealed
+        to: Ed25519)."""
+        session = self._current
+        if session is None or session.stale() or session.pid != os.getpid():
+            session = None
+            if self.store_path and self.sessions:
+                sessions, store = _sessions(), self.store()
+                if store.certs and all(map(sessions.can_seal_to, store.certs.values())):
+                    self.key()
+                    session = sessions.Session.start(self._key, self._cert, store, self.digest)
+            self._current = session
+        return session
 
     def verify(self, message: Message) -> None:
         """Raise :class:`SecurityError` unless ``message`` was signed, as it is, by a trusted
@@ -121,11 +149,29 @@ class Security:
         if signed is None:
             raise SecurityError("unsigned message refused: this worker runs only signed "
                                 "messages (accept_content=['auth'])")
+        block = signed.block
+        if "session" in block:
+            token = block["session"]
+            key = self._opened.get(token)
+            if key is None:
+                key = self._open(token)
+            _sessions().check_mac(key, signed.data, block["mac"])
+            return
         try:
-            signer, signature = signed.signer, base64.b64decode(signed.signature, validate=True)
+            signature = base64.b64decode(block["signature"], validate=True)
         except ValueError:
             raise SecurityError("malformed signature") from None
-        self.store()[signer].verify(signed.data, signature, self.digest)
+        self.store()[block["signer"]].verify(signed.data, signature, self.digest)
+
+    def _open(self, token: str) -> bytes:
+        self.key()
+        assert self._key is not None and self._cert is not None
+        key = _sessions().open_token(token, self.store(), self._key, self._cert.id,
+                                     self.digest)
+        if len(self._opened) >= OPENED_SESSIONS:
+            self._opened.clear()
+        self._opened[token] = key
+        return key
 
     # -- results: Celery's auth serializer --------------------------------------------------
 
@@ -149,6 +195,13 @@ class Security:
         accept = serialization.accept_set(self.allowed)
         return serialization.loads(body, content_type.decode(), accept)
 
+
+
+def _sessions() -> Any:
+    _certs()  # (the same import error, said the same way)
+    from runner.security import sessions
+
+    return sessions
 
 
 def _certs() -> Any:
