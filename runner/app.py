@@ -33,7 +33,7 @@ from runner.exceptions import (
     SerializationError,
 )
 from runner.execute import apply_eagerly
-from runner.message import Message
+from runner.message import HIDDEN_ARGUMENTS, Message
 from runner.middleware import Middleware
 from runner.pipeline.engine import PipelineMiddleware
 from runner.publish import publish
@@ -480,6 +480,9 @@ class Runner:
                 value = worker_options[key]
                 worker_options[key] = [dict(s) for s in ([value] if isinstance(value, dict)
                                                          else value)]
+        if _task is not None and _task.hide_args:  # (Celery's argsrepr/kwargsrepr win)
+            worker_options.setdefault("argsrepr", HIDDEN_ARGUMENTS)
+            worker_options.setdefault("kwargsrepr", HIDDEN_ARGUMENTS)
         if compression:
             payload = serialization.compress(payload, compression)
             worker_options["compression"] = compression
@@ -603,7 +606,7 @@ _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
                    "result_serializer", "link", "link_error", "chain", "chord", "group_index",
-                   "step_retries")
+                   "step_retries", "argsrepr", "kwargsrepr")
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")

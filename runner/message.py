@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -110,6 +111,18 @@ class Signed:
 
 def _strings(block: dict, *names: str) -> bool:
     return all(isinstance(block.get(name), str) for name in names)
+
+
+HIDDEN_ARGUMENTS = "***"  # what is shown of a hide_args task's arguments
+
+
+def shown_arguments(options: dict, args: Any, kwargs: Any) -> tuple[str, str]:
+    """What logs, events, inspect replies and dead-letter listings show of a task's arguments:
+    Celery's ``argsrepr`` / ``kwargsrepr`` where the caller gave them (``hide_args`` tasks:
+    ``***``), else a short repr."""
+    argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+    return (argsrepr if argsrepr is not None else reprlib.repr(tuple(args or ())),
+            kwargsrepr if kwargsrepr is not None else reprlib.repr(dict(kwargs or {})))
 
 
 def call_arguments(value: Any) -> tuple[list, dict]:
@@ -251,6 +264,9 @@ def _check_options(options: dict, name: str = "options", depth: int = 0) -> None
                              f"not {_show(value)}")
     for key in ("result_serializer", "compression"):
         _text(options.get(key), f"{name}.{key}", optional=True)
+    for key in ("argsrepr", "kwargsrepr"):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            raise ValueError(f"{name}.{key} must be a string, not {_show(options[key])}")
     for key in ("link", "link_error", "chain"):
         if options.get(key) is not None:
             _signatures(options[key], f"{name}.{key}", depth)
@@ -273,7 +289,8 @@ def _check_options(options: dict, name: str = "options", depth: int = 0) -> None
 
 _OPTIONS_CHECKED = frozenset({"acks_late", "ignore_result", "time_limit", "soft_time_limit",
                                "result_serializer", "compression", "link", "link_error",
-                               "chain", "chord", "group_index", "step_retries"})
+                               "chain", "chord", "group_index", "step_retries", "argsrepr",
+                               "kwargsrepr"})
 
 
 def _plainly_valid(envelope: Any) -> bool:

@@ -87,6 +87,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "soft_time_limit": None, "queue": None, "priority": None, "ignore_result": None,
     "serializer": None, "track_started": None, "rate_limit": None, "expires": None,
     "typing": True, "base": None, "throws": (),
+    "hide_args": False,  # logs, events, inspect and dead letters show '***' for its arguments
 }
 
 
