@@ -26,6 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from runner.amqp_writes import DirectWrites, install
 from runner.config.urls import URL
 from runner.exceptions import BrokerError, ConfigError, RunnerError
+from runner.failover import failover_of
 from runner.reconnect import Attempts, ConnectPolicy, backoff, mark_reached
 
 logger = logging.getLogger("runner.amqp")
@@ -89,21 +90,25 @@ def open_connection(url: URL, options: dict | None = None,
                     heartbeats: bool = True) -> pika.BlockingConnection:
     """A new connection; a refused login or vhost raises :class:`ConfigError` (not retried),
     an unreachable server raises pika's own error (an outage: the caller retries)."""
+    failover = failover_of(url, options or {}, "RabbitMQ") if len(url.all) > 1 else None
+    target = failover.current if failover is not None else url
     try:
-        return pika.BlockingConnection(connection_parameters(url, options, heartbeats))
+        return pika.BlockingConnection(connection_parameters(target, options, heartbeats))
     except amqp_errors.ProbableAuthenticationError:
-        raise ConfigError(f"RabbitMQ refused the login of {who(url)}: wrong user name or "
+        raise ConfigError(f"RabbitMQ refused the login of {who(target)}: wrong user name or "
                           f"password (rabbitmqctl add_user / change_password)") from None
     except amqp_errors.ProbableAccessDeniedError as exc:
         reason = str(exc.args[0]) if exc.args else str(exc)
         missing = "not found" in reason
         problem = ("the vhost does not exist (rabbitmqctl add_vhost)" if missing else
                    "the user has no permissions on the vhost (rabbitmqctl set_permissions)")
-        raise ConfigError(f"RabbitMQ refused access for {who(url)}: {problem}") from None
+        raise ConfigError(f"RabbitMQ refused access for {who(target)}: {problem}") from None
     except (amqp_errors.AMQPConnectionError, OSError) as exc:  # (ssl.SSLError is an OSError)
-        problem = tls_problem(url, exc)
+        problem = tls_problem(target, exc)
         if problem:
-            raise ConfigError(f"RabbitMQ at {url.masked}: {problem}") from None
+            raise ConfigError(f"RabbitMQ at {target.masked}: {problem}") from None
+        if failover is not None:  # the next attempt goes to the next server of the list
+            failover.lost(target)
         raise
 
 

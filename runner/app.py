@@ -302,7 +302,8 @@ class Runner:
         options.update(broker_connection_timeout=conf.broker_connection_timeout,
                        broker_connection_retry=conf.broker_connection_retry,
                        broker_connection_retry_on_startup=conf.broker_connection_retry_on_startup,
-                       broker_connection_max_retries=conf.broker_connection_max_retries)
+                       broker_connection_max_retries=conf.broker_connection_max_retries,
+                       failover_strategy=conf.broker_failover_strategy)
         return options
 
     def flush_broker(self) -> None:

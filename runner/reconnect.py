@@ -36,6 +36,8 @@ _lock = threading.Lock()
 
 
 def _server(url: URL) -> tuple:
+    if len(url.all) > 1:  # a failover list counts as one: reached once any of it was
+        return ("list", url.raw)
     return (url.host, url.port) if url.host else (url.scheme, url.path)
 
 

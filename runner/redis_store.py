@@ -16,9 +16,10 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
+import redis.connection
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -32,6 +33,7 @@ from redis.retry import Retry
 
 from runner.config.urls import URL, mask_url
 from runner.exceptions import BrokerError, ConfigError, RunnerError
+from runner.failover import Failover, failover_of
 from runner.reconnect import Attempts, ConnectPolicy
 
 logger = logging.getLogger("runner.redis")
@@ -66,6 +68,8 @@ def make_client(url: URL, options: dict | None = None, protocol: int = 2) -> red
     }
     if url.scheme == "redis+socket":
         return redis.Redis(unix_socket_path=url.path, db=int(url.query.get("db", 0)), **common)
+    if url.scheme == "sentinel":
+        return sentinel_client(url, options, common)
     if url.scheme == "rediss":
         query = url.query
         common.update(
@@ -74,8 +78,75 @@ def make_client(url: URL, options: dict | None = None, protocol: int = 2) -> red
                                          ssl.CERT_REQUIRED),
             ssl_ca_certs=query.get("ssl_ca_certs"), ssl_certfile=query.get("ssl_certfile"),
             ssl_keyfile=query.get("ssl_keyfile"))
+    if len(url.all) > 1:  # a failover list: each connection to the server in use now
+        failover = failover_of(url, options, "Redis")
+        connection = FailoverSSLConnection if url.scheme == "rediss" else FailoverConnection
+        common.pop("retry")
+        pool = redis.ConnectionPool(connection_class=connection, failover=failover,
+                                    host=url.host or "localhost", port=url.port or 6379,
+                                    db=url.db or 0, retry=Retry(NoBackoff(), 0), **common)
+        return redis.Redis(connection_pool=pool)
     return redis.Redis(host=url.host or "localhost", port=url.port or 6379, db=url.db or 0,
                        **common)
+
+
+class _FailoverMixin:
+    """A redis-py connection that connects to the failover list's server in use, and moves
+    the list on when that fails."""
+
+    def __init__(self, *args: Any, failover: Failover, **kwargs: Any):
+        self._failover = failover
+        super().__init__(*args, **kwargs)
+
+    def _connect(self):
+        url = self._failover.current
+        self.host, self.port = url.host or "localhost", url.port or 6379
+        try:
+            return super()._connect()
+        except (OSError, RedisConnectionError, RedisTimeoutError):
+            self._failover.lost(url)
+            raise
+
+
+class FailoverConnection(_FailoverMixin, redis.connection.Connection):
+    pass
+
+
+class FailoverSSLConnection(_FailoverMixin, redis.connection.SSLConnection):
+    pass
+
+
+def sentinel_client(url: URL, options: dict, common: dict) -> redis.Redis:
+    """A client of the master that Redis Sentinel names (``sentinel://h1:26379;sentinel://
+    h2:26379`` with the transport option ``master_name``, as kombu): each new connection asks
+    the Sentinels where the master is, so after a failover the next connection finds the
+    promoted replica."""
+    from redis.sentinel import Sentinel
+
+    name = options.get("master_name")
+    if not name:
+        raise ConfigError(f"{url.masked}: a sentinel:// URL needs the transport option "
+                          f"master_name (broker_transport_options = {{'master_name': "
+                          f"'mymaster'}}, or result_backend_transport_options)")
+    sentinel_kwargs = dict(options.get("sentinel_kwargs") or {})
+    sentinel_kwargs.setdefault("socket_timeout", common["socket_connect_timeout"])
+    sentinel_kwargs.setdefault("socket_connect_timeout", common["socket_connect_timeout"])
+    sentinels = [(u.host or "localhost", u.port or 26379) for u in url.all]
+    master_options = {k: v for k, v in common.items()
+                      if k in ("protocol", "password", "username", "socket_connect_timeout",
+                               "socket_keepalive", "health_check_interval", "retry")}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+    for (host, port), client in zip(sentinels, sentinel.sentinels, strict=True):
+        try:  # a name no Sentinel knows is a mistake, not an outage: say so now
+            known = client.sentinel_get_master_addr_by_name(str(name))
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            continue  # (this one is down: ask the next; none up is an outage, retried)
+        if known is None:
+            raise ConfigError(f"{url.masked}: the Sentinel at {host}:{port} knows no master "
+                              f"named {str(name)!r}; check master_name in the transport "
+                              f"options (SENTINEL MASTERS lists the names it monitors)")
+        break
+    return sentinel.master_for(str(name), db=url.db or 0, **master_options)
 
 
 def retrying(what: str, url: URL, operation: Callable[[], T], policy: ConnectPolicy,

@@ -100,5 +100,5 @@ def test_not_supported_message_is_clear_and_masked(monkeypatch):
     assert text.startswith("broker URL scheme 'amqps' (amqps://guest:**@localhost:5671/vhost) "
                            "is not supported yet by runner ")
     assert text.endswith("supported now: sqlite://, memory://, redis://, rediss://, "
-                         "redis+socket://, amqp://, pyamqp://")
+                         "redis+socket://, amqp://, pyamqp://, sentinel://")
     assert "rpc" in not_supported_message("backend", "rpc://")

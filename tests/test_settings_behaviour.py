@@ -220,6 +220,8 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "beat_catchup_limit": (7, lambda app: (app.conf.update(beat_schedule=SCHEDULE),
                                            entries(app))[1]),
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
+    "broker_failover_strategy": ("shuffle",
+                                 lambda app: app._transport_options()["failover_strategy"]),
     "security_key": ("k.pem", lambda app: signing(app).key_path),
     "security_key_password": ("secret", lambda app: signing(app).key_password),
     "security_certificate": ("c.pem", lambda app: signing(app).cert_path),

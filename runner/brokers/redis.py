@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from runner.brokers.base import Broker, Delivery
@@ -269,13 +270,17 @@ class RedisBroker(Broker):
         its ARGV, or None and a plain command; returns every reply. If the server forgot a
         script (a restart), all scripts are loaded again and the calls re-sent: callers make
         them idempotent (request tokens)."""
-        replies = self._own.roundtrip(
-            [["EVALSHA", self._scripts[name].sha, 0, *args] if name else args
-             for name, args in calls])
+        commands = [["EVALSHA", self._scripts[name].sha, 0, *args] if name else args
+                    for name, args in calls]
+        replies = self._own.roundtrip(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
-            for script in self._scripts.values():
-                self.client.script_load(script.script)
-            return self._send(calls)
+            # loaded on this very connection: after a failover the pool's connections may
+            # reach another server than this one for a moment
+            loads = [["SCRIPT", "LOAD", script.script] for script in self._scripts.values()]
+            replies = self._own.roundtrip(loads + commands)[len(loads):]
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                raise RedisConnectionError("Redis forgot runner's scripts as soon as they "
+                                           "were loaded (a failover under way?)")
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

@@ -25,7 +25,6 @@ CELERY_ONLY = frozenset({
     "beat_scheduler",
     "beat_sync_every",
     "broker_channel_error_retry",
-    "broker_failover_strategy",
     "broker_heartbeat",
     "broker_heartbeat_checkrate",
     "broker_pool_acquire_timeout",

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from runner import serialization
-from runner.config.urls import check_url, mask_url
+from runner.config.urls import check_url, failover_string, mask_url
 from runner.exceptions import ConfigError, SerializationError
 from runner.routing import validate_routes
 from runner.schedules import as_schedule
@@ -116,6 +116,11 @@ class TransportOptions(BaseModel):
         None, description="Redis: prefix of runner's keys (default 'runner:')")
     socket_connect_timeout: float | None = Field(
         None, gt=0, description="Redis: seconds to wait for a connection (default 4)")
+    master_name: str | None = Field(
+        None, description="Redis Sentinel (sentinel:// URLs): the name of the master to use")
+    sentinel_kwargs: dict[str, Any] | None = Field(
+        None, description="Redis Sentinel: connection options for the Sentinels themselves "
+        "(password, socket_timeout, ssl...)")
     health_check_interval: int | None = Field(
         None, ge=0, description="Redis: seconds between checks of an idle connection (default 25)")
     heartbeat: int | None = Field(
@@ -234,6 +239,9 @@ class Settings(BaseModel):
         None, description="broker URL; None means the embedded SQLite default")
     broker_transport_options: TransportOptions = Field(
         default_factory=TransportOptions, description="options passed to the broker transport")
+    broker_failover_strategy: Any = Field(
+        "round-robin", description="order a failover list of broker URLs is tried in: "
+        "'round-robin', 'shuffle', or a callable taking the URLs and returning an iterator")
     broker_connection_retry: bool = Field(
         True, description="retry a lost broker connection instead of failing")
     broker_connection_retry_on_startup: bool | None = Field(
@@ -381,12 +389,22 @@ class Settings(BaseModel):
     @field_validator("broker_url", "result_backend", mode="before")
     @classmethod
     def _empty_url_is_default(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):  # Celery's failover list given as a list
+            value = failover_string(value)
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str | None) -> str | None:
         return _check_url_field(value, "broker")
+
+    @field_validator("broker_failover_strategy")
+    @classmethod
+    def _failover_strategy(cls, value: Any) -> Any:
+        if callable(value) or value in ("round-robin", "round_robin", "shuffle"):
+            return value
+        raise ValueError(f"{value!r}: use 'round-robin', 'shuffle' or a callable taking the "
+                         f"URLs and returning an iterator of them")
 
     @field_validator("result_backend")
     @classmethod

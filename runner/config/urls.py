@@ -29,6 +29,7 @@ BROKER_CLASSES: dict[str, str | None] = {
     "amqp": "runner.brokers.amqp:AMQPBroker",
     "pyamqp": "runner.brokers.amqp:AMQPBroker",
     "amqps": "runner.brokers.amqp:AMQPBroker",
+    "sentinel": "runner.brokers.redis:RedisBroker",
 }
 
 BACKEND_CLASSES: dict[str, str | None] = {
@@ -38,6 +39,7 @@ BACKEND_CLASSES: dict[str, str | None] = {
     "rediss": "runner.backends.redis:RedisBackend",
     "redis+socket": "runner.backends.redis:RedisBackend",
     "rpc": "runner.backends.rpc:RPCBackend",
+    "sentinel": "runner.backends.redis:RedisBackend",
 }
 
 SCHEMES: frozenset[str] = frozenset(BROKER_CLASSES) | frozenset(BACKEND_CLASSES)
@@ -76,16 +78,26 @@ class URL:
     db: int | None
     query: dict[str, str]
     raw: str = field(repr=False)
+    #: every URL of a failover list (``redis://a;redis://b``), this one first; () for one URL
+    alternates: tuple[URL, ...] = field(default=(), repr=False)
 
     @property
     def masked(self) -> str:
         return mask_url(self.raw)
 
+    @property
+    def all(self) -> tuple[URL, ...]:
+        """The URLs to try: the failover list, or this one alone."""
+        return self.alternates or (self,)
+
 
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``**``; returns non-URL input unchanged."""
+    """``url`` with its password replaced by ``**``; returns non-URL input unchanged. A
+    failover list (``a;b``) has each of its URLs masked."""
     if not isinstance(url, str):
         return url
+    if ";" in url:
+        return ";".join(mask_url(part) for part in url.split(";"))
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
@@ -121,7 +133,11 @@ def _unknown_scheme(url: str, scheme: str) -> ConfigError:
 
 
 def parse_url(url: str) -> URL:
-    """Parse and check a broker or backend URL; :class:`ConfigError` names what is wrong."""
+    """Parse and check a broker or backend URL; :class:`ConfigError` names what is wrong. A
+    failover list (Celery's ``redis://a:6379/0;redis://b:6379/0``) gives its first URL with
+    all of them in ``alternates``; they must share a scheme family."""
+    if isinstance(url, str) and ";" in url:
+        return _parse_list(url)
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"invalid URL {url!r}: expected a string like 'redis://host:6379/0'")
     scheme, sep, _rest = url.partition("://")
@@ -146,7 +162,7 @@ def parse_url(url: str) -> URL:
         if not parts.path or parts.path == "/":
             raise _fail(url, "redis+socket:// needs a socket path, e.g. redis+socket:///run/redis.sock")
         db = _redis_db(url, query.get("db", query.get("virtual_host", "0")))
-    elif scheme in _REDIS_SCHEMES:
+    elif scheme in _REDIS_SCHEMES or scheme == "sentinel":
         db = _redis_db(url, parts.path.strip("/") or "0")
         if scheme == "rediss":
             _check_ssl_options(url, query)
@@ -155,6 +171,40 @@ def parse_url(url: str) -> URL:
         path = unquote(path) or "/"
     return URL(scheme=scheme, username=username, password=password, host=host, port=port,
                path=path, db=db, query=query, raw=url)
+
+
+def failover_string(urls: list | tuple) -> str:
+    """A failover list given as a list of URLs (Celery accepts both) as one string."""
+    return ";".join(str(u).strip() for u in urls)
+
+
+def _parse_list(url: str) -> URL:
+    parts = [part.strip() for part in url.split(";")]
+    parsed = []
+    for position, part in enumerate(parts, 1):
+        if not part:
+            continue  # (a trailing ";")
+        try:
+            parsed.append(parse_url(part))
+        except ConfigError as exc:
+            raise ConfigError(f"failover list {mask_url(url)!r}, URL {position} of "
+                              f"{len(parts)}: {exc}") from None
+    families = {_family(p.scheme) for p in parsed}
+    if len(families) > 1 or not parsed:
+        raise _fail(url, "the URLs of a failover list must all be Redis, all RabbitMQ or all "
+                         "Sentinel (one transport, several servers)")
+    if parsed[0].scheme not in _REDIS_SCHEMES | _AMQP_SCHEMES | {"sentinel"}:
+        raise _fail(url, f"{parsed[0].scheme}:// has no failover list (Redis, Sentinel and "
+                         f"RabbitMQ URLs do)")
+    first = parsed[0]
+    return URL(scheme=first.scheme, username=first.username, password=first.password,
+               host=first.host, port=first.port, path=first.path, db=first.db,
+               query=first.query, raw=url, alternates=tuple(parsed))
+
+
+def _family(scheme: str) -> str:
+    return ("redis" if scheme in _REDIS_SCHEMES else "amqp" if scheme in _AMQP_SCHEMES
+            else scheme)
 
 
 def _sqlite_path(url: str, host: str | None, path: str) -> str:
