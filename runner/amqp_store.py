@@ -136,6 +136,11 @@ def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker,
                   max_priority: int | None = None) -> RunnerError:
     """Why RabbitMQ refused to declare ``queue``: a queue that exists with other arguments is
     a configuration error (no retry fixes it), named with the setting that decides them."""
+    if exc.reply_code == 406 and "x-queue-type" in str(exc.reply_text):
+        return ConfigError(f"queue {queue!r} on vhost {url.path or '/'!r} exists with another "
+                           f"type ({exc.reply_text}): task_default_queue_type and the "
+                           f"x-queue-type of task_queues must match it, or delete the queue "
+                           f"(rabbitmqctl delete_queue) or use another vhost")
     if exc.reply_code == 406:
         wanted = (f"x-max-priority {max_priority} (from max_priority in task_queues, or "
                   f"task_queue_max_priority)" if max_priority else

@@ -261,6 +261,7 @@ class Runner:
                 local.broker.close()
             local.broker = open_broker(url, self._transport_options())
             local.broker.max_priorities = self._max_priorities()
+            local.broker.queue_types = self._queue_types()
             if security.signing_wanted(self.conf):
                 local.broker.signer = self.security
             local.broker_url = url
@@ -286,6 +287,16 @@ class Runner:
         for queue in conf.task_queues:
             if queue.max_priority is not None:
                 found[queue.name] = queue.max_priority
+        return found
+
+    def _queue_types(self) -> dict[str | None, str]:
+        """Each configured queue's RabbitMQ type (None: the default for the others)."""
+        conf = self.conf
+        found: dict[str | None, str] = {None: conf.task_default_queue_type}
+        for queue in conf.task_queues:
+            kind = (queue.queue_arguments or {}).get("x-queue-type")
+            if kind:
+                found[queue.name] = str(kind)
         return found
 
     def _transport_options(self) -> dict:

@@ -519,3 +519,24 @@ def test_messages_rabbitmq_refuses_are_sent_again_until_taken(
         assert "refused" in caplog.text and "sending again" in caplog.text
     finally:
         rabbitmqctl("clear_policy", "-p", VHOST, "full")
+
+
+def test_quorum_queues_as_celery_sets_them(amqp_app, start_worker, worker_env):
+    """task_default_queue_type = 'quorum' (or x-queue-type in task_queues): the queues runner
+    declares are replicated quorum queues, and tasks run through them as before."""
+    import tasks
+
+    amqp_app.close()
+    amqp_app.conf.update(task_default_queue_type="quorum")
+    worker_env["RUNNER_TASK_DEFAULT_QUEUE_TYPE"] = "quorum"
+    start_worker("-Q", "replicated-a,replicated-b")  # (this module's vhost has a classic celery)
+    assert tasks.add.apply_async((2, 3), queue="replicated-a").get(timeout=20) == 5
+    assert tasks.add.apply_async((1, 1), queue="replicated-b").get(timeout=20) == 2
+    listed = json.loads(rabbitmqctl("list_queues", "-p", VHOST, "name", "type", "--formatter",
+                                    "json").stdout)
+    types = {q["name"]: q["type"] for q in listed}
+    assert types["replicated-a"] == "quorum" and types["replicated-b"] == "quorum"
+    amqp_app.close()
+    amqp_app.conf.update(task_queue_max_priority=5)
+    with pytest.raises(ConfigError, match="a quorum queue has no priorities"):
+        tasks.add.apply_async((1, 1), queue="ranked-quorum")

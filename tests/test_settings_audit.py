@@ -65,7 +65,6 @@ def test_a_celery_configuration_with_settings_runner_lacks_loads_with_warnings(t
 @pytest.mark.parametrize("name, value, words", [
     ("broker_use_ssl", True, "TLS in the URL"),
     ("broker_host", "rabbit", "broker_url"),
-    ("task_default_queue_type", "quorum", "classic queues"),
 ])
 def test_a_celery_setting_whose_absence_matters_is_refused(name, value, words):
     app = Celery("proj", broker="memory://", backend="memory://", set_as_current=False)

@@ -90,7 +90,9 @@ def test_a_template_asking_for_too_much_fails_fast_with_a_render_error(template)
     started = time.monotonic()
     with pytest.raises(RenderError, match="TemplateLimitError"):
         render(template, {})
-    assert time.monotonic() - started < MAX_RENDER_SECONDS + 1
+    # stopped by a limit, not left to run (unlimited, each would take minutes or gigabytes);
+    # the margin is for a loaded machine (a parallel CI run saw 4.5 s)
+    assert time.monotonic() - started < MAX_RENDER_SECONDS + 15
 
 
 def test_values_passed_along_are_not_limited_only_what_a_template_makes():

@@ -49,7 +49,7 @@ from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
-from runner.exceptions import BrokerError
+from runner.exceptions import BrokerError, ConfigError
 from runner.message import Message
 
 logger = logging.getLogger("runner.amqp")
@@ -119,9 +119,16 @@ class AMQPBroker(Broker):
     def _declare(self, channel, queue: str) -> int:
         """Declare ``queue`` (once per connection); returns its ready message count."""
         top = self.max_priorities.get(queue, self.max_priorities.get(None))
+        kind = self.queue_types.get(queue, self.queue_types.get(None, "classic"))
+        arguments: dict = {"x-max-priority": top} if top else {}
+        if kind == "quorum":  # replicated on a cluster's nodes: kept when one node goes
+            if top:
+                raise ConfigError(f"queue {queue!r}: a quorum queue has no priorities; drop "
+                                  f"max_priority (task_queues / task_queue_max_priority) or "
+                                  f"make it a classic queue")
+            arguments = {"x-queue-type": "quorum"}
         try:
-            frame = channel.queue_declare(queue, durable=True, arguments={
-                "x-max-priority": top} if top else None)
+            frame = channel.queue_declare(queue, durable=True, arguments=arguments or None)
         except amqp_errors.ChannelClosedByBroker as exc:
             raise declare_error(self.url, queue, exc, top) from None
         return frame.method.message_count
@@ -188,7 +195,11 @@ class AMQPBroker(Broker):
             state.link.owner = threading.current_thread()
             if state.prefetch < limit or not connected:
                 state.prefetch = max(state.prefetch, limit)
-                channel.basic_qos(prefetch_count=state.prefetch, global_qos=True)
+                # one limit for the channel, except that quorum queues know only a consumer's
+                # own (then each queue's consumer has the limit)
+                quorum = any(self.queue_types.get(q, self.queue_types.get(None)) == "quorum"
+                             for q in queues)
+                channel.basic_qos(prefetch_count=state.prefetch, global_qos=not quorum)
             if state.queues != tuple(queues) or not connected:
                 self._subscribe(state, channel, queues)
         except OUTAGE_ERRORS as exc:

@@ -31,7 +31,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
 from runner.amqp_store import OUTAGE_ERRORS, Link
-from runner.exceptions import BrokerError
+from runner.exceptions import BrokerError, RunnerError
 
 logger = logging.getLogger("runner.amqp")
 
@@ -150,7 +150,11 @@ class Publisher:
         self._release_refused()
         while self.outbox:
             message = self.outbox[0]
-            exchange = self.route(channel, message, self._redeclare)
+            try:
+                exchange = self.route(channel, message, self._redeclare)
+            except RunnerError:  # its queue cannot be declared as configured: the caller is
+                self.outbox.popleft()  # told now; sending it again at exit would fail too
+                raise
             self._redeclare = False
             # counted before it is sent: its confirm can come while basic_publish still runs
             self._tag += 1

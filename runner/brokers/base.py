@@ -67,6 +67,9 @@ class Broker(ABC):
         #: (AMQP's x-max-priority); ``None`` for the queues not named. Set by the app from
         #: ``task_queues`` and ``task_queue_max_priority``.
         self.max_priorities: dict[str | None, int | None] = {}
+        #: queue name -> "classic" or "quorum" (RabbitMQ), ``None`` for the others; set by
+        #: the app from ``task_queues``' x-queue-type and ``task_default_queue_type``
+        self.queue_types: dict[str | None, str] = {}
         self.visibility_timeout = float(self.transport_options.get("visibility_timeout", 30.0))
         #: signs every message this broker sends (runner.security; set by the app where
         #: task_serializer = 'auth'), else None

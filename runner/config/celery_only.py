@@ -161,7 +161,6 @@ CELERY_REFUSED: dict[str, str] = {
     "broker_read_url": "runner reads and writes through broker_url",
     "broker_write_url": "runner reads and writes through broker_url",
     "broker_login_method": "runner logs in to RabbitMQ with the URL's user and password (PLAIN)",
-    "task_default_queue_type": "runner declares classic queues only",
     "task_create_missing_queue_type": "runner declares classic queues only",
     "broker_native_delayed_delivery_queue_type": "runner declares classic queues only",
     "task_default_rate_limit": "rate limits are not enforced by runner yet",

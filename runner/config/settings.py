@@ -293,6 +293,9 @@ class Settings(BaseModel):
     # --- tasks and routing -------------------------------------------------------------------
     task_default_queue: str = Field(
         "celery", min_length=1, description="queue for tasks without a route")
+    task_default_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="RabbitMQ: the type of the queues runner declares; 'quorum' "
+        "keeps messages when a node of a cluster goes (no priorities)")
     task_queues: list[QueueSpec] = Field(
         default_factory=list, description="queues a worker consumes (names, dicts or Queue "
         "objects); empty: the default queue", json_schema_extra=_queues_json_schema)
