@@ -35,7 +35,7 @@ from runner.exceptions import (
 from runner.execute import apply_eagerly
 from runner.message import Message
 from runner.middleware import Middleware
-from runner.pipeline.engine import PipelineMiddleware
+from runner.pipeline.finish import PipelineMiddleware
 from runner.publish import publish
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router

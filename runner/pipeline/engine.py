@@ -1,13 +1,20 @@
-"""Moving pipeline runs forward: submit, step finished, cancel, retry.
+"""Moving pipeline runs forward: the :class:`Driver` of one run.
 
-There is no scheduler process. ``submit`` enqueues the steps that need nothing; afterwards the
-worker that stores the result of a step's last task calls :func:`task_finished`, which settles
-the step in one atomic update of the run record and enqueues the steps that became ready. The
-atomic update is what makes a fan-in fire exactly once: of two workers finishing the last two
-parents at the same moment, only one sees the child still ``pending`` and marks it ``queued``.
+There is no scheduler process. ``submit`` (:mod:`runner.pipeline.submit`) enqueues the steps that
+need nothing; afterwards the worker that stores the result of a step's last task calls
+:func:`runner.pipeline.finish.tasks_finished`, which settles the step in one atomic update of
+the run record and enqueues the steps that became ready. The atomic update is what makes a
+fan-in fire exactly once: of two workers finishing the last two parents at the same moment,
+only one sees the child still ``pending`` and marks it ``queued``.
 
-Delivery is at least once, as for every task: a task that runs twice finishes its item once
-(items are a set of indexes), and a step settles once (a settled step is never settled again).
+A step's life: ``pending`` -> ``queued`` (ready; its tasks are then enqueued, and only after that
+is ``enqueued_at`` recorded, so a crash in between leaves a step ``runner retry`` sends again) ->
+``running`` (a worker started one of its tasks) -> ``success`` / ``failed`` / ``skipped`` /
+``cancelled``. Task ids are deterministic, so a step enqueued twice runs its items once each
+as far as the run is concerned (items are a set of indexes; a step settles once).
+
+Delivery is at least once, as for every task: a task that runs twice finishes its item once,
+and a settled step is never settled again.
 """
 
 from __future__ import annotations
@@ -30,31 +37,32 @@ from runner.message import (
     HEADER_STEP,
     Message,
 )
-from runner.middleware import Middleware
+from runner.pipeline import slots
 from runner.pipeline.model import Pipeline, Step
+from runner.pipeline.rules import decide, need_state
 from runner.pipeline.runs import (
+    RUN_DONE,
     STEP_DONE,
     RunRecord,
-    StepRun,
-    items_key,
-    load_run,
     load_spec,
-    new_run_id,
+    reused_key,
     run_key,
-    save_spec,
     task_id,
 )
 from runner.pipeline.template import RenderError, render
-from runner.pipeline.validate import LoadedPipeline, coerce_param
+from runner.pipeline.validate import coerce_param
 
 logger = logging.getLogger("runner.pipeline")
 
+#: headers of a mapped step with ``concurrency:`` (how many items in flight, how many were
+#: kept from an earlier attempt), read back when an item finishes to send the next one
+HEADER_CONCURRENCY = "pipeline_concurrency"
+HEADER_REUSED = "pipeline_reused"
 
 _SPECS: dict[str, Pipeline] = {}  # run id -> its pipeline (immutable once submitted)
 _SPECS_KEEP = 256
-
-
-# -- submitting ---------------------------------------------------------------------------------
+_ITEMS: dict[tuple[str, str, int], tuple[dict, list, list[int]]] = {}  # rendered maps, per process
+_ITEMS_KEEP = 64
 
 
 def resolve_params(pipeline: Pipeline, given: dict[str, Any], run: dict[str, Any]
@@ -85,38 +93,11 @@ def run_context(run_id: str, name: str, logical_date: datetime) -> dict[str, Any
             "ds": logical_date.strftime("%Y-%m-%d")}
 
 
-def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = None,
-           logical_date: datetime | None = None, run_id: str | None = None) -> RunRecord:
-    """Start a run: store its record and enqueue the steps that need nothing."""
-    pipeline = loaded.model
-    if not app.backend.keeps_state:  # rpc://: results go to the caller and are gone once read
-        raise PipelineError(
-            f"pipeline {pipeline.name!r} cannot run with result_backend "
-            f"{app.backend.scheme}://: a run keeps its record and the steps' results in the "
-            f"result backend, which rpc:// does not keep; set result_backend to redis:// or "
-            f"sqlite:///... (broker_url can stay amqp://)")
-    run_id = run_id or new_run_id()
-    logical_date = logical_date or app.now()
-    if logical_date.tzinfo is None:
-        logical_date = logical_date.replace(tzinfo=app.tz)
-    logical_date = logical_date.astimezone(app.tz)  # run.ds is the date in the app's zone
-    values = resolve_params(pipeline, params or {},
-                            run_context(run_id, pipeline.name, logical_date))
-    record = RunRecord(id=run_id, pipeline=pipeline.name, file=loaded.path,
-                       file_hash=loaded.sha256, params=values, logical_date=logical_date,
-                       app=pipeline.app, created_at=time.time(),
-                       steps={name: StepRun() for name in pipeline.steps})
-    backend = app.backend
-    save_spec(backend, run_id, pipeline.model_dump(mode="json"))
-    ready = [name for name, step in pipeline.steps.items() if not step.needs]
-    for name in ready:
-        record.steps[name].state = "queued"
-    backend.put_data(run_key(run_id), record.encode())
-    Driver(app, run_id, pipeline).start_steps(record, ready)
-    return load_run(backend, run_id)
+def submit(*args: Any, **kwargs: Any) -> RunRecord:
+    """Start a run (see :func:`runner.pipeline.submit.submit`)."""
+    from runner.pipeline.submit import submit as submit_run
 
-
-# -- the driver: one run, seen from one process --------------------------------------------------
+    return submit_run(*args, **kwargs)
 
 
 class Driver:
@@ -132,32 +113,62 @@ class Driver:
 
     def change(self, mutate: Callable[[RunRecord], Any]) -> tuple[RunRecord, Any]:
         """Apply ``mutate`` to the run record atomically; return the new record and what
-        ``mutate`` returned (from its last, committed call)."""
+        ``mutate`` returned (from its last, committed call). A run that ends here gives its
+        ``max_active_runs`` slot to the next run waiting."""
         outcome: list[Any] = []
 
         def apply(raw: bytes | None) -> bytes | None:
             if raw is None:
                 raise PipelineError(f"run {self.run_id} vanished from the result backend")
             record = RunRecord.decode(raw)
-            outcome[:] = [mutate(record)]
+            before = record.state
+            outcome[:] = [mutate(record), before]
             self._finish_run_if_done(record)
             return record.encode()
 
         new = self.backend.update_data(run_key(self.run_id), apply)
-        return RunRecord.decode(new), outcome[0]
+        record = RunRecord.decode(new)
+        if record.state in RUN_DONE and outcome[1] not in RUN_DONE:
+            self._ended(record)
+        return record, outcome[0]
+
+    def _ended(self, record: RunRecord) -> None:
+        if self.pipeline.max_active_runs:
+            for run_id in slots.release(self.backend, record.pipeline, record.id,
+                                        self.pipeline.max_active_runs):
+                Driver(self.app, run_id).begin()
 
     def _finish_run_if_done(self, record: RunRecord) -> None:
+        """As Airflow: a run whose steps are all done failed when one of its final steps (no
+        step needs them) failed, or was skipped because a step it needs failed."""
         if record.state != "running":
             return
         if all(step.state in STEP_DONE for step in record.steps.values()):
-            failed = any(step.state == "failed" and not self.option(name, "ignore_failure")
-                         for name, step in record.steps.items())
+            failed = any((step.state == "failed" and not self.option(name, "ignore_failure"))
+                         or step.upstream_failed
+                         for name, step in record.steps.items() if name in self.final_steps())
             record.state = "failed" if failed else "success"
             record.finished_at = time.time()
 
+    def final_steps(self) -> list[str]:
+        """Steps no other step needs: what a run gives back."""
+        needed = {need for step in self.pipeline.steps.values() for need in step.needs}
+        return [name for name in self.pipeline.steps if name not in needed]
+
+    def begin(self) -> None:
+        """Start a run that waited for a ``max_active_runs`` slot (or was just stored)."""
+        def mutate(record: RunRecord) -> list[str]:
+            if record.state != "queued":
+                return []
+            record.state = "running"
+            return self._next_steps(record)
+
+        record, ready = self.change(mutate)
+        self.start_steps(record, ready)
+
     def settle(self, name: str, state: str, error: str | None = None,
-               reason: str | None = None, retries: int = 0, attempt: int | None = None
-               ) -> None:
+               reason: str | None = None, retries: int = 0, attempt: int | None = None,
+               items: int | None = None) -> None:
         """Mark step ``name`` done (once) and start what became ready. With ``attempt``, only
         if the step's current attempt is that one (a late task of an earlier attempt is not)."""
         def mutate(record: RunRecord) -> list[str]:
@@ -169,6 +180,8 @@ class Driver:
             step.state, step.ended_at = state, time.time()
             step.error, step.reason = error, reason
             step.retries = max(step.retries, retries)
+            if step.items is None and items is not None:
+                step.items = items
             if step.started_at is None:
                 step.started_at = step.ended_at
             return self._next_steps(record)
@@ -180,7 +193,9 @@ class Driver:
             self.start_steps(record, ready)
 
     def _next_steps(self, record: RunRecord) -> list[str]:
-        """Inside an atomic change: skip what can no longer run, queue what can."""
+        """Inside an atomic change: skip what can no longer run, queue what can (by each
+        step's trigger rule)."""
+        ready: list[str] = []
         changed = True
         while changed:
             changed = False
@@ -188,29 +203,41 @@ class Driver:
                 run = record.steps[name]
                 if run.state != "pending":
                     continue
-                blocked = [need for need in step.needs if self._blocks(record, need)]
-                if blocked:
+                seen = [need_state(record.steps[n].state, bool(self.option(n, "ignore_failure")),
+                                   record.steps[n].upstream_failed) for n in step.needs]
+                decision = decide(step.trigger_rule, seen)
+                if decision == "run":
+                    run.state = "queued"
+                    ready.append(name)
+                elif decision != "wait":
                     run.state, run.ended_at = "skipped", time.time()
-                    run.reason = f"needs {blocked[0]}, which {record.steps[blocked[0]].state}"
+                    run.upstream_failed = decision == "upstream_failed"
+                    run.reason = self._skip_reason(record, step, seen)
                     changed = True
-        ready = []
-        for name, step in self.pipeline.steps.items():
-            run = record.steps[name]
-            if run.state == "pending" and all(
-                    record.steps[need].state in ("success", "failed") and not
-                    self._blocks(record, need) for need in step.needs):
-                run.state = "queued"
-                ready.append(name)
         return ready
 
-    def _blocks(self, record: RunRecord, need: str) -> bool:
-        state = record.steps[need].state
-        if state == "failed":
-            return not self.option(need, "ignore_failure")
-        return state in ("skipped", "cancelled")
+    def _skip_reason(self, record: RunRecord, step: Step, seen: list[str]) -> str:
+        if (step.trigger_rule or "all_success") == "all_success":
+            blocked = next(n for n, s in zip(step.needs, seen, strict=True)
+                           if s not in ("success", "failed_ok", "waiting"))
+            return f"needs {blocked}, which {record.steps[blocked].state}"
+        shown = ", ".join(f"{n} {record.steps[n].state}" for n in step.needs)
+        return f"trigger rule {step.trigger_rule}: {shown}"
 
     def option(self, name: str, option: str) -> Any:
         return self.pipeline.option(self.pipeline.steps[name], option)
+
+    def mark_running(self, names: list[tuple[str, int]]) -> None:
+        """A worker started a task of each (step, attempt): ``queued`` steps become
+        ``running``."""
+        def mutate(record: RunRecord) -> None:
+            now = time.time()
+            for name, attempt in names:
+                step = record.steps.get(name)
+                if step is not None and step.state == "queued" and step.attempt == attempt:
+                    step.state, step.started_at = "running", now
+
+        self.change(mutate)
 
     # starting steps ------------------------------------------------------------------------
 
@@ -219,7 +246,9 @@ class Driver:
             self.start_step(record, name)
 
     def start_step(self, record: RunRecord, name: str) -> None:
+        """Enqueue the tasks of ``queued`` step ``name``, then record that they are enqueued."""
         step = self.pipeline.steps[name]
+        attempt = record.attempt_of(name)
         try:
             context = self.context(record, step)
             if step.when is not None and not render(step.when, context):
@@ -231,7 +260,12 @@ class Driver:
                 if not isinstance(items, list | tuple):
                     raise PipelineError(f"map {step.map!r} gave {type(items).__name__}, "
                                         f"not a list")
-            messages = self.messages(record, name, step, context, items)
+                items = list(items)
+            todo = self.todo(record, name, items)
+            limit = step.concurrency
+            first = todo if limit is None else todo[:limit]
+            messages = self.messages(record, name, step, context, items, first,
+                                     0 if items is None else len(items) - len(todo))
         except Exception as exc:  # noqa: BLE001 - a template failing at run time fails the step
             cause = exc if isinstance(exc, RenderError | PipelineError) else \
                 f"{type(exc).__name__}: {exc}"
@@ -240,21 +274,54 @@ class Driver:
             self.settle(name, "failed", error=error)
             return
         count = None if items is None else len(items)
-
-        def mark_running(run: RunRecord) -> bool:
-            step_run = run.steps[name]
-            if step_run.state != "queued":
-                return False
-            step_run.state, step_run.started_at, step_run.items = "running", time.time(), count
-            return True
-
-        _, go = self.change(mark_running)
-        if not go:
-            return
-        if count == 0:
-            self.settle(name, "success")
+        if items is not None:
+            _remember(record.id, name, attempt, context, items, todo)
+        if count is not None and not todo:
+            self.settle(name, "success", items=count, attempt=attempt)
             return
         self.app.publish(messages)
+        queue = messages[0].queue if messages else None
+
+        def enqueued(run: RunRecord) -> None:
+            step_run = run.steps[name]
+            if step_run.attempt != attempt:
+                return
+            if step_run.items is None:
+                step_run.items = count
+            if step_run.state in ("queued", "running"):
+                step_run.enqueued_at, step_run.queue = time.time(), queue
+
+        self.change(enqueued)
+
+    def todo(self, record: RunRecord, name: str, items: list | None) -> list[int | None]:
+        """Indexes to send: every item, less those kept from an earlier attempt."""
+        if items is None:
+            return [None]
+        if not record.steps[name].reused:
+            return list(range(len(items)))
+        raw = self.backend.get_data(reused_key(record.id, name, record.attempt_of(name)))
+        kept = set(json.loads(raw)) if raw else set()
+        return [i for i in range(len(items)) if i not in kept]
+
+    def send_item(self, name: str, attempt: int, position: int) -> None:
+        """With ``concurrency:``: an item finished; send the one at ``position`` of the
+        step's list of items to send, if there is one."""
+        key = (self.run_id, name, attempt)
+        if key not in _ITEMS:
+            from runner.pipeline.runs import load_run
+
+            record = load_run(self.backend, self.run_id)
+            step = self.pipeline.steps[name]
+            context = self.context(record, step)
+            items = list(render(step.map, context))
+            _remember(self.run_id, name, attempt, context, items,
+                      self.todo(record, name, items))
+        context, items, todo = _ITEMS[key]
+        if position >= len(todo):
+            return
+        record_view = _RecordView(self.run_id, {name: attempt})
+        self.app.publish(self.messages(record_view, name, self.pipeline.steps[name], context,
+                                       items, [todo[position]], len(items) - len(todo)))
 
     def context(self, record: RunRecord, step: Step) -> dict[str, Any]:
         from runner.pipeline.validate import ancestors
@@ -276,51 +343,74 @@ class Driver:
         run = record.steps[name]
         if run.state not in ("success", "failed"):
             return None
-        if run.items is None:
-            ids = [task_id(record.id, name, None, record.attempt_of(name))]
-        else:
-            ids = [task_id(record.id, name, i, record.attempt_of(name))
-                   for i in range(run.items)]
+        ids = step_task_ids(record, name)
         found = self.backend.get_many(ids)
         accept = self.app.result_accept
         values = [_value(found.get(i), accept) for i in ids]
         return values[0] if run.items is None else values
 
-    def messages(self, record: RunRecord, name: str, step: Step, context: dict[str, Any],
-                 items: list | None) -> list[Message]:
+    def messages(self, record: Any, name: str, step: Step, context: dict[str, Any],
+                 items: list | None, indexes: list[int | None], reused: int = 0
+                 ) -> list[Message]:
         option = lambda key: self.option(name, key)  # noqa: E731
         attempt = record.attempt_of(name)
         retries = option("retries")
+        base = {HEADER_RUN: record.id, HEADER_STEP: name, HEADER_ATTEMPT: attempt}
+        if step.concurrency is not None and items is not None:
+            base[HEADER_CONCURRENCY] = step.concurrency
+            base[HEADER_REUSED] = reused
         options: dict[str, Any] = {
             "queue": option("queue"), "priority": option("priority"),
             "time_limit": option("timeout"), "soft_time_limit": option("soft_timeout"),
             "serializer": option("serializer"), "ignore_result": False,
-            "headers": {HEADER_RUN: record.id, HEADER_STEP: name, HEADER_ATTEMPT: attempt},
         }
         if retries:
             options["step_retries"] = {"max_retries": retries,
                                        "backoff": option("retry_backoff"),
                                        "delay": option("retry_delay")}
         out = []
-        for index, item in (enumerate(items) if items is not None else [(None, None)]):
-            local = context if index is None else {**context, "item": item, "index": index}
+        for index in indexes:
+            local = context if index is None else {**context, "item": items[index],
+                                                   "index": index}
             args = render(step.args, local)
             kwargs = render(step.kwargs, local)
-            headers = {**options["headers"], HEADER_INDEX: index,
+            headers = {**base, HEADER_INDEX: index,
                        HEADER_ITEMS: None if items is None else len(items)}
             out.append(self.app.build_message(
                 step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
-                root_id=record.id, **{**options, "headers": headers}))
+                root_id=record.id, headers=headers, **options))
         return out
+
+
+class _RecordView:
+    """What :meth:`Driver.messages` reads of a run record, without reading the record."""
+
+    def __init__(self, run_id: str, attempts: dict[str, int]):
+        self.id, self._attempts = run_id, attempts
+
+    def attempt_of(self, name: str) -> int:
+        return self._attempts[name]
+
+
+def _remember(run_id: str, name: str, attempt: int, context: dict, items: list,
+              todo: list) -> None:
+    if len(_ITEMS) >= _ITEMS_KEEP:
+        _ITEMS.pop(next(iter(_ITEMS)))
+    _ITEMS[(run_id, name, attempt)] = (context, items, todo)
+
+
+def step_task_ids(record: RunRecord, name: str) -> list[str]:
+    """The ids of a step's tasks (of its current attempt), in item order."""
+    run, attempt = record.steps[name], record.attempt_of(name)
+    if run.items is None:
+        return [task_id(record.id, name, None, attempt)]
+    return [task_id(record.id, name, i, attempt) for i in range(run.items)]
 
 
 def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:
     if record is None or record.state != states.SUCCESS:
         return None
     return serialization.loads(record.payload, record.content_type, accept)
-
-
-# -- called by the worker when a pipeline task is done --------------------------------------------
 
 
 def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
@@ -332,86 +422,3 @@ def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
             _SPECS.pop(next(iter(_SPECS)))
         _SPECS[run_id] = pipeline
     return pipeline
-
-
-def tasks_finished(app: Any, completed: list[tuple[Message, str, ResultRecord | None]]
-                   ) -> None:
-    """Tasks of pipeline steps reached a final state (their results are stored).
-
-    A single task settles its step. A mapped step's task adds its index to the step's set of
-    finished items, all of one batch in one round trip; the task that completes the set
-    settles the step. No run record is read per task."""
-    backend = app.backend
-    items = []
-    for message, state, record in completed:
-        headers = message.headers
-        run_id, name = headers[HEADER_RUN], headers[HEADER_STEP]
-        index, attempt = headers.get(HEADER_INDEX), headers.get(HEADER_ATTEMPT, 1)
-        retries = int(record.meta.get("retries", 0)) if record is not None else 0
-        error = _error_text(record) if state != states.SUCCESS else None
-        if index is None:
-            Driver(app, run_id).settle(name, "success" if state == states.SUCCESS else
-                                       "cancelled" if state == states.REVOKED else "failed",
-                                       error=error, retries=retries, attempt=attempt)
-            continue
-        key = items_key(run_id, name, attempt)
-        if state != states.SUCCESS:
-            _note_failure(backend, key, str(index), error)
-        items.append((key, str(index), headers, retries))
-    if not items:
-        return
-    counts = backend.add_to_sets([(key, index) for key, index, _, _ in items])
-    for (key, _index, headers, retries), (added, done) in zip(items, counts, strict=True):
-        total = headers.get(HEADER_ITEMS)
-        if added and total is not None and done == total:
-            _settle_mapped(app, headers, key, total, retries)
-
-
-def _settle_mapped(app: Any, headers: dict, key: str, total: int, retries: int) -> None:
-    driver = Driver(app, headers[HEADER_RUN])
-    name, attempt = headers[HEADER_STEP], headers.get(HEADER_ATTEMPT, 1)
-    failures = app.backend.get_data(f"{key}:failed")
-    if failures:
-        info = json.loads(failures)
-        driver.settle(name, "failed", error=f"{len(info['items'])} of {total} items failed; "
-                      f"first: {info['first_error']}", retries=retries, attempt=attempt)
-    else:
-        driver.settle(name, "success", retries=retries, attempt=attempt)
-
-
-def _note_failure(backend: ResultBackend, key: str, index: str, error: str | None) -> None:
-    """Remember a failed item (before it counts as finished, so the last one sees it)."""
-    def add(raw: bytes | None) -> bytes:
-        info = json.loads(raw) if raw else {"items": [], "first_error": None}
-        if index not in info["items"]:
-            info["items"].append(index)
-            info["first_error"] = info["first_error"] or error
-        return json.dumps(info).encode()
-
-    backend.update_data(f"{key}:failed", add)
-
-
-def _error_text(record: ResultRecord | None) -> str | None:
-    if record is None:
-        return None
-    try:
-        info = serialization.loads(record.payload, record.content_type)
-        return f"{info.get('exc_type')}: {' '.join(map(str, info.get('exc_message', [])))}"
-    except Exception:  # noqa: BLE001 - a description only
-        return record.state
-
-
-class PipelineMiddleware(Middleware):
-    """Moves a run forward when a task of one of its steps reaches a final state."""
-
-    def wants(self, message: Message) -> bool:
-        return HEADER_RUN in message.headers
-
-    def after_task_stored(self, app: Any, message: Message, state: str,
-                          record: ResultRecord | None) -> None:
-        if HEADER_RUN in message.headers:
-            tasks_finished(app, [(message, state, record)])
-
-    def after_tasks_stored(self, app: Any,
-                           completed: list[tuple[Message, str, ResultRecord | None]]) -> None:
-        tasks_finished(app, [c for c in completed if HEADER_RUN in c[0].headers])

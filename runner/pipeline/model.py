@@ -3,13 +3,16 @@ here: ``python -m runner.pipeline.schema``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runner.exceptions import ConfigError
 from runner.schedules import crontab, parse_every, zone
 
+TriggerRule = Literal["all_success", "all_done", "all_failed", "one_failed", "one_success",
+                      "none_failed", "none_skipped"]
+TRIGGER_RULES: tuple[str, ...] = get_args(TriggerRule)
 ParamType = Literal["any", "str", "int", "float", "bool", "date", "datetime", "list", "dict"]
 TYPE_ALIASES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
                 "object": "dict", "array": "list"}
@@ -62,6 +65,12 @@ class Step(StepOptions):
         None, description="A list (or a template giving one): one task per item, as {{ item }}.")
     when: str | bool | None = Field(
         None, description="Template; the step runs only when it is true, else it is skipped.")
+    trigger_rule: TriggerRule | None = Field(
+        None, description="When the step runs, from the states of the steps it needs (Airflow's "
+                          "names): all_success (default), all_done, all_failed, one_failed, "
+                          "one_success, none_failed, none_skipped.")
+    concurrency: int | None = Field(
+        None, ge=1, description="At most this many items of the step's map in flight at once.")
     description: str | None = None
 
     @field_validator("needs", mode="before")
@@ -123,6 +132,9 @@ class Pipeline(_Strict):
     defaults: StepOptions = Field(default_factory=StepOptions)
     steps: dict[str, Step] = Field(min_length=1)
     triggers: list[Trigger] = Field(default_factory=list)
+    max_active_runs: int | None = Field(
+        None, ge=1, description="At most this many runs of the pipeline at once; further runs "
+                                "wait, queued, and start in the order they were submitted.")
 
     @field_validator("params", mode="before")
     @classmethod
