@@ -15,6 +15,7 @@ from runner.cli import (
     purge,
     report,
     result,
+    runs,
     shell,
     validate,
     worker,
@@ -55,7 +56,7 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
                             config_path=config_path, quiet=quiet, no_color=no_color)
 
 
-for _module in (worker, call, result, purge, dead_letters, validate, pipelines, beat, shell,
-                report):
+for _module in (worker, call, result, purge, dead_letters, validate, pipelines, runs, beat,
+                shell, report):
     for _command in _module.COMMANDS:
         main.add_command(_command)
