@@ -33,6 +33,7 @@ from runner.exceptions import (
     SerializationError,
 )
 from runner.execute import apply_eagerly
+from runner.idempotency import claim
 from runner.message import Message
 from runner.middleware import Middleware
 from runner.pipeline.finish import PipelineMiddleware
@@ -455,10 +456,16 @@ class Runner:
 
     def send_task(self, name: str, args: Any = None, kwargs: dict | None = None,
                   _task: Task | None = None, **options: Any) -> AsyncResult:
-        """Enqueue a task by name, without needing its code here."""
+        """Enqueue a task by name, without needing its code here. With ``idempotency_key``,
+        only once per key within ``task_idempotency_window`` (see ``runner.idempotency``)."""
         if _task is None:
             _task = self.tasks.get(name)
+        key = options.pop("idempotency_key", None)
         message = self.build_message(name, args, kwargs, _task=_task, **options)
+        if key is not None:
+            held, mine = claim(self.backend, key, message.id, self.conf.task_idempotency_window)
+            if not mine:
+                return AsyncResult(held, app=self, task_name=name)
         self.publish([message])
         result = AsyncResult(message.id, app=self, task_name=name)
         ignore = message.options.get("ignore_result")

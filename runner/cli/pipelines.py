@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from runner.cli.options import load_app
-from runner.cli.progress import follow
+from runner.cli.progress import STALL, follow
 from runner.config.safe_yaml import YAMLError, load_value
 from runner.exceptions import PipelineError
 from runner.pipeline.model import Pipeline
@@ -106,7 +106,11 @@ def timeout_option(command):
 @click.option("--wait", is_flag=True, help="Show progress until the run ends, then the final "
                                            "steps' results; exit 1 unless it succeeds.")
 @timeout_option
-def submit(file, params, app_path, config_path, logical_date, key, wait, timeout) -> None:
+@click.option("--stall-after", type=click.FloatRange(min=0), default=STALL, show_default=True,
+              help="With --wait: say so when a step has waited this many seconds in its queue "
+                   "with no worker starting it.")
+def submit(file, params, app_path, config_path, logical_date, key, wait, timeout,
+           stall_after) -> None:
     """Validate FILE and start a run of it; print the run id."""
     loaded, app = validated(file, app_path, config_path)
     done = submit_run(app, loaded, parse_params(params, loaded.model),
@@ -116,7 +120,7 @@ def submit(file, params, app_path, config_path, logical_date, key, wait, timeout
         click.echo(f"run {done.record.id} has key {done.record.key!r} ({done.record.state}); "
                    f"no other run started", err=True)
     if wait:
-        sys.exit(follow(app, done.record.id, timeout=timeout))
+        sys.exit(follow(app, done.record.id, timeout=timeout, stall=stall_after))
 
 
 def _logical_date(text: str | None, app) -> datetime | None:

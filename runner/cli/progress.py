@@ -156,7 +156,7 @@ def show_final_results(app: Any, record: RunRecord) -> None:
     for name in driver.final_steps():
         step = record.steps[name]
         if step.state == "success":
-            click.echo(f"  {name}: {short(driver.step_result(record, name), 200)}")
+            click.echo(f"  {name}: {short(driver.step_result(record, name), 1000)}")
         else:
             click.echo(f"  {name}: {step.state}"
                        + (f": {step.error or step.reason}" if step.error or step.reason else ""))
