@@ -78,6 +78,13 @@ class Step(StepOptions):
     def _one_need(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _concurrency_needs_map(self) -> Step:
+        if self.concurrency is not None and self.map is None:
+            raise ValueError("'concurrency' limits the items of a 'map' in flight; this step "
+                             "has no 'map'")
+        return self
+
 
 def _checked(parse: Any, value: str | None) -> str | None:
     """``value`` when ``parse`` (the one beat uses) accepts it; its ConfigError as the
