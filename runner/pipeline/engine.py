@@ -280,6 +280,7 @@ class Driver:
             self.settle(name, "success", items=count, attempt=attempt)
             return
         self.app.publish(messages)
+        self.app.broker.flush()  # safe in the broker (streamed, confirmed) before it is recorded
         queue = messages[0].queue if messages else None
 
         def enqueued(run: RunRecord) -> None:
