@@ -15,6 +15,7 @@ from runner.cli.progress import STALL, follow
 from runner.config.safe_yaml import YAMLError, load_value
 from runner.exceptions import PipelineError
 from runner.pipeline.model import Pipeline
+from runner.pipeline.partial import plan
 from runner.pipeline.source import Located
 from runner.pipeline.submit import submit_run
 from runner.pipeline.validate import load_pipeline
@@ -90,6 +91,17 @@ def validated(path: str, app_path: str | None, config_path: str | None):
 # -- submit / run ---------------------------------------------------------------------------
 
 
+def partial_options(command):
+    command = click.option("--reuse", "reuse", default=None, metavar="RUN",
+                           help="With --from/--only: the run whose results the steps before "
+                                "them take (default: the last successful run).")(command)
+    command = click.option("--only", "only", default=None, metavar="STEP[,STEP]",
+                           help="Run only these steps (the others: reused or skipped).")(command)
+    return click.option("--from", "start", default=None, metavar="STEP",
+                        help="Run STEP and what comes after it; the steps before it: their "
+                             "results from an earlier run (--reuse).")(command)
+
+
 def timeout_option(command):
     return click.option("--timeout", type=click.FloatRange(min=0), default=None,
                         help="Give up waiting after N seconds (exit 124); the run goes on."
@@ -105,16 +117,18 @@ def timeout_option(command):
                                           "returned and no other is started.")
 @click.option("--wait", is_flag=True, help="Show progress until the run ends, then the final "
                                            "steps' results; exit 1 unless it succeeds.")
+@partial_options
 @timeout_option
 @click.option("--stall-after", type=click.FloatRange(min=0), default=STALL, show_default=True,
               help="With --wait: say so when a step has waited this many seconds in its queue "
                    "with no worker starting it.")
-def submit(file, params, app_path, config_path, logical_date, key, wait, timeout,
-           stall_after) -> None:
+def submit(file, params, app_path, config_path, logical_date, key, start, only, reuse, wait,
+           timeout, stall_after) -> None:
     """Validate FILE and start a run of it; print the run id."""
     loaded, app = validated(file, app_path, config_path)
+    prepare = plan(app, loaded, start, only, reuse)
     done = submit_run(app, loaded, parse_params(params, loaded.model),
-                      _logical_date(logical_date, app), key=key)
+                      _logical_date(logical_date, app), key=key, prepare=prepare)
     click.echo(done.record.id)
     if not done.created:
         click.echo(f"run {done.record.id} has key {done.record.key!r} ({done.record.state}); "
@@ -154,8 +168,10 @@ def step_queues(app, model: Pipeline) -> list[str]:
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--logical-date", default=None, help="ISO date/time the run is for (default now).")
 @click.option("--key", default=None, help="Idempotency key (see submit).")
+@partial_options
 @timeout_option
-def run(file, params, app_path, config_path, concurrency, logical_date, key, timeout) -> None:
+def run(file, params, app_path, config_path, concurrency, logical_date, key, start, only, reuse,
+        timeout) -> None:
     """Run FILE to completion with a local worker pool started (and stopped) for it, consuming
     every queue its steps use."""
     loaded, app = validated(file, app_path, config_path)
@@ -163,6 +179,7 @@ def run(file, params, app_path, config_path, concurrency, logical_date, key, tim
     if not app_module:
         raise PipelineError(f"{file}: say which module holds the tasks: `app:` in the file, "
                             f"or -A MODULE")
+    prepare = plan(app, loaded, start, only, reuse)  # its errors before a worker starts
     env = dict(os.environ, RUNNER_BROKER_URL=app.broker_url,
                RUNNER_RESULT_BACKEND=app.backend_url)
     command = [sys.executable, "-m", "runner", "worker", "-A", app_module, "-c",
@@ -173,8 +190,10 @@ def run(file, params, app_path, config_path, concurrency, logical_date, key, tim
     worker = subprocess.Popen(command, env=env)
     try:
         done = submit_run(app, loaded, parse_params(params, loaded.model),
-                          _logical_date(logical_date, app), key=key)
-        click.echo(f"run {done.record.id} of {loaded.name}")
+                          _logical_date(logical_date, app), key=key, prepare=prepare)
+        click.echo(f"run {done.record.id} of {loaded.name}"
+                   + (f" (results before it from run {done.record.reused_from})"
+                      if done.record.reused_from else ""))
         code = follow(app, done.record.id, worker=worker, timeout=timeout)
     finally:
         worker.terminate()
