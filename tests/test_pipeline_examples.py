@@ -35,6 +35,20 @@ def test_daily_sales_totals_each_shop_and_alerts_on_a_big_day(pipelines):
     assert pipelines.result(run, "alert") == f"ALERT: sales of {sum(sales)} today"
 
 
+def test_daily_sales_runs_once_per_date_and_reports_only_a_failure(pipelines):
+    run = run_example(pipelines, "daily_sales", "-p", "date=2026-11-25")
+    again = pipelines.cli("run", EXAMPLES / "daily_sales.yaml", "-p", "date=2026-11-25")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[0].split()[1] == run  # its key: daily-sales:2026-11-25
+    assert f"run {run} has key 'daily-sales:2026-11-25' (success); no other run started" \
+        in again.stderr
+    record = pipelines.wait(run)
+    assert record.key == "daily-sales:2026-11-25"
+    assert record.steps["on_failure"].state == "skipped"  # one_failed: nothing failed
+    assert record.steps["on_failure"].reason == (
+        "trigger rule one_failed: extract success, total success")
+
+
 def test_daily_sales_skips_the_alert_on_a_quiet_day(pipelines):
     run = run_example(pipelines, "daily_sales", "-p", "limit=1000000")
     status = pipelines.cli("status", run).stdout

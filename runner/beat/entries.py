@@ -74,7 +74,7 @@ class Entry:
         if self.pipeline is not None:
             return engine.submit(app, self.pipeline, dict(self.params), logical_date=logical,
                                  run_id=fire_id,
-                                 key=trigger_key(self.pipeline.name, scheduled)).id
+                                 default_key=trigger_key(self.pipeline.name, scheduled)).id
         options = {**self.options, "task_id": fire_id}
         return app.send_task(self.task, self.args, self.kwargs, **options).id
 

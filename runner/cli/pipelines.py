@@ -131,10 +131,14 @@ def submit(file, params, app_path, config_path, logical_date, key, start, only, 
                       _logical_date(logical_date, app), key=key, prepare=prepare)
     click.echo(done.record.id)
     if not done.created:
-        click.echo(f"run {done.record.id} has key {done.record.key!r} ({done.record.state}); "
-                   f"no other run started", err=True)
+        _say_existing(done.record)
     if wait:
         sys.exit(follow(app, done.record.id, timeout=timeout, stall=stall_after))
+
+
+def _say_existing(record) -> None:
+    click.echo(f"run {record.id} has key {record.key!r} ({record.state}); no other run "
+               f"started", err=True)
 
 
 def _logical_date(text: str | None, app) -> datetime | None:
@@ -194,6 +198,8 @@ def run(file, params, app_path, config_path, concurrency, logical_date, key, sta
         click.echo(f"run {done.record.id} of {loaded.name}"
                    + (f" (results before it from run {done.record.reused_from})"
                       if done.record.reused_from else ""))
+        if not done.created:
+            _say_existing(done.record)
         code = follow(app, done.record.id, worker=worker, timeout=timeout)
     finally:
         worker.terminate()

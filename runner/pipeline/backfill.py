@@ -67,4 +67,4 @@ def fires(loaded: LoadedPipeline, start: datetime, end: datetime, default_tz: tz
 def backfill_one(app: Any, loaded: LoadedPipeline, fire: Fire) -> Submitted:
     """The run of ``fire``: made now, or the one that exists (by id or key)."""
     return submit_run(app, loaded, fire.params, logical_date=fire.at, run_id=fire.run_id,
-                      key=trigger_key(loaded.model.name, fire.at))
+                      default_key=trigger_key(loaded.model.name, fire.at))

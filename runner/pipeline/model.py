@@ -139,6 +139,11 @@ class Pipeline(_Strict):
     defaults: StepOptions = Field(default_factory=StepOptions)
     steps: dict[str, Step] = Field(min_length=1)
     triggers: list[Trigger] = Field(default_factory=list)
+    key: str | None = Field(
+        None, description="Idempotency key of a run, a template of 'run' and 'params' (e.g. "
+                          "'sales:{{ params.date }}'): a run whose key exists is not started "
+                          "again. --key overrides it; without either, a triggered run's key is "
+                          "'<pipeline>:<logical date in UTC>'.")
     max_active_runs: int | None = Field(
         None, ge=1, description="At most this many runs of the pipeline at once; further runs "
                                 "wait, queued, and start in the order they were submitted.")

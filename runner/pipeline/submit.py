@@ -31,6 +31,7 @@ from runner.pipeline.runs import (
     save_spec,
     spec_key,
 )
+from runner.pipeline.template import RenderError, render
 from runner.pipeline.validate import LoadedPipeline
 
 
@@ -48,16 +49,21 @@ def trigger_key(pipeline: str, logical_date: datetime) -> str:
 
 def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = None,
            logical_date: datetime | None = None, run_id: str | None = None,
-           key: str | None = None, prepare: Any = None) -> RunRecord:
+           key: str | None = None, prepare: Any = None, default_key: str | None = None
+           ) -> RunRecord:
     """Start a run (or find the one with ``key``); its record."""
-    return submit_run(app, loaded, params, logical_date, run_id, key, prepare).record
+    return submit_run(app, loaded, params, logical_date, run_id, key, prepare,
+                      default_key).record
 
 
 def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = None,
                logical_date: datetime | None = None, run_id: str | None = None,
-               key: str | None = None, prepare: Any = None) -> Submitted:
-    """Start a run of ``loaded``; with ``key``, only if no run has that key. ``prepare(record)``
-    may change the new record before it is stored (``--from``/``--only`` mark steps done)."""
+               key: str | None = None, prepare: Any = None, default_key: str | None = None
+               ) -> Submitted:
+    """Start a run of ``loaded``; with a key, only if no run has that key. The key: ``key``,
+    else the pipeline's ``key:`` rendered, else ``default_key`` (a trigger's), else none (the
+    run id stands for it). ``prepare(record)`` may change the new record before it is stored
+    (``--from``/``--only`` mark steps done)."""
     pipeline = loaded.model
     if not app.backend.keeps_state:  # rpc://: results go to the caller and are gone once read
         raise PipelineError(
@@ -66,17 +72,23 @@ def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None =
             f"result backend, which rpc:// does not keep; set result_backend to redis:// or "
             f"sqlite:///... (broker_url can stay amqp://)")
     backend = app.backend
-    if key is not None:
-        existing = _holder(backend, key)
-        if existing is not None:
-            return Submitted(existing, False)
     run_id = run_id or new_run_id()
     logical_date = logical_date or app.now()
     if logical_date.tzinfo is None:
         logical_date = logical_date.replace(tzinfo=app.tz)
     logical_date = logical_date.astimezone(app.tz)  # run.ds is the date in the app's zone
-    values = resolve_params(pipeline, params or {},
-                            run_context(run_id, pipeline.name, logical_date))
+    context = run_context(run_id, pipeline.name, logical_date)
+    values = resolve_params(pipeline, params or {}, context)
+    if key is None and pipeline.key is not None:
+        try:
+            key = str(render(pipeline.key, {"run": context, "params": values}))
+        except RenderError as exc:
+            raise PipelineError(f"{loaded.located.where(('key',))}: key {exc}") from None
+    key = key or default_key
+    if key is not None:
+        existing = _holder(backend, key)
+        if existing is not None:
+            return Submitted(existing, False)
     record = RunRecord(id=run_id, pipeline=pipeline.name, file=loaded.path,
                        file_hash=loaded.sha256, params=values, logical_date=logical_date,
                        app=pipeline.app, created_at=time.time(), state="queued",

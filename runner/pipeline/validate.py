@@ -115,7 +115,7 @@ def _lenient(data: dict) -> SimpleNamespace:
             kind = TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else None
             params[str(name)] = SimpleNamespace(
                 default=default, type=kind if kind in get_args(ParamType) else "any")
-    return SimpleNamespace(steps=steps, params=params)
+    return SimpleNamespace(steps=steps, params=params, key=data.get("key"))
 
 
 def _model_problems(exc: ValidationError, located: Located) -> list[str]:
@@ -279,6 +279,10 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
         for path, text in walk_strings(spec.default, ("params", name, "default")):
             problems += _check_template(text, path, located, model, step=None, mapped=False,
                                         allowed={"run", "params"})
+    key = getattr(model, "key", None)
+    if isinstance(key, str):
+        problems += _check_template(key, ("key",), located, model, step=None, mapped=False,
+                                    allowed={"run", "params"})
     for name, step in model.steps.items():
         base = ("steps", name)
         visible = _Visible(model, name)
