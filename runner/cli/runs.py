@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import click
@@ -34,6 +34,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, int | float | str | bool) or value is None:
         return value
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
     return str(value)
 
 
