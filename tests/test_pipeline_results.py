@@ -145,3 +145,46 @@ def test_a_step_a_crash_left_unsent_is_sent_again_by_retry(pipelines):
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert pipelines.result(run, "b") == 2
     assert pipelines.cli("retry", run).returncode == 2  # succeeded: nothing to retry
+
+
+def test_the_record_of_a_10000_item_map_stays_small(pipelines):
+    path = pipelines.write("name: big\napp: pipeline_tasks\nsteps:\n"
+                           "  each: {task: pipeline_tasks.double, map: '{{ range(10000) | list }}',"
+                           " args: ['{{ item }}'], concurrency: 50}\n"
+                           "  join: {task: pipeline_tasks.collect, needs: [each], "
+                           "args: ['{{ steps.each.result | length }}']}\n")
+    run = pipelines.submit(path)
+    raw = pipelines.app.backend.get_data(run_key(run))
+    assert load_run(pipelines.app.backend, run).steps["each"].items == 10000
+    assert len(raw) < 100_000
+    assert pipelines.app.broker.qsize("celery") == 50  # concurrency: the first 50 only
+
+
+def test_submit_wait_on_a_terminal_shows_a_live_table(pipelines):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    pipelines.worker("-c", "2")
+    path = pipelines.write(MAPPED)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "submit", str(path), "--wait"],
+                            cwd=pipelines.dir, env={**pipelines.env, "COLUMNS": "120"},
+                            stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(60) == 0
+    os.close(leader)
+    text = out.decode(errors="replace")
+    assert "STEP" in text and "ELAPSED" in text and "ITEMS" in text  # rich's table
+    assert "3/3" in text and "success" in text
+    assert "  total: 12" in text
