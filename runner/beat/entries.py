@@ -148,7 +148,7 @@ def _pipeline_entries(directory: str, tz: tzinfo, known: set[str] | None,
                                  catchup=trigger.catchup, catchup_limit=limit,
                                  pipeline=loaded, params=dict(trigger.params)))
         if model.triggers and known is not None:
-            missing = sorted({s.task for s in model.steps.values()} - known)
+            missing = sorted({s.task for s in model.steps.values() if s.task} - known)
             if missing:
                 problems.append(f"pipeline {path}: unknown task(s) {', '.join(missing)}")
     return entries, problems

@@ -152,11 +152,21 @@ def _logical_date(text: str | None, app) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=app.tz)
 
 
-def step_queues(app, model: Pipeline) -> list[str]:
+def step_queues(app, loaded) -> list[str]:
+    """:func:`pipeline_queues` of a pipeline and of its sub-pipelines."""
+    found = set(pipeline_queues(app, loaded.model))
+    for child in loaded.subs.values():
+        found.update(step_queues(app, child))
+    return sorted(found)
+
+
+def pipeline_queues(app, model: Pipeline) -> list[str]:
     """Every queue the pipeline's steps are sent to (step or default ``queue:``, the task's own
     queue, ``task_routes``, the default queue), for a worker that must consume them all."""
     queues = set()
     for step in model.steps.values():
+        if step.task is None:
+            continue  # a sub-pipeline: its own steps below
         queue = model.option(step, "queue")
         task = app.tasks.get(step.task)
         if queue is None and task is not None and getattr(task, "queue", None):
@@ -188,7 +198,7 @@ def run(file, params, app_path, config_path, concurrency, logical_date, key, sta
                RUNNER_RESULT_BACKEND=app.backend_url)
     command = [sys.executable, "-m", "runner", "worker", "-A", app_module, "-c",
                str(concurrency), "--quiet", "-l", "error",
-               "-Q", ",".join(step_queues(app, loaded.model))]
+               "-Q", ",".join(step_queues(app, loaded))]
     if config_path:
         command += ["--config", config_path]
     worker = subprocess.Popen(command, env=env)
@@ -220,7 +230,7 @@ def graph(file, fmt) -> None:
     if fmt == "dot":
         click.echo(f'digraph "{model.name}" {{')
         for name, step in model.steps.items():
-            label = f"{name}\\n{step.task}" + ("\\n(map)" if step.map is not None else "")
+            label = f"{name}\\n{step.task or step.pipeline}" + ("\\n(map)" if step.map is not None else "")
             click.echo(f'  "{name}" [label="{label}"];')
             for need in step.needs:
                 click.echo(f'  "{need}" -> "{name}";')
@@ -228,7 +238,7 @@ def graph(file, fmt) -> None:
     elif fmt == "mermaid":
         click.echo("graph TD")
         for name, step in model.steps.items():
-            click.echo(f'  {name}["{name}: {step.task}"]')
+            click.echo(f'  {name}["{name}: {step.task or step.pipeline}"]')
             for need in step.needs:
                 click.echo(f"  {need} --> {name}")
     else:
@@ -238,7 +248,8 @@ def graph(file, fmt) -> None:
                       f"when {step.when}" if step.when is not None else ""]
             needs = f" <- {', '.join(step.needs)}" if step.needs else ""
             more = "; ".join(e for e in extras if e)
-            click.echo(f"  {name} ({step.task}){needs}" + (f"  [{more}]" if more else ""))
+            what = step.task or f"pipeline {step.pipeline}"
+            click.echo(f"  {name} ({what}){needs}" + (f"  [{more}]" if more else ""))
 
 
 COMMANDS = [submit, run, graph]

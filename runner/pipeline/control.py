@@ -43,6 +43,12 @@ def cancel(app: Any, run_id: str) -> RunRecord:
     record, revoke = driver.change(mutate)
     if revoke:
         app.control.revoke(revoke)
+    for step in record.steps.values():  # sub-pipelines' runs stop too
+        if step.child is not None:
+            try:
+                cancel(app, step.child)
+            except PipelineError:
+                pass  # ended already
     return record
 
 

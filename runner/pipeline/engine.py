@@ -133,6 +133,13 @@ class Driver:
         return record, outcome[0]
 
     def _ended(self, record: RunRecord) -> None:
+        if record.parent is not None:  # a sub-pipeline's run: its end settles the parent step
+            parent = record.parent
+            state = record.state if record.state in ("success", "cancelled") else "failed"
+            Driver(self.app, parent["run"]).settle(
+                parent["step"], state, attempt=parent["attempt"],
+                error=None if state == "success" else f"sub-pipeline run {record.id} "
+                                                      f"{record.state}")
         if self.pipeline.max_active_runs:
             for run_id in slots.release(self.backend, record.pipeline, record.id,
                                         self.pipeline.max_active_runs):
@@ -249,6 +256,9 @@ class Driver:
         """Enqueue the tasks of ``queued`` step ``name``, then record that they are enqueued."""
         step = self.pipeline.steps[name]
         attempt = record.attempt_of(name)
+        if step.pipeline is not None:
+            self.start_sub(record, name, step)
+            return
         try:
             context = self.context(record, step)
             if step.when is not None and not render(step.when, context):
@@ -293,6 +303,42 @@ class Driver:
                 step_run.enqueued_at, step_run.queue = time.time(), queue
 
         self.change(enqueued)
+
+    def start_sub(self, record: RunRecord, name: str, step: Step) -> None:
+        """Start the child run of sub-pipeline step ``name`` (one per attempt: keyed)."""
+        from runner.pipeline.submit import submit_run
+        from runner.pipeline.subs import child_run_id, load_sub
+
+        attempt = record.attempt_of(name)
+        child_id = child_run_id(record.id, name, attempt)
+        try:
+            context = self.context(record, step)
+            if step.when is not None and not render(step.when, context):
+                self.settle(name, "skipped", reason=f"when {step.when!r} is false")
+                return
+            params = render(step.params, context)
+            child = load_sub(self.backend, record.id, name)
+
+            def link(run: RunRecord) -> None:
+                run.parent = {"run": record.id, "step": name, "attempt": attempt}
+
+            submit_run(self.app, child, params, logical_date=record.logical_date,
+                       run_id=child_id, key=child_id, prepare=link)
+        except Exception as exc:  # noqa: BLE001 - params that fail fail the step
+            cause = exc if isinstance(exc, RenderError | PipelineError) else \
+                f"{type(exc).__name__}: {exc}"
+            self.settle(name, "failed", error=f"step {name!r}: sub-pipeline: {cause}")
+            return
+
+        def started(run: RunRecord) -> None:
+            step_run = run.steps[name]
+            if step_run.attempt == attempt and step_run.state in ("queued", "running"):
+                now = time.time()
+                step_run.state, step_run.started_at, step_run.enqueued_at = "running", now, now
+            if step_run.attempt == attempt:
+                step_run.child = child_id
+
+        self.change(started)
 
     def todo(self, record: RunRecord, name: str, items: list | None) -> list[int | None]:
         """Indexes to send: every item, less those kept from an earlier attempt."""
@@ -344,11 +390,27 @@ class Driver:
         run = record.steps[name]
         if run.state not in ("success", "failed"):
             return None
+        if self.pipeline.steps[name].pipeline is not None:
+            from runner.pipeline.subs import child_run_id
+
+            return self._child_result(run.child or child_run_id(record.id, name, run.attempt))
         ids = step_task_ids(record, name)
         found = self.backend.get_many(ids)
         accept = self.app.result_accept
         values = [_value(found.get(i), accept) for i in ids]
         return values[0] if run.items is None else values
+
+    def _child_result(self, child_id: str | None) -> Any:
+        """A sub-pipeline's result: its final step's (by name when it has several)."""
+        from runner.pipeline.runs import load_run
+
+        if child_id is None:
+            return None
+        child = Driver(self.app, child_id)
+        record = load_run(self.backend, child_id)
+        finals = child.final_steps()
+        values = {name: child.step_result(record, name) for name in finals}
+        return values[finals[0]] if len(finals) == 1 else values
 
     def messages(self, record: Any, name: str, step: Step, context: dict[str, Any],
                  items: list | None, indexes: list[int | None], reused: int = 0

@@ -57,7 +57,14 @@ class StepOptions(_Strict):
 class Step(StepOptions):
     """One step: a task, called once, or once per item of ``map``."""
 
-    task: str = Field(description="Registered task name, e.g. pipelines.tasks.load_sales.")
+    task: str | None = Field(None, description="Registered task name, e.g. "
+                                               "pipelines.tasks.load_sales.")
+    pipeline: str | None = Field(
+        None, description="Another pipeline file (relative to this one) run as this step, "
+                          "instead of a task; the step's result is its final step's result "
+                          "(a mapping by step name when it has several).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Params of the sub-pipeline ('pipeline:'); templates.")
     args: list[Any] = Field(default_factory=list, description="Positional arguments; templates.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
     needs: list[str] = Field(default_factory=list, description="Steps that must finish first.")
@@ -77,6 +84,18 @@ class Step(StepOptions):
     @classmethod
     def _one_need(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _task_or_pipeline(self) -> Step:
+        if (self.task is None) == (self.pipeline is None):
+            raise ValueError("a step needs exactly one of 'task' or 'pipeline'")
+        if self.pipeline is not None and (self.map is not None or self.args or self.kwargs):
+            raise ValueError("a sub-pipeline step ('pipeline:') takes 'params', not 'map', "
+                             "'args' or 'kwargs'")
+        if self.params and self.pipeline is None:
+            raise ValueError("'params' is for a sub-pipeline step ('pipeline:'); a task step "
+                             "takes 'args' and 'kwargs'")
+        return self
 
     @model_validator(mode="after")
     def _concurrency_needs_map(self) -> Step:

@@ -106,7 +106,7 @@ def plan(app: Any, loaded: LoadedPipeline, start: str | None, only: str | None,
             if name in needed:
                 _copy_step(app, source, record, name)
                 old = source.steps[name]
-                step.state, step.items = "success", old.items
+                step.state, step.items, step.child = "success", old.items, old.child
                 step.started_at, step.ended_at = now, now
                 step.reason = f"reused from run {source.id}"
             else:
@@ -118,6 +118,8 @@ def plan(app: Any, loaded: LoadedPipeline, start: str | None, only: str | None,
 
 
 def _copy_step(app: Any, source: RunRecord, record: RunRecord, name: str) -> None:
+    if source.steps[name].child is not None:
+        return  # a sub-pipeline step: its result is its run's, which the new record names
     backend = app.backend
     old_ids = step_task_ids(source, name)
     found = backend.get_many(old_ids)

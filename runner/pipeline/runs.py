@@ -47,6 +47,7 @@ class StepRun:
     upstream_failed: bool = False  # skipped because a step it needs failed (Airflow's name)
     reused: int = 0  # items of a map kept from an earlier attempt or run (not run again)
     queue: str | None = None  # where its tasks were sent
+    child: str | None = None  # the run of a sub-pipeline step (``pipeline:``)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class RunRecord:
     attempt: int = 1  # incremented by `runner retry`
     key: str | None = None  # idempotency key: one run per key (see runner.pipeline.keys)
     reused_from: str | None = None  # the run whose results `--from`/`--only` took
+    parent: dict[str, Any] | None = None  # a sub-pipeline's run: {run, step, attempt} it is
     v: int = RUN_VERSION
 
     def attempt_of(self, step: str) -> int:

@@ -31,6 +31,7 @@ from runner.pipeline.runs import (
     save_spec,
     spec_key,
 )
+from runner.pipeline.subs import store_subs
 from runner.pipeline.template import RenderError, render
 from runner.pipeline.validate import LoadedPipeline
 
@@ -96,6 +97,7 @@ def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None =
     if prepare is not None:
         prepare(record)
     save_spec(backend, run_id, pipeline.model_dump(mode="json"))
+    store_subs(backend, run_id, loaded)
     created: list[bool] = []
 
     def create(raw: bytes | None) -> bytes:
