@@ -400,6 +400,9 @@ class Driver:
         values = [_value(found.get(i), accept) for i in ids]
         return values[0] if run.items is None else values
 
+    def _booked(self, name: str, step: Step, count: int) -> list[float]:
+        return _booked_slots(self, name, step, count)
+
     def _child_result(self, child_id: str | None) -> Any:
         """A sub-pipeline's result: its final step's (by name when it has several)."""
         from runner.pipeline.runs import load_run
@@ -431,8 +434,11 @@ class Driver:
             options["step_retries"] = {"max_retries": retries,
                                        "backoff": option("retry_backoff"),
                                        "delay": option("retry_delay")}
+        etas = self._booked(name, step, len(indexes))
         out = []
-        for index in indexes:
+        for position, index in enumerate(indexes):
+            if etas:
+                options["eta"] = etas[position]
             local = context if index is None else {**context, "item": items[index],
                                                    "index": index}
             args = render(step.args, local)
@@ -443,6 +449,18 @@ class Driver:
                 step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
                 root_id=record.id, headers=headers, **options))
         return out
+
+
+def _booked_slots(driver: Driver, name: str, step: Step, count: int) -> list[float]:
+    """Start times booked for ``count`` tasks of a step with ``rate_limit`` (none without)."""
+    rate = driver.option(name, "rate_limit")
+    if not rate or not count:
+        return []
+    from runner.pipeline.ratelimit import book
+
+    scope = driver.option(name, "rate_limit_scope") or "step"
+    key = f"task:{step.task}" if scope == "task" else f"step:{driver.pipeline.name}.{name}"
+    return book(driver.backend, key, rate, count)
 
 
 class _RecordView:

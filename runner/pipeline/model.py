@@ -52,6 +52,23 @@ class StepOptions(_Strict):
     priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest).")
     ignore_failure: bool | None = Field(None, description="Dependents run even if this fails.")
     serializer: str | None = Field(None, description="Serializer of the task's arguments.")
+    rate_limit: str | None = Field(
+        None, description="At most this many of the step's tasks start per second, minute or "
+                          "hour ('100/m'), across all workers, hosts and runs of the pipeline "
+                          "(or of every step calling the task: rate_limit_scope).")
+    rate_limit_scope: Literal["step", "task"] | None = Field(
+        None, description="What shares rate_limit: 'step' (this step, in every run; default) "
+                          "or 'task' (every step calling this task, in every pipeline).")
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        if value is not None:
+            from runner.pipeline.ratelimit import parse_rate
+
+            parse_rate(value)
+            return str(value)
+        return value
 
 
 class Step(StepOptions):
