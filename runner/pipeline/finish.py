@@ -18,8 +18,9 @@ from runner.message import (
     Message,
 )
 from runner.middleware import Middleware
-from runner.pipeline.engine import HEADER_CONCURRENCY, HEADER_REUSED, Driver
+from runner.pipeline.engine import Driver
 from runner.pipeline.runs import items_key
+from runner.pipeline.starting import HEADER_CONCURRENCY, HEADER_REUSED
 
 logger = logging.getLogger("runner.pipeline")
 
