@@ -160,3 +160,37 @@ steps:
     assert sorted(pipelines.marks()) == sorted(
         [f"item{i}" for i in range(1, 7)] + ["item3", "item5"])
     assert load_run(pipelines.app.backend, run).steps["each"].reused == 4
+
+
+def test_200_runs_submitted_at_once_all_finish_never_more_than_10_active(pipelines):
+    from runner.pipeline import engine
+    from runner.pipeline.validate import load_pipeline
+
+    loaded = load_pipeline(pipelines.write(LIMITED.replace("max_active_runs: 2",
+                                                           "max_active_runs: 10")
+                                           .replace("[0.4,", "[0.01,")))
+    pipelines.worker("-c", "4")
+    pipelines.worker("-c", "4")
+    runs: list[str] = []
+
+    def submit_some(first: int) -> None:
+        for n in range(first, first + 25):
+            runs.append(engine.submit(pipelines.app, loaded, {"n": n}).id)
+
+    threads = [threading.Thread(target=submit_some, args=(i * 25,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs) == 200
+    most = 0
+    deadline = time.monotonic() + 120
+    while True:  # what `runner runs --state running` would show, looked at again and again
+        states = [r.state for r in list_runs(pipelines.app.backend)]
+        most = max(most, states.count("running"))
+        if all(state == "success" for state in states):
+            break
+        assert time.monotonic() < deadline, {s: states.count(s) for s in set(states)}
+        time.sleep(0.05)
+    assert 1 < most <= 10
+    assert len([m for m in pipelines.marks() if m.startswith("end:")]) == 200
