@@ -89,3 +89,17 @@ def test_backfill_refuses_a_range_without_fires_and_a_pipeline_without_triggers(
     assert untriggered.returncode == 2
     assert f"{plain}: pipeline 'plain' has no triggers" in untriggered.stderr
     assert list_runs(pipelines.app.backend) == []
+
+
+def test_runs_table_stays_aligned_with_long_run_ids(pipelines):
+    path = pipelines.write(NIGHTLY.replace("name: nightly", "name: a-rather-long-pipeline-name"))
+    assert pipelines.cli("backfill", path, "--from", "2026-11-01", "--to", "2026-11-01"
+                         ).returncode == 0
+    pipelines.submit(pipelines.write("name: short\napp: pipeline_tasks\nsteps:\n"
+                                     "  a: {task: pipeline_tasks.echo}\n", "short.yaml"))
+    lines = pipelines.cli("runs").stdout.splitlines()
+    assert len(lines) == 3
+    columns = {line.index(state) for line, state in zip(lines, ["STATE", "running", "running"],
+                                                       strict=True)}
+    assert len(columns) == 1, lines  # STATE starts at the same column on every line
+    assert "20261101T030000-a-rather-long-pipeline-name" in lines[2]

@@ -194,3 +194,16 @@ def test_200_runs_submitted_at_once_all_finish_never_more_than_10_active(pipelin
         time.sleep(0.05)
     assert 1 < most <= 10
     assert len([m for m in pipelines.marks() if m.startswith("end:")]) == 200
+
+
+def test_submit_wait_says_when_a_run_waits_for_a_slot(pipelines):
+    path = pipelines.write(LIMITED.replace("max_active_runs: 2", "max_active_runs: 1"))
+    first = pipelines.submit(path, n=0)  # no worker: it holds the only slot
+    waited = pipelines.cli("submit", path, "--wait", "--timeout", "2", "--stall-after", "0.5")
+    assert waited.returncode == 124
+    run = waited.stdout.splitlines()[0]
+    assert f"warning: run {run} has waited " in waited.stderr
+    assert ("for one of pipeline 'limited''s max_active_runs slots (1 runs active, 0 waiting "
+            "before it)") in waited.stderr
+    assert load_run(pipelines.app.backend, run).state == "queued"
+    assert load_run(pipelines.app.backend, first).state == "running"

@@ -139,6 +139,15 @@ def _warn_if_stalled(app: Any, record: RunRecord, stall: float) -> bool:
     if any(step.state == "running" for step in record.steps.values()):
         return False
     now = time.time()
+    if record.state == "queued" and now - record.created_at >= stall:
+        from runner.pipeline.slots import occupancy
+
+        line = occupancy(app.backend, record.pipeline)
+        ahead = line["waiting"].index(record.id) if record.id in line["waiting"] else 0
+        click.echo(f"warning: run {record.id} has waited {now - record.created_at:.0f}s for "
+                   f"one of pipeline {record.pipeline!r}'s max_active_runs slots "
+                   f"({len(line['active'])} runs active, {ahead} waiting before it)", err=True)
+        return True
     for name, step in record.steps.items():
         if step.state == "queued" and step.enqueued_at and now - step.enqueued_at >= stall:
             queue = step.queue or app.conf.task_default_queue
