@@ -207,3 +207,26 @@ def test_submit_wait_says_when_a_run_waits_for_a_slot(pipelines):
             "before it)") in waited.stderr
     assert load_run(pipelines.app.backend, run).state == "queued"
     assert load_run(pipelines.app.backend, first).state == "running"
+
+
+def test_a_retried_run_takes_a_max_active_runs_slot_again(pipelines, tmp_path):
+    path = pipelines.write("""\
+name: one-at-a-time
+app: pipeline_tasks
+max_active_runs: 1
+params: {label: x, secs: 0}
+steps:
+  nap: {task: pipeline_tasks.sleep, args: ["{{ params.secs }}", "{{ params.label }}"]}
+  check: {task: pipeline_tasks.broken_while_flagged, needs: [nap], args: ["{{ params.label }}"]}
+""")
+    (tmp_path / "broken-first").touch()
+    pipelines.worker("-c", "2")
+    first = pipelines.submit(path, label="first")
+    assert pipelines.wait(first).state == "failed"
+    (tmp_path / "broken-first").unlink()
+    second = pipelines.submit(path, label="second", secs=1.5)  # holds the slot meanwhile
+    retried = pipelines.cli("retry", first, "--wait", "--timeout", "30")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert pipelines.wait(second).state == "success"
+    # the retry waited for the slot: its step ran after the second run had ended
+    assert pipelines.marks()[-3:] == ["end:second", "second", "first"]

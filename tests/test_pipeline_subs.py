@@ -100,3 +100,16 @@ steps:
                            "  x: {task: pipeline_tasks.echo, pipeline: child.yaml}\n", "both.yaml")
     assert f"{both}:3:3: steps.x: Value error, a step needs exactly one of 'task' or " \
            f"'pipeline'" in pipelines.cli("validate", both).stderr
+
+
+def test_runner_run_consumes_the_queues_of_sub_pipelines_too(pipelines):
+    pipelines.write("name: c\napp: pipeline_tasks\nsteps:\n"
+                    "  far: {task: pipeline_tasks.request_info, queue: faraway}\n", "child.yaml")
+    path = pipelines.write("name: p\napp: pipeline_tasks\nsteps:\n"
+                           "  inner: {pipeline: child.yaml}\n", "parent.yaml")
+    done = pipelines.cli("run", path, "--timeout", "40")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = done.stdout.splitlines()[0].split()[1]
+    assert pipelines.result(run, "inner")["queue"] == "faraway"
+    shown = pipelines.cli("graph", path)
+    assert "  inner (pipeline child.yaml)" in shown.stdout

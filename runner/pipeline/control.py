@@ -9,6 +9,7 @@ from typing import Any
 from runner import states
 from runner.backends.base import ResultRecord
 from runner.exceptions import PipelineError
+from runner.pipeline import slots
 from runner.pipeline.engine import Driver, step_task_ids
 from runner.pipeline.runs import (
     RUN_DONE,
@@ -70,13 +71,20 @@ def retry(app: Any, run_id: str) -> RunRecord:
             if record.steps[name].items and all(
                 need not in again for need in driver.pipeline.steps[name].needs)}
 
+    limit = driver.pipeline.max_active_runs  # a retried run takes a slot again, or waits
+    admitted = limit is None or slots.admit(driver.backend, record.pipeline, run_id, limit)
+
     def mutate(record: RunRecord) -> list[str]:
         if record.state in ("running", "queued"):
             raise PipelineError(f"run {run_id} is still {record.state}; wait for it or cancel it")
         record.attempt = attempt
         for name in again:
             record.steps[name] = StepRun(attempt=attempt, reused=len(kept.get(name) or ()))
-        record.state, record.finished_at = "running", None
+        record.finished_at = None
+        if not admitted:
+            record.state = "queued"  # begun when a slot frees (see Driver._ended)
+            return []
+        record.state = "running"
         return driver._next_steps(record)
 
     record, ready = driver.change(mutate)
