@@ -38,6 +38,7 @@ from runner.message import Message
 from runner.middleware import Middleware
 from runner.pipeline.finish import PipelineMiddleware
 from runner.publish import publish
+from runner.ratelimit import book
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.signals import import_modules
@@ -461,6 +462,9 @@ class Runner:
         if _task is None:
             _task = self.tasks.get(name)
         key = options.pop("idempotency_key", None)
+        if (_task is not None and _task.rate_limit and _task.rate_limit_scope == "global"
+                and options.get("eta") is None and options.get("countdown") is None):
+            options["eta"] = book(self.backend, f"task:{name}", _task.rate_limit, 1)[0]
         message = self.build_message(name, args, kwargs, _task=_task, **options)
         if key is not None:
             held, mine = claim(self.backend, key, message.id, self.conf.task_idempotency_window)

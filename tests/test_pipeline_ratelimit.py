@@ -48,3 +48,37 @@ def test_validate_refuses_a_bad_rate_at_its_line(pipelines):
     assert f"{path}:9:5: steps.call.rate_limit: Value error, rate limit '5/week' is not N/s, " \
            f"N/m or N/h with N > 0" in checked.stderr
     assert f"{path}:10:" in checked.stderr and "rate limit '0/m'" in checked.stderr
+
+
+@pytest.mark.transports("sqlite", "redis")
+def test_a_tasks_global_rate_limit_holds_across_callers_and_workers(pipelines):
+    import threading
+
+    import pipeline_tasks
+
+    pipelines.worker("-c", "2")
+    pipelines.worker("-c", "2")
+    sent = time.time()
+    results = []
+
+    def call(label: str) -> None:
+        results.extend(pipeline_tasks.stamp_limited.delay(f"{label}{i}") for i in range(3))
+
+    callers = [threading.Thread(target=call, args=(label,)) for label in "ab"]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    starts = sorted(result.get(timeout=30) for result in results)
+    late = [round(start - sent, 3) for start in starts]
+    assert all(offset >= 0.2 * k - 0.01 for k, offset in enumerate(late)), late
+
+
+def test_a_bad_global_rate_or_scope_is_refused_where_the_task_is_made():
+    from runner import Celery
+
+    app = Celery("bad-rates", set_as_current=False)
+    with pytest.raises(ValueError, match="rate limit '5/week' is not N/s, N/m or N/h"):
+        app.task(rate_limit="5/week", rate_limit_scope="global")(lambda: None)
+    with pytest.raises(ValueError, match="rate_limit_scope='cluster': 'global'"):
+        app.task(rate_limit="5/s", rate_limit_scope="cluster")(lambda: None)

@@ -64,7 +64,7 @@ class StepOptions(_Strict):
     @classmethod
     def _rate(cls, value: Any) -> Any:
         if value is not None:
-            from runner.pipeline.ratelimit import parse_rate
+            from runner.ratelimit import parse_rate
 
             parse_rate(value)
             return str(value)

@@ -211,7 +211,7 @@ def _booked_slots(driver: Any, name: str, step: Step, count: int) -> list[float]
     rate = driver.option(name, "rate_limit")
     if not rate or not count:
         return []
-    from runner.pipeline.ratelimit import book
+    from runner.ratelimit import book
 
     scope = driver.option(name, "rate_limit_scope") or "step"
     key = f"task:{step.task}" if scope == "task" else f"step:{driver.pipeline.name}.{name}"

@@ -107,3 +107,10 @@ def stamp(label):
     """When it started (epoch seconds): rate-limit tests compare the starts of tasks."""
     mark(label)
     return time.time()
+
+
+@app.task(rate_limit="5/s", rate_limit_scope="global")
+def stamp_limited(label):
+    """``stamp`` with a rate limit every worker shares."""
+    mark(label)
+    return time.time()

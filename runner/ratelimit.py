@@ -1,4 +1,5 @@
-"""Rate limits that hold across every worker and host: ``rate_limit: 100/m`` on a step.
+"""Rate limits that hold across every worker and host: ``rate_limit: 100/m`` on a pipeline step,
+or ``@app.task(rate_limit="100/m", rate_limit_scope="global")`` on a task.
 
 Celery's rate limits are per worker; these are global, as Dramatiq's and Airflow's pools are.
 Instead of workers asking a shared counter before each task, the sender books each message a
