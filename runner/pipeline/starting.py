@@ -165,6 +165,7 @@ class StepStarter:
         record_view = _RecordView(self.run_id, {name: attempt})
         self.app.publish(self.messages(record_view, name, self.pipeline.steps[name], context,
                                        items, [todo[position]], len(items) - len(todo)))
+        self.app.broker.flush()  # in the broker before this item's message is acked
 
     def _booked(self, name: str, step: Step, count: int) -> list[float]:
         return _booked_slots(self, name, step, count)
