@@ -189,3 +189,26 @@ def test_submit_wait_on_a_terminal_shows_a_live_table(pipelines):
     assert "STEP" in text and "ELAPSED" in text and "ITEMS" in text  # rich's table
     assert "3/3" in text and "success" in text
     assert "  total: 12" in text
+
+
+def test_a_run_a_crash_left_stored_but_not_begun_is_begun_by_retry(pipelines):
+    """The submitting process died after storing the run (state queued) and before starting
+    it: retry starts it (a run waiting its turn for max_active_runs is left in line)."""
+    from runner.pipeline.runs import RunRecord
+
+    path = pipelines.write("name: half\napp: pipeline_tasks\nsteps:\n"
+                           "  a: {task: pipeline_tasks.echo, args: [1]}\n")
+    run = pipelines.submit(path)
+    pipelines.app.broker.purge(["celery"])
+
+    def never_begun(raw):
+        record = RunRecord.decode(raw)
+        record.state = "queued"
+        record.steps["a"].state, record.steps["a"].enqueued_at = "pending", None
+        return record.encode()
+
+    pipelines.app.backend.update_data(run_key(run), never_begun)
+    pipelines.worker("-c", "1")
+    retried = pipelines.cli("retry", run, "--wait", "--timeout", "30")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert pipelines.result(run, "a") == 1

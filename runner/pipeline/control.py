@@ -113,9 +113,21 @@ def _kept_items(driver: Driver, record: RunRecord, name: str, attempt: int) -> l
 
 
 def _resend_stuck(driver: Driver, record: RunRecord) -> RunRecord:
+    """A run a crash left half started: stored but never begun (``queued`` and in no
+    ``max_active_runs`` line), or with steps marked ready but never enqueued."""
+    if record.state == "queued":
+        limit = driver.pipeline.max_active_runs
+        line = slots.occupancy(driver.backend, record.pipeline)
+        if limit is not None and record.id in line["waiting"]:
+            raise PipelineError(f"run {record.id} is queued for one of "
+                                f"{record.pipeline!r}'s max_active_runs slots; wait for it "
+                                f"or cancel it")
+        if limit is None or slots.admit(driver.backend, record.pipeline, record.id, limit):
+            driver.begin()
+        return load_run(driver.backend, record.id)
     stuck = [name for name, step in record.steps.items()
              if step.state == "queued" and step.enqueued_at is None]
-    if record.state == "queued" or not stuck:
+    if not stuck:
         raise PipelineError(f"run {record.id} is still {record.state}; wait for it or cancel it")
     driver.start_steps(record, stuck)
     return load_run(driver.backend, record.id)
