@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,25 @@ class Runner(System):
         app.broker.enqueue([app.build_message("benchtasks.add", (i, i)) for i in range(count)])
 
 
+class RunnerSigned(Runner):
+    """runner with message signing (issue 20): every message signed with an EC P-256 key
+    (``task_serializer='auth'``) and checked by the worker (``accept_content=['auth']``);
+    the key and a self-signed certificate are made by ``openssl`` in the system's folder."""
+
+    name = "runner-auth"
+    transports = ("redis", "amqp")
+
+    def env(self) -> dict[str, str]:
+        keys = self.workdir / "signing"
+        if not (keys / "bench.crt").exists():
+            keys.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", "bench.key",
+                            "-out", "bench.crt", "-days", "2", "-subj", "/CN=bench"],
+                           cwd=keys, check=True, capture_output=True)
+        return {**super().env(), "BENCH_SIGNING_DIR": str(keys)}
+
+
 class Huey(System):
     name = "huey"
     module = "hueytasks"
@@ -208,9 +228,9 @@ class Dramatiq8(Dramatiq):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (Runner, Huey, Celery, Dramatiq, Dramatiq8)}
+    s.name: s for s in (Runner, RunnerSigned, Huey, Celery, Dramatiq, Dramatiq8)}
 
 #: how the report names each system, in full and in the header of runner's ratio to it
-LABELS = {"runner": "runner", "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
+LABELS = {"runner": "runner", "runner-auth": "runner signed", "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
           "dramatiq8": "dramatiq 2x8"}
-SHORT = {**LABELS, "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}
+SHORT = {**LABELS, "runner-auth": "signed", "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}

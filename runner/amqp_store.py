@@ -52,11 +52,7 @@ def connection_parameters(url: URL, options: dict | None = None,
     secure = url.scheme == "amqps"
     ssl_options = None
     if secure:
-        context = ssl.create_default_context()
-        if url.query.get("ssl_cert_reqs", "").lower() in ("none", "cert_none"):
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        ssl_options = pika.SSLOptions(context, url.host or "localhost")
+        ssl_options = pika.SSLOptions(tls_context(url), url.host or "localhost")
     return pika.ConnectionParameters(
         host=url.host or "localhost", port=url.port or (5671 if secure else 5672),
         virtual_host=url.path or "/",
@@ -66,6 +62,23 @@ def connection_parameters(url: URL, options: dict | None = None,
             "socket_timeout", options.get("broker_connection_timeout", 4.0))),
         blocked_connection_timeout=float(options.get("blocked_connection_timeout", 60.0)),
         ssl_options=ssl_options)
+
+
+def tls_context(url: URL) -> ssl.SSLContext:
+    """The TLS context of an ``amqps://`` URL, with Redis's query names: ``ssl_ca_certs`` (the
+    CA that signed the server's certificate), ``ssl_certfile`` + ``ssl_keyfile`` (this client's
+    certificate, for servers that require one: mutual TLS), ``ssl_cert_reqs=none``."""
+    query = url.query
+    try:
+        context = ssl.create_default_context(cafile=query.get("ssl_ca_certs") or None)
+        if query.get("ssl_certfile"):
+            context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile") or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"amqps:// TLS files in {url.masked}: {exc}") from None
+    if query.get("ssl_cert_reqs", "").lower() in ("none", "cert_none"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def who(url: URL) -> str:
@@ -87,6 +100,31 @@ def open_connection(url: URL, options: dict | None = None,
         problem = ("the vhost does not exist (rabbitmqctl add_vhost)" if missing else
                    "the user has no permissions on the vhost (rabbitmqctl set_permissions)")
         raise ConfigError(f"RabbitMQ refused access for {who(url)}: {problem}") from None
+    except (amqp_errors.AMQPConnectionError, OSError) as exc:  # (ssl.SSLError is an OSError)
+        problem = tls_problem(url, exc)
+        if problem:
+            raise ConfigError(f"RabbitMQ at {url.masked}: {problem}") from None
+        raise
+
+
+def tls_problem(url: URL, exc: BaseException) -> str | None:
+    """Why a TLS connection failed where no retry helps: an untrusted server certificate, or a
+    server that wants a client certificate this URL does not give."""
+    if url.scheme != "amqps":
+        return None
+    text, seen = "", exc
+    while seen is not None:  # pika wraps the TLS error (its args, or as the cause)
+        text += f" {seen!r} {seen}"
+        seen = seen.__cause__ or seen.__context__
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return ("its TLS certificate is not trusted; name the CA that signed it with "
+                "?ssl_ca_certs=/path/ca.pem in the URL")
+    if not url.query.get("ssl_certfile") and ("EOF" in text or "CERTIFICATE_REQUIRED" in text
+                                              or "certificate required" in text):
+        return ("it closed the TLS connection: it asks for a client certificate (mutual TLS, "
+                "ssl_options.fail_if_no_peer_cert); give one with ?ssl_certfile=/path/client.crt"
+                "&ssl_keyfile=/path/client.key in the URL")
+    return None
 
 
 def declare_error(url: URL, queue: str, exc: amqp_errors.ChannelClosedByBroker,

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from runner import _state, serialization, states
+from runner import _state, security, serialization, states
 from runner.backends.base import ResultBackend
 from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker
@@ -34,7 +34,7 @@ from runner.exceptions import (
 )
 from runner.execute import apply_eagerly
 from runner.idempotency import claim
-from runner.message import Message
+from runner.message import HIDDEN_ARGUMENTS, Message
 from runner.middleware import Middleware
 from runner.pipeline.finish import PipelineMiddleware
 from runner.publish import publish
@@ -128,6 +128,8 @@ class Runner:
         self._router: tuple[int, Router] | None = None
         self._imported = False
         self._discover: list[tuple[Any, str]] = []  # autodiscover_tasks() not done yet
+        self._security: tuple | None = None  # (settings, Security, verifier)
+        self._security_args: dict[str, Any] = {}  # setup_security()'s
         if set_as_current:
             _state.set_current_app(self)
         _state.apps.add(self)
@@ -161,6 +163,59 @@ class Runner:
                               f"a configuration module")
         self.config_from_object(module, silent=silent)
 
+    # -- message signing (runner.security) ------------------------------------------------
+
+    def setup_security(self, allowed_serializers: list[str] | None = None,
+                       key: str | None = None, key_password: str | bytes | None = None,
+                       cert: str | None = None, store: str | None = None,
+                       digest: str | None = None, serializer: str = "json") -> None:
+        """Celery's ``app.setup_security()``: sign what this app sends and run only signed
+        messages; needs ``task_serializer = 'auth'`` and ``accept_content = ['auth']``, and
+        reads the key, certificate and store now (each missing file named)."""
+        security.check_setup(self.conf)
+        args = {"allowed_serializers": allowed_serializers, "key": key, "cert": cert,
+                "key_password": key_password, "store": store, "digest": digest,
+                "serializer": serializer}
+        self._security_args = {k: v for k, v in args.items() if v is not None}
+        self._security = None
+        found = self.security
+        assert found is not None
+        found.check(signing=True, verifying=True)
+
+    @property
+    def security(self) -> security.Security | None:
+        """How this app signs and checks messages (None: it does not), from the settings."""
+        return self._security_now()[1]
+
+    @property
+    def verifier(self) -> security.Security | None:
+        """What a worker checks each message's signature with (None: nothing is checked).
+        Read for every message a worker runs: one lookup while the settings stay the same."""
+        return self._security_now()[2]
+
+    def _security_now(self) -> tuple:
+        settings = self.conf.settings
+        cached = self._security
+        if cached is None or cached[0] is not settings:
+            found = security.from_settings(settings, **self._security_args)
+            if found is not None and security.AUTH in (
+                    settings.result_serializer, *(settings.result_accept_content or ())):
+                security.install_result_serializer(found)
+            verifier = found if found is not None and security.verifying_wanted(settings) \
+                else None
+            cached = self._security = (settings, found, verifier)
+        return cached
+
+    def _signing(self) -> security.Security:
+        found = self.security
+        assert found is not None  # (task_serializer = 'auth' always makes one)
+        return found
+
+    @property
+    def task_accept(self) -> frozenset[str]:
+        """The payload content types a worker of this app decodes."""
+        return security.task_accept(self.conf, self.security)
+
     @property
     def broker_url(self) -> str:
         return self.conf.broker_url or DEFAULT_URL
@@ -183,7 +238,13 @@ class Runner:
     @property
     def result_accept(self) -> frozenset[str]:
         conf = self.conf
-        return serialization.accept_set(conf.result_accept_content or conf.accept_content)
+        if conf.result_accept_content:
+            return serialization.accept_set(conf.result_accept_content)
+        if security.verifying_wanted(conf) and self.security is not None:
+            # accept_content = ['auth'] is about task messages: results come back in the
+            # serializers allowed inside a signature, or signed themselves
+            return self.task_accept | serialization.accept_set([security.AUTH])
+        return serialization.accept_set(conf.accept_content)
 
     # -- connections (one per process and thread) ---------------------------------------------
 
@@ -202,6 +263,8 @@ class Runner:
                 local.broker.close()
             local.broker = open_broker(url, self._transport_options())
             local.broker.max_priorities = self._max_priorities()
+            if security.signing_wanted(self.conf):
+                local.broker.signer = self.security
             local.broker_url = url
         return local.broker
 
@@ -395,6 +458,8 @@ class Runner:
                     routed[key] = getattr(_task, key)
         serializer = options.get("serializer") or (
             _task.serializer if _task is not None and _task.serializer else conf.task_serializer)
+        if serializer == security.AUTH:  # the broker signs the whole message; inside: this
+            serializer = self._signing().serializer
         content_type, payload = serialization.dumps([list(args or ()), dict(kwargs or {})],
                                                     serializer)
         compression = options.get("compression") or conf.task_compression
@@ -417,6 +482,9 @@ class Runner:
                 value = worker_options[key]
                 worker_options[key] = [dict(s) for s in ([value] if isinstance(value, dict)
                                                          else value)]
+        if _task is not None and _task.hide_args:  # (Celery's argsrepr/kwargsrepr win)
+            worker_options.setdefault("argsrepr", HIDDEN_ARGUMENTS)
+            worker_options.setdefault("kwargsrepr", HIDDEN_ARGUMENTS)
         if compression:
             payload = serialization.compress(payload, compression)
             worker_options["compression"] = compression
@@ -549,7 +617,7 @@ _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 #: apply_async options that travel to the worker in ``Message.options``
 _WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
                    "result_serializer", "link", "link_error", "chain", "chord", "group_index",
-                   "step_retries")
+                   "step_retries", "argsrepr", "kwargsrepr")
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")

@@ -73,8 +73,22 @@ class DeadLetter:
         """What ``runner dead-letters list --json`` prints of it (the body as text, cut)."""
         out = {k: v for k, v in asdict(self).items() if k != "body"}
         out["truncated"] = self.truncated
-        out["body"] = self.body[:2000].decode("utf-8", "replace")
+        out["body"] = self.shown_body()
         return out
+
+    def shown_body(self) -> str:
+        """The body as text, cut; a task message's payload replaced by its ``argsrepr`` /
+        ``kwargsrepr`` where it has them (a ``hide_args`` task's arguments stay hidden)."""
+        body = self.body.partition(b"\n")[2] if self.body[:1] == b"\x00" else self.body
+        head, sep, _payload = body.partition(b"\n")  # (a signed message: after its block)
+        try:
+            options = json.loads(head).get("options") if sep else None
+        except (ValueError, AttributeError):
+            options = None
+        if isinstance(options, dict) and ("argsrepr" in options or "kwargsrepr" in options):
+            return (head[:2000].decode("utf-8", "replace") + f"\n(arguments not shown: "
+                    f"args={options.get('argsrepr')} kwargs={options.get('kwargsrepr')})")
+        return self.body[:2000].decode("utf-8", "replace")
 
 
 _HEAD_FIELDS = tuple(f.name for f in fields(DeadLetter) if f.name != "body")

@@ -95,6 +95,12 @@ class ContentDisallowed(SerializationError):
     """A message or result in a content type that is not in the accept list."""
 
 
+class SecurityError(ContentDisallowed):
+    """A message or result whose signature cannot be trusted (unsigned where signing is
+    required, a forged or tampered signature, a signer not in the store or expired): never
+    run, never stored (Celery's name)."""
+
+
 # --- tasks -----------------------------------------------------------------------------------
 
 

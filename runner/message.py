@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -50,6 +51,7 @@ class Message:
     reply_to: str | None = None  # the caller's reply queue, where rpc:// sends the result
     v: int = PROTOCOL_VERSION
     extra: dict[str, Any] | None = None  # a newer producer's fields, kept
+    signed: Signed | None = None  # how it came signed (checked by the worker, never re-sent)
 
     @staticmethod
     def new_id() -> str:
@@ -68,6 +70,11 @@ class Message:
 
     @classmethod
     def decode(cls, raw: bytes) -> Message:
+        if raw[:1] == b"\x00":  # signed: b"\0" + signature JSON + b"\n" + the message
+            signed = Signed.split(raw)
+            message = cls.decode(signed.data)
+            message.signed = signed
+            return message
         head, sep, payload = raw.partition(b"\n")
         if not sep:
             raise BadMessage("malformed task message: no envelope separator")
@@ -76,6 +83,46 @@ class Message:
         except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
             raise BadMessage(f"malformed task message envelope: {exc}") from None
         return cls(payload=payload, **check_envelope(envelope))
+
+
+@dataclass(slots=True, frozen=True)
+class Signed:
+    """A signed message's signature block, and the exact bytes it covers (runner.security
+    checks it; a message is signed on the wire, envelope and payload, so nothing in it can be
+    changed without breaking the signature). The block holds ``signer`` and ``signature`` (a
+    public-key signature of this message) or ``session`` and ``mac`` (a signed session token
+    and an HMAC of this message under its key)."""
+
+    block: dict[str, str]
+    data: bytes
+
+    @classmethod
+    def split(cls, raw: bytes) -> Signed:
+        head, sep, data = raw[1:].partition(b"\n")
+        try:
+            block = json.loads(head) if sep else None
+        except (ValueError, RecursionError):
+            block = None
+        if not isinstance(block, dict) or not (
+                _strings(block, "signer", "signature") or _strings(block, "session", "mac")):
+            raise BadMessage("malformed signed task message: no signature block")
+        return cls(block, data)
+
+
+def _strings(block: dict, *names: str) -> bool:
+    return all(isinstance(block.get(name), str) for name in names)
+
+
+HIDDEN_ARGUMENTS = "***"  # what is shown of a hide_args task's arguments
+
+
+def shown_arguments(options: dict, args: Any, kwargs: Any) -> tuple[str, str]:
+    """What logs, events, inspect replies and dead-letter listings show of a task's arguments:
+    Celery's ``argsrepr`` / ``kwargsrepr`` where the caller gave them (``hide_args`` tasks:
+    ``***``), else a short repr."""
+    argsrepr, kwargsrepr = options.get("argsrepr"), options.get("kwargsrepr")
+    return (argsrepr if argsrepr is not None else reprlib.repr(tuple(args or ())),
+            kwargsrepr if kwargsrepr is not None else reprlib.repr(dict(kwargs or {})))
 
 
 def call_arguments(value: Any) -> tuple[list, dict]:
@@ -124,7 +171,8 @@ def _headers_valid(headers: dict) -> bool:
     return True
 
 
-_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message) if f.name not in ("payload", "extra"))
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Message)
+                         if f.name not in ("payload", "extra", "signed"))
 _KNOWN = frozenset(_ENVELOPE_FIELDS)
 MAX_ID_LENGTH = 255  # task ids, queue and task names: what every broker and backend can key on
 MAX_TIME = 253_402_300_799  # epoch seconds of 9999-12-31: the largest eta/expires/number
@@ -216,6 +264,9 @@ def _check_options(options: dict, name: str = "options", depth: int = 0) -> None
                              f"not {_show(value)}")
     for key in ("result_serializer", "compression"):
         _text(options.get(key), f"{name}.{key}", optional=True)
+    for key in ("argsrepr", "kwargsrepr"):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            raise ValueError(f"{name}.{key} must be a string, not {_show(options[key])}")
     for key in ("link", "link_error", "chain"):
         if options.get(key) is not None:
             _signatures(options[key], f"{name}.{key}", depth)
@@ -238,7 +289,8 @@ def _check_options(options: dict, name: str = "options", depth: int = 0) -> None
 
 _OPTIONS_CHECKED = frozenset({"acks_late", "ignore_result", "time_limit", "soft_time_limit",
                                "result_serializer", "compression", "link", "link_error",
-                               "chain", "chord", "group_index", "step_retries"})
+                               "chain", "chord", "group_index", "step_retries", "argsrepr",
+                               "kwargsrepr"})
 
 
 def _plainly_valid(envelope: Any) -> bool:

@@ -20,7 +20,12 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -33,8 +38,9 @@ logger = logging.getLogger("runner.redis")
 
 T = TypeVar("T")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-#: subclasses of ConnectionError in redis-py, but no outage: retrying cannot fix a password
-REFUSED_ERRORS = (AuthenticationError, AuthorizationError)
+#: no outage: retrying cannot fix a password (subclasses of ConnectionError in redis-py) or an
+#: ACL that lacks a command or key (NOPERM)
+REFUSED_ERRORS = (AuthenticationError, AuthorizationError, NoPermissionError)
 STREAM_WINDOW = 1000  # streamed commands a thread may have without their replies read
 
 _CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
@@ -91,6 +97,12 @@ def retrying(what: str, url: URL, operation: Callable[[], T], policy: ConnectPol
                     f"Redis at {mask_url(url.raw)} ({what}): its TLS certificate is not trusted "
                     f"({exc}); name the CA that signed it with ?ssl_ca_certs=/path/ca.pem in "
                     f"the URL") from exc
+            if wants_client_certificate(url, exc):
+                raise ConfigError(
+                    f"Redis at {mask_url(url.raw)} ({what}) closed the TLS connection: it asks "
+                    f"for a client certificate (mutual TLS, tls-auth-clients); give one with "
+                    f"?ssl_certfile=/path/client.crt&ssl_keyfile=/path/client.key in the URL"
+                    ) from exc
             delay = attempts.failed(exc)
             if deadline is not None and time.monotonic() + delay > deadline:
                 raise error(f"cannot reach Redis at {mask_url(url.raw)} ({what}): "
@@ -110,8 +122,26 @@ def untrusted(exc: BaseException) -> bool:
     return False
 
 
+def wants_client_certificate(url: URL, exc: BaseException) -> bool:
+    """A TLS server that ends the handshake of a client with no certificate (Redis with
+    ``tls-auth-clients yes``): the URL gives none, and the connection died in TLS."""
+    if url.scheme != "rediss" or url.query.get("ssl_certfile"):
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLEOFError | ssl.SSLZeroReturnError) or \
+                "CERTIFICATE_REQUIRED" in str(seen) or "certificate required" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def refused(url: URL, what: str, exc: Exception) -> ConfigError:
     """Redis turned the credentials of ``url`` down: a configuration error, not an outage."""
+    if isinstance(exc, NoPermissionError) or "NOPERM" in str(exc) or "no permissions" in str(exc):
+        return ConfigError(f"Redis at {mask_url(url.raw)} refused a command ({what}): "
+                           f"{str(exc).rstrip('.')}; the user's ACL lacks what runner needs "
+                           f"(see the README's Security section for the ACL SETUSER line)")
     return ConfigError(f"Redis at {mask_url(url.raw)} refused the credentials ({what}): "
                        f"{type(exc).__name__}: {str(exc).rstrip('.')}; check the password (and "
                        "user) in the URL")

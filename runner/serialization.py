@@ -301,6 +301,16 @@ register("yaml", "application/x-yaml", _yaml_dumps, _yaml_loads)
 _register_msgpack()
 
 
+def _auth_not_set_up(_value: Any) -> Any:
+    raise SerializationError("the auth serializer (message signing) is not set up in this "
+                             "process: set security_key, security_certificate and "
+                             "security_cert_store (see the README's Security section)")
+
+
+# Celery's signing serializer; runner.security replaces it with one that signs and checks
+register("auth", "application/data", _auth_not_set_up, _auth_not_set_up)
+
+
 # --- exceptions as results -------------------------------------------------------------------
 
 def _json_safe(value: Any) -> Any:

@@ -89,6 +89,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "serializer": None, "track_started": None, "rate_limit": None, "expires": None,
     "rate_limit_scope": None,
     "typing": True, "base": None, "throws": (),
+    "hide_args": False,  # logs, events, inspect and dead letters show '***' for its arguments
 }
 
 

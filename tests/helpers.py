@@ -47,3 +47,29 @@ def run_runner(*args: object, cwd: Path, env: dict | None = None,
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "runner", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def make_tls_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, signed by it
+    (openssl)."""
+    ca_key, ca, key, csr, cert = (folder / n for n in
+                                  ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=runner test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj",
+        "/CN=127.0.0.1")
+    ext = folder / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    client_key, client_csr, client = (folder / n for n in
+                                      ("client.key", "client.csr", "client.crt"))
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(client_key), "-out",
+        str(client_csr), "-subj", "/CN=runner worker")
+    run("x509", "-req", "-in", str(client_csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(client), "-days", "2")
+    return {"ca": ca, "cert": cert, "key": key, "client_cert": client, "client_key": client_key}

@@ -110,6 +110,34 @@ def test_rpc_failure_propagates_and_other_callers_see_pending(amqp_app, start_wo
     assert amqp_app.AsyncResult(result.id).state == "PENDING"
 
 
+def reply_queues() -> dict[str, tuple[str, str]]:
+    """The vhost's rpc:// reply queues: name -> (exclusive, x-expires)."""
+    listed = rabbitmqctl("list_queues", "-p", VHOST, "name", "exclusive", "arguments",
+                         "--formatter", "json").stdout
+    return {q["name"]: (q["exclusive"], {a[0]: a[-1] for a in q["arguments"]}.get("x-expires"))
+            for q in json.loads(listed) if q["name"].startswith("runner.reply.")}
+
+
+def test_rpc_reply_queue_is_exclusive_and_goes_with_its_client(amqp_app, start_worker,
+                                                                worker_env, tmp_path):
+    start_worker()
+    script = ("import tasks, time; r = tasks.add.delay(2, 2); assert r.get(timeout=20) == 4; "
+              "print(r.app.backend.reply_to, flush=True); time.sleep(60)")
+    client = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=worker_env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        name = client.stdout.readline().strip()
+        assert name.startswith("runner.reply.")
+        assert reply_queues()[name] == (True, 60000)
+    finally:
+        client.kill()  # a client that dies: its queue is gone with its connection
+        client.wait()
+    deadline = time.monotonic() + 10
+    while name in reply_queues() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert name not in reply_queues()
+
+
 def test_higher_priority_runs_first(amqp_app, worker_env, start_worker, tmp_path,
                                     wait_for_lines):
     """As with Celery, a RabbitMQ queue serves priorities once it has an x-max-priority."""

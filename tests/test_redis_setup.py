@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from runner.exceptions import ConfigError
 from tests.conftest import ROOT, RedisServer, WorkerProcess
+from tests.helpers import make_tls_certs
 
 PASSWORD = "s3cret-pw"
 
@@ -95,36 +95,31 @@ def _supports_tls() -> bool:
     return "tls-cert-file" in out.stdout
 
 
-def _make_certs(folder: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1, signed by it (openssl)."""
-    ca_key, ca, key, csr, cert = (folder / n for n in
-                                  ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "2", "-subj", "/CN=runner test CA")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj",
-        "/CN=127.0.0.1")
-    ext = folder / "san.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    return {"ca": ca, "cert": cert, "key": key}
-
-
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
     """A redis-server with ``--tls-port`` (plain port too, for the fixture's own checks);
     yields (server, tls port, certificate paths)."""
     if not _supports_tls():
         pytest.skip("this redis-server was built without TLS support")
-    certs = _make_certs(tmp_path_factory.mktemp("certs"))
+    certs = make_tls_certs(tmp_path_factory.mktemp("certs"))
     tls_port = RedisServer(tmp_path_factory.mktemp("unused")).port
     server = _server(tmp_path_factory, "redis-tls", "--tls-port", str(tls_port),
                      "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
                      "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no")
+    yield server, tls_port, certs
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_server(tmp_path_factory):
+    """A redis-server that requires a client certificate signed by its CA (mutual TLS)."""
+    if not _supports_tls():
+        pytest.skip("this redis-server was built without TLS support")
+    certs = make_tls_certs(tmp_path_factory.mktemp("mtls-certs"))
+    tls_port = RedisServer(tmp_path_factory.mktemp("unused")).port
+    server = _server(tmp_path_factory, "redis-mtls", "--tls-port", str(tls_port),
+                     "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
+                     "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "yes")
     yield server, tls_port, certs
     server.stop()
 
@@ -230,3 +225,24 @@ def test_rediss_against_a_real_tls_server(seed_app, tls_server):
     finally:
         app.close()
     assert time.monotonic() - started < 2  # at once: not retried as if Redis were down
+
+
+def test_rediss_with_a_client_certificate_mutual_tls(seed_app, mutual_tls_server):
+    server, tls_port, certs = mutual_tls_server
+    server.flush()
+    url = (f"rediss://127.0.0.1:{tls_port}/0?ssl_cert_reqs=required&ssl_ca_certs={certs['ca']}"
+           f"&ssl_certfile={certs['client_cert']}&ssl_keyfile={certs['client_key']}")
+    seed, worker = seed_app(f"app = Celery('tasks', broker={url!r}, backend={url!r})")
+    assert seed.add.delay(2, 3).get(timeout=10) == 5
+
+    from runner import Celery
+
+    anonymous = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={certs['ca']}"
+    app = Celery("anonymous", broker=anonymous, backend=anonymous, set_as_current=False)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConfigError, match="client certificate.*ssl_certfile"):
+            app.send_task("seedapp.add", (1, 1))
+    finally:
+        app.close()
+    assert time.monotonic() - started < 5  # at once: not retried as if Redis were down

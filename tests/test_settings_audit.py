@@ -64,7 +64,6 @@ def test_a_celery_configuration_with_settings_runner_lacks_loads_with_warnings(t
 
 @pytest.mark.parametrize("name, value, words", [
     ("broker_use_ssl", True, "TLS in the URL"),
-    ("security_key", "key.pem", "message signing"),
     ("broker_host", "rabbit", "broker_url"),
     ("task_default_queue_type", "quorum", "classic queues"),
 ])

@@ -55,6 +55,12 @@ def task(app, option):
     return app.tasks["probe.echo"].effective(option)
 
 
+def signing(app):
+    """What signs this app's messages once task_serializer is 'auth' (files read when used)."""
+    app.conf.update(task_serializer="auth")
+    return app.security
+
+
 def policy(app) -> ConnectPolicy:
     return ConnectPolicy.from_options(app._transport_options())
 
@@ -214,6 +220,11 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "beat_catchup_limit": (7, lambda app: (app.conf.update(beat_schedule=SCHEDULE),
                                            entries(app))[1]),
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
+    "security_key": ("k.pem", lambda app: signing(app).key_path),
+    "security_key_password": ("secret", lambda app: signing(app).key_password),
+    "security_certificate": ("c.pem", lambda app: signing(app).cert_path),
+    "security_cert_store": ("store/*.pem", lambda app: signing(app).store_path),
+    "security_digest": ("sha512", lambda app: signing(app).digest_name),
     "imports": (["probe_imported_module"], lambda app: imported(app, "probe_imported_module")),
     "include": (["probe_included_module"], lambda app: imported(app, "probe_included_module")),
 }

@@ -12,6 +12,11 @@ SQLITE = f"sqlite:///{os.environ.get('BENCH_DB', 'bench.db')}"  # sqlite:////tmp
 
 app = Celery("benchtasks", broker=os.environ.get("BENCH_BROKER_URL", SQLITE),
              backend=os.environ.get("BENCH_RESULT_URL", SQLITE))
+if os.environ.get("BENCH_SIGNING_DIR"):  # the signed row (issue 20): EC P-256, as the README
+    KEYS = os.environ["BENCH_SIGNING_DIR"]
+    app.conf.update(task_serializer="auth", accept_content=["auth"],
+                    security_key=f"{KEYS}/bench.key", security_certificate=f"{KEYS}/bench.crt",
+                    security_cert_store=f"{KEYS}/bench.crt")
 
 
 @app.task

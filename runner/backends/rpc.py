@@ -10,8 +10,9 @@ Limits, as in Celery:
 - only the caller can read a result: another process, thread or a later run sees PENDING;
 - nothing is kept after it is read: the result lives in the caller's memory (the last
   ``CACHE_SIZE`` ready results) and is gone when it exits; ``forget`` drops it;
-- the reply queue is not durable: results sent while RabbitMQ restarts, or after the caller
-  stopped reading for ``result_expires`` (default one day), are lost;
+- the reply queue is exclusive to the caller's connection and deleted with it (nothing is left
+  behind per client process): results sent while that connection is down (RabbitMQ restarts,
+  the network drops) are lost;
 - no keyed data and no revoked set: chords, pipelines and ``revoke`` need a backend that keeps
   state (redis:// or sqlite://).
 """
@@ -31,6 +32,7 @@ from runner.config.urls import URL, parse_url
 from runner.exceptions import BackendError
 
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
+REPLY_QUEUE_EXPIRES_MS = 60_000  # a reply queue nobody uses for a minute is deleted
 CACHE_SIZE = 10_000
 NO_STATE = ("the rpc:// result backend keeps no state (results go straight back to the caller); "
             "{what} needs a result backend that keeps state: set result_backend to redis:// "
@@ -77,9 +79,11 @@ class RPCBackend(ResultBackend):
         """Declare the reply queue and consume it (again after a reconnection)."""
         if self._queue is None or self._subscribed == self.link.generation:
             return
-        expires_ms = int((self.expires or 86_400) * 1000)
-        channel.queue_declare(self._queue, durable=False, auto_delete=False,
-                              arguments={"x-expires": max(60_000, expires_ms)})
+        # exclusive: only this connection reads it, and RabbitMQ deletes it when the
+        # connection ends (the caller exits or dies); x-expires is a second guard, for a
+        # server that keeps an exclusive queue of a dead peer until its heartbeat times out
+        channel.queue_declare(self._queue, durable=False, exclusive=True,
+                              arguments={"x-expires": REPLY_QUEUE_EXPIRES_MS})
         channel.basic_consume(self._queue, self._on_reply, auto_ack=True)
         self._subscribed = self.link.generation
 

@@ -158,7 +158,7 @@ class AMQPBroker(Broker):
             properties = pika.BasicProperties(
                 delivery_mode=2, priority=min(MAX_PRIORITY, message.priority or 0),
                 message_id=message.id, headers=headers)
-            outgoing.append(Outgoing(message.queue, message.encode(), properties, message.eta))
+            outgoing.append(Outgoing(message.queue, self.wire(message), properties, message.eta))
         self._publisher().send(outgoing)
 
     def flush(self) -> None:

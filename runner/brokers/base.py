@@ -12,10 +12,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.message import Message
+
+
+class Signer(Protocol):
+    """What signs a message's bytes (runner.security.Security): brokers know no keys."""
+
+    def sign(self, wire: bytes) -> bytes: ...
+
 
 DEAD_LETTER_SCAN = 100_000  # most dead letters read at once (to list, show or requeue them)
 
@@ -60,6 +68,15 @@ class Broker(ABC):
         #: ``task_queues`` and ``task_queue_max_priority``.
         self.max_priorities: dict[str | None, int | None] = {}
         self.visibility_timeout = float(self.transport_options.get("visibility_timeout", 30.0))
+        #: signs every message this broker sends (runner.security; set by the app where
+        #: task_serializer = 'auth'), else None
+        self.signer: Signer | None = None
+
+    def wire(self, message: Message) -> bytes:
+        """``message`` as it goes to the broker: encoded, and signed where the app signs."""
+        if self.signer is None:
+            return message.encode()
+        return self.signer.sign(message.encode())
 
     @abstractmethod
     def enqueue(self, messages: Sequence[Message]) -> None:

@@ -50,7 +50,7 @@ class MemoryBroker(Broker):
         store, now = self._store, time.time()
         with store.cond:
             for message in messages:
-                body, prio = message.encode(), message.priority or 0
+                body, prio = self.wire(message), message.priority or 0
                 if message.eta is not None and message.eta > now:
                     heapq.heappush(store.delayed,
                                    (message.eta, next(store.seq), message.queue, prio, body))

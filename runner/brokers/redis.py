@@ -299,7 +299,7 @@ class RedisBroker(Broker):
         args: list = [self.prefix, repr(time.time())]
         for message in messages:
             args += [message.id, message.queue, message.priority or 0,
-                     repr(message.eta or 0.0), message.encode()]
+                     repr(message.eta or 0.0), self.wire(message)]
         command = ["EVALSHA", self._scripts["enqueue"].sha, 0, *args, self._token()]
         self._own.take([command])
         try:
@@ -321,7 +321,8 @@ class RedisBroker(Broker):
             for script in self._scripts.values():
                 self.client.script_load(script.script)
             return True
-        if "NOAUTH" in str(exc) or "unauthenticated" in str(exc):
+        if any(word in str(exc) for word in ("NOAUTH", "unauthenticated", "NOPERM",
+                                              "no permissions")):
             raise refused(self.url, "enqueue", exc)
         return False
 
@@ -448,7 +449,7 @@ class RedisBroker(Broker):
     def retry(self, delivery: Delivery, message: Message) -> None:
         self._run("retry", "retry", [self.prefix, repr(time.time()), delivery.tag, message.id,
                                      message.queue, message.priority or 0,
-                                     repr(message.eta or 0.0), message.encode(),
+                                     repr(message.eta or 0.0), self.wire(message),
                                      self._token()])
 
     # -- admin --------------------------------------------------------------------------------

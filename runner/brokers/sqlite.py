@@ -103,7 +103,7 @@ class SQLiteBroker(Broker):
         now = time.time()
         ready, delayed = [], []
         for message in messages:
-            row = (message.queue, message.priority or 0, message.encode())
+            row = (message.queue, message.priority or 0, self.wire(message))
             if message.eta is not None and message.eta > now:
                 delayed.append((message.eta, *row))
             else:
@@ -201,7 +201,7 @@ class SQLiteBroker(Broker):
     def retry(self, delivery: Delivery, message: Message) -> None:
         with self._lock, transaction(self._conn):
             self._conn.execute("DELETE FROM runner_messages WHERE seq = ?", (delivery.tag,))
-            row = (message.queue, message.priority or 0, message.encode())
+            row = (message.queue, message.priority or 0, self.wire(message))
             if message.eta is not None and message.eta > time.time():
                 self._insert([], [(message.eta, *row)])
             else:

@@ -2,9 +2,9 @@
 
 A real Celery configuration names some of these (a backend's options, an exchange's type):
 runner accepts them with one warning each, so the configuration loads, instead of refusing
-them as unknown. Names of settings whose absence would change what a user relies on are not
-here: message signing's ``security_*`` settings are refused (see the README's "Coming from
-Celery"). Taken from Celery 5's list of settings.
+them as unknown. Names of settings whose absence would change what a user relies on are
+refused instead (CELERY_REFUSED, see the README's "Coming from Celery"). Taken from Celery 5's
+list of settings.
 """
 
 from __future__ import annotations
@@ -166,7 +166,4 @@ CELERY_REFUSED: dict[str, str] = {
     "task_create_missing_queue_type": "runner declares classic queues only",
     "broker_native_delayed_delivery_queue_type": "runner declares classic queues only",
     "task_default_rate_limit": "rate limits are not enforced by runner yet",
-    **{name: "message signing (celery[auth]) is not supported yet" for name in (
-        "security_key", "security_certificate", "security_cert_store", "security_digest",
-        "security_key_password")},
 }

@@ -268,6 +268,18 @@ class Settings(BaseModel):
         default_factory=lambda: ["json"],
         description="serializers/content types a worker accepts; others are rejected")
     timezone: str | None = Field(None, description="IANA time zone for schedules; None: UTC")
+
+    # --- message signing (task_serializer = 'auth'; see runner.security) --------------------
+    security_key: str | None = Field(
+        None, description="PEM private key that signs messages (RSA, EC or Ed25519)")
+    security_key_password: str | None = Field(
+        None, description="password of an encrypted security_key")
+    security_certificate: str | None = Field(
+        None, description="PEM certificate of security_key: its fingerprint names the signer")
+    security_cert_store: str | None = Field(
+        None, description="certificates a worker trusts: a glob pattern, a directory or a file")
+    security_digest: str = Field(
+        "sha256", description="digest of RSA and EC signatures (Ed25519 has its own)")
     enable_utc: bool = Field(True, description="keep dates and times in messages in UTC")
 
     # --- tasks and routing -------------------------------------------------------------------
@@ -467,6 +479,8 @@ class Settings(BaseModel):
 
     def __repr_args__(self):  # never show a password in a repr
         for name, value in super().__repr_args__():
+            if name.endswith("password") and value:
+                value = "********"
             yield name, mask_url(value) if name in URL_SETTINGS else value
 
 

@@ -25,6 +25,7 @@ from runner.brokers.base import Delivery
 from runner.einfo import ExceptionInfo
 from runner.exceptions import (
     NotRegistered,
+    SecurityError,
     SerializationError,
     SoftTimeLimitExceeded,
     TaskRevokedError,
@@ -132,7 +133,7 @@ def signal_request(app: Runner, message: Message, hostname: str | None,
     try:
         payload = serialization.decompress(message.payload, message.options.get("compression"))
         args, kwargs = call_arguments(serialization.loads(
-            payload, message.content_type, serialization.accept_set(app.conf.accept_content)))
+            payload, message.content_type, app.task_accept))
     except Exception:  # noqa: BLE001 - refused or undecodable: the job's result will say why
         pass
     return SignalRequest(id=message.id, task=message.task, args=args, kwargs=kwargs,
@@ -192,6 +193,9 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
            accept: frozenset[str], delivery_info: dict) -> JobResult:
     """Run ``message``'s task and describe the result."""
     try:
+        verifier = app.verifier
+        if verifier is not None:  # before anything of the message is looked at
+            verifier.verify(message)
         task = app.get_task(message.task)
         payload = message.payload
         if message.options.get("compression"):
@@ -286,10 +290,13 @@ def refused(app: Runner, job_id: int, message: Message, exc: BaseException,
     """A FAILURE result for a message that cannot run at all (the reason is the exception)."""
     request = Request(id=message.id, task=message.task, retries=message.retries,
                       hostname=hostname)
+    summary = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SecurityError):  # a forger must not overwrite a real task's result
+        return JobResult(job_id, states.FAILURE, None, summary=summary)
     outcome = Outcome(states.FAILURE, exc, None)
     record = build_record(message.task, request, outcome, app.conf.result_serializer)
     record.reply_to = message.reply_to
-    return JobResult(job_id, states.FAILURE, record, summary=f"{type(exc).__name__}: {exc}")
+    return JobResult(job_id, states.FAILURE, record, summary=summary)
 
 
 def next_attempt(app: Runner, message: Message, outcome: Outcome) -> Message:
@@ -298,7 +305,7 @@ def next_attempt(app: Runner, message: Message, outcome: Outcome) -> Message:
     assert retry is not None
     now = time.time()
     eta = retry.eta if retry.eta is not None else now + float(retry.countdown or 0)
-    changes: dict = {"retries": message.retries + 1, "eta": eta, "sent_at": 0.0}
+    changes: dict = {"retries": message.retries + 1, "eta": eta, "sent_at": 0.0, "signed": None}
     if retry.retry_args is not None or retry.retry_kwargs is not None:
         compression = message.options.get("compression")
         payload = serialization.decompress(message.payload, compression)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from runner import serialization, states
+from runner import states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
 from runner.exceptions import (
@@ -137,7 +137,10 @@ class Worker:
         self.options = options
         self.hostname = options.hostname or f"celery@{socket.gethostname()}"
         self.consumer_id = f"{self.hostname}:{os.getpid()}"
-        self.accept = serialization.accept_set(app.conf.accept_content)
+        self.accept = app.task_accept
+        if app.security is not None:  # a key or store that cannot be read: one error now
+            app.security.check(signing=app.conf.task_serializer == "auth",
+                               verifying=app.verifier is not None)
         self.broker = app.broker
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
