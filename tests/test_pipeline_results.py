@@ -57,7 +57,13 @@ def test_result_run_step_prints_a_steps_whole_result_or_its_error(pipelines):
     broken = pipelines.cli("result", run, "broken")
     assert broken.returncode == 1
     assert broken.stderr == "failed: ValueError: nope\n"
+    pending = pipelines.submit(pipelines.write("name: later\napp: pipeline_tasks\nsteps:\n"
+                                               "  nap: {task: pipeline_tasks.sleep, args: [1]}\n",
+                                               "later.yaml"))
+    waited = pipelines.cli("result", pending, "nap", "--wait", "--timeout", "20")
+    assert (waited.returncode, waited.stdout) == (0, '"sleep"\n')
     missing = pipelines.cli("result", run, "nosuch")
+
     assert missing.returncode == 2
     assert "has no step 'nosuch'; its steps: each, total, note, broken" in missing.stderr
 

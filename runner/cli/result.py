@@ -22,7 +22,7 @@ def result(app, task_id, step, show_traceback, wait, timeout) -> None:
     if step is not None:
         from runner.cli.runs import step_result_command
 
-        step_result_command(app, task_id, step)
+        step_result_command(app, task_id, step, wait, timeout)
         return
     res = app.AsyncResult(task_id)
     if wait:

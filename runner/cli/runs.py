@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,10 +14,10 @@ import click
 import yaml
 
 from runner.cli.pipelines import app_option, pipeline_app
-from runner.cli.progress import follow, items_done, short
+from runner.cli.progress import POLL, TIMED_OUT, follow, items_done, short
 from runner.pipeline import control
 from runner.pipeline.engine import Driver
-from runner.pipeline.runs import RUN_STATES, RunRecord, list_runs, load_run
+from runner.pipeline.runs import RUN_DONE, RUN_STATES, STEP_DONE, RunRecord, list_runs, load_run
 
 
 def _when(ts: float | None) -> str:
@@ -82,13 +83,23 @@ def status(run_id, app_path, config_path, as_json) -> None:
         sys.exit(1)
 
 
-def step_result_command(app: Any, run_id: str, step: str) -> None:
+def step_result_command(app: Any, run_id: str, step: str, wait: bool = False,
+                        timeout: float | None = None) -> None:
     """``runner result RUN STEP``: the step's whole result as JSON; exit 1 unless it
-    succeeded (its error or state on stderr)."""
+    succeeded (its error or state on stderr). With ``wait``, once the step is done (exit
+    124 after ``timeout`` seconds)."""
     record = load_run(app.backend, run_id)
     if step not in record.steps:
         raise click.BadParameter(f"run {run_id} has no step {step!r}; its steps: "
                                  f"{', '.join(record.steps)}", param_hint="STEP")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while wait and record.steps[step].state not in STEP_DONE and record.state not in RUN_DONE:
+        if deadline is not None and time.monotonic() >= deadline:
+            click.echo(f"step {step!r} of run {run_id} still {record.steps[step].state} after "
+                       f"{timeout:g}s (--timeout)", err=True)
+            sys.exit(TIMED_OUT)
+        time.sleep(POLL)
+        record = load_run(app.backend, run_id)
     run = record.steps[step]
     if run.state != "success":
         click.echo(f"{run.state}" + (f": {run.error or run.reason}" if run.error or run.reason
