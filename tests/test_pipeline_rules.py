@@ -136,3 +136,17 @@ steps:
                and "greater than or equal to 1" in e for e in errors), errors
     refused = pipelines.cli("submit", path)
     assert refused.returncode == 2 and "trigger_rule" in refused.stderr
+
+
+def test_a_key_template_may_read_only_run_and_params():
+    from runner.exceptions import PipelineError
+    from runner.pipeline.validate import load_pipeline_text
+
+    with pytest.raises(PipelineError) as caught:
+        load_pipeline_text('name: x\nkey: "{{ steps.a.result }}-{{ params.nope }}"\nsteps:\n'
+                           '  a: {task: t}\n', "k.yaml")
+    assert caught.value.problems == [
+        "k.yaml:2:1: '{{ steps.a.result }}-{{ params.nope }}' reads 'steps', which is not "
+        "defined; templates can read: params, run",
+        "k.yaml:2:1: '{{ steps.a.result }}-{{ params.nope }}' reads params.nope, which is not "
+        "a param"]
