@@ -35,6 +35,12 @@ def alert(amount: int) -> str:
     return f"ALERT: sales of {amount} today"
 
 
+@app.task
+def report_failure(states: dict[str, str]) -> str:
+    failed = sorted(step for step, state in states.items() if state == "failed")
+    return f"daily sales failed at {', '.join(failed)}"
+
+
 # -- csv-etl -------------------------------------------------------------------------------
 
 @app.task

@@ -33,10 +33,12 @@ from runner.exceptions import (
     SerializationError,
 )
 from runner.execute import apply_eagerly
+from runner.idempotency import claim
 from runner.message import HIDDEN_ARGUMENTS, Message
 from runner.middleware import Middleware
-from runner.pipeline.engine import PipelineMiddleware
+from runner.pipeline.finish import PipelineMiddleware
 from runner.publish import publish
+from runner.ratelimit import book
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.signals import import_modules
@@ -535,10 +537,19 @@ class Runner:
 
     def send_task(self, name: str, args: Any = None, kwargs: dict | None = None,
                   _task: Task | None = None, **options: Any) -> AsyncResult:
-        """Enqueue a task by name, without needing its code here."""
+        """Enqueue a task by name, without needing its code here. With ``idempotency_key``,
+        only once per key within ``task_idempotency_window`` (see ``runner.idempotency``)."""
         if _task is None:
             _task = self.tasks.get(name)
+        key = options.pop("idempotency_key", None)
+        if (_task is not None and _task.rate_limit and _task.rate_limit_scope == "global"
+                and options.get("eta") is None and options.get("countdown") is None):
+            options["eta"] = book(self.backend, f"task:{name}", _task.rate_limit, 1)[0]
         message = self.build_message(name, args, kwargs, _task=_task, **options)
+        if key is not None:
+            held, mine = claim(self.backend, key, message.id, self.conf.task_idempotency_window)
+            if not mine:
+                return AsyncResult(held, app=self, task_name=name)
         self.publish([message])
         result = AsyncResult(message.id, app=self, task_name=name)
         ignore = message.options.get("ignore_result")

@@ -22,6 +22,10 @@ class Middleware:
         middleware wants are stored and acked in one step where the store allows it."""
         return True
 
+    def before_tasks_start(self, app: Any, messages: list[Message]) -> None:
+        """Called in the worker's main process with messages it is handing to the pool (those
+        :meth:`wants`), before they run. Keep it cheap: it is on the worker's loop."""
+
     def after_task_stored(self, app: Any, message: Message, state: str,
                           record: ResultRecord | None) -> None:
         """Called once per final outcome of a message (see the module docstring)."""

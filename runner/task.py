@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from runner import serialization
 from runner._state import Proxy, running
 from runner.exceptions import MaxRetriesExceededError, Retry, RunnerError, SerializationError
+from runner.ratelimit import parse_rate
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -86,6 +87,7 @@ TASK_OPTIONS: dict[str, Any] = {
     "acks_late": None, "reject_on_worker_lost": None, "time_limit": None,
     "soft_time_limit": None, "queue": None, "priority": None, "ignore_result": None,
     "serializer": None, "track_started": None, "rate_limit": None, "expires": None,
+    "rate_limit_scope": None,
     "typing": True, "base": None, "throws": (),
     "hide_args": False,  # logs, events, inspect and dead letters show '***' for its arguments
 }
@@ -112,9 +114,15 @@ class Task:
         self.app = app
         for key, value in options.items():
             setattr(self, key, value)
-        if self.rate_limit:
+        if self.rate_limit and self.rate_limit_scope == "global":
+            parse_rate(self.rate_limit)  # ValueError now, not at the first call
+        elif self.rate_limit_scope not in (None, "worker"):
+            raise ValueError(f"rate_limit_scope={self.rate_limit_scope!r}: 'global' (every "
+                             f"worker and host together) is the scope runner enforces")
+        elif self.rate_limit:
             warnings.warn(f"rate_limit={self.rate_limit!r}: runner does not enforce rate "
-                          f"limits yet; the task runs without one (see the README's "
+                          f"limits per worker; the task runs without one (rate_limit_scope="
+                          f"'global' enforces it across every worker; see the README's "
                           f"'Coming from Celery')", stacklevel=3)
         if fun is None:  # a class-based task: its own run() method
             if type(self).run is Task.run:

@@ -158,7 +158,8 @@ def test_pipeline_trigger_run_has_the_scheduled_logical_date(pipelines, clock):
     oslo = ZoneInfo("Europe/Oslo")
     assert run.logical_date == datetime(2025, 3, 30, 3, 0, tzinfo=oslo)
     assert run.logical_date == datetime(2025, 3, 30, 1, 0, tzinfo=UTC)  # the same instant
-    assert run.id.startswith("20250330T030000")  # the id reads in the trigger's zone
+    assert run.id.startswith("20250330T010000")  # run ids read in UTC, whoever starts them
+    assert run.key == "nightly:2025-03-30T01:00:00+00:00"  # one run per logical date
     assert run.params == {"label": "nightly"} and record.kind == "pipeline"
 
 

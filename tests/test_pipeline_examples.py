@@ -20,9 +20,9 @@ def run_example(pipelines, name: str, *args: str, cwd: Path | None = None) -> st
     """``runner run pipelines/<name>.yaml ARGS``; the run id (it must succeed)."""
     result = pipelines.cli("run", EXAMPLES / f"{name}.yaml", *args, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
-    first, last = result.stdout.splitlines()[0], result.stdout.splitlines()[-1]
-    run = first.split()[1]
-    assert last == f"run {run}: success"
+    lines = result.stdout.splitlines()
+    run = lines[0].split()[1]
+    assert f"run {run}: success" in lines  # then the final steps' results
     return run
 
 
@@ -33,6 +33,20 @@ def test_daily_sales_totals_each_shop_and_alerts_on_a_big_day(pipelines):
     assert len(sales) == 3 and all(isinstance(amount, int) for amount in sales)
     assert pipelines.result(run, "total") == sum(sales) > 100
     assert pipelines.result(run, "alert") == f"ALERT: sales of {sum(sales)} today"
+
+
+def test_daily_sales_runs_once_per_date_and_reports_only_a_failure(pipelines):
+    run = run_example(pipelines, "daily_sales", "-p", "date=2026-11-25")
+    again = pipelines.cli("run", EXAMPLES / "daily_sales.yaml", "-p", "date=2026-11-25")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[0].split()[1] == run  # its key: daily-sales:2026-11-25
+    assert f"run {run} has key 'daily-sales:2026-11-25' (success); no other run started" \
+        in again.stderr
+    record = pipelines.wait(run)
+    assert record.key == "daily-sales:2026-11-25"
+    assert record.steps["on_failure"].state == "skipped"  # one_failed: nothing failed
+    assert record.steps["on_failure"].reason == (
+        "trigger rule one_failed: extract success, total success")
 
 
 def test_daily_sales_skips_the_alert_on_a_quiet_day(pipelines):

@@ -26,6 +26,8 @@ name: every-field
 description: Uses every key of the format.
 app: pipeline_tasks
 config: settings.yaml
+key: "every-field:{{ params.day }}"
+max_active_runs: 2
 params:
   day: {type: date, default: "{{ run.ds }}", description: The day of the run.}
   count: {type: integer, required: true}
@@ -37,7 +39,8 @@ params:
   at: {type: datetime, default: "{{ run.logical_date }}"}
   anything: 42
 defaults: {queue: celery, retries: 1, retry_backoff: 0.1, retry_delay: 0.2, timeout: 30,
-           soft_timeout: 20, priority: 3, ignore_failure: false, serializer: json}
+           soft_timeout: 20, priority: 3, ignore_failure: false, serializer: json,
+           rate_limit: 10/s, rate_limit_scope: task}
 steps:
   first:
     task: pipeline_tasks.describe
@@ -59,6 +62,10 @@ steps:
     priority: 9
     ignore_failure: true
     serializer: yaml
+    rate_limit: 100/m
+    rate_limit_scope: step
+    trigger_rule: all_done
+    concurrency: 2
 triggers:
   - {cron: "30 2 * * *", timezone: Europe/Oslo, params: {count: 1}, catchup: latest}
   - {every: 15m}
@@ -93,7 +100,8 @@ def test_every_key_of_the_format_is_read_into_the_model():
     assert model.defaults.model_dump() == {
         "queue": "celery", "retries": 1, "retry_backoff": 0.1, "retry_delay": 0.2,
         "timeout": 30, "soft_timeout": 20, "priority": 3, "ignore_failure": False,
-        "serializer": "json"}
+        "serializer": "json", "rate_limit": "10/s", "rate_limit_scope": "task"}
+    assert (model.key, model.max_active_runs) == ("every-field:{{ params.day }}", 2)
     first, each = model.steps["first"], model.steps["each"]
     assert first.description == "Shows what it was given."
     assert first.kwargs == {"label": "{{ params.label }}"}
@@ -102,7 +110,10 @@ def test_every_key_of_the_format_is_read_into_the_model():
     overridden = {key: model.option(each, key) for key in model.defaults.model_dump()}
     assert overridden == {"queue": "other", "retries": 0, "retry_backoff": False,
                           "retry_delay": 1, "timeout": 10, "soft_timeout": 5, "priority": 9,
-                          "ignore_failure": True, "serializer": "yaml"}
+                          "ignore_failure": True, "serializer": "yaml", "rate_limit": "100/m",
+                          "rate_limit_scope": "step"}
+    assert (each.trigger_rule, each.concurrency) == ("all_done", 2)
+    assert first.trigger_rule is None  # all_success
     assert model.option(first, "queue") == "celery"  # from defaults
     cron, every = model.triggers
     assert (cron.cron, cron.timezone, cron.params, cron.catchup) == (

@@ -14,7 +14,8 @@ from typing import Any
 
 from runner.exceptions import ConfigError, RunnerError
 from runner.pipeline import engine
-from runner.pipeline.runs import run_key
+from runner.pipeline.runs import run_key, utc_stamp
+from runner.pipeline.submit import trigger_key
 from runner.pipeline.triggers import check_trigger, trigger_name
 from runner.pipeline.validate import LoadedPipeline, load_pipeline
 from runner.schedules import BaseSchedule, as_schedule, zone
@@ -56,7 +57,7 @@ class Entry:
         """The task or run id of the fire at ``scheduled``: the same in every beat process,
         so a fire re-sent after a handover keeps its id."""
         if self.pipeline is not None:
-            return f"{scheduled.astimezone(self.tz):%Y%m%dT%H%M%S}-{self.name}"
+            return f"{utc_stamp(scheduled)}-{self.name}"  # UTC, as every run id
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"runner-beat:{self.name}:"
                                                   f"{scheduled.timestamp()}"))
 
@@ -72,7 +73,8 @@ class Entry:
         logical = scheduled.astimezone(self.tz)
         if self.pipeline is not None:
             return engine.submit(app, self.pipeline, dict(self.params), logical_date=logical,
-                                 run_id=fire_id).id
+                                 run_id=fire_id,
+                                 default_key=trigger_key(self.pipeline.name, scheduled)).id
         options = {**self.options, "task_id": fire_id}
         return app.send_task(self.task, self.args, self.kwargs, **options).id
 
@@ -146,7 +148,7 @@ def _pipeline_entries(directory: str, tz: tzinfo, known: set[str] | None,
                                  catchup=trigger.catchup, catchup_limit=limit,
                                  pipeline=loaded, params=dict(trigger.params)))
         if model.triggers and known is not None:
-            missing = sorted({s.task for s in model.steps.values()} - known)
+            missing = sorted({s.task for s in model.steps.values() if s.task} - known)
             if missing:
                 problems.append(f"pipeline {path}: unknown task(s) {', '.join(missing)}")
     return entries, problems

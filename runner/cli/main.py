@@ -8,6 +8,7 @@ import sys
 import click
 
 from runner.cli import (
+    backfill,
     beat,
     call,
     dead_letters,
@@ -15,6 +16,7 @@ from runner.cli import (
     purge,
     report,
     result,
+    runs,
     shell,
     validate,
     worker,
@@ -55,7 +57,7 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
                             config_path=config_path, quiet=quiet, no_color=no_color)
 
 
-for _module in (worker, call, result, purge, dead_letters, validate, pipelines, beat, shell,
-                report):
+for _module in (worker, call, result, purge, dead_letters, validate, pipelines, runs, backfill,
+                beat, shell, report):
     for _command in _module.COMMANDS:
         main.add_command(_command)

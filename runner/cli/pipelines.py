@@ -1,27 +1,24 @@
-"""Pipeline commands: submit, run, status, runs, graph, cancel, retry."""
+"""Pipeline commands: submit, run, graph (runs: :mod:`runner.cli.runs`)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
-import yaml
 
 from runner.cli.options import load_app
+from runner.cli.progress import STALL, follow
 from runner.config.safe_yaml import YAMLError, load_value
 from runner.exceptions import PipelineError
-from runner.pipeline import control, engine
 from runner.pipeline.model import Pipeline
-from runner.pipeline.runs import RUN_DONE, RunRecord, items_key, list_runs, load_run
+from runner.pipeline.partial import plan
 from runner.pipeline.source import Located
+from runner.pipeline.submit import submit_run
 from runner.pipeline.validate import load_pipeline
-
-POLL = 0.1  # seconds between looks at a run's record while waiting
 
 
 def app_option(command):
@@ -94,21 +91,54 @@ def validated(path: str, app_path: str | None, config_path: str | None):
 # -- submit / run ---------------------------------------------------------------------------
 
 
+def partial_options(command):
+    command = click.option("--reuse", "reuse", default=None, metavar="RUN",
+                           help="With --from/--only: the run whose results the steps before "
+                                "them take (default: the last successful run).")(command)
+    command = click.option("--only", "only", default=None, metavar="STEP[,STEP]",
+                           help="Run only these steps (the others: reused or skipped).")(command)
+    return click.option("--from", "start", default=None, metavar="STEP",
+                        help="Run STEP and what comes after it; the steps before it: their "
+                             "results from an earlier run (--reuse).")(command)
+
+
+def timeout_option(command):
+    return click.option("--timeout", type=click.FloatRange(min=0), default=None,
+                        help="Give up waiting after N seconds (exit 124); the run goes on."
+                        )(command)
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @params_option
 @app_option
 @click.option("--logical-date", default=None, help="ISO date/time the run is for (default now).")
-@click.option("--wait", is_flag=True, help="Show progress until the run ends; exit 1 unless it "
-                                           "succeeds.")
-def submit(file, params, app_path, config_path, logical_date, wait) -> None:
+@click.option("--key", default=None, help="Idempotency key: if a run has it, that run is "
+                                          "returned and no other is started.")
+@click.option("--wait", is_flag=True, help="Show progress until the run ends, then the final "
+                                           "steps' results; exit 1 unless it succeeds.")
+@partial_options
+@timeout_option
+@click.option("--stall-after", type=click.FloatRange(min=0), default=STALL, show_default=True,
+              help="With --wait: say so when a step has waited this many seconds in its queue "
+                   "with no worker starting it.")
+def submit(file, params, app_path, config_path, logical_date, key, start, only, reuse, wait,
+           timeout, stall_after) -> None:
     """Validate FILE and start a run of it; print the run id."""
     loaded, app = validated(file, app_path, config_path)
-    record = engine.submit(app, loaded, parse_params(params, loaded.model),
-                           _logical_date(logical_date, app))
-    click.echo(record.id)
+    prepare = plan(app, loaded, start, only, reuse)
+    done = submit_run(app, loaded, parse_params(params, loaded.model),
+                      _logical_date(logical_date, app), key=key, prepare=prepare)
+    click.echo(done.record.id)
+    if not done.created:
+        _say_existing(done.record)
     if wait:
-        sys.exit(follow(app, record.id))
+        sys.exit(follow(app, done.record.id, timeout=timeout, stall=stall_after))
+
+
+def _say_existing(record) -> None:
+    click.echo(f"run {record.id} has key {record.key!r} ({record.state}); no other run "
+               f"started", err=True)
 
 
 def _logical_date(text: str | None, app) -> datetime | None:
@@ -122,31 +152,65 @@ def _logical_date(text: str | None, app) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=app.tz)
 
 
+def step_queues(app, loaded) -> list[str]:
+    """:func:`pipeline_queues` of a pipeline and of its sub-pipelines."""
+    found = set(pipeline_queues(app, loaded.model))
+    for child in loaded.subs.values():
+        found.update(step_queues(app, child))
+    return sorted(found)
+
+
+def pipeline_queues(app, model: Pipeline) -> list[str]:
+    """Every queue the pipeline's steps are sent to (step or default ``queue:``, the task's own
+    queue, ``task_routes``, the default queue), for a worker that must consume them all."""
+    queues = set()
+    for step in model.steps.values():
+        if step.task is None:
+            continue  # a sub-pipeline: its own steps below
+        queue = model.option(step, "queue")
+        task = app.tasks.get(step.task)
+        if queue is None and task is not None and getattr(task, "queue", None):
+            queue = task.queue
+        queues.add(app.router().route(step.task, {"queue": queue} if queue else {})["queue"])
+    return sorted(queues)
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @params_option
 @app_option
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--logical-date", default=None, help="ISO date/time the run is for (default now).")
-def run(file, params, app_path, config_path, concurrency, logical_date) -> None:
-    """Run FILE to completion with a local worker pool started (and stopped) for it."""
+@click.option("--key", default=None, help="Idempotency key (see submit).")
+@partial_options
+@timeout_option
+def run(file, params, app_path, config_path, concurrency, logical_date, key, start, only, reuse,
+        timeout) -> None:
+    """Run FILE to completion with a local worker pool started (and stopped) for it, consuming
+    every queue its steps use."""
     loaded, app = validated(file, app_path, config_path)
     app_module = app_path or loaded.model.app
     if not app_module:
         raise PipelineError(f"{file}: say which module holds the tasks: `app:` in the file, "
                             f"or -A MODULE")
+    prepare = plan(app, loaded, start, only, reuse)  # its errors before a worker starts
     env = dict(os.environ, RUNNER_BROKER_URL=app.broker_url,
                RUNNER_RESULT_BACKEND=app.backend_url)
     command = [sys.executable, "-m", "runner", "worker", "-A", app_module, "-c",
-               str(concurrency), "--quiet", "-l", "error"]
+               str(concurrency), "--quiet", "-l", "error",
+               "-Q", ",".join(step_queues(app, loaded))]
     if config_path:
         command += ["--config", config_path]
     worker = subprocess.Popen(command, env=env)
     try:
-        record = engine.submit(app, loaded, parse_params(params, loaded.model),
-                               _logical_date(logical_date, app))
-        click.echo(f"run {record.id} of {loaded.name}")
-        code = follow(app, record.id, worker=worker)
+        done = submit_run(app, loaded, parse_params(params, loaded.model),
+                          _logical_date(logical_date, app), key=key, prepare=prepare)
+        click.echo(f"run {done.record.id} of {loaded.name}"
+                   + (f" (results before it from run {done.record.reused_from})"
+                      if done.record.reused_from else ""))
+        if not done.created:
+            _say_existing(done.record)
+        code = follow(app, done.record.id, worker=worker, timeout=timeout)
     finally:
         worker.terminate()
         try:
@@ -154,107 +218,6 @@ def run(file, params, app_path, config_path, concurrency, logical_date) -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
     sys.exit(code)
-
-
-def follow(app, run_id: str, worker: subprocess.Popen | None = None) -> int:
-    """Print each step's changes until the run ends; the exit code of its outcome."""
-    shown: dict[str, str] = {}
-    while True:
-        record = load_run(app.backend, run_id)
-        for name, line in step_lines(app, record).items():
-            if shown.get(name) != line:
-                shown[name] = line
-                click.echo(f"  {name:<20} {line}")
-        if record.state in RUN_DONE:
-            click.echo(f"run {run_id}: {record.state}")
-            return 0 if record.state == "success" else 1
-        if worker is not None and worker.poll() is not None:
-            raise PipelineError(f"the local worker exited with code {worker.returncode} "
-                                f"before run {run_id} finished")
-        time.sleep(POLL)
-
-
-def step_lines(app, record: RunRecord) -> dict[str, str]:
-    lines = {}
-    for name, step in record.steps.items():
-        text = step.state
-        if step.items is not None:
-            done = step.items if step.state in ("success", "failed") else _items_done(
-                app, record, name)
-            text += f" ({done}/{step.items})"
-        if step.error:
-            text += f": {step.error}"
-        elif step.reason:
-            text += f": {step.reason}"
-        lines[name] = text
-    return lines
-
-
-def _items_done(app, record: RunRecord, name: str) -> int:
-    return app.backend.set_size(items_key(record.id, name, record.attempt_of(name)))
-
-
-# -- looking at runs ------------------------------------------------------------------------
-
-
-def _when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def _took(start: float | None, end: float | None) -> str:
-    return f"{end - start:.3f}s" if start and end else "-"
-
-
-@click.command()
-@click.argument("run_id")
-@app_option
-def status(run_id, app_path, config_path) -> None:
-    """Show run RUN_ID: its state and a table of its steps."""
-    app = pipeline_app(None, app_path, config_path)
-    record = load_run(app.backend, run_id)
-    click.echo(f"run {record.id}  pipeline {record.pipeline}  state {record.state}")
-    click.echo(f"logical date {record.logical_date.isoformat()}  created "
-               f"{_when(record.created_at)} UTC  finished {_when(record.finished_at)} UTC")
-    click.echo(f"params {yaml.safe_dump(_plain(record.params), default_flow_style=True).strip()}")
-    lines = step_lines(app, record)
-    click.echo(f"{'STEP':<20} {'STATE':<28} {'STARTED (UTC)':<20} {'TOOK':>9} {'RETRIES':>7}")
-    for name, step in record.steps.items():
-        state = lines[name].split(":")[0]
-        click.echo(f"{name:<20} {state:<28} {_when(step.started_at):<20} "
-                   f"{_took(step.started_at, step.ended_at):>9} {step.retries:>7}")
-        if step.error or step.reason:
-            click.echo(f"{'':<20} {step.error or step.reason}")
-    if record.state == "failed":
-        sys.exit(1)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)
-
-
-@click.command()
-@app_option
-@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
-@click.option("--state", type=click.Choice(["running", "success", "failed", "cancelled"]),
-              default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-def runs(app_path, config_path, pipeline, state, limit) -> None:
-    """List pipeline runs, newest first."""
-    app = pipeline_app(None, app_path, config_path)
-    records = [r for r in list_runs(app.backend)
-               if (pipeline is None or r.pipeline == pipeline)
-               and (state is None or r.state == state)]
-    records.sort(key=lambda r: r.created_at, reverse=True)
-    click.echo(f"{'RUN':<24} {'PIPELINE':<20} {'STATE':<10} {'CREATED (UTC)':<20} {'TOOK':>9}")
-    for r in records[:limit]:
-        click.echo(f"{r.id:<24} {r.pipeline:<20} {r.state:<10} {_when(r.created_at):<20} "
-                   f"{_took(r.created_at, r.finished_at):>9}")
 
 
 @click.command()
@@ -267,7 +230,7 @@ def graph(file, fmt) -> None:
     if fmt == "dot":
         click.echo(f'digraph "{model.name}" {{')
         for name, step in model.steps.items():
-            label = f"{name}\\n{step.task}" + ("\\n(map)" if step.map is not None else "")
+            label = f"{name}\\n{step.task or step.pipeline}" + ("\\n(map)" if step.map is not None else "")
             click.echo(f'  "{name}" [label="{label}"];')
             for need in step.needs:
                 click.echo(f'  "{need}" -> "{name}";')
@@ -275,7 +238,7 @@ def graph(file, fmt) -> None:
     elif fmt == "mermaid":
         click.echo("graph TD")
         for name, step in model.steps.items():
-            click.echo(f'  {name}["{name}: {step.task}"]')
+            click.echo(f'  {name}["{name}: {step.task or step.pipeline}"]')
             for need in step.needs:
                 click.echo(f"  {need} --> {name}")
     else:
@@ -285,30 +248,8 @@ def graph(file, fmt) -> None:
                       f"when {step.when}" if step.when is not None else ""]
             needs = f" <- {', '.join(step.needs)}" if step.needs else ""
             more = "; ".join(e for e in extras if e)
-            click.echo(f"  {name} ({step.task}){needs}" + (f"  [{more}]" if more else ""))
+            what = step.task or f"pipeline {step.pipeline}"
+            click.echo(f"  {name} ({what}){needs}" + (f"  [{more}]" if more else ""))
 
 
-@click.command()
-@click.argument("run_id")
-@app_option
-def cancel(run_id, app_path, config_path) -> None:
-    """Cancel run RUN_ID: revoke what has not run."""
-    app = pipeline_app(None, app_path, config_path)
-    record = control.cancel(app, run_id)
-    click.echo(f"run {record.id}: {record.state}")
-
-
-@click.command()
-@click.argument("run_id")
-@app_option
-@click.option("--wait", is_flag=True, help="Show progress until the run ends.")
-def retry(run_id, app_path, config_path, wait) -> None:
-    """Run the failed, skipped and cancelled steps of RUN_ID again."""
-    app = pipeline_app(None, app_path, config_path)
-    record = control.retry(app, run_id)
-    click.echo(f"run {record.id}: retrying (attempt {record.attempt})")
-    if wait:
-        sys.exit(follow(app, record.id))
-
-
-COMMANDS = [submit, run, status, runs, graph, cancel, retry]
+COMMANDS = [submit, run, graph]

@@ -332,6 +332,9 @@ class Settings(BaseModel):
         False, description="eager tasks re-raise their exceptions in the caller")
     task_ignore_result: bool = Field(False, description="do not store task results")
     task_track_started: bool = Field(False, description="record a STARTED state")
+    task_idempotency_window: float = Field(
+        86400, gt=0, description="seconds during which apply_async(..., idempotency_key=K) "
+        "with a K already used returns the first call's result instead of sending again")
     task_compression: Literal["gzip", "zlib", "bzip2"] | None = Field(
         None, description="compress task messages: gzip, zlib or bzip2; None: no compression")
     task_message_max_size: int | None = Field(

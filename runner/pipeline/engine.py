@@ -1,18 +1,24 @@
-"""Moving pipeline runs forward: submit, step finished, cancel, retry.
+"""Moving pipeline runs forward: the :class:`Driver` of one run.
 
-There is no scheduler process. ``submit`` enqueues the steps that need nothing; afterwards the
-worker that stores the result of a step's last task calls :func:`task_finished`, which settles
-the step in one atomic update of the run record and enqueues the steps that became ready. The
-atomic update is what makes a fan-in fire exactly once: of two workers finishing the last two
-parents at the same moment, only one sees the child still ``pending`` and marks it ``queued``.
+There is no scheduler process. ``submit`` (:mod:`runner.pipeline.submit`) enqueues the steps that
+need nothing; afterwards the worker that stores the result of a step's last task calls
+:func:`runner.pipeline.finish.tasks_finished`, which settles the step in one atomic update of
+the run record and enqueues the steps that became ready. The atomic update is what makes a
+fan-in fire exactly once: of two workers finishing the last two parents at the same moment,
+only one sees the child still ``pending`` and marks it ``queued``.
 
-Delivery is at least once, as for every task: a task that runs twice finishes its item once
-(items are a set of indexes), and a step settles once (a settled step is never settled again).
+A step's life: ``pending`` -> ``queued`` (ready; its tasks are then enqueued, and only after that
+is ``enqueued_at`` recorded, so a crash in between leaves a step ``runner retry`` sends again) ->
+``running`` (a worker started one of its tasks) -> ``success`` / ``failed`` / ``skipped`` /
+``cancelled``. Task ids are deterministic, so a step enqueued twice runs its items once each
+as far as the run is concerned (items are a set of indexes; a step settles once).
+
+Delivery is at least once, as for every task: a task that runs twice finishes its item once,
+and a settled step is never settled again.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,39 +28,26 @@ from typing import Any
 from runner import serialization, states
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.exceptions import PipelineError
-from runner.message import (
-    HEADER_ATTEMPT,
-    HEADER_INDEX,
-    HEADER_ITEMS,
-    HEADER_RUN,
-    HEADER_STEP,
-    Message,
-)
-from runner.middleware import Middleware
+from runner.pipeline import slots
 from runner.pipeline.model import Pipeline, Step
+from runner.pipeline.rules import decide, need_state
 from runner.pipeline.runs import (
+    RUN_DONE,
     STEP_DONE,
     RunRecord,
-    StepRun,
-    items_key,
-    load_run,
     load_spec,
-    new_run_id,
     run_key,
-    save_spec,
     task_id,
 )
+from runner.pipeline.starting import StepStarter
 from runner.pipeline.template import RenderError, render
-from runner.pipeline.validate import LoadedPipeline, coerce_param
+from runner.pipeline.validate import coerce_param
 
 logger = logging.getLogger("runner.pipeline")
 
 
 _SPECS: dict[str, Pipeline] = {}  # run id -> its pipeline (immutable once submitted)
 _SPECS_KEEP = 256
-
-
-# -- submitting ---------------------------------------------------------------------------------
 
 
 def resolve_params(pipeline: Pipeline, given: dict[str, Any], run: dict[str, Any]
@@ -85,41 +78,14 @@ def run_context(run_id: str, name: str, logical_date: datetime) -> dict[str, Any
             "ds": logical_date.strftime("%Y-%m-%d")}
 
 
-def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = None,
-           logical_date: datetime | None = None, run_id: str | None = None) -> RunRecord:
-    """Start a run: store its record and enqueue the steps that need nothing."""
-    pipeline = loaded.model
-    if not app.backend.keeps_state:  # rpc://: results go to the caller and are gone once read
-        raise PipelineError(
-            f"pipeline {pipeline.name!r} cannot run with result_backend "
-            f"{app.backend.scheme}://: a run keeps its record and the steps' results in the "
-            f"result backend, which rpc:// does not keep; set result_backend to redis:// or "
-            f"sqlite:///... (broker_url can stay amqp://)")
-    run_id = run_id or new_run_id()
-    logical_date = logical_date or app.now()
-    if logical_date.tzinfo is None:
-        logical_date = logical_date.replace(tzinfo=app.tz)
-    logical_date = logical_date.astimezone(app.tz)  # run.ds is the date in the app's zone
-    values = resolve_params(pipeline, params or {},
-                            run_context(run_id, pipeline.name, logical_date))
-    record = RunRecord(id=run_id, pipeline=pipeline.name, file=loaded.path,
-                       file_hash=loaded.sha256, params=values, logical_date=logical_date,
-                       app=pipeline.app, created_at=time.time(),
-                       steps={name: StepRun() for name in pipeline.steps})
-    backend = app.backend
-    save_spec(backend, run_id, pipeline.model_dump(mode="json"))
-    ready = [name for name, step in pipeline.steps.items() if not step.needs]
-    for name in ready:
-        record.steps[name].state = "queued"
-    backend.put_data(run_key(run_id), record.encode())
-    Driver(app, run_id, pipeline).start_steps(record, ready)
-    return load_run(backend, run_id)
+def submit(*args: Any, **kwargs: Any) -> RunRecord:
+    """Start a run (see :func:`runner.pipeline.submit.submit`)."""
+    from runner.pipeline.submit import submit as submit_run
+
+    return submit_run(*args, **kwargs)
 
 
-# -- the driver: one run, seen from one process --------------------------------------------------
-
-
-class Driver:
+class Driver(StepStarter):
     """Settles steps and starts the ones that became ready, for one run."""
 
     def __init__(self, app: Any, run_id: str, pipeline: Pipeline | None = None):
@@ -132,32 +98,69 @@ class Driver:
 
     def change(self, mutate: Callable[[RunRecord], Any]) -> tuple[RunRecord, Any]:
         """Apply ``mutate`` to the run record atomically; return the new record and what
-        ``mutate`` returned (from its last, committed call)."""
+        ``mutate`` returned (from its last, committed call). A run that ends here gives its
+        ``max_active_runs`` slot to the next run waiting."""
         outcome: list[Any] = []
 
         def apply(raw: bytes | None) -> bytes | None:
             if raw is None:
                 raise PipelineError(f"run {self.run_id} vanished from the result backend")
             record = RunRecord.decode(raw)
-            outcome[:] = [mutate(record)]
+            before = record.state
+            outcome[:] = [mutate(record), before]
             self._finish_run_if_done(record)
             return record.encode()
 
         new = self.backend.update_data(run_key(self.run_id), apply)
-        return RunRecord.decode(new), outcome[0]
+        record = RunRecord.decode(new)
+        if record.state in RUN_DONE and outcome[1] not in RUN_DONE:
+            self._ended(record)
+        return record, outcome[0]
+
+    def _ended(self, record: RunRecord) -> None:
+        if record.parent is not None:  # a sub-pipeline's run: its end settles the parent step
+            parent = record.parent
+            state = record.state if record.state in ("success", "cancelled") else "failed"
+            Driver(self.app, parent["run"]).settle(
+                parent["step"], state, attempt=parent["attempt"],
+                error=None if state == "success" else f"sub-pipeline run {record.id} "
+                                                      f"{record.state}")
+        if self.pipeline.max_active_runs:
+            for run_id in slots.release(self.backend, record.pipeline, record.id,
+                                        self.pipeline.max_active_runs):
+                Driver(self.app, run_id).begin()
 
     def _finish_run_if_done(self, record: RunRecord) -> None:
+        """As Airflow: a run whose steps are all done failed when one of its final steps (no
+        step needs them) failed, or was skipped because a step it needs failed."""
         if record.state != "running":
             return
         if all(step.state in STEP_DONE for step in record.steps.values()):
-            failed = any(step.state == "failed" and not self.option(name, "ignore_failure")
-                         for name, step in record.steps.items())
+            failed = any((step.state == "failed" and not self.option(name, "ignore_failure"))
+                         or step.upstream_failed
+                         for name, step in record.steps.items() if name in self.final_steps())
             record.state = "failed" if failed else "success"
             record.finished_at = time.time()
 
+    def final_steps(self) -> list[str]:
+        """Steps no other step needs: what a run gives back."""
+        needed = {need for step in self.pipeline.steps.values() for need in step.needs}
+        return [name for name in self.pipeline.steps if name not in needed]
+
+    def begin(self) -> None:
+        """Start a run that waited for a ``max_active_runs`` slot (or was just stored)."""
+        def mutate(record: RunRecord) -> list[str]:
+            if record.state != "queued":
+                return []
+            record.state = "running"
+            return self._next_steps(record)
+
+        record, ready = self.change(mutate)
+        self.start_steps(record, ready)
+
     def settle(self, name: str, state: str, error: str | None = None,
-               reason: str | None = None, retries: int = 0, attempt: int | None = None
-               ) -> None:
+               reason: str | None = None, retries: int = 0, attempt: int | None = None,
+               items: int | None = None) -> None:
         """Mark step ``name`` done (once) and start what became ready. With ``attempt``, only
         if the step's current attempt is that one (a late task of an earlier attempt is not)."""
         def mutate(record: RunRecord) -> list[str]:
@@ -169,6 +172,8 @@ class Driver:
             step.state, step.ended_at = state, time.time()
             step.error, step.reason = error, reason
             step.retries = max(step.retries, retries)
+            if step.items is None and items is not None:
+                step.items = items
             if step.started_at is None:
                 step.started_at = step.ended_at
             return self._next_steps(record)
@@ -180,7 +185,9 @@ class Driver:
             self.start_steps(record, ready)
 
     def _next_steps(self, record: RunRecord) -> list[str]:
-        """Inside an atomic change: skip what can no longer run, queue what can."""
+        """Inside an atomic change: skip what can no longer run, queue what can (by each
+        step's trigger rule)."""
+        ready: list[str] = []
         changed = True
         while changed:
             changed = False
@@ -188,73 +195,41 @@ class Driver:
                 run = record.steps[name]
                 if run.state != "pending":
                     continue
-                blocked = [need for need in step.needs if self._blocks(record, need)]
-                if blocked:
+                seen = [need_state(record.steps[n].state, bool(self.option(n, "ignore_failure")),
+                                   record.steps[n].upstream_failed) for n in step.needs]
+                decision = decide(step.trigger_rule, seen)
+                if decision == "run":
+                    run.state = "queued"
+                    ready.append(name)
+                elif decision != "wait":
                     run.state, run.ended_at = "skipped", time.time()
-                    run.reason = f"needs {blocked[0]}, which {record.steps[blocked[0]].state}"
+                    run.upstream_failed = decision == "upstream_failed"
+                    run.reason = self._skip_reason(record, step, seen)
                     changed = True
-        ready = []
-        for name, step in self.pipeline.steps.items():
-            run = record.steps[name]
-            if run.state == "pending" and all(
-                    record.steps[need].state in ("success", "failed") and not
-                    self._blocks(record, need) for need in step.needs):
-                run.state = "queued"
-                ready.append(name)
         return ready
 
-    def _blocks(self, record: RunRecord, need: str) -> bool:
-        state = record.steps[need].state
-        if state == "failed":
-            return not self.option(need, "ignore_failure")
-        return state in ("skipped", "cancelled")
+    def _skip_reason(self, record: RunRecord, step: Step, seen: list[str]) -> str:
+        if (step.trigger_rule or "all_success") == "all_success":
+            blocked = next(n for n, s in zip(step.needs, seen, strict=True)
+                           if s not in ("success", "failed_ok", "waiting"))
+            return f"needs {blocked}, which {record.steps[blocked].state}"
+        shown = ", ".join(f"{n} {record.steps[n].state}" for n in step.needs)
+        return f"trigger rule {step.trigger_rule}: {shown}"
 
     def option(self, name: str, option: str) -> Any:
         return self.pipeline.option(self.pipeline.steps[name], option)
 
-    # starting steps ------------------------------------------------------------------------
+    def mark_running(self, names: list[tuple[str, int]]) -> None:
+        """A worker started a task of each (step, attempt): ``queued`` steps become
+        ``running``."""
+        def mutate(record: RunRecord) -> None:
+            now = time.time()
+            for name, attempt in names:
+                step = record.steps.get(name)
+                if step is not None and step.state == "queued" and step.attempt == attempt:
+                    step.state, step.started_at = "running", now
 
-    def start_steps(self, record: RunRecord, names: list[str]) -> None:
-        for name in names:
-            self.start_step(record, name)
-
-    def start_step(self, record: RunRecord, name: str) -> None:
-        step = self.pipeline.steps[name]
-        try:
-            context = self.context(record, step)
-            if step.when is not None and not render(step.when, context):
-                self.settle(name, "skipped", reason=f"when {step.when!r} is false")
-                return
-            items = None
-            if step.map is not None:
-                items = render(step.map, context)
-                if not isinstance(items, list | tuple):
-                    raise PipelineError(f"map {step.map!r} gave {type(items).__name__}, "
-                                        f"not a list")
-            messages = self.messages(record, name, step, context, items)
-        except Exception as exc:  # noqa: BLE001 - a template failing at run time fails the step
-            cause = exc if isinstance(exc, RenderError | PipelineError) else \
-                f"{type(exc).__name__}: {exc}"
-            error = f"step {name!r}: {cause}"
-            logger.error("Pipeline run %s: %s", self.run_id, error)
-            self.settle(name, "failed", error=error)
-            return
-        count = None if items is None else len(items)
-
-        def mark_running(run: RunRecord) -> bool:
-            step_run = run.steps[name]
-            if step_run.state != "queued":
-                return False
-            step_run.state, step_run.started_at, step_run.items = "running", time.time(), count
-            return True
-
-        _, go = self.change(mark_running)
-        if not go:
-            return
-        if count == 0:
-            self.settle(name, "success")
-            return
-        self.app.publish(messages)
+        self.change(mutate)
 
     def context(self, record: RunRecord, step: Step) -> dict[str, Any]:
         from runner.pipeline.validate import ancestors
@@ -276,51 +251,40 @@ class Driver:
         run = record.steps[name]
         if run.state not in ("success", "failed"):
             return None
-        if run.items is None:
-            ids = [task_id(record.id, name, None, record.attempt_of(name))]
-        else:
-            ids = [task_id(record.id, name, i, record.attempt_of(name))
-                   for i in range(run.items)]
+        if self.pipeline.steps[name].pipeline is not None:
+            from runner.pipeline.subs import child_run_id
+
+            return self._child_result(run.child or child_run_id(record.id, name, run.attempt))
+        ids = step_task_ids(record, name)
         found = self.backend.get_many(ids)
         accept = self.app.result_accept
         values = [_value(found.get(i), accept) for i in ids]
         return values[0] if run.items is None else values
 
-    def messages(self, record: RunRecord, name: str, step: Step, context: dict[str, Any],
-                 items: list | None) -> list[Message]:
-        option = lambda key: self.option(name, key)  # noqa: E731
-        attempt = record.attempt_of(name)
-        retries = option("retries")
-        options: dict[str, Any] = {
-            "queue": option("queue"), "priority": option("priority"),
-            "time_limit": option("timeout"), "soft_time_limit": option("soft_timeout"),
-            "serializer": option("serializer"), "ignore_result": False,
-            "headers": {HEADER_RUN: record.id, HEADER_STEP: name, HEADER_ATTEMPT: attempt},
-        }
-        if retries:
-            options["step_retries"] = {"max_retries": retries,
-                                       "backoff": option("retry_backoff"),
-                                       "delay": option("retry_delay")}
-        out = []
-        for index, item in (enumerate(items) if items is not None else [(None, None)]):
-            local = context if index is None else {**context, "item": item, "index": index}
-            args = render(step.args, local)
-            kwargs = render(step.kwargs, local)
-            headers = {**options["headers"], HEADER_INDEX: index,
-                       HEADER_ITEMS: None if items is None else len(items)}
-            out.append(self.app.build_message(
-                step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
-                root_id=record.id, **{**options, "headers": headers}))
-        return out
+    def _child_result(self, child_id: str | None) -> Any:
+        """A sub-pipeline's result: its final step's (by name when it has several)."""
+        from runner.pipeline.runs import load_run
+
+        if child_id is None:
+            return None
+        child = Driver(self.app, child_id)
+        record = load_run(self.backend, child_id)
+        finals = child.final_steps()
+        values = {name: child.step_result(record, name) for name in finals}
+        return values[finals[0]] if len(finals) == 1 else values
+
+def step_task_ids(record: RunRecord, name: str) -> list[str]:
+    """The ids of a step's tasks (of its current attempt), in item order."""
+    run, attempt = record.steps[name], record.attempt_of(name)
+    if run.items is None:
+        return [task_id(record.id, name, None, attempt)]
+    return [task_id(record.id, name, i, attempt) for i in range(run.items)]
 
 
 def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:
     if record is None or record.state != states.SUCCESS:
         return None
     return serialization.loads(record.payload, record.content_type, accept)
-
-
-# -- called by the worker when a pipeline task is done --------------------------------------------
 
 
 def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
@@ -332,86 +296,3 @@ def _spec(backend: ResultBackend, run_id: str) -> Pipeline:
             _SPECS.pop(next(iter(_SPECS)))
         _SPECS[run_id] = pipeline
     return pipeline
-
-
-def tasks_finished(app: Any, completed: list[tuple[Message, str, ResultRecord | None]]
-                   ) -> None:
-    """Tasks of pipeline steps reached a final state (their results are stored).
-
-    A single task settles its step. A mapped step's task adds its index to the step's set of
-    finished items, all of one batch in one round trip; the task that completes the set
-    settles the step. No run record is read per task."""
-    backend = app.backend
-    items = []
-    for message, state, record in completed:
-        headers = message.headers
-        run_id, name = headers[HEADER_RUN], headers[HEADER_STEP]
-        index, attempt = headers.get(HEADER_INDEX), headers.get(HEADER_ATTEMPT, 1)
-        retries = int(record.meta.get("retries", 0)) if record is not None else 0
-        error = _error_text(record) if state != states.SUCCESS else None
-        if index is None:
-            Driver(app, run_id).settle(name, "success" if state == states.SUCCESS else
-                                       "cancelled" if state == states.REVOKED else "failed",
-                                       error=error, retries=retries, attempt=attempt)
-            continue
-        key = items_key(run_id, name, attempt)
-        if state != states.SUCCESS:
-            _note_failure(backend, key, str(index), error)
-        items.append((key, str(index), headers, retries))
-    if not items:
-        return
-    counts = backend.add_to_sets([(key, index) for key, index, _, _ in items])
-    for (key, _index, headers, retries), (added, done) in zip(items, counts, strict=True):
-        total = headers.get(HEADER_ITEMS)
-        if added and total is not None and done == total:
-            _settle_mapped(app, headers, key, total, retries)
-
-
-def _settle_mapped(app: Any, headers: dict, key: str, total: int, retries: int) -> None:
-    driver = Driver(app, headers[HEADER_RUN])
-    name, attempt = headers[HEADER_STEP], headers.get(HEADER_ATTEMPT, 1)
-    failures = app.backend.get_data(f"{key}:failed")
-    if failures:
-        info = json.loads(failures)
-        driver.settle(name, "failed", error=f"{len(info['items'])} of {total} items failed; "
-                      f"first: {info['first_error']}", retries=retries, attempt=attempt)
-    else:
-        driver.settle(name, "success", retries=retries, attempt=attempt)
-
-
-def _note_failure(backend: ResultBackend, key: str, index: str, error: str | None) -> None:
-    """Remember a failed item (before it counts as finished, so the last one sees it)."""
-    def add(raw: bytes | None) -> bytes:
-        info = json.loads(raw) if raw else {"items": [], "first_error": None}
-        if index not in info["items"]:
-            info["items"].append(index)
-            info["first_error"] = info["first_error"] or error
-        return json.dumps(info).encode()
-
-    backend.update_data(f"{key}:failed", add)
-
-
-def _error_text(record: ResultRecord | None) -> str | None:
-    if record is None:
-        return None
-    try:
-        info = serialization.loads(record.payload, record.content_type)
-        return f"{info.get('exc_type')}: {' '.join(map(str, info.get('exc_message', [])))}"
-    except Exception:  # noqa: BLE001 - a description only
-        return record.state
-
-
-class PipelineMiddleware(Middleware):
-    """Moves a run forward when a task of one of its steps reaches a final state."""
-
-    def wants(self, message: Message) -> bool:
-        return HEADER_RUN in message.headers
-
-    def after_task_stored(self, app: Any, message: Message, state: str,
-                          record: ResultRecord | None) -> None:
-        if HEADER_RUN in message.headers:
-            tasks_finished(app, [(message, state, record)])
-
-    def after_tasks_stored(self, app: Any,
-                           completed: list[tuple[Message, str, ResultRecord | None]]) -> None:
-        tasks_finished(app, [c for c in completed if HEADER_RUN in c[0].headers])

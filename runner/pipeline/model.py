@@ -3,13 +3,16 @@ here: ``python -m runner.pipeline.schema``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from runner.exceptions import ConfigError
 from runner.schedules import crontab, parse_every, zone
 
+TriggerRule = Literal["all_success", "all_done", "all_failed", "one_failed", "one_success",
+                      "none_failed", "none_skipped"]
+TRIGGER_RULES: tuple[str, ...] = get_args(TriggerRule)
 ParamType = Literal["any", "str", "int", "float", "bool", "date", "datetime", "list", "dict"]
 TYPE_ALIASES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
                 "object": "dict", "array": "list"}
@@ -49,12 +52,36 @@ class StepOptions(_Strict):
     priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest).")
     ignore_failure: bool | None = Field(None, description="Dependents run even if this fails.")
     serializer: str | None = Field(None, description="Serializer of the task's arguments.")
+    rate_limit: str | None = Field(
+        None, description="At most this many of the step's tasks start per second, minute or "
+                          "hour ('100/m'), across all workers, hosts and runs of the pipeline "
+                          "(or of every step calling the task: rate_limit_scope).")
+    rate_limit_scope: Literal["step", "task"] | None = Field(
+        None, description="What shares rate_limit: 'step' (this step, in every run; default) "
+                          "or 'task' (every step calling this task, in every pipeline).")
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        if value is not None:
+            from runner.ratelimit import parse_rate
+
+            parse_rate(value)
+            return str(value)
+        return value
 
 
 class Step(StepOptions):
     """One step: a task, called once, or once per item of ``map``."""
 
-    task: str = Field(description="Registered task name, e.g. pipelines.tasks.load_sales.")
+    task: str | None = Field(None, description="Registered task name, e.g. "
+                                               "pipelines.tasks.load_sales.")
+    pipeline: str | None = Field(
+        None, description="Another pipeline file (relative to this one) run as this step, "
+                          "instead of a task; the step's result is its final step's result "
+                          "(a mapping by step name when it has several).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Params of the sub-pipeline ('pipeline:'); templates.")
     args: list[Any] = Field(default_factory=list, description="Positional arguments; templates.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments.")
     needs: list[str] = Field(default_factory=list, description="Steps that must finish first.")
@@ -62,12 +89,37 @@ class Step(StepOptions):
         None, description="A list (or a template giving one): one task per item, as {{ item }}.")
     when: str | bool | None = Field(
         None, description="Template; the step runs only when it is true, else it is skipped.")
+    trigger_rule: TriggerRule | None = Field(
+        None, description="When the step runs, from the states of the steps it needs (Airflow's "
+                          "names): all_success (default), all_done, all_failed, one_failed, "
+                          "one_success, none_failed, none_skipped.")
+    concurrency: int | None = Field(
+        None, ge=1, description="At most this many items of the step's map in flight at once.")
     description: str | None = None
 
     @field_validator("needs", mode="before")
     @classmethod
     def _one_need(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _task_or_pipeline(self) -> Step:
+        if (self.task is None) == (self.pipeline is None):
+            raise ValueError("a step needs exactly one of 'task' or 'pipeline'")
+        if self.pipeline is not None and (self.map is not None or self.args or self.kwargs):
+            raise ValueError("a sub-pipeline step ('pipeline:') takes 'params', not 'map', "
+                             "'args' or 'kwargs'")
+        if self.params and self.pipeline is None:
+            raise ValueError("'params' is for a sub-pipeline step ('pipeline:'); a task step "
+                             "takes 'args' and 'kwargs'")
+        return self
+
+    @model_validator(mode="after")
+    def _concurrency_needs_map(self) -> Step:
+        if self.concurrency is not None and self.map is None:
+            raise ValueError("'concurrency' limits the items of a 'map' in flight; this step "
+                             "has no 'map'")
+        return self
 
 
 def _checked(parse: Any, value: str | None) -> str | None:
@@ -123,6 +175,14 @@ class Pipeline(_Strict):
     defaults: StepOptions = Field(default_factory=StepOptions)
     steps: dict[str, Step] = Field(min_length=1)
     triggers: list[Trigger] = Field(default_factory=list)
+    key: str | None = Field(
+        None, description="Idempotency key of a run, a template of 'run' and 'params' (e.g. "
+                          "'sales:{{ params.date }}'): a run whose key exists is not started "
+                          "again. --key overrides it; without either, a triggered run's key is "
+                          "'<pipeline>:<logical date in UTC>'.")
+    max_active_runs: int | None = Field(
+        None, ge=1, description="At most this many runs of the pipeline at once; further runs "
+                                "wait, queued, and start in the order they were submitted.")
 
     @field_validator("params", mode="before")
     @classmethod

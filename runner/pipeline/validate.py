@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +39,7 @@ class LoadedPipeline:
     text: str
     sha256: str
     located: Located
+    subs: dict[str, LoadedPipeline] = dataclass_field(default_factory=dict)  # step -> its sub-pipeline
 
     @property
     def name(self) -> str:
@@ -87,9 +89,16 @@ def _load_pipeline_text(text: str, path: str, task_names: TaskNames | None) -> L
                  + param_problems(view, located))
     if task_names is not None:
         problems += task_problems(view, located, task_names(located))
+    subs: dict[str, LoadedPipeline] = {}
+    if not problems:
+        from runner.pipeline.subs import load_subs
+
+        subs, more = load_subs(model, located, task_names)
+        problems += more
     if problems:
         raise PipelineError(problems)
-    return LoadedPipeline(model, path, text, hashlib.sha256(text.encode()).hexdigest(), located)
+    return LoadedPipeline(model, path, text, hashlib.sha256(text.encode()).hexdigest(), located,
+                          subs)
 
 
 def _lenient(data: dict) -> SimpleNamespace:
@@ -115,7 +124,7 @@ def _lenient(data: dict) -> SimpleNamespace:
             kind = TYPE_ALIASES.get(kind, kind) if isinstance(kind, str) else None
             params[str(name)] = SimpleNamespace(
                 default=default, type=kind if kind in get_args(ParamType) else "any")
-    return SimpleNamespace(steps=steps, params=params)
+    return SimpleNamespace(steps=steps, params=params, key=data.get("key"))
 
 
 def _model_problems(exc: ValidationError, located: Located) -> list[str]:
@@ -189,7 +198,7 @@ def task_problems(model: Pipeline, located: Located, known: Collection[str] | No
         return []
     problems = []
     for name, step in model.steps.items():
-        if isinstance(step.task, str) and step.task not in known:
+        if isinstance(step.task, str) and step.task not in known:  # (None: a sub-pipeline)
             hint = difflib.get_close_matches(step.task, list(known), n=1)
             problems.append(f"{located.where(('steps', name, 'task'))}: step {name!r}: "
                             f"unknown task {step.task!r}"
@@ -279,11 +288,15 @@ def template_problems(model: Pipeline, located: Located) -> list[str]:
         for path, text in walk_strings(spec.default, ("params", name, "default")):
             problems += _check_template(text, path, located, model, step=None, mapped=False,
                                         allowed={"run", "params"})
+    key = getattr(model, "key", None)
+    if isinstance(key, str):
+        problems += _check_template(key, ("key",), located, model, step=None, mapped=False,
+                                    allowed={"run", "params"})
     for name, step in model.steps.items():
         base = ("steps", name)
         visible = _Visible(model, name)
-        for field in ("args", "kwargs", "map", "when"):
-            value = getattr(step, field)
+        for field in ("args", "kwargs", "map", "when", "params"):
+            value = getattr(step, field, None)
             mapped = step.map is not None and field in ("args", "kwargs")  # `when`: the step
             for path, text in walk_strings(value, (*base, field)):
                 problems += _check_template(text, path, located, model, step=name,

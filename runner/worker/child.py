@@ -57,6 +57,7 @@ from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
 from runner.exceptions import ConfigError
 from runner.message import Message
+from runner.middleware import Middleware
 from runner.signals import task_received, worker_process_init, worker_process_shutdown
 from runner.worker.consumer import Fetched, fetch, prepare
 from runner.worker.dead import bury, bury_refused, sort_out
@@ -389,6 +390,8 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
             progress[DEADLINE] = int((time.monotonic() + job.time_limit) * 1000)
         if settler.stores and not job.discard:
             settler.track_started(job)
+            for hook in settler.start_hooks:  # e.g. a pipeline step is now `running`
+                hook.before_tasks_start(settler.app, [job.message])
         settler.starting(job)
         result = run(job)
         progress[DEADLINE] = 0
@@ -418,6 +421,8 @@ class Settler:
         # Where only this process can ack (AMQP), it acks early-ack messages itself, just
         # before they start; elsewhere the main process acks those it sees running.
         self.early_acks = consuming and not self.broker.acks_anywhere
+        self.start_hooks = [m for m in app.middleware if type(m).before_tasks_start
+                            is not Middleware.before_tasks_start]
         self._results: list = []
         self._completed: list = []
         self._acks: list = []

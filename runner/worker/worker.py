@@ -41,6 +41,7 @@ from runner.exceptions import (
     WorkerLostError,
 )
 from runner.message import Message
+from runner.middleware import Middleware
 from runner.signals import (
     task_failure,
     task_received,
@@ -339,6 +340,12 @@ class Worker:
             held.started = time.monotonic()
             self.running[held.job] = held
             jobs.append(job_for(self.app, held.job, held.delivery, message))
+        for middleware in self.app.middleware:  # e.g. a pipeline step is now `running`
+            if type(middleware).before_tasks_start is Middleware.before_tasks_start:
+                continue
+            wanted = [h.message for h in batch if middleware.wants(h.message)]
+            if wanted:
+                middleware.before_tasks_start(self.app, wanted)
         self.pool.submit(jobs)
 
     def ack_started(self) -> None:

@@ -100,3 +100,17 @@ def sleep_until_soft_limit(seconds):
     except SoftTimeLimitExceeded:
         return "soft limit"
     return "slept"
+
+
+@app.task
+def stamp(label):
+    """When it started (epoch seconds): rate-limit tests compare the starts of tasks."""
+    mark(label)
+    return time.time()
+
+
+@app.task(rate_limit="5/s", rate_limit_scope="global")
+def stamp_limited(label):
+    """``stamp`` with a rate limit every worker shares."""
+    mark(label)
+    return time.time()
