@@ -35,6 +35,7 @@ from runner.pipeline.runs import (
     RUN_DONE,
     STEP_DONE,
     RunRecord,
+    load_secrets,
     load_spec,
     run_key,
     task_id,
@@ -238,10 +239,17 @@ class Driver(StepStarter):
         for need in ancestors(self.pipeline, self._name_of(step)):
             steps[need] = {"result": self.step_result(record, need),
                            "state": record.steps[need].state}
-        return {"params": record.params, "steps": steps,
+        return {"params": {**record.params, **self.secrets()}, "steps": steps,
                 "run": {"id": record.id, "pipeline": record.pipeline, "name": record.pipeline,
                         "logical_date": record.logical_date,
                         "ds": record.logical_date.strftime("%Y-%m-%d")}}
+
+    def secrets(self) -> dict[str, Any]:
+        """The run's ``secret: true`` params (kept apart from its record), read once."""
+        found = getattr(self, "_secrets", None)
+        if found is None:
+            found = self._secrets = load_secrets(self.backend, self.run_id)
+        return found
 
     def _name_of(self, step: Step) -> str:
         return next(name for name, s in self.pipeline.steps.items() if s is step)

@@ -29,6 +29,8 @@ class ParamSpec(_Strict):
     default: Any = Field(None, description="Value when not given; may be a template such as "
                                            "'{{ run.logical_date }}'.")
     required: bool = Field(False, description="The run is refused when no value is given.")
+    secret: bool = Field(False, description="Masked ('***') in the run record, runner status, "
+                         "--json, logs and events; the tasks still get the value.")
     description: str | None = None
 
     @field_validator("type", mode="before")

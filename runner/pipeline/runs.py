@@ -100,6 +100,24 @@ def run_key(run_id: str) -> str:
     return f"run:{run_id}"
 
 
+SECRET_MASK = "***"  # what a run record (and so status, --json, events) holds of a secret
+
+
+def secrets_key(run_id: str) -> str:
+    """Where a run's ``secret: true`` params live, apart from its record (never printed)."""
+    return f"run-secrets:{run_id}"
+
+
+def save_secrets(backend: ResultBackend, run_id: str, secrets: dict[str, Any]) -> None:
+    if secrets:
+        backend.put_data(secrets_key(run_id), json.dumps(secrets).encode())
+
+
+def load_secrets(backend: ResultBackend, run_id: str) -> dict[str, Any]:
+    raw = backend.get_data(secrets_key(run_id))
+    return json.loads(raw) if raw else {}
+
+
 def spec_key(run_id: str) -> str:
     return f"runspec:{run_id}"
 

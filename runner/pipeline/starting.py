@@ -20,7 +20,7 @@ from runner.message import (
     Message,
 )
 from runner.pipeline.model import Step
-from runner.pipeline.runs import RunRecord, reused_key, task_id
+from runner.pipeline.runs import SECRET_MASK, RunRecord, reused_key, task_id
 from runner.pipeline.template import RenderError, render
 
 logger = logging.getLogger("runner.pipeline")
@@ -190,6 +190,7 @@ class StepStarter:
                                        "backoff": option("retry_backoff"),
                                        "delay": option("retry_delay")}
         etas = self._booked(name, step, len(indexes))
+        secrets = self.secrets()
         out = []
         for position, index in enumerate(indexes):
             if etas:
@@ -202,9 +203,23 @@ class StepStarter:
                        HEADER_ITEMS: None if items is None else len(items)}
             out.append(self.app.build_message(
                 step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
-                root_id=record.id, headers=headers, **options))
+                root_id=record.id, headers=headers, **options,
+                **_masked_arguments(args, kwargs, secrets)))
         return out
 
+
+
+def _masked_arguments(args: Any, kwargs: Any, secrets: dict[str, Any]) -> dict[str, str]:
+    """argsrepr / kwargsrepr with the run's secret params replaced by ``***``, for what logs,
+    events and inspect show of a step's task (the task itself gets the values)."""
+    if not secrets:
+        return {}
+    shown = [repr(tuple(args or ())), repr(dict(kwargs or {}))]  # whole: a cut repr could
+    for value in secrets.values():                                # keep part of a secret
+        for form in {repr(value), str(value)}:
+            if form:
+                shown = [text.replace(form, SECRET_MASK) for text in shown]
+    return {"argsrepr": shown[0][:1000], "kwargsrepr": shown[1][:1000]}
 
 
 def _booked_slots(driver: Any, name: str, step: Step, count: int) -> list[float]:

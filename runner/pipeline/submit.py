@@ -22,13 +22,16 @@ from runner.exceptions import PipelineError
 from runner.pipeline import slots
 from runner.pipeline.engine import Driver, resolve_params, run_context
 from runner.pipeline.runs import (
+    SECRET_MASK,
     RunRecord,
     StepRun,
     key_key,
     load_run,
     new_run_id,
     run_key,
+    save_secrets,
     save_spec,
+    secrets_key,
     spec_key,
 )
 from runner.pipeline.subs import store_subs
@@ -90,13 +93,17 @@ def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None =
         existing = _holder(backend, key)
         if existing is not None:
             return Submitted(existing, False)
+    secrets = {name: values[name] for name, spec in pipeline.params.items()
+               if spec.secret and values.get(name) is not None}
+    shown = {name: SECRET_MASK if name in secrets else value for name, value in values.items()}
     record = RunRecord(id=run_id, pipeline=pipeline.name, file=loaded.path,
-                       file_hash=loaded.sha256, params=values, logical_date=logical_date,
+                       file_hash=loaded.sha256, params=shown, logical_date=logical_date,
                        app=pipeline.app, created_at=time.time(), state="queued",
                        steps={name: StepRun() for name in pipeline.steps}, key=key or run_id)
     if prepare is not None:
         prepare(record)
     save_spec(backend, run_id, pipeline.model_dump(mode="json"))
+    save_secrets(backend, run_id, secrets)
     store_subs(backend, run_id, loaded)
     created: list[bool] = []
 
@@ -112,6 +119,7 @@ def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None =
         if holder != run_id:
             backend.delete_data(run_key(run_id))
             backend.delete_data(spec_key(run_id))
+            backend.delete_data(secrets_key(run_id))
             return Submitted(load_run(backend, holder), False)
     limit = pipeline.max_active_runs
     if limit is None or slots.admit(backend, pipeline.name, run_id, limit):
