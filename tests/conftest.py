@@ -151,7 +151,12 @@ def amqp_url(rabbitmq_user) -> str:
         # rabbitmqctl has failed under load after creating the vhost: what counts is that
         # the permissions can be set on it
         rabbitmqctl("add_vhost", vhost, check=False)
-        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        for attempt in range(3):  # (rabbitmqctl, slow to start under load, fails now and then)
+            done = rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*",
+                               check=attempt == 2)
+            if done.returncode == 0:
+                break
+            rabbitmqctl("add_vhost", vhost, check=False)
         yield f"amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
     finally:
         rabbitmqctl("delete_vhost", vhost, check=False)

@@ -55,6 +55,17 @@ def task(app, option):
     return app.tasks["probe.echo"].effective(option)
 
 
+def idempotency_window(app):
+    """Who holds a key claimed again 0.2 s after a first claim (the first, within the
+    window; the second once it passed)."""
+    from runner.idempotency import claim
+
+    window = app.conf.task_idempotency_window
+    claim(app.backend, "probe-key", "first", window)
+    time.sleep(0.2)
+    return claim(app.backend, "probe-key", "second", window)[0]
+
+
 def signing(app):
     """What signs this app's messages once task_serializer is 'auth' (files read when used)."""
     app.conf.update(task_serializer="auth")
@@ -220,6 +231,8 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "beat_catchup_limit": (7, lambda app: (app.conf.update(beat_schedule=SCHEDULE),
                                            entries(app))[1]),
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
+    "task_default_queue_type": ("quorum", lambda app: app._queue_types()[None]),
+    "task_idempotency_window": (0.1, idempotency_window),
     "broker_failover_strategy": ("shuffle",
                                  lambda app: app._transport_options()["failover_strategy"]),
     "security_key": ("k.pem", lambda app: signing(app).key_path),
