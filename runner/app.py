@@ -22,7 +22,13 @@ from runner.backends.base import ResultBackend
 from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker
 from runner.brokers.registry import open_broker
-from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
+from runner.canvas import (
+    CanvasMiddleware,
+    Signature,
+    apply_links_eagerly,
+    maybe_signature,
+    register_builtins,
+)
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
 from runner.exceptions import (
@@ -131,6 +137,7 @@ class Runner:
         _state.apps.add(self)
         for fun, options in list(_state.shared_tasks):
             self._add_shared(fun, options)
+        register_builtins(self)  # celery.map, celery.starmap, celery.accumulate
 
     def __repr__(self) -> str:
         return f"<Runner {self.main or '__main__'} at {id(self):#x}>"
@@ -507,10 +514,18 @@ class Runner:
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
-    def signature(self, name: str, args: Any = None, kwargs: dict | None = None,
+    def signature(self, name: Any, args: Any = None, kwargs: dict | None = None,
                   immutable: bool = False, **options: Any) -> Signature:
-        """``app.signature('tasks.add', (2, 2))``: a task call as data (see runner.canvas)."""
+        """``app.signature('tasks.add', (2, 2))``: a task call as data (see runner.canvas);
+        a signature, or its dict, comes back as a Signature of this app."""
+        if isinstance(name, dict):
+            return maybe_signature(name, app=self)
         return Signature(name, args, kwargs, options, immutable=immutable, app=self)
+
+    def GroupResult(self, id: str, results: list, **kwargs: Any) -> Any:  # noqa: N802
+        from runner.result import GroupResult
+
+        return GroupResult(id, results, app=self, **kwargs)
 
     def apply_eagerly(self, task: Task, args: list, kwargs: dict,
                       options: dict[str, Any]) -> EagerResult:

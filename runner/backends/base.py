@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner import states
+from runner.backends.celery_methods import CeleryBackendMethods
 from runner.config.urls import URL
 
 
@@ -49,7 +50,7 @@ class ResultRecord:
         return cls(task_id, state, content_type, payload, traceback, date_done, meta)
 
 
-class ResultBackend(ABC):
+class ResultBackend(CeleryBackendMethods, ABC):
     """Stores results; every process opens its own instance."""
 
     scheme: str = ""
@@ -160,6 +161,33 @@ class ResultBackend(ABC):
         """How many members the set at ``key`` has (0 when there is none)."""
         raw = self.get_data(key)
         return len(raw.decode().split("\n")) if raw else 0
+
+    # -- chords: the finished parts of a header, as a set -------------------------------------
+
+    def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
+        """Add ``member`` (``"<index>:<part id>"``) to the chord's set of finished parts, in
+        one atomic step with reading its size: (whether it was new, how many parts are in,
+        the stored size or None where the messages carry it)."""
+        added, count = self.add_to_set(f"chord:{group_id}", member)
+        raw = self.get_data(f"chord-size:{group_id}")
+        return added, count, int(raw) if raw else None
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> int:
+        """Store the size of a chord whose header was a generator (Celery's name); returns
+        how many parts had finished, read in the same atomic step."""
+        self.put_data(f"chord-size:{group_id}", str(int(chord_size)).encode())
+        return self.set_size(f"chord:{group_id}")
+
+    def chord_members(self, group_id: str) -> list[str]:
+        """The finished parts of a chord (``"<index>:<part id>"``)."""
+        raw = self.get_data(f"chord:{group_id}")
+        return raw.decode().split("\n") if raw else []
+
+    def chord_body_sent(self, group_id: str) -> bool:
+        return self.set_size(f"chord-sent:{group_id}") > 0
+
+    def mark_chord_body_sent(self, group_id: str) -> None:
+        self.add_to_set(f"chord-sent:{group_id}", "1")
 
     def put_data(self, key: str, value: bytes) -> None:
         self.update_data(key, lambda _old: value)
