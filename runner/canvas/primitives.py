@@ -161,12 +161,11 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def apply(self, args: Iterable | None = None, kwargs: dict | None = None,
               **options: Any) -> Any:
-        """Each step here, in turn (eager); stops at the first failure."""
+        """Each step here, in turn (eager); a failed step's error is raised when the next
+        one would get its value, as Celery's."""
         steps = self.clone()._steps()
         result = steps[0].apply(args, kwargs, **options)
         for step in steps[1:]:
-            if result.failed():
-                break
             parent, result = result, step.apply((result.get(),))
             _set_parent(result, parent)
         return result
