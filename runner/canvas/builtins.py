@@ -47,14 +47,14 @@ def replace_task(task: Any, sig: Any) -> Any:
     options = request.options or {}
     for errback in options.get("link_error") or ():
         sig.link_error(errback)
+    if request.is_eager or request.called_directly:
+        return sig.apply().get()
+    sig.freeze(request.id)  # (first: the tail must not move the id to a later step)
     tail = {key: options[key] for key in ("chain", "chord", "link") if options.get(key)}
     if request.group:
         tail.update(group_id=request.group, group_index=options.get("group_index"))
     if tail:
         sig = sig._attach(tail)
-    if request.is_eager or request.called_directly:
-        return sig.apply().get()
-    sig.freeze(request.id)
     sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id,
                     reply_to=request.reply_to)
     raise Ignore("Replaced by new task")

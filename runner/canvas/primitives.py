@@ -389,12 +389,6 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return result
 
     def _attach(self, tail: dict) -> Signature:
-        tail = dict(tail)
-        if self.body is None and tail.get("chain"):
-            rest = list(tail.pop("chain"))
-            body = maybe_signature(rest[0], app=self._app)
-            self.body = body._attach({"chain": rest[1:]}) if rest[1:] else body
-            self["options"].pop("task_id", None)
         if self.body is not None:
             self.body = self.body._attach(tail)
         else:
@@ -568,10 +562,16 @@ class _basemap(Signature):
         task = maybe_signature(task, app=app) if isinstance(task, dict) else task
         super().__init__(self._task_name, (), {"task": dict(task.s() if hasattr(task, "s")
                                                             else task),
-                                               "it": [list(x) if isinstance(x, tuple) else x
-                                                      for x in it]},
+                                               "it": [_plain(x) for x in it]},
                          options, immutable=True, subtask_type=type(self).__name__,
                          app=app or getattr(task, "app", None) or getattr(task, "_app", None))
+
+
+def _plain(item: Any) -> Any:
+    """An item as JSON can carry it: tuples, ranges, sets and iterators as lists."""
+    if isinstance(item, (tuple, range, set, frozenset)) or hasattr(item, "__next__"):  # noqa: UP038
+        return list(item)
+    return item
 
 
 class xmap(_basemap):  # noqa: N801 - Celery's name
