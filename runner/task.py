@@ -202,7 +202,11 @@ class Task:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+        result = self.app.send_task(self.name, args, kwargs, _task=self, **options)
+        stack = _requests.stack
+        if stack and not stack[-1].called_directly:  # sent by a running task: its child
+            stack[-1].children.append(result)
+        return result
 
     def check_arguments(self, args: tuple | list | None, kwargs: dict | None) -> None:
         """Celery's ``typing``: a call the function cannot accept fails here, in the caller,
