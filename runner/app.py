@@ -100,6 +100,13 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.backend.revoke(ids, terminate=terminate, signal=signal)
 
+    def revoke_by_stamped_headers(self, headers: dict, terminate: bool = False,
+                                  signal: str = "SIGTERM") -> None:
+        """Revoke every task stamped with one of ``headers`` (see runner.canvas.stamping)."""
+        from runner.canvas.stamping import revoke_by_stamped_headers
+
+        revoke_by_stamped_headers(self.app, headers, terminate=terminate, signal=signal)
+
     def __getattr__(self, name: str) -> Any:
         if name in _CELERY_CONTROL:
             raise NotSupported(f"app.control.{name}: Celery's remote control is not in runner "
@@ -546,7 +553,7 @@ _CELERY_CONTROL = frozenset({
     "inspect", "broadcast", "ping", "rate_limit", "time_limit", "add_consumer",
     "cancel_consumer", "shutdown", "pool_grow", "pool_shrink", "autoscale", "enable_events",
     "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
-    "revoke_by_stamped_headers", "pool_restart"})
+    "pool_restart"})
 
 _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 

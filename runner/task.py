@@ -59,6 +59,16 @@ class Request:
         return self.options.get("chord")
 
     @property
+    def stamps(self) -> dict:
+        """The stamps of this task (``sig.stamp(...)``), as Celery's ``request.stamps``."""
+        headers = self.headers or {}
+        return {name: headers.get(name) for name in headers.get("stamped_headers") or ()}
+
+    @property
+    def stamped_headers(self) -> list:
+        return list((self.headers or {}).get("stamped_headers") or ())
+
+    @property
     def group_index(self) -> int | None:
         return self.options.get("group_index")
 

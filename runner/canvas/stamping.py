@@ -8,7 +8,10 @@ A visitor (:class:`StampingVisitor`) chooses the stamps per signature, group, ch
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+REVOKED_STAMPS = "revoked-stamps"  # keyed data: {header: [values]}
 
 
 class StampingVisitor:
@@ -100,3 +103,36 @@ def stamp(sig: Any, visitor: Any, append: bool, headers: dict,
         for linked in sig["options"].get(key) or ():
             extra = getattr(visitor, hook)(linked, **own) if visitor is not None else {}
             _put(linked, {**own, **(extra or {})}, append)
+
+
+def revoke_by_stamped_headers(app: Any, headers: dict, terminate: bool = False,
+                              signal: str = "SIGTERM") -> None:
+    """Revoke every task stamped with one of ``headers`` (``{"mystamp": "value"}``, a value
+    may be a list): kept in the result backend, so a worker refuses such a task (REVOKED)
+    when it is about to run it, wherever it was sent from."""
+    wanted = {k: v if isinstance(v, list) else [v] for k, v in headers.items()}
+
+    def add(raw: bytes | None) -> bytes:
+        known = json.loads(raw) if raw else {}
+        for key, values in wanted.items():
+            known[key] = sorted({*known.get(key, []), *map(str, values)})
+        return json.dumps(known).encode()
+
+    app.backend.update_data(REVOKED_STAMPS, add)
+
+
+def revoked_by_stamp(app: Any, headers: dict) -> str | None:
+    """The stamp (``header=value``) by which a task with ``headers`` is revoked, or None."""
+    names = headers.get("stamped_headers") if headers else None
+    if not names:
+        return None
+    raw = app.backend.get_data(REVOKED_STAMPS)
+    if not raw:
+        return None
+    revoked = json.loads(raw)
+    for name in names:
+        values = headers.get(name)
+        for value in values if isinstance(values, list) else [values]:
+            if str(value) in revoked.get(name, ()):
+                return f"{name}={value}"
+    return None
