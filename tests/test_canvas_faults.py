@@ -13,6 +13,7 @@ from tasks import add, tsum
 
 from runner import chain, chord
 from runner.canvas import CanvasMiddleware
+from tests.canvas_fixtures import db_url  # noqa: F401 - fixture
 
 SHORT_VISIBILITY = {"RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"visibility_timeout": 1})}
 

@@ -14,14 +14,12 @@ from tasks import add, boom, echo, tsum
 from runner import Signature, chain, chord, group, maybe_signature, signature
 from runner.result import AsyncResult, GroupResult
 
-pytestmark = pytest.mark.transports("sqlite", "redis")
+from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 TIMEOUT = 20
 
-
-@pytest.fixture
-def worker(app, start_worker):
-    return start_worker("-c", "2", app="canvas_tasks")
 
 
 def test_signatures_section(app, worker):

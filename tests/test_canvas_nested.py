@@ -15,22 +15,12 @@ from runner import chain, chord, group
 from runner.canvas import ChordError
 from runner.result import AsyncResult, GroupResult
 
+from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 TIMEOUT = 20
 
-
-@pytest.fixture
-def db_url(tmp_path, transport, request) -> str:
-    """Results in Redis for the redis and amqp transports (AMQP with a Redis backend)."""
-    if transport in ("redis", "amqp"):
-        return request.getfixturevalue("redis_server").fresh()
-    return f"sqlite:///{tmp_path}/runner.db"
-
-
-@pytest.fixture
-def worker(app, start_worker):
-    return start_worker("-c", "2", app="canvas_tasks")
 
 
 def lines(path) -> list[str]:

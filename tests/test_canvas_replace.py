@@ -9,14 +9,12 @@ from tasks import add, echo
 
 from runner import chain, chord, group
 
-pytestmark = pytest.mark.transports("sqlite", "redis")
+from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 TIMEOUT = 20
 
-
-@pytest.fixture
-def worker(app, start_worker):
-    return start_worker("-c", "2", app="canvas_tasks")
 
 
 def test_replace_with_a_task_chain_group_or_chord(app, worker):

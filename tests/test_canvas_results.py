@@ -13,14 +13,12 @@ from tasks import add, boom, sleep
 from runner import chord, group
 from runner.result import AsyncResult, GroupResult, ResultSet
 
-pytestmark = pytest.mark.transports("sqlite", "redis")
+from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 TIMEOUT = 20
 
-
-@pytest.fixture
-def worker(app, start_worker):
-    return start_worker("-c", "2", app="canvas_tasks")
 
 
 def test_result_fields_children_and_collect(app, worker):

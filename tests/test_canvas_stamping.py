@@ -14,14 +14,12 @@ from runner import chain, chord, group, signature
 from runner.canvas import StampingVisitor
 from runner.exceptions import TaskRevokedError
 
-pytestmark = pytest.mark.transports("sqlite", "redis")
+from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 TIMEOUT = 20
 
-
-@pytest.fixture
-def worker(app, start_worker):
-    return start_worker("-c", "2", app="canvas_tasks")
 
 
 class MonitoringIdStampingVisitor(StampingVisitor):
