@@ -13,8 +13,9 @@ from tasks import add, boom, echo, tsum
 
 from runner import Signature, chain, chord, group, maybe_signature, signature
 from runner.result import AsyncResult, GroupResult
+from tests import canvas_fixtures
 
-from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+db_url, worker = canvas_fixtures.db_url, canvas_fixtures.worker  # fixtures
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
@@ -102,16 +103,16 @@ def test_chord_section(app, worker):
 
 def test_map_starmap_and_chunks_sections(app, worker):
     assert ~xsum.map([range(10), range(100)]) == [45, 4950]
-    assert ~add.starmap(zip(range(10), range(10))) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
-    assert add.starmap(zip(range(3), range(3))).apply_async(countdown=0.1).get(
+    assert ~add.starmap(zip(range(10), range(10), strict=True)) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert add.starmap(zip(range(3), range(3), strict=True)).apply_async(countdown=0.1).get(
         timeout=TIMEOUT) == [0, 2, 4]
-    res = add.chunks(zip(range(100), range(100)), 10)()
+    res = add.chunks(zip(range(100), range(100), strict=True), 10)()
     assert res.get(timeout=TIMEOUT) == [[2 * (10 * c + i) for i in range(10)]
                                          for c in range(10)]
-    skewed = add.chunks(zip(range(20), range(20)), 10).group().skew(start=0, stop=0.2)()
+    skewed = add.chunks(zip(range(20), range(20), strict=True), 10).group().skew(start=0, stop=0.2)()
     assert len(skewed.get(timeout=TIMEOUT)) == 2
     # chunks and map inside other canvases
-    assert (add.chunks(zip(range(4), range(4)), 2).group() | echo.s())().get(
+    assert (add.chunks(zip(range(4), range(4), strict=True), 2).group() | echo.s())().get(
         timeout=TIMEOUT) == [[0, 2], [4, 6]]
     assert group(xsum.map([[1, 2], [3]]), add.s(1, 1))().get(timeout=TIMEOUT) == [[3, 3], 2]
 

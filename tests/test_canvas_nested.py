@@ -14,8 +14,9 @@ from tasks import add, boom, echo
 from runner import chain, chord, group
 from runner.canvas import ChordError
 from runner.result import AsyncResult, GroupResult
+from tests import canvas_fixtures
 
-from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+db_url, worker = canvas_fixtures.db_url, canvas_fixtures.worker  # fixtures
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 

@@ -4,12 +4,13 @@ task's, and the task's chain, chord membership, links and errbacks move to it.""
 from __future__ import annotations
 
 import pytest
-from canvas_tasks import mul, note_error, replaced_by, xsum
+from canvas_tasks import note_error, replaced_by, xsum
 from tasks import add, echo
 
 from runner import chain, chord, group
+from tests import canvas_fixtures
 
-from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+db_url, worker = canvas_fixtures.db_url, canvas_fixtures.worker  # fixtures
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 

@@ -12,8 +12,9 @@ from tasks import add, boom, sleep
 
 from runner import chord, group
 from runner.result import AsyncResult, GroupResult, ResultSet
+from tests import canvas_fixtures
 
-from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+db_url, worker = canvas_fixtures.db_url, canvas_fixtures.worker  # fixtures
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 

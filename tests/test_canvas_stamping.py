@@ -13,8 +13,9 @@ from tasks import add
 from runner import chain, chord, group, signature
 from runner.canvas import StampingVisitor
 from runner.exceptions import TaskRevokedError
+from tests import canvas_fixtures
 
-from tests.canvas_fixtures import db_url, worker  # noqa: F401 - fixtures
+db_url, worker = canvas_fixtures.db_url, canvas_fixtures.worker  # fixtures
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 

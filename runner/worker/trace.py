@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
+from runner.canvas.stamping import revoked_by_stamp
 from runner.einfo import ExceptionInfo
 from runner.exceptions import (
     NotRegistered,
@@ -29,7 +30,6 @@ from runner.exceptions import (
     SoftTimeLimitExceeded,
     TaskRevokedError,
 )
-from runner.canvas.stamping import revoked_by_stamp
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message, call_arguments
 from runner.signals import task_failure, task_received, task_revoked, task_unknown
