@@ -3,8 +3,10 @@ semantics (see the modules: ``signature`` for how a canvas is sent, ``primitives
 kind, ``flow`` for how the worker moves them forward)."""
 
 from runner.canvas.builtins import register_builtins, replace_task
+from runner.canvas.chord import chord
 from runner.canvas.flow import CanvasMiddleware, apply_links_eagerly
-from runner.canvas.primitives import chain, chord, chunks, group, xmap, xstarmap
+from runner.canvas.maps import chunks, xmap, xstarmap
+from runner.canvas.primitives import chain, group
 from runner.canvas.signature import ChordError, Signature, maybe_signature, signature
 from runner.canvas.stamping import StampingVisitor
 

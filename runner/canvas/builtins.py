@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.canvas.primitives import chain, chord, group
+from runner.canvas.chord import chord
+from runner.canvas.primitives import chain, group
 from runner.canvas.signature import Signature, maybe_signature
 from runner.exceptions import Ignore, RunnerError
 

@@ -131,7 +131,8 @@ def never_run(app: Any, sigs: list[Signature], record: ResultRecord | None,
 
 def _finals(sig: Signature) -> list[tuple[str, dict]]:
     """(result id, options) of the final task(s) of ``sig``."""
-    from runner.canvas.primitives import chain, chord, group
+    from runner.canvas.chord import chord
+    from runner.canvas.primitives import chain, group
 
     if isinstance(sig, chain):
         return _finals(sig.tasks[-1])
@@ -146,7 +147,8 @@ def _finals(sig: Signature) -> list[tuple[str, dict]]:
 
 def _errbacks_of(sig: Signature | None) -> list:
     """The errbacks a canvas's first task(s) carry (a chord body's, to call on ChordError)."""
-    from runner.canvas.primitives import chain, chord, group
+    from runner.canvas.chord import chord
+    from runner.canvas.primitives import chain, group
 
     if sig is None:
         return []

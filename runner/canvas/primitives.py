@@ -1,6 +1,7 @@
-"""The canvas primitives: chain, group, chord, and chunks / xmap / xstarmap, with Celery's
-semantics, any of them inside any other (see ``runner.canvas.signature`` for how a canvas is
-frozen, given its tail and turned into messages).
+"""The canvas primitives chain and group (chord in ``runner.canvas.chord``, chunks / xmap /
+xstarmap in ``runner.canvas.maps``), with Celery's semantics, any of them inside any other (see
+``runner.canvas.signature`` for how a canvas is frozen, given its tail and turned into
+messages).
 
 - ``chain(a, b, c)`` / ``a | b | c``: each result is prepended to the next task's args (unless
   it is immutable, ``.si()``); a failure stops the chain and is stored as the result of every
@@ -16,11 +17,11 @@ frozen, given its tail and turned into messages).
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from runner.canvas.signature import (
+    KINDS,
     Signature,
     maybe_signature,
     merge_options,
@@ -28,9 +29,7 @@ from runner.canvas.signature import (
 )
 from runner.exceptions import RunnerError
 from runner.message import Message
-from runner.result import AsyncResult, GroupResult
-
-STREAM_BATCH = 100  # header messages published per round trip for a generator header
+from runner.result import GroupResult
 
 
 def _app_of(tasks: Iterable[Any]) -> Any:
@@ -97,10 +96,10 @@ class chain(Signature):  # noqa: N801 - Celery's name
         """The steps as they run: chunks as groups, ``group | x`` as chords (in place)."""
         out: list[Signature] = []
         for task in self.tasks:
-            if isinstance(task, chunks):
+            if isinstance(task, KINDS["chunks"]):
                 task = task.group()
             if out and isinstance(out[-1], group):
-                out.append(chord(out.pop(), task, app=self._app))
+                out.append(KINDS["chord"](out.pop(), task, app=self._app))
             else:
                 out.append(task)
         self["kwargs"]["tasks"] = out
@@ -200,7 +199,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         if isinstance(other, (chain, group)):  # noqa: UP038
             return chain(self, other, app=self._app)
         if isinstance(other, Signature):
-            return chord(self, other, app=self._app)
+            return KINDS["chord"](self, other, app=self._app)
         return NotImplemented
 
     def __call__(self, *args: Any, **options: Any) -> Any:
@@ -225,7 +224,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def _attach(self, tail: dict) -> Signature:
         if tail.get("chain") or tail.get("chord") or tail.get("group_id"):
-            return chord(self, None, app=self._app, header_id=self.id)._attach(tail)
+            return KINDS["chord"](self, None, app=self._app, header_id=self.id)._attach(tail)
         if tail.get("link"):  # as Celery: to the first task, immutable
             for link in tail["link"]:
                 self.tasks[0].link(maybe_signature(link, app=self._app).clone(immutable=True))
@@ -289,224 +288,11 @@ def _flatten(members: list[Signature]) -> list[Signature]:
     for member in members:
         if isinstance(member, group) and not split_tail(member.options)[1]:
             flat += _flatten(member.tasks)
-        elif isinstance(member, chunks):
+        elif isinstance(member, KINDS["chunks"]):
             flat += member.group().tasks
         else:
             flat.append(member)
     return flat
-
-
-class chord(Signature):  # noqa: N801 - Celery's name
-    """A group whose results, once all are in, go to one more task: ``chord(header)(body)``.
-    Without a body (a group that must report as one value), the list of results is the
-    chord's own result."""
-
-    def __init__(self, header: Any, body: Any = None, app: Any = None,
-                 header_id: str | None = None, **options: Any):
-        lazy: Iterator | None = None
-        if isinstance(header, group):
-            tasks = header.tasks
-            header_id = header_id or header.id
-        elif isinstance(header, Signature):  # one signature (a chain, a task)
-            tasks = [header]
-        elif isinstance(header, (list, tuple)):  # noqa: UP038
-            tasks = list(header)
-        else:  # a generator: consumed as it is sent
-            lazy, tasks = iter(header), []
-        tasks = _flatten([maybe_signature(t, app=app).clone() for t in tasks])
-        body = maybe_signature(body, app=app)
-        super().__init__("celery.chord", (), {}, options, subtask_type="chord",
-                         app=app or _app_of([*tasks, *([body] if body else [])]))
-        self["kwargs"] = {"header": tasks, "body": body.clone() if body else None,
-                          "header_id": header_id}
-        self._lazy = lazy
-
-    _lazy: Iterator | None = None
-
-    def _wrap(self) -> None:
-        kwargs = self["kwargs"]
-        kwargs["header"] = [maybe_signature(t, app=self._app) for t in kwargs["header"]]
-        kwargs["body"] = maybe_signature(kwargs.get("body"), app=self._app)
-
-    def _materialize(self) -> None:
-        if self._lazy is not None:
-            more = _flatten([maybe_signature(t, app=self._app).clone() for t in self._lazy])
-            self["kwargs"]["header"] += more
-            self._lazy = None
-
-    def __deepcopy__(self, memo: dict) -> Signature:
-        self._materialize()
-        return super().__deepcopy__(memo)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        self._materialize()
-        return self["kwargs"]["header"]
-
-    @property
-    def body(self) -> Signature | None:
-        return self["kwargs"]["body"]
-
-    @body.setter
-    def body(self, value: Any) -> None:
-        self["kwargs"]["body"] = maybe_signature(value, app=self._app)
-
-    def __call__(self, body: Any = None, **options: Any) -> Any:
-        if body is not None:
-            self.body = body
-        return self.apply_async((), {}, **options)
-
-    def __or__(self, other: Any) -> Any:
-        if isinstance(other, Signature) and not isinstance(other, (chain, group)):  # noqa: UP038
-            sig = self.clone()
-            sig.body = other if sig.body is None else sig.body | other
-            return sig
-        return super().__or__(other)
-
-    def __len__(self) -> int:  # type: ignore[override]
-        return len(self.tasks)
-
-    def __bool__(self) -> bool:
-        return True
-
-    def freeze(self, _id: str | None = None, group_id: str | None = None,
-               chord: dict | None = None, root_id: str | None = None,
-               parent_id: str | None = None, group_index: int | None = None) -> Any:
-        """The body's result (for a chord without body, the joined list's), whose
-        ``parent`` is the header's GroupResult."""
-        kwargs = self["kwargs"]
-        header_id = kwargs["header_id"] = kwargs.get("header_id") or Message.new_id()
-        header = GroupResult(header_id, [t.freeze() for t in self.tasks], app=self.app)
-        if self.body is not None:
-            result = self.body.freeze(_id)
-        else:
-            if _id is not None:
-                self["options"]["task_id"] = _id
-            result = AsyncResult(self["options"].setdefault("task_id", Message.new_id()),
-                                 app=self.app)
-        self["options"]["task_id"] = result.id
-        _set_parent(result, header)
-        return result
-
-    def _attach(self, tail: dict) -> Signature:
-        if self.body is not None:
-            self.body = self.body._attach(tail)
-        else:
-            merge_options(self["kwargs"].setdefault("tail", {}), tail)
-        return self
-
-    def _result_ids(self) -> list[str]:
-        ids = [i for t in self.tasks for i in t._result_ids()]
-        return ids + (self.body._result_ids() if self.body is not None else [self.id or ""])
-
-    def _finals(self) -> list[dict]:
-        if self.body is not None:
-            return self.body._finals()
-        return [self["kwargs"].get("tail") or {}]
-
-    def link(self, callback: dict) -> dict:
-        if self.body is None:
-            merge_options(self["kwargs"].setdefault("tail", {}), {"link": [callback]})
-        else:
-            self.body.link(callback)
-        return callback
-
-    def link_error(self, errback: dict) -> dict:
-        """On the body (it fails once, with ChordError, if a header part failed); with
-        ``task_allow_error_cb_on_chord_header`` on the header's tasks too."""
-        errback = maybe_signature(errback, app=self._app)
-        if self.app.conf.get("task_allow_error_cb_on_chord_header"):
-            for task in self.tasks:
-                task.link_error(errback.clone(immutable=True))
-        if self.body is None:
-            merge_options(self["kwargs"].setdefault("tail", {}), {"link_error": [errback]})
-        else:
-            self.body.link_error(errback)
-        return errback
-
-    def set_immutable(self, immutable: bool) -> None:
-        for task in self.tasks:
-            task.set_immutable(immutable)
-
-    def _meta(self, size: int | None) -> dict:
-        return {"size": size, "id": self.id, "body": self.body,
-                "tail": self["kwargs"].get("tail") or {}}
-
-    def _split(self, options: dict) -> tuple[chord, dict]:
-        sig, options = _prepared(self, options)
-        own = _own_options(sig, options)
-        errbacks = own.pop("link_error", None)
-        for errback in errbacks or ():
-            sig.link_error(errback)
-        return sig, own
-
-    def _part(self, task: Signature, index: int, meta: dict) -> Signature:
-        return task._attach({"group_id": self["kwargs"]["header_id"], "group_index": index,
-                             "chord": meta})
-
-    def _messages(self, args: Iterable | None, kwargs: dict | None,
-                  options: dict) -> list[Message]:
-        sig, own = self._split(options)
-        tasks = sig.tasks
-        if not tasks:
-            return sig._empty(own)
-        meta = sig._meta(len(tasks))
-        messages: list[Message] = []
-        for index, task in enumerate(tasks):
-            messages += sig._part(task, index, meta)._messages(args, kwargs, own)
-        return messages
-
-    def _empty(self, options: dict) -> list[Message]:
-        """A chord with no header: the body gets ``[]`` now."""
-        if self.body is not None:
-            return self.body._messages(([],), None, options)
-        from runner.canvas.flow import finish_join
-
-        finish_join(self.app, self._meta(0), [], None)
-        return []
-
-    def apply_async(self, args: Iterable | None = None, kwargs: dict | None = None,
-                    **options: Any) -> Any:
-        if self._lazy is None or self.app.conf.task_always_eager:
-            return Signature.apply_async(self, args, kwargs, **options)
-        return self._stream(args, kwargs, options)
-
-    def _stream(self, args: Iterable | None, kwargs: dict | None, options: dict) -> Any:
-        """A generator header: each part is frozen and sent as the generator yields it (in
-        batches), then the chord's size is stored; the count completes on whichever comes
-        last, the size or the last part."""
-        from runner.canvas.flow import chord_size_known
-
-        lazy, self._lazy = self._lazy, None
-        sig, own = self._split({k: v for k, v in options.items() if v is not None})
-        result = sig.freeze()
-        meta = sig._meta(None)
-        app, index = self.app, 0
-        for batch in iter(lambda: list(itertools.islice(lazy, STREAM_BATCH)), []):
-            messages: list[Message] = []
-            for task in _flatten([maybe_signature(t, app=self._app).clone() for t in batch]):
-                result.parent.results.append(task.freeze())
-                messages += sig._part(task, index, meta)._messages(args, kwargs, own)
-                index += 1
-            app.publish(messages)
-        if index == 0:
-            app.publish(sig._empty(own))
-        else:
-            chord_size_known(app, sig["kwargs"]["header_id"], index, meta)
-        return result
-
-    def apply(self, args: Iterable | None = None, kwargs: dict | None = None,
-              **options: Any) -> Any:
-        """Header then body, here (eager); a failed header part fails the body."""
-        sig = self.clone()
-        header = group(sig.tasks, app=self._app).apply(args, kwargs)
-        values = header.get(propagate=True)
-        if sig.body is None:
-            from runner.result import EagerResult
-            return EagerResult(sig.id or Message.new_id(), values, "SUCCESS", app=self.app)
-        result = sig.body.apply((values,), **options)
-        _set_parent(result, header)
-        return result
 
 
 def _set_parent(result: Any, parent: Any) -> None:
@@ -516,71 +302,3 @@ def _set_parent(result: Any, parent: Any) -> None:
         node = node.parent
     if node is not parent:
         node.parent = parent
-
-
-class chunks(Signature):  # noqa: N801 - Celery's name
-    """``add.chunks(zip(range(100), range(100)), 10)``: the calls split into tasks of ``n``
-    calls each (a group of ``xstarmap``)."""
-
-    def __init__(self, task: Any, it: Iterable, n: int, app: Any = None, **options: Any):
-        task = maybe_signature(task, app=app) if isinstance(task, dict) else task
-        super().__init__("celery.chunks", (), {"task": dict(task.s() if hasattr(task, "s")
-                                                            else task),
-                                               "it": [list(x) for x in it], "n": int(n)},
-                         options, immutable=True, subtask_type="chunks",
-                         app=app or getattr(task, "app", None) or getattr(task, "_app", None))
-
-    def __call__(self, **options: Any) -> Any:
-        return self.apply_async(**options)
-
-    def group(self) -> group:
-        task, it, n = self["kwargs"]["task"], self["kwargs"]["it"], self["kwargs"]["n"]
-        parts = [it[i:i + n] for i in range(0, len(it), n)]
-        return group([xstarmap(task, part, app=self._app) for part in parts], app=self._app,
-                     **self["options"])
-
-    def apply_async(self, args: Iterable | None = None, kwargs: dict | None = None,
-                    **options: Any) -> Any:
-        return self.group().apply_async(args, kwargs, **options)
-
-    def apply(self, args: Iterable | None = None, kwargs: dict | None = None,
-              **options: Any) -> Any:
-        return self.group().apply(args, kwargs, **options)
-
-    def freeze(self, *args: Any, **kwargs: Any) -> Any:
-        raise RunnerError("chunks: freeze its group() (chunks(...).group().freeze())")
-
-    @classmethod
-    def apply_chunks(cls, task: Any, it: Iterable, n: int, app: Any = None) -> Any:
-        return cls(task, it, n, app=app)()
-
-
-class _basemap(Signature):
-    _task_name = ""
-
-    def __init__(self, task: Any, it: Iterable, app: Any = None, **options: Any):
-        task = maybe_signature(task, app=app) if isinstance(task, dict) else task
-        super().__init__(self._task_name, (), {"task": dict(task.s() if hasattr(task, "s")
-                                                            else task),
-                                               "it": [_plain(x) for x in it]},
-                         options, immutable=True, subtask_type=type(self).__name__,
-                         app=app or getattr(task, "app", None) or getattr(task, "_app", None))
-
-
-def _plain(item: Any) -> Any:
-    """An item as JSON can carry it: tuples, ranges, sets and iterators as lists."""
-    if isinstance(item, (tuple, range, set, frozenset)) or hasattr(item, "__next__"):  # noqa: UP038
-        return list(item)
-    return item
-
-
-class xmap(_basemap):  # noqa: N801 - Celery's name
-    """``add.map([1, 2, 3])``: one task calling ``task(x)`` for each x, in turn."""
-
-    _task_name = "celery.map"
-
-
-class xstarmap(_basemap):  # noqa: N801 - Celery's name
-    """``add.starmap([(2, 2), (4, 4)])``: one task calling ``task(*x)`` for each x."""
-
-    _task_name = "celery.starmap"

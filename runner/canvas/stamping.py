@@ -69,7 +69,8 @@ def stamp(sig: Any, visitor: Any, append: bool, headers: dict,
           inherited: dict | None = None) -> None:
     """Stamp ``sig`` and everything in it (links and errbacks included) with ``headers`` and
     what ``visitor`` returns."""
-    from runner.canvas.primitives import chain, chord, group
+    from runner.canvas.chord import chord
+    from runner.canvas.primitives import chain, group
 
     stamps = {**(inherited or {}), **headers}
     if isinstance(sig, (chain, group)):  # noqa: UP038
