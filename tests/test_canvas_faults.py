@@ -70,3 +70,17 @@ def test_header_part_delivered_twice_is_counted_once(app):
     assert app.broker.qsize("celery") == 1
     body = Message.decode(app.broker.fetch(["celery"], 10, "test")[0].body)
     assert body.task == tsum.name
+
+
+@pytest.mark.transports("sqlite", "redis")
+def test_replaced_task_whose_worker_dies_runs_its_replacement_once(app, start_worker,
+                                                                    tmp_path):
+    from canvas_tasks import replace_then_die
+
+    marker, ran = tmp_path / "started", tmp_path / "ran"
+    start_worker("-c", "1", env=SHORT_VISIBILITY, app="canvas_tasks")
+    result = replace_then_die.delay(str(marker), str(ran))
+    assert result.get(timeout=20) == 5
+    assert lines(marker) == ["started", "started"]  # it ran again after its process died
+    time.sleep(0.5)
+    assert lines(ran) == ["ran"]  # the replacement once

@@ -7,7 +7,7 @@ from typing import Any
 
 from runner.canvas.chord import chord
 from runner.canvas.primitives import chain, group
-from runner.canvas.signature import Signature, maybe_signature
+from runner.canvas.signature import Signature, ids_from, maybe_signature
 from runner.exceptions import Ignore, RunnerError
 
 
@@ -35,7 +35,12 @@ def replace_task(task: Any, sig: Any) -> Any:
     """``self.replace(sig)`` in a running task: ``sig`` takes the task's place. Its final
     result gets the task's id (results already handed out stay valid), and the task's
     chain, chord membership, links and errbacks move to it; the task itself stores no result
-    (Celery's ``Ignore``). Run eagerly, the replacement's value is returned."""
+    (Celery's ``Ignore``). Run eagerly, the replacement's value is returned.
+
+    A worker that dies after sending the replacement, before its ack: the redelivered task
+    finds the replacement marked sent and does not send it again (the replacement runs once).
+    Dying between the send and the mark sends it twice, with the same ids (derived from the
+    task's id): each of its tasks stores one result."""
     request = task.request
     sig = task.on_replace(maybe_signature(sig, app=task.app))
     if not isinstance(sig, Signature):
@@ -50,12 +55,17 @@ def replace_task(task: Any, sig: Any) -> Any:
         sig.link_error(errback)
     if request.is_eager or request.called_directly:
         return sig.apply().get()
-    sig.freeze(request.id)  # (first: the tail must not move the id to a later step)
+    with ids_from(request.id):  # run again (redelivered), the replacement has the same ids
+        sig.freeze(request.id)  # (first: the tail must not move the id to a later step)
     tail = {key: options[key] for key in ("chain", "chord", "link") if options.get(key)}
     if request.group:
         tail.update(group_id=request.group, group_index=options.get("group_index"))
     if tail:
         sig = sig._attach(tail)
+    backend, marker = task.app.backend, f"replaced:{request.id}"
+    if request.delivery_info.get("redelivered") and backend.get_data(marker):
+        raise Ignore("Replaced by new task (sent before this redelivery)")
     sig.apply_async(parent_id=request.id, root_id=request.root_id or request.id,
                     reply_to=request.reply_to)
+    backend.put_data(marker, b"1")
     raise Ignore("Replaced by new task")

@@ -16,7 +16,7 @@ from runner.canvas.primitives import (
     chain,
     group,
 )
-from runner.canvas.signature import Signature, maybe_signature, merge_options
+from runner.canvas.signature import Signature, maybe_signature, merge_options, new_id
 from runner.message import Message
 from runner.result import AsyncResult, GroupResult
 
@@ -102,14 +102,14 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """The body's result (for a chord without body, the joined list's), whose
         ``parent`` is the header's GroupResult."""
         kwargs = self["kwargs"]
-        header_id = kwargs["header_id"] = kwargs.get("header_id") or Message.new_id()
+        header_id = kwargs["header_id"] = kwargs.get("header_id") or new_id()
         header = GroupResult(header_id, [t.freeze() for t in self.tasks], app=self.app)
         if self.body is not None:
             result = self.body.freeze(_id)
         else:
             if _id is not None:
                 self["options"]["task_id"] = _id
-            result = AsyncResult(self["options"].setdefault("task_id", Message.new_id()),
+            result = AsyncResult(self["options"].setdefault("task_id", new_id()),
                                  app=self.app)
         self["options"]["task_id"] = result.id
         _set_parent(result, header)

@@ -25,6 +25,7 @@ from runner.canvas.signature import (
     Signature,
     maybe_signature,
     merge_options,
+    new_id,
     split_tail,
 )
 from runner.exceptions import RunnerError
@@ -219,7 +220,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
-        group_id = options.setdefault("task_id", Message.new_id())
+        group_id = options.setdefault("task_id", new_id())
         return GroupResult(group_id, [t.freeze() for t in self.tasks], app=self.app)
 
     def _attach(self, tail: dict) -> Signature:

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterable
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from runner import _state
@@ -31,6 +34,34 @@ TAIL = ("chain", "chord", "group_id", "group_index", "link")
 LISTS = ("link", "link_error", "chain")
 #: subtask_type -> class, for rebuilding signatures from their dicts
 KINDS: dict[str, type] = {}
+
+
+class _Ids(threading.local):
+    seed: str | None = None
+    count = 0
+
+
+_ids = _Ids()
+
+
+def new_id() -> str:
+    """A new task id; inside :func:`ids_from` the same seed gives the same ids, in order."""
+    if _ids.seed is None:
+        return Message.new_id()
+    _ids.count += 1
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"runner:{_ids.seed}:{_ids.count}"))
+
+
+@contextmanager
+def ids_from(seed: str) -> Iterator[None]:
+    """Ids made by freezing in this block are derived from ``seed``: a task that builds the
+    same canvas again (it ran twice) gets the same ids, so its results are the same."""
+    previous = _ids.seed, _ids.count
+    _ids.seed, _ids.count = seed, 0
+    try:
+        yield
+    finally:
+        _ids.seed, _ids.count = previous
 
 
 class ChordError(RunnerError):
@@ -225,7 +256,7 @@ class Signature(dict):
         options = self["options"]
         if _id is not None:
             options["task_id"] = _id
-        options.setdefault("task_id", Message.new_id())
+        options.setdefault("task_id", new_id())
         for key, value in (("group_id", group_id), ("chord", chord), ("root_id", root_id),
                            ("parent_id", parent_id), ("group_index", group_index)):
             if value is not None:
