@@ -78,6 +78,10 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def body(self, value: Any) -> None:
         self["kwargs"]["body"] = maybe_signature(value, app=self._app)
 
+    def __repr__(self) -> str:
+        header = ", ".join(map(repr, self["kwargs"]["header"]))
+        return f"chord([{header}], {self.body!r})"
+
     def __call__(self, body: Any = None, **options: Any) -> Any:
         if body is not None:
             self.body = body

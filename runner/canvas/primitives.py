@@ -83,6 +83,9 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def tasks(self) -> list[Signature]:
         return self["kwargs"]["tasks"]
 
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.tasks)) if self.tasks else "chain()"
+
     def __or__(self, other: Any) -> Any:
         if isinstance(other, chain) and not other.options:
             return chain(*self.tasks, *other.tasks, app=self._app, **self.options)
@@ -195,6 +198,9 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __bool__(self) -> bool:
         return True
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(map(repr, self.tasks))}])"
 
     def __or__(self, other: Any) -> Any:
         if isinstance(other, (chain, group)):  # noqa: UP038
