@@ -23,6 +23,7 @@ from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker
 from runner.brokers.registry import open_broker
 from runner.canvas import (
+    BUILTIN_TASKS,
     CanvasMiddleware,
     Signature,
     apply_links_eagerly,
@@ -144,7 +145,6 @@ class Runner:
         _state.apps.add(self)
         for fun, options in list(_state.shared_tasks):
             self._add_shared(fun, options)
-        register_builtins(self)  # celery.map, celery.starmap, celery.accumulate
 
     def __repr__(self) -> str:
         return f"<Runner {self.main or '__main__'} at {id(self):#x}>"
@@ -363,6 +363,8 @@ class Runner:
             return self.tasks[name]
         except KeyError:
             self.import_task_modules()
+            if name not in self.tasks and name in BUILTIN_TASKS:
+                register_builtins(self)  # celery.map, celery.starmap, ...: made when first used
             if name in self.tasks:
                 return self.tasks[name]
             raise NotRegistered(f"Received unregistered task of type {name!r}: the worker's app "

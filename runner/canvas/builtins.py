@@ -10,6 +10,8 @@ from runner.canvas.primitives import chain, group
 from runner.canvas.signature import Signature, ids_from, maybe_signature
 from runner.exceptions import Ignore, RunnerError
 
+BUILTIN_TASKS = frozenset({"celery.map", "celery.starmap", "celery.accumulate"})
+
 
 def register_builtins(app: Any) -> None:
     """Add the built-in tasks to ``app`` (every worker knows them, as Celery's)."""

@@ -228,7 +228,7 @@ def _embedded_beat(app):
 
 
 def banner(app, options, embed_beat: bool = False) -> str:
-    tasks = sorted(name for name in app.tasks if not name.startswith(("runner.", "celery.")))
+    tasks = sorted(name for name in app.tasks if not name.startswith("runner."))
     follows = " (follows the broker)" if app.backend_follows_broker else ""
     lines = [
         f" -------------- {options.hostname} v{__version__}",
