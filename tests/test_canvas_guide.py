@@ -151,3 +151,13 @@ def test_signature_api(app, worker):
     assert maybe_signature(None) is None
     back = pickle.loads(pickle.dumps(chord([add.s(1, 1)], xsum.s())))
     assert isinstance(back, chord) and back().get(timeout=TIMEOUT) == 2
+
+
+def test_task_id_of_a_canvas_is_its_final_result(app, worker):
+    assert chain(add.s(1, 1), add.s(1)).apply_async(task_id="chain-end").id == "chain-end"
+    assert AsyncResult("chain-end", app=app).get(timeout=TIMEOUT) == 3
+    result = chord([add.s(1, 1), add.s(2, 2)], xsum.s()).apply_async(task_id="chord-body")
+    assert result.id == "chord-body" and result.get(timeout=TIMEOUT) == 6
+    assert len({r.id for r in result.parent}) == 2
+    together = group(add.s(1, 1), add.s(2, 2)).apply_async(task_id="the-group")
+    assert together.id == "the-group" and together.get(timeout=TIMEOUT) == [2, 4]

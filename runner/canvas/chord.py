@@ -209,8 +209,10 @@ class chord(Signature):  # noqa: N801 - Celery's name
         from runner.canvas.flow import chord_size_known
 
         lazy, self._lazy = self._lazy, None
-        sig, own = self._split({k: v for k, v in options.items() if v is not None})
-        result = sig.freeze()
+        options = {k: v for k, v in options.items() if v is not None}
+        task_id = options.pop("task_id", None)
+        sig, own = self._split(options)
+        result = sig.freeze(task_id)
         meta = sig._meta(None)
         app, index = self.app, 0
         for batch in iter(lambda: list(itertools.islice(lazy, STREAM_BATCH)), []):
@@ -231,7 +233,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """Header then body, here (eager); a failed header part fails the body."""
         sig = self.clone()
         header = group(sig.tasks, app=self._app).apply(args, kwargs)
-        values = header.get(propagate=True)
+        values = header.get(propagate=True, disable_sync_subtasks=False)
         if sig.body is None:
             from runner.result import EagerResult
             return EagerResult(sig.id or Message.new_id(), values, "SUCCESS", app=self.app)

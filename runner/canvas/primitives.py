@@ -169,7 +169,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         steps = self.clone()._steps()
         result = steps[0].apply(args, kwargs, **options)
         for step in steps[1:]:
-            parent, result = result, step.apply((result.get(),))
+            parent, result = result, step.apply((result.get(disable_sync_subtasks=False),))
             _set_parent(result, parent)
         return result
 

@@ -328,7 +328,7 @@ class Signature(dict):
         tail, options = split_tail({k: v for k, v in options.items() if v is not None})
         if tail:
             sig = sig._attach(tail)
-        result = sig.freeze()
+        result = sig.freeze(options.pop("task_id", None))  # a canvas's: its final result's
         app.publish(sig._messages(args, kwargs, options))
         _add_to_parent(result)
         return result
