@@ -153,3 +153,18 @@ def test_depth_three_with_failures_and_errbacks_at_each_level(app, worker, tmp_p
     assert len(lines(tmp_path / "outer.log")) == 3
     assert len(lines(tmp_path / "inner.log")) == 2
     assert len(lines(tmp_path / "chain.log")) == 3
+
+
+def test_nested_canvases_run_eagerly(app, tmp_path):
+    app.conf.update(task_always_eager=True)
+    header = [chain(add.s(1, 1), add.s(1)), chord([add.s(1, 1), add.s(2, 2)], xsum.s()),
+              group(add.s(0, 1), add.s(0, 2))]
+    assert chord(header, xsum.s())().get() == 12
+    assert group(chain(add.s(1, 1), add.s(1)), add.s(5, 5))().get() == [3, 10]
+    assert chain(add.s(1, 1), group(add.s(1), add.s(2)))().get() == [3, 4]
+    assert (add.s(1, 1) | chord([add.s(1), add.s(2)], xsum.s()) | add.s(100))().get() == 107
+    marker = tmp_path / "errors.log"
+    failing = boom.si("eager")
+    failing.link_error(note_error.s(str(marker)))
+    failing.apply_async()
+    assert lines(marker)[0].endswith("|ValueError|False")
