@@ -86,3 +86,14 @@ def test_revoke_by_stamped_headers(app, worker):
     workflow = chord([add.s(1, 1), doomed.clone()], xsum.s())()
     with pytest.raises(TaskRevokedError):
         workflow.get(timeout=TIMEOUT)
+
+
+def test_stamps_are_kept_with_the_result(app, worker):
+    sig1 = add.si(2, 2)
+    sig1_res = sig1.freeze()
+    g = group(sig1, add.si(3, 3))
+    g.stamp(stamp="your_custom_stamp")
+    res = g.apply_async()
+    assert res.get(timeout=TIMEOUT) == [4, 6]
+    assert sig1_res._get_task_meta()["stamp"] == "your_custom_stamp"
+    assert sig1_res._get_task_meta()["stamped_headers"] == ["stamp"]

@@ -200,6 +200,10 @@ class AsyncResult:
             return None
         return [result_from_tuple(c, self.app) for c in record.meta.get("children") or ()]
 
+    def _get_task_meta(self) -> dict[str, Any]:
+        """Celery's meta dict of this task (see ``ResultBackend.get_task_meta``)."""
+        return self.app.backend.get_task_meta(self.id)
+
     def _parents(self) -> Iterator[Any]:
         node = self.parent
         while node is not None:
