@@ -178,6 +178,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def _messages(self, args: Iterable | None, kwargs: dict | None,
                   options: dict) -> list[Message]:
         sig, own = self._split(options)
+        sig.app.backend.ensure_chords_allowed()  # (rpc:// cannot count: said here, not later)
         tasks = sig.tasks
         if not tasks:
             return sig._empty(own)

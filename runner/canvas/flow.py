@@ -198,7 +198,8 @@ def _request_of(app: Any, done: Done) -> Any:
         try:
             payload = serialization.decompress(message.payload,
                                                message.options.get("compression"))
-            args, kwargs = call_arguments(serialization.loads(payload, message.content_type))
+            args, kwargs = call_arguments(serialization.loads(
+                payload, message.content_type, serialization.accept_set(app.conf.accept_content)))
         except Exception:  # noqa: BLE001 - an undecodable call: the errback gets no args
             pass
     return Request(id=done.id, task=done.task, args=args, kwargs=kwargs, root_id=done.root_id,
@@ -316,7 +317,7 @@ def _describe(app: Any, record: ResultRecord | None) -> str:
     if record is None:
         return "no result"
     try:
-        info = serialization.loads(record.payload, record.content_type)
+        info = serialization.loads(record.payload, record.content_type, app.result_accept)
         return f"{info['exc_type']}({', '.join(map(repr, info.get('exc_message', [])))})"
     except Exception:  # noqa: BLE001
         return record.state
