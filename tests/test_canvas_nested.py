@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from canvas_tasks import mul, note_error, note_id, xsum
+from canvas_tasks import mul, note_args, note_error, note_id, xsum
 from tasks import add, boom, echo
 
 from runner import chain, chord, group
@@ -168,3 +168,19 @@ def test_nested_canvases_run_eagerly(app, tmp_path):
     failing.link_error(note_error.s(str(marker)))
     failing.apply_async()
     assert lines(marker)[0].endswith("|ValueError|False")
+
+
+def test_chord_errback_on_the_header_too_with_the_celery_setting(app, start_worker, tmp_path,
+                                                                  wait_for_lines):
+    start_worker("-c", "2", app="canvas_tasks",
+                 env={"RUNNER_TASK_ALLOW_ERROR_CB_ON_CHORD_HEADER": "true"})
+    app.conf.update(task_allow_error_cb_on_chord_header=True)
+    marker = tmp_path / "errors.log"
+    joined = chord([add.s(1, 1), boom.si("header part")], xsum.s())
+    joined.link_error(note_args.s(marker=str(marker)))
+    result = joined()
+    with pytest.raises(ValueError):
+        result.get(timeout=TIMEOUT)
+    # the body's errback gets (request, exc, traceback); the failed header task's is an
+    # immutable copy, called with none of them (as Celery's)
+    assert sorted(wait_for_lines(marker, 2)) == ["0", "3"]

@@ -146,7 +146,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
         """On the body (it fails once, with ChordError, if a header part failed); with
         ``task_allow_error_cb_on_chord_header`` on the header's tasks too."""
         errback = maybe_signature(errback, app=self._app)
-        if self.app.conf.get("task_allow_error_cb_on_chord_header"):
+        if self.app.conf.task_allow_error_cb_on_chord_header:
             for task in self.tasks:
                 task.link_error(errback.clone(immutable=True))
         if self.body is None:

@@ -402,4 +402,5 @@ def takes_request(sig: Signature) -> bool:
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return True
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) - len(sig["args"]) > 1
+    bound = 0 if sig.immutable else len(sig["args"])  # (as Celery: an immutable one, all)
+    return len(positional) - bound > 1

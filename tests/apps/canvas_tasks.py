@@ -110,3 +110,9 @@ def replace_then_die(self, marker, ran):
         if len(open(marker).read().split()) == 1:
             os._exit(1)
         raise
+
+
+@app.task
+def note_args(*args, marker):
+    """An errback taking anything: writes how many arguments it got."""
+    _mark(marker, len(args))
