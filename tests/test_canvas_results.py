@@ -69,7 +69,8 @@ def test_group_result_save_restore_and_result_set(app, worker):
     assert len(members) == 3
 
 
-def test_get_inside_a_task_is_refused_unless_allowed(app, worker):
+def test_get_inside_a_task_is_refused_unless_allowed(app, worker, start_worker):
+    start_worker("-c", "1", "-Q", "inner", app="canvas_tasks")
     with pytest.raises(RuntimeError, match="Never call result.get"):
         joins_inside.delay(2, False).get(timeout=TIMEOUT)
     assert joins_inside.delay(2, True).get(timeout=TIMEOUT) == 4

@@ -172,6 +172,12 @@ class ResultBackend(CeleryBackendMethods, ABC):
         raw = self.get_data(f"chord-size:{group_id}")
         return added, count, int(raw) if raw else None
 
+    def chord_parts_done(self, parts: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bool, int, int | None]]:
+        """:meth:`chord_part_done` for many (group id, member) pairs, in order, in one round
+        trip where the store allows it."""
+        return [self.chord_part_done(group_id, member) for group_id, member in parts]
+
     def set_chord_size(self, group_id: str, chord_size: int) -> int:
         """Store the size of a chord whose header was a generator (Celery's name); returns
         how many parts had finished, read in the same atomic step."""

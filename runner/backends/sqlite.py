@@ -187,15 +187,22 @@ class SQLiteBackend(ResultBackend):
         return out
 
     def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
-        key = f"chord:{group_id}"
+        return self.chord_parts_done([(group_id, member)])[0]
+
+    def chord_parts_done(self, parts: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bool, int, int | None]]:
+        out = []
         with self._lock, transaction(self._conn):
-            added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
-                                       (key, member)).rowcount == 1
-            count = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
-                                       (key,)).fetchone()[0]
-            row = self._conn.execute("SELECT value FROM runner_data WHERE key = ?",
-                                     (f"chord-size:{group_id}",)).fetchone()
-        return added, count, int(row[0]) if row else None
+            for group_id, member in parts:
+                key = f"chord:{group_id}"
+                added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
+                                           (key, member)).rowcount == 1
+                count = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                           (key,)).fetchone()[0]
+                row = self._conn.execute("SELECT value FROM runner_data WHERE key = ?",
+                                         (f"chord-size:{group_id}",)).fetchone()
+                out.append((added, count, int(row[0]) if row else None))
+        return out
 
     def set_chord_size(self, group_id: str, chord_size: int) -> int:
         with self._lock, transaction(self._conn):

@@ -63,16 +63,31 @@ class CanvasMiddleware(Middleware):
 
     def after_task_stored(self, app: Any, message: Any, state: str,
                           record: ResultRecord | None) -> None:
-        if state not in (states.SUCCESS, states.FAILURE, states.REVOKED):
-            return
-        if not self.wants(message):
-            return
-        advance(app, Done(message.id, message.task, message.options, state, record,
-                          message.group_id, message.root_id, message.reply_to, message))
+        self.after_tasks_stored(app, [(message, state, record)])
+
+    def after_tasks_stored(self, app: Any, completed: list) -> None:
+        """Each outcome's tail; the chord parts of the batch are counted in one round trip."""
+        parts: list[tuple[str, int, str, dict]] = []
+        for message, state, record in completed:
+            if state not in (states.SUCCESS, states.FAILURE, states.REVOKED):
+                continue
+            if not self.wants(message):
+                continue
+            advance(app, Done(message.id, message.task, message.options, state, record,
+                              message.group_id, message.root_id, message.reply_to, message),
+                    count=False)
+            options = message.options
+            if options.get("chord"):
+                parts.append((message.group_id or options.get("group_id"),
+                              int(options.get("group_index") or 0), message.id,
+                              options["chord"]))
+        if parts:
+            count_parts(app, parts)
 
 
-def advance(app: Any, done: Done) -> None:
-    """Act on the tail of ``done`` (see the module docstring)."""
+def advance(app: Any, done: Done, count: bool = True) -> None:
+    """Act on the tail of ``done`` (see the module docstring); ``count=False`` leaves a chord
+    part to be counted by the caller."""
     options = done.options
     if done.state == states.SUCCESS:
         _send_next(app, done, _value(app, done.record))
@@ -84,7 +99,7 @@ def advance(app: Any, done: Done) -> None:
             exc = _value(app, done.record) if done.record is not None else None
             call_errbacks(app, options["link_error"], _request_of(app, done), exc,
                           done.record.traceback if done.record else None)
-    if options.get("chord"):
+    if count and options.get("chord"):
         count_part(app, done.group_id or options.get("group_id"),
                    int(options.get("group_index") or 0), done.id, options["chord"])
 
@@ -213,19 +228,30 @@ def _request_of(app: Any, done: Done) -> Any:
 
 def count_part(app: Any, group_id: str | None, index: int, part_id: str, meta: dict) -> None:
     """Count one finished header part; the one that completes the chord finishes it."""
-    if not group_id:
-        logger.error("chord part %s has no group id: not counted", part_id)
+    count_parts(app, [(group_id, index, part_id, meta)])
+
+
+def count_parts(app: Any, parts: list[tuple[str | None, int, str, dict]]) -> None:
+    """Count finished header parts (group id, index, part id, chord meta) in one round trip;
+    a part that completes its chord finishes it."""
+    for group_id, _, part_id, _ in parts:
+        if not group_id:
+            logger.error("chord part %s has no group id: not counted", part_id)
+    parts = [p for p in parts if p[0]]
+    if not parts:
         return
     backend = app.backend
-    new, count, stored_size = backend.chord_part_done(group_id, f"{index}:{part_id}")
-    size = meta.get("size")
-    if size is None:
-        size = stored_size
-    if size is None or count < size:
-        return
-    if not new and backend.chord_body_sent(group_id):
-        return  # a redelivered part, the body already on its way
-    finish_chord(app, group_id, meta)
+    counted = backend.chord_parts_done([(g, f"{index}:{part_id}") for g, index, part_id, _
+                                        in parts])
+    for (group_id, _, _, meta), (new, count, stored_size) in zip(parts, counted, strict=True):
+        size = meta.get("size")
+        if size is None:
+            size = stored_size
+        if size is None or count < size:
+            continue
+        if not new and backend.chord_body_sent(group_id):
+            continue  # a redelivered part, the body already on its way
+        finish_chord(app, group_id, meta)
 
 
 def chord_size_known(app: Any, group_id: str, size: int, meta: dict) -> None:

@@ -27,6 +27,7 @@ from runner import _state
 from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.result import AsyncResult
+from runner.task import _requests
 
 #: options that belong to the final task(s) of a canvas, not to every task in it
 TAIL = ("chain", "chord", "group_id", "group_index", "link")
@@ -353,13 +354,9 @@ class Signature(dict):
 def _add_to_parent(result: Any) -> None:
     """A result sent from inside a running task is one of its children (Celery's
     ``AsyncResult.children``, stored with the task's result)."""
-    from runner.task import current_task
-
-    task = current_task()
-    if task is not None:
-        request = task.request
-        if not request.called_directly:
-            request.children.append(result)
+    stack = _requests.stack
+    if stack and not stack[-1].called_directly:
+        stack[-1].children.append(result)
 
 
 def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
