@@ -54,7 +54,8 @@ def test_group_result_save_restore_and_result_set(app, worker):
 
     members = ResultSet([add.delay(1, 1), boom.delay("set member"), sleep.delay(30)])
     assert members.waiting() and not members.ready()
-    members.results[2].revoke(terminate=True)
+    ResultSet([members.results[2]]).revoke(terminate=True, wait=True, timeout=TIMEOUT)
+    assert members.results[2].state == "REVOKED"
     with pytest.raises(ValueError, match="set member"):
         members.join(timeout=TIMEOUT)
     assert members.join(timeout=TIMEOUT, propagate=False)[0] == 2
