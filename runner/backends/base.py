@@ -189,6 +189,12 @@ class ResultBackend(CeleryBackendMethods, ABC):
         raw = self.get_data(f"chord:{group_id}")
         return raw.decode().split("\n") if raw else []
 
+    def forget_chord(self, group_id: str) -> None:
+        """Delete a finished chord's parts and size (its "body sent" mark stays, so a part
+        delivered again meanwhile sends nothing)."""
+        self.delete_data(f"chord:{group_id}")
+        self.delete_data(f"chord-size:{group_id}")
+
     def chord_body_sent(self, group_id: str) -> bool:
         return self.set_size(f"chord-sent:{group_id}") > 0
 

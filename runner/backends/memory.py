@@ -111,6 +111,11 @@ class MemoryBackend(ResultBackend):
             self._store.data[f"chord-size:{group_id}"] = str(int(chord_size)).encode()
             return len(self._store.sets.get(f"chord:{group_id}", ()))
 
+    def forget_chord(self, group_id: str) -> None:
+        with self._store.cond:
+            self._store.sets.pop(f"chord:{group_id}", None)
+            self._store.data.pop(f"chord-size:{group_id}", None)
+
     def chord_members(self, group_id: str) -> list[str]:
         with self._store.cond:
             return sorted(self._store.sets.get(f"chord:{group_id}", ()))

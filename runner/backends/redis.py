@@ -330,6 +330,10 @@ class RedisBackend(ResultBackend):
             return int(pipe.execute()[1])
         return self._retry("set chord size", put)
 
+    def forget_chord(self, group_id: str) -> None:
+        self._retry("forget chord", lambda: self.client.delete(
+            f"{self.prefix}set:chord:{group_id}", f"{self.prefix}chord-size:{group_id}"))
+
     def chord_members(self, group_id: str) -> list[str]:
         members = self._retry("read chord parts", lambda: self.client.smembers(
             f"{self.prefix}set:chord:{group_id}"))

@@ -212,6 +212,12 @@ class SQLiteBackend(ResultBackend):
             return self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
                                       (f"chord:{group_id}",)).fetchone()[0]
 
+    def forget_chord(self, group_id: str) -> None:
+        with self._lock, transaction(self._conn):
+            self._conn.execute("DELETE FROM runner_sets WHERE key = ?", (f"chord:{group_id}",))
+            self._conn.execute("DELETE FROM runner_data WHERE key = ?",
+                               (f"chord-size:{group_id}",))
+
     def chord_members(self, group_id: str) -> list[str]:
         with self._lock:
             return [row[0] for row in self._conn.execute(

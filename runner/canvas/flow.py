@@ -16,7 +16,8 @@
   FAILURE (``ChordError``) and calls its errbacks. The body is marked sent afterwards: a
   redelivered part (its worker died before the ack) counts nothing twice and sends the body
   only if it was not marked sent; a body sent twice has one task id, and a redelivery of a
-  finished task is not run again.
+  finished task is not run again. Then the parts are deleted (the mark stays): a part
+  delivered again later counts as the first of an empty set, which never completes.
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ def finish_chord(app: Any, group_id: str, meta: dict) -> None:
         else:
             finish_join(app, meta, values, None)
     backend.mark_chord_body_sent(group_id)
+    backend.forget_chord(group_id)  # (the mark stays: a part delivered again sends nothing)
 
 
 def finish_join(app: Any, meta: dict, values: list, reply_to: str | None) -> None:
