@@ -97,3 +97,22 @@ def test_stamps_are_kept_with_the_result(app, worker):
     assert res.get(timeout=TIMEOUT) == [4, 6]
     assert sig1_res._get_task_meta()["stamp"] == "your_custom_stamp"
     assert sig1_res._get_task_meta()["stamped_headers"] == ["stamp"]
+
+
+class LinkVisitor(StampingVisitor):
+    def on_signature(self, sig, **headers) -> dict:
+        return {"kind": "task"}
+
+    def on_callback(self, callback, **header) -> dict:
+        return {"kind": "callback"}
+
+
+def test_callbacks_are_stamped_too(app, worker):
+    sig = add.s(1, 1)
+    sig.link(stamps_of.s())
+    sig.stamp(visitor=LinkVisitor(), run="r2")
+    link = sig.options["link"][0]
+    assert link["options"]["headers"]["kind"] == "callback"
+    assert link["options"]["headers"]["run"] == "r2"
+    assert sig.options["headers"]["kind"] == "task"
+    assert sig.delay().get(timeout=TIMEOUT) == 2
