@@ -184,3 +184,17 @@ def test_chord_errback_on_the_header_too_with_the_celery_setting(app, start_work
     # the body's errback gets (request, exc, traceback); the failed header task's is an
     # immutable copy, called with none of them (as Celery's)
     assert sorted(wait_for_lines(marker, 2)) == ["0", "3"]
+
+
+def test_a_canvas_sent_as_a_task_runs(app, worker):
+    """What a producer before this version sent for a nested canvas (a task named
+    runner.chain / runner.group / runner.chord with the canvas in its kwargs) runs now."""
+    nested = chain(add.s(1, 1), add.s(1))
+    assert app.send_task("runner.chain", [], dict(nested.kwargs)).get(timeout=TIMEOUT) == 3
+    assert app.send_task("runner.chain", [10], {"tasks": [add.s(1), add.s(2)]}).get(
+        timeout=TIMEOUT) == 13
+    together = group(add.s(1, 1), add.s(2, 2))
+    assert app.send_task("celery.group", [], dict(together.kwargs)).get(
+        timeout=TIMEOUT) == [2, 4]
+    joined = {"header": [add.s(1, 1), add.s(2, 2)], "body": xsum.s()}
+    assert app.send_task("runner.chord", [], joined).get(timeout=TIMEOUT) == 6

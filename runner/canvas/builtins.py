@@ -10,7 +10,9 @@ from runner.canvas.primitives import chain, group
 from runner.canvas.signature import Signature, ids_from, maybe_signature
 from runner.exceptions import Ignore, RunnerError
 
-BUILTIN_TASKS = frozenset({"celery.map", "celery.starmap", "celery.accumulate"})
+BUILTIN_TASKS = frozenset({"celery.map", "celery.starmap", "celery.accumulate", "celery.chain",
+                           "celery.group", "celery.chord", "runner.chain", "runner.group",
+                           "runner.chord"})
 
 
 def register_builtins(app: Any) -> None:
@@ -31,6 +33,27 @@ def register_builtins(app: Any) -> None:
                       ("celery.accumulate", accumulate)):
         if name not in app.tasks:
             app.task(name=name)(fun)
+
+    # A canvas sent as a task (a producer before runner 17 sent nested canvases so, as Celery
+    # can): the task replaces itself with the canvas, its arguments going to the first tasks.
+    def run_chain(self: Any, *args: Any, tasks: list, **_: Any) -> Any:
+        steps = [maybe_signature(t, app=app).clone() for t in tasks]
+        steps[0] = steps[0].clone(args)
+        return self.replace(chain(steps, app=app))
+
+    def run_group(self: Any, *args: Any, tasks: list, **_: Any) -> Any:
+        return self.replace(group([maybe_signature(t, app=app).clone(args) for t in tasks],
+                                  app=app))
+
+    def run_chord(self: Any, *args: Any, header: list, body: dict | None = None,
+                  **_: Any) -> Any:
+        parts = [maybe_signature(t, app=app).clone(args) for t in header]
+        return self.replace(chord(parts, maybe_signature(body, app=app), app=app))
+
+    for prefix in ("celery", "runner"):
+        for kind, fun in (("chain", run_chain), ("group", run_group), ("chord", run_chord)):
+            if f"{prefix}.{kind}" not in app.tasks:
+                app.task(name=f"{prefix}.{kind}", bind=True, typing=False)(fun)
 
 
 def replace_task(task: Any, sig: Any) -> Any:
