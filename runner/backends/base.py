@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import states
+from runner import serialization, states
 from runner.backends.celery_methods import CeleryBackendMethods
 from runner.config.urls import URL
 
@@ -42,6 +42,24 @@ class ResultRecord:
         head = json.dumps([self.state, self.content_type, self.traceback, self.date_done,
                            self.meta], separators=(",", ":"), default=str).encode()
         return head + b"\n" + (self.payload or b"")
+
+    def value(self, accept: frozenset[str] | None = None) -> Any:
+        """The stored value; for the exception states the exception (rebuilt from its
+        description). One way to read a result, for chords, pipelines and AsyncResult."""
+        value = serialization.loads(self.payload, self.content_type, accept)
+        if self.state in states.EXCEPTION_STATES and isinstance(value, dict) and (
+                "exc_type" in value):
+            return serialization.dict_to_exception(value)
+        return value
+
+    def describe_error(self, accept: frozenset[str] | None = None) -> str:
+        """``ValueError('boom')`` for a failure (what a chord's ChordError and a pipeline's
+        run record say); the state where there is no exception to describe."""
+        try:
+            info = serialization.loads(self.payload, self.content_type, accept)
+            return f"{info['exc_type']}({', '.join(map(repr, info.get('exc_message', [])))})"
+        except Exception:  # noqa: BLE001 - a description only
+            return self.state
 
     @classmethod
     def decode(cls, task_id: str, raw: bytes) -> ResultRecord:

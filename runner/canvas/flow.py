@@ -333,22 +333,11 @@ def failure_record(app: Any, exc: BaseException) -> ResultRecord:
 
 
 def _value(app: Any, record: ResultRecord | None) -> Any:
-    if record is None:
-        return None
-    value = serialization.loads(record.payload, record.content_type, app.result_accept)
-    if record.state in states.EXCEPTION_STATES and isinstance(value, dict):
-        return serialization.dict_to_exception(value)
-    return value
+    return record.value(app.result_accept) if record is not None else None
 
 
 def _describe(app: Any, record: ResultRecord | None) -> str:
-    if record is None:
-        return "no result"
-    try:
-        info = serialization.loads(record.payload, record.content_type, app.result_accept)
-        return f"{info['exc_type']}({', '.join(map(repr, info.get('exc_message', [])))})"
-    except Exception:  # noqa: BLE001
-        return record.state
+    return record.describe_error(app.result_accept) if record is not None else "no result"
 
 
 def apply_links_eagerly(app: Any, options: dict, state: str, value: Any, task_id: str) -> None:
