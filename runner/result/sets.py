@@ -82,10 +82,10 @@ class ResultSet:
                 result._record = found.get(result.id)
         out = []
         for result in self.results:
-            if isinstance(result, ResultSet):
-                out.append(states.SUCCESS if result.successful() else
-                           states.FAILURE if result.failed() else
-                           states.PENDING if not result.ready() else states.SUCCESS)
+            if isinstance(result, ResultSet):  # a nested group: one state for all of it
+                inner = result._states()
+                out.append(states.FAILURE if states.FAILURE in inner else
+                           next((s for s in inner if s != states.SUCCESS), states.SUCCESS))
             else:
                 out.append(result.state)
         for result in plain:
@@ -111,6 +111,7 @@ class ResultSet:
     def maybe_throw(self, callback: Callable | None = None, propagate: bool = True,
                     follow_parents: bool = True) -> None:
         """Raise the first failed member's exception (a failure before it first)."""
+        self._states()  # (the members' records in one round trip)
         for result in self.results:
             result.maybe_throw(propagate=propagate, follow_parents=follow_parents)
 
@@ -125,6 +126,7 @@ class ResultSet:
         if disable_sync_subtasks:
             assert_will_not_block()
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._states()  # what is ready already is read in one round trip
         values = []
         for result in self.results:
             left = None if deadline is None else deadline - time.monotonic()
