@@ -7,11 +7,23 @@ from __future__ import annotations
 
 from runner import signals, states
 from runner.app import Celery, Runner, current_app, shared_task
-from runner.canvas import chain, chord, group, signature
-from runner.result import AsyncResult, EagerResult, GroupResult
+from runner.canvas import (
+    Signature,
+    chain,
+    chord,
+    chunks,
+    group,
+    maybe_signature,
+    signature,
+    subtask,
+    xmap,
+    xstarmap,
+)
+from runner.result import AsyncResult, EagerResult, GroupResult, ResultSet
 from runner.task import Task, current_task
 from runner.version import __version__
 
-__all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "Runner", "Task", "chain",
-           "chord", "current_app", "current_task", "group", "shared_task", "signals",
-           "signature", "states", "__version__"]
+__all__ = ["AsyncResult", "Celery", "EagerResult", "GroupResult", "ResultSet", "Runner",
+           "Signature", "Task", "chain", "chord", "chunks", "current_app", "current_task",
+           "group", "maybe_signature", "shared_task", "signals", "signature", "states",
+           "subtask", "xmap", "xstarmap", "__version__"]

@@ -22,7 +22,14 @@ from runner.backends.base import ResultBackend
 from runner.backends.registry import backend_class, open_backend
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker
 from runner.brokers.registry import open_broker
-from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
+from runner.canvas import (
+    BUILTIN_TASKS,
+    CanvasMiddleware,
+    Signature,
+    apply_links_eagerly,
+    maybe_signature,
+    register_builtins,
+)
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
 from runner.exceptions import (
@@ -95,6 +102,13 @@ class Control:
                signal: str = "SIGTERM") -> None:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.backend.revoke(ids, terminate=terminate, signal=signal)
+
+    def revoke_by_stamped_headers(self, headers: dict, terminate: bool = False,
+                                  signal: str = "SIGTERM") -> None:
+        """Revoke every task stamped with one of ``headers`` (see runner.canvas.stamping)."""
+        from runner.canvas.stamping import revoke_by_stamped_headers
+
+        revoke_by_stamped_headers(self.app, headers, terminate=terminate, signal=signal)
 
     def __getattr__(self, name: str) -> Any:
         if name in _CELERY_CONTROL:
@@ -426,6 +440,8 @@ class Runner:
             return self.tasks[name]
         except KeyError:
             self.import_task_modules()
+            if name not in self.tasks and name in BUILTIN_TASKS:
+                register_builtins(self)  # celery.map, celery.starmap, ...: made when first used
             if name in self.tasks:
                 return self.tasks[name]
             raise NotRegistered(f"Received unregistered task of type {name!r}: the worker's app "
@@ -598,10 +614,18 @@ class Runner:
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
 
-    def signature(self, name: str, args: Any = None, kwargs: dict | None = None,
+    def signature(self, name: Any, args: Any = None, kwargs: dict | None = None,
                   immutable: bool = False, **options: Any) -> Signature:
-        """``app.signature('tasks.add', (2, 2))``: a task call as data (see runner.canvas)."""
+        """``app.signature('tasks.add', (2, 2))``: a task call as data (see runner.canvas);
+        a signature, or its dict, comes back as a Signature of this app."""
+        if isinstance(name, dict):
+            return maybe_signature(name, app=self)
         return Signature(name, args, kwargs, options, immutable=immutable, app=self)
+
+    def GroupResult(self, id: str, results: list, **kwargs: Any) -> Any:  # noqa: N802
+        from runner.result import GroupResult
+
+        return GroupResult(id, results, app=self, **kwargs)
 
     def apply_eagerly(self, task: Task, args: list, kwargs: dict,
                       options: dict[str, Any]) -> EagerResult:
@@ -622,7 +646,7 @@ _CELERY_CONTROL = frozenset({
     "inspect", "broadcast", "ping", "rate_limit", "time_limit", "add_consumer",
     "cancel_consumer", "shutdown", "pool_grow", "pool_shrink", "autoscale", "enable_events",
     "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
-    "revoke_by_stamped_headers", "pool_restart"})
+    "pool_restart"})
 
 _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 

@@ -193,11 +193,24 @@ def build_record(task_name: str, request: Request, outcome: Outcome, serializer:
         content_type, payload = serialization.dumps(
             serialization.exception_to_dict(outcome.value), serializer)
     meta: dict[str, Any] = {"name": task_name, "retries": request.retries}
+    if request.children:  # what it sent (AsyncResult.children): ids, groups as their members
+        meta["children"] = [_stored_result(child) for child in request.children]
+    stamped = request.headers.get("stamped_headers") if request.headers else None
+    if stamped:  # canvas stamps, as Celery keeps them in the result's meta
+        meta["stamped_headers"] = list(stamped)
+        meta.update({name: request.headers.get(name) for name in stamped})
     if extended:
         meta.update(args=request.args, kwargs=request.kwargs, worker=hostname or request.hostname,
                     queue=request.delivery_info.get("queue"))
     return ResultRecord(request.id or "", outcome.state, content_type, payload,
                         outcome.traceback, time.time(), meta)
+
+
+def _stored_result(result: Any) -> Any:
+    members = getattr(result, "results", None)
+    if members is not None:
+        return ["group", result.id, [_stored_result(m) for m in members]]
+    return result.id
 
 
 def apply_eagerly(task: Task, args: list, kwargs: dict, options: dict[str, Any]) -> EagerResult:

@@ -217,6 +217,9 @@ def _flag(value: Any, name: str) -> bool | None:
     return value
 
 
+_SUBTASK_TYPES = (None, "chain", "group", "chord", "chunks", "xmap", "xstarmap")
+
+
 def _signatures(value: Any, name: str, depth: int = 0) -> list:
     """A list of signatures as runner writes them (``runner.canvas.Signature`` dicts), nested
     canvases included: a wrong one is refused here, not met after the task ran."""
@@ -228,7 +231,7 @@ def _signatures(value: Any, name: str, depth: int = 0) -> list:
                 and isinstance(sig.get("args"), list) and isinstance(sig.get("kwargs"), dict)
                 and isinstance(sig.get("options"), dict)
                 and isinstance(sig.get("immutable"), bool)
-                and sig.get("subtask_type") in (None, "chain", "group", "chord")):
+                and sig.get("subtask_type") in _SUBTASK_TYPES):
             raise ValueError(f"{where} must be a task signature (task, args, kwargs, options, "
                              f"immutable), not {_show(sig)}")
         kind, inner = sig.get("subtask_type"), sig["kwargs"]
@@ -238,6 +241,8 @@ def _signatures(value: Any, name: str, depth: int = 0) -> list:
             _signatures(inner.get("header"), f"{where}.kwargs.header", depth + 1)
             if inner.get("body") is not None:
                 _signatures([inner["body"]], f"{where}.kwargs.body", depth + 1)
+            if inner.get("tail") is not None:
+                _check_options(inner["tail"], f"{where}.kwargs.tail", depth + 1)
         _check_options(sig["options"], f"{where}.options", depth + 1)
     return value
 
@@ -273,8 +278,12 @@ def _check_options(options: dict, name: str = "options", depth: int = 0) -> None
     chord = options.get("chord")
     if chord is not None:
         _mapping(chord, f"{name}.chord")
-        _signatures([chord.get("body")], f"{name}.chord.body", depth)
-        _integer(chord.get("size"), f"{name}.chord.size", 0, 10**9)
+        if chord.get("body") is not None:  # (none: a group joined into one value)
+            _signatures([chord.get("body")], f"{name}.chord.body", depth)
+        _text(chord.get("id"), f"{name}.chord.id", optional=True)
+        _mapping(chord.get("tail") or {}, f"{name}.chord.tail")
+        _check_options(chord.get("tail") or {}, f"{name}.chord.tail", depth + 1)
+        _integer(chord.get("size"), f"{name}.chord.size", 0, 10**9, optional=True)
     if "group_index" in options:
         _integer(options["group_index"], f"{name}.group_index", 0, 10**9)
     step = options.get("step_retries")

@@ -47,6 +47,7 @@ class Request:
     soft_time_limit: float | None = None
     options: dict = field(default_factory=dict)  # the message's options, for retry()
     reply_to: str | None = None  # the caller's reply queue (rpc://)
+    children: list = field(default_factory=list)  # results this task sent (AsyncResult.children)
 
     @property
     def correlation_id(self) -> str | None:
@@ -57,6 +58,16 @@ class Request:
     def chord(self) -> dict | None:
         """The chord this task is a header part of (its body and size), as Celery's."""
         return self.options.get("chord")
+
+    @property
+    def stamps(self) -> dict:
+        """The stamps of this task (``sig.stamp(...)``), as Celery's ``request.stamps``."""
+        headers = self.headers or {}
+        return {name: headers.get(name) for name in headers.get("stamped_headers") or ()}
+
+    @property
+    def stamped_headers(self) -> list:
+        return list((self.headers or {}).get("stamped_headers") or ())
 
     @property
     def group_index(self) -> int | None:
@@ -210,7 +221,11 @@ class Task:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
-        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+        result = self.app.send_task(self.name, args, kwargs, _task=self, **options)
+        stack = _requests.stack
+        if stack and not stack[-1].called_directly:  # sent by a running task: its child
+            stack[-1].children.append(result)
+        return result
 
     def check_arguments(self, args: tuple | list | None, kwargs: dict | None) -> None:
         """Celery's ``typing``: a call the function cannot accept fails here, in the caller,
@@ -243,6 +258,28 @@ class Task:
     def si(self, *args: Any, **kwargs: Any) -> Any:
         """An immutable signature: chained, it ignores the previous result."""
         return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Any:
+        """``add.map([1, 2])``: one task calling this one for each item (``xmap``)."""
+        return self.s()._kind("xmap", it)
+
+    def starmap(self, it: Any) -> Any:
+        """``add.starmap([(2, 2), (4, 4)])``: one task calling this one with each tuple."""
+        return self.s()._kind("xstarmap", it)
+
+    def chunks(self, it: Any, n: int) -> Any:
+        """``add.chunks(zip(a, b), 10)``: the calls in tasks of ``n`` calls each."""
+        return self.s()._kind("chunks", it, n)
+
+    def replace(self, sig: Any) -> Any:
+        """Replace this running task by ``sig`` (a task, chain, group or chord): the
+        replacement's final result gets this task's id, and this task's place in its chain,
+        chord, links and errbacks move to it; this task stores no result. As Celery's."""
+        return self.app.signature(sig)._replace_task(self)
+
+    def on_replace(self, sig: Any) -> Any:
+        """Called by :meth:`replace` (a subclass may override it, as in Celery)."""
+        return sig
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return self.app.AsyncResult(task_id, task_name=self.name)

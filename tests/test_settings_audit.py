@@ -46,7 +46,7 @@ def test_a_celery_configuration_with_settings_runner_lacks_loads_with_warnings(t
     (tmp_path / "celeryconf.py").write_text(
         "broker_url = 'memory://'\n"
         "result_backend = 'memory://'\n"
-        "task_allow_error_cb_on_chord_header = True\n"
+        "result_chord_join_timeout = 5\n"
         "redis_max_connections = 20\n"
         "cassandra_servers = ['db1']\n"
         "worker_direct = True\n")
@@ -57,7 +57,7 @@ def test_a_celery_configuration_with_settings_runner_lacks_loads_with_warnings(t
         warnings.simplefilter("always")
         assert app.conf.broker_url == "memory://"
     said = "\n".join(str(w.message) for w in caught)
-    for name in ("task_allow_error_cb_on_chord_header", "redis_max_connections",
+    for name in ("result_chord_join_timeout", "redis_max_connections",
                  "cassandra_servers", "worker_direct"):
         assert f"{name} is a Celery setting runner does not use" in said
 

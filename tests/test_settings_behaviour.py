@@ -83,6 +83,15 @@ def ran(app):
                   {"queue": "celery"}).record
 
 
+def chord_header_errbacks(app):
+    """The errbacks a chord's header task gets from the chord's link_error."""
+    from runner import chord
+
+    joined = chord([app.tasks["probe.echo"].s(1)], app.tasks["probe.echo"].s(), app=app)
+    joined.link_error(app.tasks["probe.boom"].si())
+    return len(joined.tasks[0].options.get("link_error") or ())
+
+
 def worker_options(app):
     from runner.cli.worker import worker_options as options_of
 
@@ -210,6 +219,7 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "task_eager_propagates": (True, lambda app: (app.conf.update(task_always_eager=True),
                                                  eagerly_failing(app))[1]),
     "task_ignore_result": (True, lambda app: app.tasks["probe.echo"].delay(1).ignored),
+    "task_allow_error_cb_on_chord_header": (True, lambda app: chord_header_errbacks(app)),
     "task_track_started": (True, lambda app: task(app, "track_started")),
     "task_compression": ("zlib", lambda app: message(app).options.get("compression")),
     "task_message_max_size": (5, lambda app: refused(lambda: message(app))),

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner import states
+from runner import serialization, states
+from runner.backends.celery_methods import CeleryBackendMethods
 from runner.config.urls import URL
 
 
@@ -42,6 +43,24 @@ class ResultRecord:
                            self.meta], separators=(",", ":"), default=str).encode()
         return head + b"\n" + (self.payload or b"")
 
+    def value(self, accept: frozenset[str] | None = None) -> Any:
+        """The stored value; for the exception states the exception (rebuilt from its
+        description). One way to read a result, for chords, pipelines and AsyncResult."""
+        value = serialization.loads(self.payload, self.content_type, accept)
+        if self.state in states.EXCEPTION_STATES and isinstance(value, dict) and (
+                "exc_type" in value):
+            return serialization.dict_to_exception(value)
+        return value
+
+    def describe_error(self, accept: frozenset[str] | None = None) -> str:
+        """``ValueError('boom')`` for a failure (what a chord's ChordError and a pipeline's
+        run record say); the state where there is no exception to describe."""
+        try:
+            info = serialization.loads(self.payload, self.content_type, accept)
+            return f"{info['exc_type']}({', '.join(map(repr, info.get('exc_message', [])))})"
+        except Exception:  # noqa: BLE001 - a description only
+            return self.state
+
     @classmethod
     def decode(cls, task_id: str, raw: bytes) -> ResultRecord:
         head, _, payload = raw.partition(b"\n")
@@ -49,7 +68,7 @@ class ResultRecord:
         return cls(task_id, state, content_type, payload, traceback, date_done, meta)
 
 
-class ResultBackend(ABC):
+class ResultBackend(CeleryBackendMethods, ABC):
     """Stores results; every process opens its own instance."""
 
     scheme: str = ""
@@ -160,6 +179,45 @@ class ResultBackend(ABC):
         """How many members the set at ``key`` has (0 when there is none)."""
         raw = self.get_data(key)
         return len(raw.decode().split("\n")) if raw else 0
+
+    # -- chords: the finished parts of a header, as a set -------------------------------------
+
+    def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
+        """Add ``member`` (``"<index>:<part id>"``) to the chord's set of finished parts, in
+        one atomic step with reading its size: (whether it was new, how many parts are in,
+        the stored size or None where the messages carry it)."""
+        added, count = self.add_to_set(f"chord:{group_id}", member)
+        raw = self.get_data(f"chord-size:{group_id}")
+        return added, count, int(raw) if raw else None
+
+    def chord_parts_done(self, parts: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bool, int, int | None]]:
+        """:meth:`chord_part_done` for many (group id, member) pairs, in order, in one round
+        trip where the store allows it."""
+        return [self.chord_part_done(group_id, member) for group_id, member in parts]
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> int:
+        """Store the size of a chord whose header was a generator (Celery's name); returns
+        how many parts had finished, read in the same atomic step."""
+        self.put_data(f"chord-size:{group_id}", str(int(chord_size)).encode())
+        return self.set_size(f"chord:{group_id}")
+
+    def chord_members(self, group_id: str) -> list[str]:
+        """The finished parts of a chord (``"<index>:<part id>"``)."""
+        raw = self.get_data(f"chord:{group_id}")
+        return raw.decode().split("\n") if raw else []
+
+    def forget_chord(self, group_id: str) -> None:
+        """Delete a finished chord's parts and size (its "body sent" mark stays, so a part
+        delivered again meanwhile sends nothing)."""
+        self.delete_data(f"chord:{group_id}")
+        self.delete_data(f"chord-size:{group_id}")
+
+    def chord_body_sent(self, group_id: str) -> bool:
+        return self.set_size(f"chord-sent:{group_id}") > 0
+
+    def mark_chord_body_sent(self, group_id: str) -> None:
+        self.add_to_set(f"chord-sent:{group_id}", "1")
 
     def put_data(self, key: str, value: bytes) -> None:
         self.update_data(key, lambda _old: value)

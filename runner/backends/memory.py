@@ -100,6 +100,26 @@ class MemoryBackend(ResultBackend):
         with self._store.cond:
             return len(self._store.sets.get(key, ()))
 
+    def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
+        with self._store.cond:  # (re-entrant: one atomic step)
+            added, count = self.add_to_set(f"chord:{group_id}", member)
+            raw = self._store.data.get(f"chord-size:{group_id}")
+            return added, count, int(raw) if raw else None
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> int:
+        with self._store.cond:
+            self._store.data[f"chord-size:{group_id}"] = str(int(chord_size)).encode()
+            return len(self._store.sets.get(f"chord:{group_id}", ()))
+
+    def forget_chord(self, group_id: str) -> None:
+        with self._store.cond:
+            self._store.sets.pop(f"chord:{group_id}", None)
+            self._store.data.pop(f"chord-size:{group_id}", None)
+
+    def chord_members(self, group_id: str) -> list[str]:
+        with self._store.cond:
+            return sorted(self._store.sets.get(f"chord:{group_id}", ()))
+
     def scan_data(self, prefix: str) -> list[tuple[str, bytes]]:
         with self._store.cond:
             return sorted((k, v) for k, v in self._store.data.items() if k.startswith(prefix))

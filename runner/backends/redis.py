@@ -5,8 +5,9 @@ record itself when it is under ``PUBLISH_RECORD_MAX`` bytes) in one round trip.
 ``AsyncResult.get`` sends SUBSCRIBE and GET in one write on a RESP3 connection (Redis 6+), then
 sleeps until the announcement, which brings the record: waiting costs one round trip, no
 polling and no second read. Across a Redis outage it keeps waiting (reconnecting with backoff)
-until its own timeout. Keyed data (chord counters, run records) uses WATCH/MULTI, retried on
-conflict, with a sorted-set index for prefix scans."""
+until its own timeout. Keyed data (run records) uses WATCH/MULTI, retried on conflict, with a
+sorted-set index for prefix scans; chord parts and mapped pipeline steps are counted in sets
+(SADD + SCARD in one MULTI), which never conflict."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from runner.redis_store import (
 logger = logging.getLogger("runner.redis")
 
 REVOKED_KEEP = 86_400  # seconds a revoke is remembered
+CHORD_KEEP = 86_400  # seconds a chord's count is kept without result_expires
 REVOKED_FRESH = 0.02  # seconds a "nothing was revoked lately" answer is trusted
 PUBLISH_RECORD_MAX = 16_384  # bytes: a larger record is announced by its state, then read
 _PUSHES = (b"message", b"subscribe", b"unsubscribe")  # RESP3 push replies of pub/sub
@@ -293,6 +295,49 @@ class RedisBackend(ResultBackend):
             return [(bool(replies[i]), int(replies[i + 1]))
                     for i in range(0, len(replies), step)]
         return self._retry("add to sets", add)
+
+    def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
+        return self.chord_parts_done([(group_id, member)])[0]
+
+    def chord_parts_done(self, parts: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bool, int, int | None]]:
+        """SADD, SCARD and GET of the size for each part, all in one MULTI: one round trip
+        for a batch of finished parts, no WATCH, so parts finishing together never retry."""
+        keep = max(1, int(self.expires or CHORD_KEEP))
+
+        def add() -> list[tuple[bool, int, int | None]]:
+            pipe = self.client.pipeline(transaction=True)
+            for group_id, member in parts:
+                name = f"{self.prefix}set:chord:{group_id}"
+                pipe.sadd(name, member)
+                pipe.scard(name)
+                pipe.get(f"{self.prefix}chord-size:{group_id}")
+                pipe.expire(name, keep)
+            replies = pipe.execute()
+            return [(bool(replies[i]), int(replies[i + 1]),
+                     int(replies[i + 2]) if replies[i + 2] else None)
+                    for i in range(0, len(replies), 4)]
+        return self._retry("count chord parts", add)
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> int:
+        name, size_key = f"{self.prefix}set:chord:{group_id}", f"{self.prefix}chord-size:{group_id}"
+        keep = max(1, int(self.expires or CHORD_KEEP))
+
+        def put() -> int:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(size_key, int(chord_size), ex=keep)
+            pipe.scard(name)
+            return int(pipe.execute()[1])
+        return self._retry("set chord size", put)
+
+    def forget_chord(self, group_id: str) -> None:
+        self._retry("forget chord", lambda: self.client.delete(
+            f"{self.prefix}set:chord:{group_id}", f"{self.prefix}chord-size:{group_id}"))
+
+    def chord_members(self, group_id: str) -> list[str]:
+        members = self._retry("read chord parts", lambda: self.client.smembers(
+            f"{self.prefix}set:chord:{group_id}"))
+        return sorted(m.decode() for m in members)
 
     def set_size(self, key: str) -> int:
         return int(self._retry("set size", lambda: self.client.scard(f"{self.prefix}set:{key}")))

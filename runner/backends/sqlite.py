@@ -186,6 +186,43 @@ class SQLiteBackend(ResultBackend):
                 out.append((added, size))
         return out
 
+    def chord_part_done(self, group_id: str, member: str) -> tuple[bool, int, int | None]:
+        return self.chord_parts_done([(group_id, member)])[0]
+
+    def chord_parts_done(self, parts: Sequence[tuple[str, str]]
+                         ) -> list[tuple[bool, int, int | None]]:
+        out = []
+        with self._lock, transaction(self._conn):
+            for group_id, member in parts:
+                key = f"chord:{group_id}"
+                added = self._conn.execute("INSERT OR IGNORE INTO runner_sets VALUES (?, ?)",
+                                           (key, member)).rowcount == 1
+                count = self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                           (key,)).fetchone()[0]
+                row = self._conn.execute("SELECT value FROM runner_data WHERE key = ?",
+                                         (f"chord-size:{group_id}",)).fetchone()
+                out.append((added, count, int(row[0]) if row else None))
+        return out
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> int:
+        with self._lock, transaction(self._conn):
+            self._conn.execute("INSERT OR REPLACE INTO runner_data VALUES (?, ?, ?)",
+                               (f"chord-size:{group_id}", str(int(chord_size)).encode(),
+                                time.time()))
+            return self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",
+                                      (f"chord:{group_id}",)).fetchone()[0]
+
+    def forget_chord(self, group_id: str) -> None:
+        with self._lock, transaction(self._conn):
+            self._conn.execute("DELETE FROM runner_sets WHERE key = ?", (f"chord:{group_id}",))
+            self._conn.execute("DELETE FROM runner_data WHERE key = ?",
+                               (f"chord-size:{group_id}",))
+
+    def chord_members(self, group_id: str) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._conn.execute(
+                "SELECT member FROM runner_sets WHERE key = ?", (f"chord:{group_id}",))]
+
     def set_size(self, key: str) -> int:
         with self._lock:
             return self._conn.execute("SELECT count(*) FROM runner_sets WHERE key = ?",

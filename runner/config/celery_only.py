@@ -105,7 +105,6 @@ CELERY_ONLY = frozenset({
     "s3_secret_access_key",
     "task_acks_on_failure",
     "task_acks_on_timeout",
-    "task_allow_error_cb_on_chord_header",
     "task_create_missing_queue_exchange_type",
     "task_default_delivery_mode",
     "task_default_exchange",

@@ -330,6 +330,9 @@ class Settings(BaseModel):
         False, description="run tasks in the caller's process instead of sending them")
     task_eager_propagates: bool = Field(
         False, description="eager tasks re-raise their exceptions in the caller")
+    task_allow_error_cb_on_chord_header: bool = Field(
+        False, description="a chord's link_error also goes on its header's tasks (not only "
+        "on its body)")
     task_ignore_result: bool = Field(False, description="do not store task results")
     task_track_started: bool = Field(False, description="record a STARTED state")
     task_idempotency_window: float = Field(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
+from runner.canvas.stamping import revoked_by_stamp
 from runner.einfo import ExceptionInfo
 from runner.exceptions import (
     NotRegistered,
@@ -214,6 +215,16 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
             soft_time_limit=(message.options.get("soft_time_limit")
                              or task.effective("soft_time_limit")),
             options=message.options, reply_to=message.reply_to)
+        if message.headers and message.headers.get("stamped_headers"):
+            stamp = revoked_by_stamp(app, message.headers)
+            if stamp is not None:  # app.control.revoke_by_stamped_headers
+                raise TaskRevokedError(f"revoked by stamped header {stamp}")
+    except TaskRevokedError as exc:
+        result = refused(app, job_id, message, exc, hostname)
+        result.state = states.REVOKED
+        if result.record is not None:
+            result.record.state = states.REVOKED
+        return result
     except Exception as exc:  # noqa: BLE001 - unknown task, refused or undecodable content
         if task_unknown.receivers and isinstance(exc, NotRegistered):
             task_unknown.send(sender=WorkerRef(app, hostname), name=message.task,

@@ -1,20 +1,77 @@
-"""AsyncResult and EagerResult: Celery's handles on a task's state and return value."""
+"""AsyncResult and EagerResult: Celery's handles on a task's state and return value.
+
+A result made when a canvas is sent knows the results before it (``parent``: a chain's earlier
+step, a chord's header): ``get()`` of a result whose task failed because a step before it
+failed raises that step's own exception, as Celery's. ``get()`` inside a task running in a
+worker is refused (it can deadlock the pool), unless inside ``allow_join_result()``.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from runner import serialization, states
-from runner._state import current_app
-from runner.exceptions import TaskRevokedError, TimeoutError
+from runner._state import current_app, running
+from runner.exceptions import RunnerError, TaskRevokedError, TimeoutError
 
 SENT_CHECK = 1.0  # seconds AsyncResult.get() waits before it makes sure its task was sent
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
     from runner.backends.base import ResultRecord
+
+
+E_WOULDBLOCK = ("Never call result.get() within a task!\nSee https://docs.celeryq.dev/en/latest/"
+                "userguide/tasks.html#avoid-launching-synchronous-subtasks")
+
+
+class _JoinPolicy(threading.local):
+    allowed = False
+
+
+_join = _JoinPolicy()
+
+
+def task_join_will_block() -> bool:
+    """Whether this thread runs a task in a worker, where waiting for a result may block."""
+    if _join.allowed or not running.tasks:
+        return False
+    request = running.tasks[-1].request
+    return not (request.called_directly or request.is_eager)
+
+
+def assert_will_not_block() -> None:
+    if task_join_will_block():
+        raise RuntimeError(E_WOULDBLOCK)
+
+
+@contextmanager
+def allow_join_result() -> Iterator[None]:
+    """Allow ``get()`` inside a task (it waits on another task: make sure a worker is free)."""
+    previous, _join.allowed = _join.allowed, True
+    try:
+        yield
+    finally:
+        _join.allowed = previous
+
+
+@contextmanager
+def denied_join_result() -> Iterator[None]:
+    previous, _join.allowed = _join.allowed, False
+    try:
+        yield
+    finally:
+        _join.allowed = previous
+
+
+class IncompleteStream(RunnerError):
+    """``collect()`` met a result not ready yet (pass ``intermediate=True`` to go on)."""
 
 
 class AsyncResult:
@@ -25,16 +82,28 @@ class AsyncResult:
 
     #: the task was sent with ``ignore_result``: nothing will be stored, get() returns None
     ignored = False
+    supports_native_join = True
 
-    def __init__(self, id: str, app: Runner | None = None, task_name: str | None = None):
+    def __init__(self, id: str, app: Runner | None = None, task_name: str | None = None,
+                 parent: Any = None, backend: Any = None):
         if app is None:
             app = current_app()
         self.id = id
         self.app = app
         self.task_name = task_name
+        self.parent = parent
         self._record: ResultRecord | None = None
 
     task_id = property(lambda self: self.id)
+
+    @property
+    def backend(self) -> Any:
+        return self.app.backend
+
+    def as_tuple(self) -> tuple:
+        """``((id, parent), None)``, Celery's form for storing a result's identity."""
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return (self.id, parent), None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}: {self.id}>"
@@ -118,6 +187,51 @@ class AsyncResult:
         record = self._fetch()
         return record.meta.get("worker") if record else None
 
+    @property
+    def queue(self) -> str | None:
+        record = self._fetch()
+        return record.meta.get("queue") if record else None
+
+    @property
+    def children(self) -> list[Any] | None:
+        """The results of the tasks this task sent while it ran (stored with its result)."""
+        record = self._fetch()
+        if record is None:
+            return None
+        return [result_from_tuple(c, self.app) for c in record.meta.get("children") or ()]
+
+    def _get_task_meta(self) -> dict[str, Any]:
+        """Celery's meta dict of this task (see ``ResultBackend.get_task_meta``)."""
+        return self.app.backend.get_task_meta(self.id)
+
+    def _parents(self) -> Iterator[Any]:
+        node = self.parent
+        while node is not None:
+            yield node
+            node = getattr(node, "parent", None)
+
+    def _maybe_reraise_parent_error(self) -> None:
+        """Raise the exception of the first failed result before this one, root first."""
+        for node in reversed(list(self._parents())):
+            node.maybe_throw()
+
+    def iterdeps(self, intermediate: bool = False) -> Iterator[tuple[Any, Any]]:
+        """(parent, result) for this result and, depth first, its children's."""
+        stack: deque = deque([(None, self)])
+        while stack:
+            parent, node = stack.popleft()
+            yield parent, node
+            if node.ready():
+                stack.extend((node, child) for child in node.children or ())
+            elif not intermediate:
+                raise IncompleteStream(f"result {node.id} is not ready: collect() stops here")
+
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """(result, value) for this task and every task it (and they) sent, as they are in
+        the graph of ``children``; ``kwargs`` go to each ``get()``."""
+        for _, node in self.iterdeps(intermediate=intermediate):
+            yield node, node.get(**kwargs)
+
     def _decode(self, record: ResultRecord) -> Any:
         accept = self.app.result_accept
         value = serialization.loads(record.payload, record.content_type, accept)
@@ -130,12 +244,16 @@ class AsyncResult:
     # -- waiting ------------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float | None = None, **_ignored: Any) -> Any:
-        """Wait for the task and return its value; re-raise its exception with ``propagate``.
+            interval: float | None = None, disable_sync_subtasks: bool = True,
+            follow_parents: bool = True, **_ignored: Any) -> Any:
+        """Wait for the task and return its value; re-raise its exception with ``propagate``
+        (or, when it failed because a step before it did, that step's exception).
 
         ``timeout`` raises :class:`runner.exceptions.TimeoutError` (also a builtin
         ``TimeoutError``). Waiting wakes on change in the backend rather than sleeping
         ``interval`` (which only caps the check period of polling backends)."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
         if self.ignored:  # as Celery: nothing will ever be stored to wait for
             return None
         record = self._record
@@ -146,6 +264,9 @@ class AsyncResult:
                 raise TimeoutError(
                     f"The operation timed out: task {self.id} is still "
                     f"{record.state if record else states.PENDING} after {timeout}s")
+        if propagate and follow_parents and self.parent is not None and (
+                record.state in states.PROPAGATE_STATES):
+            self._maybe_reraise_parent_error()
         return self._value_or_raise(record, propagate)
 
     wait = get
@@ -170,9 +291,14 @@ class AsyncResult:
             raise value
         return value
 
-    def maybe_throw(self, propagate: bool = True) -> None:
+    def maybe_throw(self, propagate: bool = True, follow_parents: bool = False) -> None:
+        """Raise the task's exception if it failed (with ``follow_parents``, first that of a
+        failed result before it)."""
         record = self._fetch()
         if record is not None:
+            if (propagate and follow_parents and self.parent is not None
+                    and record.state in states.PROPAGATE_STATES):
+                self._maybe_reraise_parent_error()
             self._value_or_raise(record, propagate)
 
     # -- acting -------------------------------------------------------------------------------
@@ -192,62 +318,6 @@ class AsyncResult:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"task {self.id} not revoked after {timeout}s")
                 time.sleep(0.01)
-
-
-class GroupResult:
-    """The results of a group, in the order its tasks were given."""
-
-    def __init__(self, id: str, results: list[AsyncResult], app: Runner | None = None):
-        self.id = id
-        self.results = list(results)
-        self.app = app or current_app()
-
-    def __repr__(self) -> str:
-        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
-
-    def __iter__(self):
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, index: int) -> AsyncResult:
-        return self.results[index]
-
-    def ready(self) -> bool:
-        return all(r.ready() for r in self.results)
-
-    def successful(self) -> bool:
-        return all(r.successful() for r in self.results)
-
-    def failed(self) -> bool:
-        return any(r.failed() for r in self.results)
-
-    def waiting(self) -> bool:
-        return not self.ready()
-
-    def completed_count(self) -> int:
-        return sum(1 for r in self.results if r.successful())
-
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float | None = None, **_ignored: Any) -> list[Any]:
-        """Every task's value, in order; ``timeout`` bounds the whole wait."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for result in self.results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            values.append(result.get(timeout=left, propagate=propagate, interval=interval))
-        return values
-
-    join = get
-
-    def forget(self) -> None:
-        for result in self.results:
-            result.forget()
-
-    def revoke(self, terminate: bool = False, signal: str = "SIGTERM") -> None:
-        self.app.control.revoke([r.id for r in self.results], terminate=terminate,
-                                signal=signal)
 
 
 class EagerResult(AsyncResult):
@@ -281,6 +351,10 @@ class EagerResult(AsyncResult):
     def date_done(self) -> datetime | None:
         return self._done
 
+    @property
+    def children(self) -> list[Any] | None:
+        return None
+
     def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._value
@@ -288,7 +362,7 @@ class EagerResult(AsyncResult):
 
     wait = get
 
-    def maybe_throw(self, propagate: bool = True) -> None:
+    def maybe_throw(self, propagate: bool = True, follow_parents: bool = False) -> None:
         self.get(propagate=propagate)
 
     def forget(self) -> None:
@@ -296,3 +370,27 @@ class EagerResult(AsyncResult):
 
     def revoke(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+def result_from_tuple(value: Any, app: Runner | None = None) -> Any:
+    """An AsyncResult (or GroupResult) from its stored form: an id, ``as_tuple()``'s, or
+    ``["group", id, [members]]``."""
+    if isinstance(value, str):
+        return AsyncResult(value, app=app)
+    if isinstance(value, (list, tuple)) and value and value[0] == "group":  # noqa: UP038
+        from runner.result.sets import GroupResult
+
+        return GroupResult(value[1], [result_from_tuple(v, app) for v in value[2]], app=app)
+    if isinstance(value, (list, tuple)) and len(value) == 2:  # noqa: UP038
+        head, nodes = value
+        if nodes:  # a GroupResult's as_tuple
+            from runner.result.sets import GroupResult
+
+            gid, parent = head
+            group = GroupResult(gid, [result_from_tuple(n, app) for n in nodes], app=app)
+            group.parent = result_from_tuple(parent, app) if parent else None
+            return group
+        task_id, parent = head
+        return AsyncResult(task_id, app=app,
+                           parent=result_from_tuple(parent, app) if parent else None)
+    raise ValueError(f"not a stored result: {value!r}")
