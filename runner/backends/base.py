@@ -52,14 +52,21 @@ class ResultRecord:
             return serialization.dict_to_exception(value)
         return value
 
-    def describe_error(self, accept: frozenset[str] | None = None) -> str:
-        """``ValueError('boom')`` for a failure (what a chord's ChordError and a pipeline's
-        run record say); the state where there is no exception to describe."""
+    def error_info(self, accept: frozenset[str] | None = None) -> tuple[str, list] | None:
+        """(exception type name, its arguments) of a failure, without rebuilding the
+        exception; None where the record holds none. One way to describe an error, for
+        chords (:meth:`describe_error`) and pipelines (``Type: message``)."""
         try:
             info = serialization.loads(self.payload, self.content_type, accept)
-            return f"{info['exc_type']}({', '.join(map(repr, info.get('exc_message', [])))})"
+            return str(info["exc_type"]), list(info.get("exc_message", []))
         except Exception:  # noqa: BLE001 - a description only
-            return self.state
+            return None
+
+    def describe_error(self, accept: frozenset[str] | None = None) -> str:
+        """``ValueError('boom')`` for a failure (what a chord's ChordError says); the state
+        where there is no exception to describe."""
+        found = self.error_info(accept)
+        return f"{found[0]}({', '.join(map(repr, found[1]))})" if found else self.state
 
     @classmethod
     def decode(cls, task_id: str, raw: bytes) -> ResultRecord:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from runner import serialization, states
+from runner import states
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.exceptions import PipelineError
 from runner.pipeline import slots
@@ -292,7 +292,7 @@ def step_task_ids(record: RunRecord, name: str) -> list[str]:
 def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:
     if record is None or record.state != states.SUCCESS:
         return None
-    return serialization.loads(record.payload, record.content_type, accept)
+    return record.value(accept)
 
 
 def _spec(backend: ResultBackend, run_id: str) -> Pipeline:

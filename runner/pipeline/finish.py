@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from runner import serialization, states
+from runner import states
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.message import (
     HEADER_ATTEMPT,
@@ -101,11 +101,8 @@ def _note_failure(backend: ResultBackend, key: str, index: str, error: str | Non
 def _error_text(record: ResultRecord | None) -> str | None:
     if record is None:
         return None
-    try:
-        info = serialization.loads(record.payload, record.content_type)
-        return f"{info.get('exc_type')}: {' '.join(map(str, info.get('exc_message', [])))}"
-    except Exception:  # noqa: BLE001 - a description only
-        return record.state
+    found = record.error_info()
+    return f"{found[0]}: {' '.join(map(str, found[1]))}" if found else record.state
 
 
 def tasks_starting(app: Any, messages: list[Message]) -> None:
