@@ -13,6 +13,10 @@ twice:
 
 Both wait by polling the result backend every 5 ms. Then ``runner submit benchpipeline.yaml``
 (the CLI, a new process) is timed until it returns, and its run waited for.
+
+Then (issue 16) ``--runs`` runs (200) of the same pipeline with a 10-item map and
+``max_active_runs: 10`` are submitted at once from 8 threads: the time until all are done, and
+the most runs seen ``running`` at once (sampled every 5 ms from the run records).
 """
 
 from __future__ import annotations
@@ -104,7 +108,49 @@ def cli_submit(app, items: int, env: dict[str, str], cwd: Path) -> float:
     return elapsed
 
 
-def measure(system: Runner, items: int, rounds: int, result: dict) -> None:
+LIMITED = """\
+name: bench-limited
+app: benchtasks
+max_active_runs: 10
+steps:
+  numbers: {task: benchtasks.numbers, args: [10]}
+  double: {task: benchtasks.double, needs: [numbers], map: "{{ steps.numbers.result }}",
+           args: ["{{ item }}"]}
+  collect: {task: benchtasks.collect, needs: [double], args: ["{{ steps.double.result }}"]}
+"""
+
+
+def many_runs(app, runs: int, workdir: Path) -> tuple[float, int]:
+    """Seconds until ``runs`` runs submitted at once are all done, and the most running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runner.pipeline.engine import submit
+    from runner.pipeline.runs import RUN_DONE, list_runs
+    from runner.pipeline.validate import load_pipeline
+
+    path = workdir / "bench-limited.yaml"
+    path.write_text(LIMITED)
+    loaded = load_pipeline(path)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(r.id for r in pool.map(lambda _: submit(app, loaded, {}), range(runs)))
+    most = 0
+    while True:
+        records = [r for r in list_runs(app.backend) if r.id in ids]
+        most = max(most, sum(r.state == "running" for r in records))
+        if len(records) == len(ids) and all(r.state in RUN_DONE for r in records):
+            break
+        if time.perf_counter() > start + 3 * BUDGET:
+            raise RuntimeError(f"{runs} runs: {sum(r.state in RUN_DONE for r in records)} "
+                               f"done after {3 * BUDGET:.0f} s")
+        time.sleep(POLL)
+    failed = [r.id for r in records if r.state != "success"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {runs} runs did not succeed: {failed[:3]}")
+    return time.perf_counter() - start, most
+
+
+def measure(system: Runner, items: int, rounds: int, result: dict, runs: int = 0) -> None:
     if system.redis:
         flush(system.redis)
     env = {**os.environ, **system.env()}
@@ -127,6 +173,11 @@ def measure(system: Runner, items: int, rounds: int, result: dict) -> None:
         result["submit_s"] = min(submit_times)
         result["cli_submit_s"] = cli_submit(tasks.app, items, env, system.workdir)
         log(f"runner submit returned in {result['cli_submit_s']:.2f} s")
+        if runs:
+            took, most = many_runs(tasks.app, runs, system.workdir)
+            result["runs"], result["runs_s"], result["runs_most_active"] = runs, took, most
+            log(f"{runs} runs with max_active_runs 10: all done in {took:.2f} s, "
+                f"at most {most} running at once")
     except BaseException:
         if tail := worker.log_tail():
             print(f"--- pipeline worker log (tail) ---\n{tail}", file=sys.stderr)
@@ -143,11 +194,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds")
     parser.add_argument("--redis", default=None, metavar="URL")
     parser.add_argument("--amqp", default=None, metavar="URL", help="broker; results on --redis")
+    parser.add_argument("--runs", type=int, default=200,
+                        help="runs submitted at once with max_active_runs 10 (0: none)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"system": "pipeline", "items": args.items}
     try:
-        measure(Runner(args.workdir, args.redis, args.amqp), args.items, args.rounds, result)
+        measure(Runner(args.workdir, args.redis, args.amqp), args.items, args.rounds, result,
+                args.runs)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"  pipeline: failed: {exc}", file=sys.stderr)
