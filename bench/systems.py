@@ -157,6 +157,56 @@ class RunnerSigned(Runner):
         return {**super().env(), "BENCH_SIGNING_DIR": str(keys)}
 
 
+class RunnerSentinel(Runner):
+    """runner reaching the same redis-server through Redis Sentinel (issue 21): a
+    ``redis-server --sentinel`` of its own monitors it, and broker and results are
+    ``sentinel://`` URLs with ``master_name``; stopped with the system's session."""
+
+    name = "runner-sentinel"
+    transports = ("redis",)
+    _sentinel: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        port = self._start_sentinel()
+        url = f"sentinel://127.0.0.1:{port}"
+        return {**super().env(), "BENCH_BROKER_URL": f"{url}/{BROKER_DB}",
+                "BENCH_RESULT_URL": f"{url}/{RESULT_DB}", "BENCH_SENTINEL_MASTER": "bench",
+                "RUNNER_BROKER_URL": f"{url}/{BROKER_DB}",
+                "RUNNER_RESULT_BACKEND": f"{url}/{RESULT_DB}",
+                "RUNNER_BROKER_TRANSPORT_OPTIONS": '{"master_name": "bench"}'}
+
+    def _start_sentinel(self) -> int:
+        if RunnerSentinel._sentinel is None or RunnerSentinel._sentinel.poll() is not None:
+            import socket
+            import time
+
+            assert self.redis, "the Sentinel row needs the bench's redis-server"
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            master = int(self.redis.rsplit(":", 1)[1])
+            config = self.workdir / "sentinel.conf"
+            config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                              f"sentinel monitor bench 127.0.0.1 {master} 1\n")
+            RunnerSentinel._sentinel = subprocess.Popen(
+                ["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+            RunnerSentinel._port = port
+            import atexit
+
+            atexit.register(RunnerSentinel._sentinel.terminate)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("redis-server --sentinel did not start") from None
+                    time.sleep(0.05)
+        return RunnerSentinel._port
+
+
 class Huey(System):
     name = "huey"
     module = "hueytasks"
@@ -228,9 +278,11 @@ class Dramatiq8(Dramatiq):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (Runner, RunnerSigned, Huey, Celery, Dramatiq, Dramatiq8)}
+    s.name: s for s in (Runner, RunnerSigned, RunnerSentinel, Huey, Celery, Dramatiq,
+                        Dramatiq8)}
 
 #: how the report names each system, in full and in the header of runner's ratio to it
-LABELS = {"runner": "runner", "runner-auth": "runner signed", "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
+LABELS = {"runner": "runner", "runner-auth": "runner signed",
+          "runner-sentinel": "runner sentinel", "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
           "dramatiq8": "dramatiq 2x8"}
-SHORT = {**LABELS, "runner-auth": "signed", "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}
+SHORT = {**LABELS, "runner-auth": "signed", "runner-sentinel": "sentinel", "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}

@@ -146,7 +146,23 @@ def sentinel_client(url: URL, options: dict, common: dict) -> redis.Redis:
                               f"named {str(name)!r}; check master_name in the transport "
                               f"options (SENTINEL MASTERS lists the names it monitors)")
         break
-    return sentinel.master_for(str(name), db=url.db or 0, **master_options)
+    return sentinel.master_for(str(name), db=url.db or 0,
+                               connection_class=_sentinel_connection_class(), **master_options)
+
+
+def _sentinel_connection_class() -> type:
+    """redis-py's Sentinel connection finds the master in ``connect()``; runner's own
+    connections connect lazily on their first send (``_connect``), so they must find it there
+    too, or they would reach the default localhost:6379."""
+    from redis.sentinel import SentinelManagedConnection
+
+    class SentinelConnection(SentinelManagedConnection):
+        def _connect(self):
+            if self.connection_pool.is_master:
+                self.host, self.port = self.connection_pool.get_master_address()
+            return super()._connect()
+
+    return SentinelConnection
 
 
 def retrying(what: str, url: URL, operation: Callable[[], T], policy: ConnectPolicy,

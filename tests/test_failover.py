@@ -162,20 +162,25 @@ def test_sentinel_follows_the_promoted_replica_when_the_master_dies(sentinel, tm
                   RUNNER_BROKER_TRANSPORT_OPTIONS=options)
     app = Celery("tasks", broker=sentinel.url, backend=sentinel.url, set_as_current=False,
                  broker_transport_options={"master_name": "mymaster"})
+    import redis
+
     try:
         assert app.send_task("tasks.add", (1, 1)).get(timeout=30) == 2
+        # on the master Sentinel names (not a default localhost:6379)
+        assert redis.Redis(port=sentinel.master.port, db=0).dbsize() > 0
         time.sleep(1)  # the replica has what the master wrote (asynchronous replication)
         sentinel.master.proc.send_signal(signal.SIGKILL)
         sentinel.master.proc.wait()
         results = [app.send_task("tasks.add", (i, i)) for i in range(5)]
         assert [r.get(timeout=60) for r in results] == [0, 2, 4, 6, 8]
+        promoted = redis.Redis(port=sentinel.replica.port)
+        assert promoted.execute_command("ROLE")[0] in (b"master", "master")
+        assert any(key.startswith(b"runner:result:") for key in
+                   redis.Redis(port=sentinel.replica.port, db=0).keys("runner:result:*")) or \
+            promoted.dbsize() > 0  # everyone moved to it: the new results are there
     finally:
         app.close()
         stop(proc)
-    import redis
-
-    role = redis.Redis(port=sentinel.replica.port).execute_command("ROLE")[0]
-    assert role in (b"master", "master")  # the replica was promoted and everyone moved
 
 
 def test_sentinel_without_master_name_or_with_an_unknown_one_is_a_clear_error(sentinel):

@@ -12,6 +12,10 @@ SQLITE = f"sqlite:///{os.environ.get('BENCH_DB', 'bench.db')}"  # sqlite:////tmp
 
 app = Celery("benchtasks", broker=os.environ.get("BENCH_BROKER_URL", SQLITE),
              backend=os.environ.get("BENCH_RESULT_URL", SQLITE))
+if os.environ.get("BENCH_SENTINEL_MASTER"):  # the Sentinel row (issue 21)
+    app.conf.update(broker_transport_options={"master_name": os.environ["BENCH_SENTINEL_MASTER"]},
+                    result_backend_transport_options={
+                        "master_name": os.environ["BENCH_SENTINEL_MASTER"]})
 if os.environ.get("BENCH_SIGNING_DIR"):  # the signed row (issue 20): EC P-256, as the README
     KEYS = os.environ["BENCH_SIGNING_DIR"]
     app.conf.update(task_serializer="auth", accept_content=["auth"],
