@@ -234,6 +234,14 @@ def refused(url: URL, what: str, exc: Exception) -> ConfigError:
                        "user) in the URL")
 
 
+def check_replicas(command: Sequence, reply: object) -> None:
+    """After a ``WAIT n timeout`` sent with a write: fewer replicas than ``n`` acknowledged it
+    in time is an outage (the caller's retry writes again, idempotently, and waits again)."""
+    if command and command[0] == "WAIT" and isinstance(reply, int) and reply < int(command[1]):
+        raise RedisConnectionError(f"{reply} of {command[1]} replicas acknowledged the write "
+                                   f"within {command[2]} ms (wait_for_replicas)")
+
+
 def pack(args: Sequence) -> bytes:
     """One command in the Redis protocol (RESP). Callers join several into one write: redis-py
     sends each command of a list with a write of its own."""

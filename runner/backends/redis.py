@@ -26,6 +26,7 @@ from runner.redis_store import (
     OUTAGE_ERRORS,
     REFUSED_ERRORS,
     OwnConnections,
+    check_replicas,
     make_client,
     pack,
     refused,
@@ -51,6 +52,9 @@ class RedisBackend(ResultBackend):
         self.prefix = str(options.get("global_keyprefix", "runner:"))
         self.policy = ConnectPolicy.from_options(options)
         self.client = make_client(url, options)
+        #: results stored return once this many replicas have them (WAIT; see RedisBroker)
+        self.wait_for_replicas = int(options.get("wait_for_replicas") or 0)
+        self.wait_timeout_ms = int(float(options.get("wait_for_replicas_timeout") or 1.0) * 1000)
         self._local = threading.local()
         self._resp3: redis.Redis | None = None  # for waiting (see _waiter)
         self._own = OwnConnections(self.client)  # for storing (one write per batch)
@@ -73,9 +77,11 @@ class RedisBackend(ResultBackend):
 
     def store(self, records: Sequence[ResultRecord]) -> None:
         def write() -> None:
-            for reply in self._own.roundtrip(self.store_commands(records)):
+            commands = self.store_commands(records)
+            for command, reply in zip(commands, self._own.roundtrip(commands), strict=True):
                 if isinstance(reply, Exception):
                     raise reply
+                check_replicas(command, reply)
         self._retry("store results", write)
 
     def store_commands(self, records: Sequence[ResultRecord], from_db: int | None = None
@@ -94,6 +100,8 @@ class RedisBackend(ResultBackend):
                                  raw if len(raw) <= PUBLISH_RECORD_MAX else r.state])
         if switch:
             commands.append(["SELECT", from_db])
+        if self.wait_for_replicas and records:
+            commands.append(["WAIT", self.wait_for_replicas, self.wait_timeout_ms])
         return commands
 
     @property

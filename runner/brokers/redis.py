@@ -51,7 +51,14 @@ from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.reconnect import ConnectPolicy
-from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
+from runner.redis_store import (
+    OUTAGE_ERRORS,
+    OwnConnections,
+    check_replicas,
+    make_client,
+    refused,
+    retrying,
+)
 
 logger = logging.getLogger("runner.redis")
 
@@ -251,6 +258,11 @@ class RedisBroker(Broker):
         self.policy = ConnectPolicy.from_options(options)
         self.max_retries = self.policy.max_retries  # 0: retry forever
         self.client = make_client(url, options)
+        #: wait_for_replicas: an enqueue returns once that many replicas have it (Redis WAIT,
+        #: up to wait_for_replicas_timeout s, sent again until they do): no acknowledged task
+        #: is lost when Sentinel promotes a replica. 0: streamed, replicated asynchronously.
+        self.wait_for_replicas = int(options.get("wait_for_replicas") or 0)
+        self.wait_timeout_ms = int(float(options.get("wait_for_replicas_timeout") or 1.0) * 1000)
         self._scripts = {name: self.client.register_script(source) for name, source in {
             "enqueue": ENQUEUE, "fetch": FETCH, "ack": ACK, "requeue": REQUEUE,
             "extend": EXTEND, "retry": RETRY, "purge": PURGE}.items()}
@@ -281,9 +293,10 @@ class RedisBroker(Broker):
             if any(isinstance(reply, NoScriptError) for reply in replies):
                 raise RedisConnectionError("Redis forgot runner's scripts as soon as they "
                                            "were loaded (a failover under way?)")
-        for reply in replies:
+        for (_name, args), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
+            check_replicas(args, reply)
         return replies
 
     def check(self, queues: Sequence[str] = ()) -> None:
@@ -306,12 +319,34 @@ class RedisBroker(Broker):
             args += [message.id, message.queue, message.priority or 0,
                      repr(message.eta or 0.0), self.wire(message)]
         command = ["EVALSHA", self._scripts["enqueue"].sha, 0, *args, self._token()]
+        if self.wait_for_replicas:
+            retrying("enqueue", self.url, lambda: self._replicated(command), self.policy)
+            return
         self._own.take([command])
         try:
             retrying("enqueue", self.url, self._own.pump, self.policy)
         except BaseException:
             self._own.forget(command)  # the caller has the error: not sent later behind it
             raise
+
+    def _replicated(self, command: list) -> None:
+        """Run ``command`` and WAIT for the replicas in the same write; fewer replicas than
+        asked within the timeout is an outage (retried: the request token makes the script
+        run once, and WAIT is asked again)."""
+        replies = self._own.roundtrip([command, ["WAIT", self.wait_for_replicas,
+                                                 self.wait_timeout_ms]])
+        if isinstance(replies[0], NoScriptError):
+            loads = [["SCRIPT", "LOAD", s.script] for s in self._scripts.values()]
+            self._own.roundtrip(loads)
+            raise RedisConnectionError("Redis had forgotten runner's scripts (loaded again)")
+        if isinstance(replies[0], Exception):
+            if self._streamed_error(command, replies[0]):
+                raise RedisConnectionError(str(replies[0]))
+            raise replies[0]
+        if int(replies[1]) < self.wait_for_replicas:
+            raise RedisConnectionError(
+                f"{replies[1]} of {self.wait_for_replicas} replicas acknowledged the enqueue "
+                f"within {self.wait_timeout_ms} ms (wait_for_replicas)")
 
     def flush(self) -> None:
         """Return once Redis has run every enqueue this thread streamed."""

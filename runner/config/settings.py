@@ -116,6 +116,12 @@ class TransportOptions(BaseModel):
         None, description="Redis: prefix of runner's keys (default 'runner:')")
     socket_connect_timeout: float | None = Field(
         None, gt=0, description="Redis: seconds to wait for a connection (default 4)")
+    wait_for_replicas: int | None = Field(
+        None, ge=0, description="Redis: an enqueue (and a stored result) returns once this "
+        "many replicas have it (WAIT); none lost when Sentinel promotes a replica")
+    wait_for_replicas_timeout: float | None = Field(
+        None, gt=0, description="Redis: seconds a WAIT may take before it is asked again "
+        "(default 1)")
     master_name: str | None = Field(
         None, description="Redis Sentinel (sentinel:// URLs): the name of the master to use")
     sentinel_kwargs: dict[str, Any] | None = Field(
