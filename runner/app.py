@@ -25,11 +25,11 @@ from runner.brokers.registry import open_broker
 from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
+from runner.control.client import Control
 from runner.exceptions import (
     AppImportError,
     MessageTooLarge,
     NotRegistered,
-    NotSupported,
     SerializationError,
 )
 from runner.execute import apply_eagerly
@@ -81,24 +81,6 @@ def shared_task(*args: Any, **options: Any) -> Any:
     if args:
         raise TypeError("@shared_task takes keyword options only: @shared_task(bind=True)")
     return share
-
-
-class Control:
-    """``app.control``: revoke, as Celery's remote control does, through the result backend."""
-
-    def __init__(self, app: Runner):
-        self.app = app
-
-    def revoke(self, task_id: str | list[str], terminate: bool = False,
-               signal: str = "SIGTERM") -> None:
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.app.backend.revoke(ids, terminate=terminate, signal=signal)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _CELERY_CONTROL:
-            raise NotSupported(f"app.control.{name}: Celery's remote control is not in runner "
-                               f"yet (only revoke); see the README, 'Coming from Celery'")
-        raise AttributeError(name)
 
 
 class Runner:
@@ -525,13 +507,6 @@ class Runner:
         apply_links_eagerly(self, options, result.state, result.result, result.id)
         return result
 
-
-#: Celery's remote control commands runner does not have yet (see Control.__getattr__)
-_CELERY_CONTROL = frozenset({
-    "inspect", "broadcast", "ping", "rate_limit", "time_limit", "add_consumer",
-    "cancel_consumer", "shutdown", "pool_grow", "pool_shrink", "autoscale", "enable_events",
-    "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
-    "revoke_by_stamped_headers", "pool_restart"})
 
 _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 

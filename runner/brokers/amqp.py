@@ -87,6 +87,7 @@ class AMQPBroker(Broker):
     """``amqp://user:password@host:5672/vhost``; see the module docstring for the guarantees."""
 
     scheme = "amqp"
+    fanout_class = "runner.brokers.amqp_fanout:AMQPFanout"
     acks_anywhere = False
     needs_heartbeat = True
     pushes = True

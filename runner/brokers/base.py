@@ -51,6 +51,9 @@ class Broker(ABC):
     #: one is there, so a consumer waits at once instead of first trying a fetch that does
     #: not wait (one poll of the connection less per message)
     pushes: bool = False
+    #: ``module:Class`` of this transport's :class:`~runner.brokers.fanout.Fanout` (remote
+    #: control and events), imported only when used
+    fanout_class: str = ""
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url

@@ -242,6 +242,7 @@ class RedisBroker(Broker):
     """``redis://:password@host:port/db``; see the module docstring for the guarantees."""
 
     scheme = "redis"
+    fanout_class = "runner.brokers.redis_fanout:RedisFanout"
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)

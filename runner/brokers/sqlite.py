@@ -80,6 +80,7 @@ class SQLiteBroker(Broker):
     """``sqlite:///path/to.db``: WAL mode, safe for many producer and worker processes."""
 
     scheme = "sqlite"
+    fanout_class = "runner.brokers.sqlite_fanout:SQLiteFanout"
     #: how often (seconds) a fetch also looks for due delayed messages
     schedule_check_interval = 0.05
 

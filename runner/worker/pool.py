@@ -169,6 +169,18 @@ class Pool:
         """Jobs of running batches that started (running, or ran)."""
         return []
 
+    def renew(self) -> None:
+        """Settings the pool's processes were started with changed: replace them (prefork);
+        threads read the settings as each job starts."""
+
+    def pids(self) -> list[int]:
+        """The pool's processes: none of its own (threads, solo)."""
+        return []
+
+    def job_pids(self) -> dict[int, int]:
+        """Job id -> pid of the process it runs in, where it is not this one."""
+        return {}
+
     def finish_current(self) -> None:
         """Warm shutdown: a running batch ends after its current job (the rest come back)."""
 
@@ -211,7 +223,7 @@ class Pool:
 
 class _Child:
     __slots__ = ("slot", "process", "conn", "progress", "board", "jobs", "limits", "batch",
-                 "done", "rss_kib", "retiring", "ended")
+                 "done", "rss_kib", "retiring", "ended", "stale")
 
     def __init__(self, slot: int, process, conn: Connection, progress, board=None):
         self.slot = slot  # 1..size: Celery's pool process index
@@ -226,6 +238,7 @@ class _Child:
         self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
         self.retiring = False  # asked to exit (autoscale shrinking): removed, not replaced
         self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
+        self.stale = False  # started before a change of settings: replaced after its batch
 
     def counting(self) -> bool:
         """Whether the shared counters are about :attr:`jobs` (not a batch not heard of)."""
@@ -330,6 +343,31 @@ class PreforkPool(Pool):
                 except OSError:
                     pass
         self.size = sum(1 for c in self.children if not c.retiring)
+
+    def renew(self) -> None:
+        """Replace every process after its current job (remote control changed what the
+        processes were forked with: queues, time limits). A consuming child asked to stop
+        ends after its current job (what it claimed and did not start goes back) and is
+        replaced with the pool's current :attr:`consume` options; an idle fed child is
+        replaced now, a busy one after its batch."""
+        for index, child in enumerate(self.children):
+            if child.retiring or child.ended:
+                continue
+            if self.consume is not None:
+                child.progress[STOP] = 1
+            elif child.jobs:
+                child.stale = True
+            else:
+                self._retire(child)
+                self.children[index] = self._spawn(child.slot)
+
+    def pids(self) -> list[int]:
+        """The pool's processes (retiring ones left out)."""
+        return [c.process.pid for c in self.children if not c.retiring and not c.ended]
+
+    def job_pids(self) -> dict[int, int]:
+        """Job id -> pid of the process it is given to."""
+        return {job: c.process.pid for c in self.children for job in c.jobs}
 
     def submit(self, jobs: list[Job]) -> None:
         child = next(c for c in self.children if not c.jobs and not c.retiring)
@@ -513,6 +551,8 @@ class PreforkPool(Pool):
     def _should_recycle(self, child: _Child) -> bool:
         if self.consume is not None:  # a consuming child ends by itself (see consume_main)
             return False
+        if child.stale:
+            return True
         if self.max_tasks_per_child and child.done >= self.max_tasks_per_child:
             return True
         return bool(self.max_memory_per_child and child.rss_kib > self.max_memory_per_child)

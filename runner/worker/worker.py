@@ -23,18 +23,22 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner import serialization, states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
+from runner.control.loop import ControlLoop, wait_listening
 from runner.exceptions import (
     TaskRevokedError,
     TimeLimitExceeded,
@@ -53,6 +57,7 @@ from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
+from runner.worker.panel import Panel
 from runner.worker.pool import (
     POOLS,
     ColdShutdown,
@@ -93,6 +98,7 @@ EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if 
 #: messages per process that ``worker_prefetch_multiplier = 0`` ("no limit", as Celery's) may
 #: hold: a bound all the same, so that one fetch stays one bounded read
 NO_PREFETCH_LIMIT = 1000
+REVOKED_KEPT = 10_000  # ids of revoked tasks remembered for ``inspect revoked``
 
 
 @dataclass(slots=True)
@@ -156,6 +162,9 @@ class Worker:
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
         self.terminated: dict[str, int] = {}  # task id -> signal its process was killed with
+        self.total: dict[str, int] = {}  # task name -> messages received (inspect stats)
+        self.revoked_ids: dict[str, None] = {}  # revoked task ids seen, oldest first
+        self.calls: collections.deque = collections.deque()  # (function, future) for the loop
         self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.pool: Pool = POOLS[options.pool](
             app, options.concurrency, self.hostname, self.accept,
@@ -181,6 +190,8 @@ class Worker:
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
                                       *options.autoscale, pushes=self.broker.pushes)
                            if options.autoscale and isinstance(self.pool, PreforkPool) else None)
+        #: remote control: a thread of this process listening for commands (see runner.control)
+        self.control = ControlLoop(app, self.hostname, Panel(self), self.call_soon)
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -199,11 +210,15 @@ class Worker:
         if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
             self.consumer.start()
         self.writer.start()
+        self.control.start()
+        wait_listening(self.control)
         if worker_ready.receivers:
             worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         try:
             while not self.killing and not (self.stopping and not self.running):
+                if self.calls:
+                    self.run_calls()
                 self.receive_fetched()
                 self.dispatch()
                 self.wait_and_collect()
@@ -243,6 +258,7 @@ class Worker:
         assert message is not None  # (unreadable ones were sorted out)
         if log:
             logger.info("Task %s[%s] received", message.task, message.id)
+        self.total[message.task] = self.total.get(message.task, 0) + 1
         try:
             return Held(delivery, message, acks_late_of(self.app, message),
                         reject_on_worker_lost=rejects_on_worker_lost(self.app, message))
@@ -523,6 +539,8 @@ class Worker:
         self.fail(held, error)
 
     def finish_revoked(self, held: Held, why: str, signum: int | None = None) -> None:
+        if why == "revoked" or why == "terminated":
+            self.remember_revoked(held.message.id)
         logger.info("Discarding %s task %s[%s]", why, held.message.task, held.message.id)
         if task_revoked.receivers:
             announce_revoked(self.app, held.message, self.hostname, why,
@@ -539,6 +557,29 @@ class Worker:
         self.completed.append((held.message, state, record))
         if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
             self.acks.append(held.delivery)
+
+    # -- remote control (see runner.control) ------------------------------------------------
+
+    def call_soon(self, function: Callable[[], object]) -> Future:
+        """Run ``function`` in the main loop (from the control thread); its result or error
+        comes in the future."""
+        future: Future = Future()
+        self.calls.append((function, future))
+        self.waker.wake()
+        return future
+
+    def run_calls(self) -> None:
+        while self.calls:
+            function, future = self.calls.popleft()
+            try:
+                future.set_result(function())
+            except Exception as exc:  # noqa: BLE001 - the caller gets it as an error reply
+                future.set_exception(exc)
+
+    def remember_revoked(self, task_id: str) -> None:
+        self.revoked_ids[task_id] = None
+        if len(self.revoked_ids) > REVOKED_KEPT:
+            del self.revoked_ids[next(iter(self.revoked_ids))]
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -662,6 +703,9 @@ class Worker:
         self.running.clear()
         self.flush()
         self.writer.stop()  # returns once everything handed over is written
+        if self.control.is_alive():
+            self.control.stop()
+        self.run_calls()  # (none is left waiting)
         self.waker.close()
         if worker_shutdown.receivers:
             worker_shutdown.send(sender=self)
