@@ -33,6 +33,15 @@ class Delivery:
     deliveries: int = 1
 
 
+@dataclass(slots=True)
+class QueueCounts:
+    """What ``runner queues`` shows of one queue; None where the transport cannot tell."""
+
+    waiting: int  # ready to be fetched now
+    delayed: int | None = None  # countdown/eta, not due yet
+    unacked: int | None = None  # claimed by a worker, not acked yet
+
+
 class Broker(ABC):
     """A transport for task messages. Implementations must be safe to use from one thread at a
     time per instance; each process (and each worker thread that needs one) opens its own."""
@@ -146,6 +155,15 @@ class Broker(ABC):
     @abstractmethod
     def qsize(self, queue: str) -> int:
         """Messages waiting (or delayed) in ``queue``, claimed ones excluded."""
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Messages waiting, delayed and claimed in each of ``queues`` (one consistent look
+        where the broker can). Brokers that count only what waits leave the rest None."""
+        return {queue: QueueCounts(self.qsize(queue)) for queue in queues}
+
+    def queue_names(self) -> list[str]:
+        """Queues that hold messages now, where the broker can list them (else none)."""
+        return []
 
     # -- dead letters (see runner.dead_letters) ----------------------------------------------
 

@@ -44,7 +44,7 @@ from dataclasses import replace
 
 from redis.exceptions import NoScriptError
 
-from runner.brokers.base import Broker, Delivery
+from runner.brokers.base import Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
@@ -469,6 +469,38 @@ class RedisBroker(Broker):
         return retrying("qsize", self.url, count, self.policy)
 
     # -- dead letters -------------------------------------------------------------------------
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        self.flush()  # (counted on another connection: this thread's enqueues first)
+        prefix = self.prefix
+
+        def count() -> dict[str, QueueCounts]:
+            with self.client.pipeline(transaction=True) as pipe:  # (one consistent look)
+                for queue in queues:
+                    pipe.zcard(f"{prefix}q:{queue}")
+                pipe.zrange(f"{prefix}delayed", 0, -1)
+                pipe.zrange(f"{prefix}unacked", 0, -1)
+                *ready, delayed, unacked = pipe.execute()
+            counts = {q: QueueCounts(n, 0, 0) for q, n in zip(queues, ready, strict=True)}
+            for ids, field in ((delayed, "delayed"), (unacked, "unacked")):
+                for queue in self._queues_of(ids):
+                    if queue in counts:
+                        setattr(counts[queue], field, getattr(counts[queue], field) + 1)
+            return counts
+        return retrying("queue counts", self.url, count, self.policy)
+
+    def _queues_of(self, ids: list) -> list[str]:
+        infos = self.client.hmget(f"{self.prefix}info", ids) if ids else []
+        return [info.split(b"\t", 1)[0].decode() for info in infos if info]
+
+    def queue_names(self) -> list[str]:
+        def names() -> list[str]:
+            found = {key.decode()[len(self.prefix) + 2:]
+                     for key in self.client.scan_iter(match=f"{self.prefix}q:*", count=1000)}
+            for zkey in ("delayed", "unacked"):
+                found.update(self._queues_of(self.client.zrange(f"{self.prefix}{zkey}", 0, -1)))
+            return sorted(found)
+        return retrying("queue names", self.url, names, self.policy)
 
     def bury(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from runner.brokers.base import Broker, Delivery
+from runner.brokers.base import Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
@@ -280,6 +280,28 @@ class SQLiteBroker(Broker):
             delayed = self._conn.execute(
                 "SELECT count(*) FROM runner_schedule WHERE queue = ?", (queue,)).fetchone()[0]
         return ready + delayed
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        now, counts = time.time(), {q: QueueCounts(0, 0, 0) for q in queues}
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT queue, sum(visible_at <= ?), sum(visible_at > ?) FROM runner_messages "
+                "GROUP BY queue", (now, now)).fetchall()
+            delayed = self._conn.execute(
+                "SELECT queue, count(*) FROM runner_schedule GROUP BY queue").fetchall()
+        for queue, ready, claimed in rows:
+            if queue in counts:
+                counts[queue].waiting, counts[queue].unacked = ready, claimed
+        for queue, count in delayed:
+            if queue in counts:
+                counts[queue].delayed = count
+        return counts
+
+    def queue_names(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT queue FROM runner_messages UNION "
+                                      "SELECT DISTINCT queue FROM runner_schedule").fetchall()
+        return sorted(row[0] for row in rows)
 
     # -- dead letters -------------------------------------------------------------------------
 

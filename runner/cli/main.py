@@ -10,9 +10,12 @@ import click
 from runner.cli import (
     beat,
     call,
+    control,
     dead_letters,
+    inspect,
     pipelines,
     purge,
+    queues,
     report,
     result,
     shell,
@@ -56,6 +59,6 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
 
 
 for _module in (worker, call, result, purge, dead_letters, validate, pipelines, beat, shell,
-                report):
+                report, inspect, control, queues):
     for _command in _module.COMMANDS:
         main.add_command(_command)

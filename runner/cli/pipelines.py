@@ -206,10 +206,16 @@ def _took(start: float | None, end: float | None) -> str:
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @app_option
 def status(run_id, app_path, config_path) -> None:
-    """Show run RUN_ID: its state and a table of its steps."""
+    """Show run RUN_ID: its state and a table of its steps. Without RUN_ID: the workers
+    online (as celery status)."""
+    if run_id is None:
+        from runner.cli.inspect import show_online
+
+        show_online(app_path, config_path)
+        return
     app = pipeline_app(None, app_path, config_path)
     record = load_run(app.backend, run_id)
     click.echo(f"run {record.id}  pipeline {record.pipeline}  state {record.state}")

@@ -73,7 +73,7 @@ def ping(panel) -> dict:
 
 @command("inspect")
 def active(panel, safe: bool | None = None) -> list[dict]:
-    """Tasks running now, as requests (id, name, args, kwargs, time_start, worker_pid...)."""
+    """Tasks running now (id, name, args, started, pid)."""
     return panel.requests(active=True)
 
 
@@ -85,8 +85,9 @@ def reserved(panel, safe: bool | None = None) -> list[dict]:
 
 @command("inspect")
 def scheduled(panel, safe: bool | None = None) -> list[dict]:
-    """Tasks with an eta held by this worker: none, runner's brokers hold delayed tasks
-    until due (see ``runner queues`` for their count)."""
+    """Tasks with an eta held by the worker (always none).
+
+    runner's brokers hold delayed tasks until due: ``runner queues`` counts them."""
     return []
 
 
@@ -98,13 +99,13 @@ def revoked(panel) -> list[str]:
 
 @command("inspect", args=[("*taskinfoitems", str)])
 def registered(panel, taskinfoitems: list[str] | None = None) -> list[str]:
-    """Task names this worker knows (with attributes: registered rate_limit time_limit)."""
+    """Task names known (registered rate_limit: with it)."""
     return panel.registered(list(taskinfoitems or []))
 
 
 @command("inspect")
 def stats(panel) -> dict:
-    """Pid, uptime, pool (size, processes), prefetch count, tasks done per name, rusage."""
+    """Pid, uptime, pool size and processes, tasks done."""
     return panel.stats()
 
 
@@ -116,13 +117,13 @@ def active_queues(panel) -> list[dict]:
 
 @command("inspect")
 def conf(panel, with_defaults: bool = False) -> dict:
-    """The worker's settings (those changed from the defaults unless with_defaults)."""
+    """Settings changed from the defaults (secrets masked)."""
     return panel.conf(with_defaults)
 
 
 @command("inspect", args=[("*ids", str)])
 def query_task(panel, ids: list[str] | str | None = None) -> dict:
-    """Where tasks of these ids are in this worker: {id: [active|reserved, request]}."""
+    """Where tasks of these ids are: active or reserved."""
     wanted = {ids} if isinstance(ids, str) else set(ids or [])
     found = {}
     for state, is_active in (("active", True), ("reserved", False)):
@@ -134,7 +135,7 @@ def query_task(panel, ids: list[str] | str | None = None) -> dict:
 
 @command("inspect")
 def report(panel) -> dict:
-    """What ``runner report`` prints, from this worker's side."""
+    """What ``runner report`` prints, in the worker."""
     return {"ok": panel.report()}
 
 
@@ -152,8 +153,10 @@ RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
 @command("control", args=[("task_name", str), ("rate_limit", str)])
 def rate_limit(panel, task_name: str, rate_limit: str | int | float | None) -> dict:
-    """Set a task's rate_limit (e.g. 10/m; 0 or None: none). runner does not enforce rate
-    limits yet: the value is kept (and shown by registered rate_limit)."""
+    """Set a task's rate limit (10/m; 0: none), not enforced yet.
+
+    runner does not enforce rate limits yet: the value is kept (and shown by ``registered
+    rate_limit``)."""
     if rate_limit not in (None, "", 0, "0") and (
             not isinstance(rate_limit, str | int | float) or not RATE.match(str(rate_limit))):
         raise CommandError(f"Invalid rate limit string: {rate_limit!r} (expected N, N/s, N/m "
@@ -167,8 +170,9 @@ def rate_limit(panel, task_name: str, rate_limit: str | int | float | None) -> d
 @command("control", in_loop=True, args=[("task_name", str), ("soft", float), ("hard", float)])
 def time_limit(panel, task_name: str, soft: float | None = None,
                hard: float | None = None) -> dict:
-    """Set a task's soft and hard time limits (seconds); the pool's processes are renewed so
-    new tasks run with them."""
+    """Set a task's soft and hard time limits (seconds).
+
+    The pool's processes are renewed after their current task, so new tasks run with them."""
     for label, value in (("soft", soft), ("hard", hard)):
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             raise CommandError(f"time_limit: {label} must be a number of seconds > 0, "
