@@ -26,6 +26,8 @@ from runner.canvas import CanvasMiddleware, Signature, apply_links_eagerly
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
 from runner.control.client import Control
+from runner.events import Events
+from runner.events.sent import announce_sent
 from runner.exceptions import (
     AppImportError,
     MessageTooLarge,
@@ -102,6 +104,7 @@ class Runner:
         self.conf = Conf(preconf=preconf)
         self.tasks: dict[str, Task] = {}
         self.control = Control(self)
+        self.events = Events(self)  # Celery's app.events: Receiver, State, Dispatcher
         #: hooks the worker calls for each finished task (chains, chords, pipelines, yours)
         self.middleware: list[Middleware] = [CanvasMiddleware(), PipelineMiddleware()]
         self._local = threading.local()
@@ -485,6 +488,8 @@ class Runner:
         """Enqueue built messages, with the ``before_task_publish`` / ``after_task_publish``
         signals around it (see runner.publish)."""
         publish(self.broker, messages)
+        if self.conf.task_send_sent_event:
+            announce_sent(self, messages)
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)

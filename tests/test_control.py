@@ -3,13 +3,12 @@ worker processes, on SQLite, Redis and RabbitMQ."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 
 import pytest
 
-from tests.helpers import run_runner, wait_for_state
+from tests.helpers import wait_for_state
 
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 

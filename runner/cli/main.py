@@ -12,6 +12,7 @@ from runner.cli import (
     call,
     control,
     dead_letters,
+    events,
     inspect,
     pipelines,
     purge,
@@ -59,6 +60,6 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
 
 
 for _module in (worker, call, result, purge, dead_letters, validate, pipelines, beat, shell,
-                report, inspect, control, queues):
+                report, inspect, control, queues, events):
     for _command in _module.COMMANDS:
         main.add_command(_command)

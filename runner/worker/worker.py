@@ -57,6 +57,7 @@ from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
+from runner.worker.events import WorkerEvents
 from runner.worker.panel import Panel
 from runner.worker.pool import (
     POOLS,
@@ -128,6 +129,7 @@ class WorkerOptions:
     #: (MAX, MIN) processes for ``--autoscale`` (prefork only); ``concurrency`` is where it
     #: starts
     autoscale: tuple[int, int] | None = None
+    heartbeat: bool = True  # send worker-heartbeat events (--without-heartbeat: no)
 
     @property
     def prefetch(self) -> int:
@@ -192,6 +194,7 @@ class Worker:
                            if options.autoscale and isinstance(self.pool, PreforkPool) else None)
         #: remote control: a thread of this process listening for commands (see runner.control)
         self.control = ControlLoop(app, self.hostname, Panel(self), self.call_soon)
+        self.events = WorkerEvents(self, options.heartbeat)  # worker-*, and task-* with -E
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -206,12 +209,14 @@ class Worker:
             worker_init.send(sender=self)
         if install_signals:
             self.install_signal_handlers()
+        self.events.start()  # (before the pool forks: its children send task events too)
         self.pool.start()
         if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
             self.consumer.start()
         self.writer.start()
         self.control.start()
         wait_listening(self.control)
+        self.events.started()
         if worker_ready.receivers:
             worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
@@ -705,6 +710,7 @@ class Worker:
         self.writer.stop()  # returns once everything handed over is written
         if self.control.is_alive():
             self.control.stop()
+        self.events.stop()
         self.run_calls()  # (none is left waiting)
         self.waker.close()
         if worker_shutdown.receivers:

@@ -1,0 +1,143 @@
+"""Sending events: Celery's event dicts, buffered per process and published in batches.
+
+:meth:`EventDispatcher.send` only builds a dict and appends it to a bounded buffer (oldest
+dropped first, counted in :attr:`EventDispatcher.dropped`); a thread of the sending process
+publishes what the buffer holds every ``flush_interval`` seconds, as one body (a JSON list) on
+the ``events`` exchange of the broker's transport (see :mod:`runner.brokers.fanout`). So a
+slow broker or an absent consumer never blocks the sender, and its memory stays bounded; events
+are best effort (a process killed with SIGKILL loses at most its last ``flush_interval``).
+A dispatcher made before a fork starts afresh in the child (its own buffer, thread and
+connection).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from runner.brokers.fanout import Fanout, open_fanout
+from runner.brokers.registry import broker_class
+from runner.config.urls import parse_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runner.app import Runner
+
+logger = logging.getLogger("runner.events")
+
+EXCHANGE = "events"
+BUFFER_SIZE = 10_000  # events a process keeps unsent at most (then the oldest are dropped)
+FLUSH_INTERVAL = 0.1  # seconds between two publishes of a busy process's events
+SAFE_REPR_LIMIT = 1024  # characters of args, kwargs and results an event carries
+
+_clock = itertools.count(1)
+
+
+def safe_repr(value: Any, limit: int = SAFE_REPR_LIMIT) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a repr that fails must not stop an event
+        text = f"<unrepresentable {type(value).__name__}: {exc}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def utcoffset() -> int:
+    """Hours west of UTC, as Celery's events carry it."""
+    return (time.altzone if time.daylight and time.localtime().tm_isdst else time.timezone) // 3600
+
+
+def open_events_fanout(app: Runner) -> Fanout:
+    url = parse_url(app.broker_url)
+    return open_fanout(broker_class(url.scheme), url, app._transport_options())
+
+
+class EventDispatcher:
+    """``app.events.Dispatcher()``: ``send(type, **fields)``, as Celery's ``EventDispatcher``."""
+
+    def __init__(self, app: Runner, hostname: str | None = None, enabled: bool = True,
+                 buffer_size: int = BUFFER_SIZE, flush_interval: float = FLUSH_INTERVAL,
+                 ttl: float | None = None):
+        self.app = app
+        self.hostname = hostname or f"celery@{socket.gethostname()}"
+        self.enabled = enabled
+        self.buffer_size, self.flush_interval = buffer_size, flush_interval
+        self.ttl = ttl if ttl is not None else float(app.conf.event_queue_ttl or 5.0)
+        self.dropped = 0
+        self.sent = 0  # events handed to send() while enabled, in this process
+        self._pid = -1
+
+    def _start(self) -> None:
+        """This process's buffer and publishing thread (again after a fork)."""
+        self._pid = os.getpid()
+        self._buffer: collections.deque[dict] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._fanout: Fanout | None = None
+        self._sending = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="runner-events", daemon=True)
+        self._thread.start()
+
+    def send(self, type: str, blind: bool = False, **fields: Any) -> None:  # noqa: A002
+        if not self.enabled:
+            return
+        event = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": os.getpid(),
+                 "clock": next(_clock), **fields, "type": type, "timestamp": time.time()}
+        if self._pid != os.getpid():
+            self._start()
+        self.sent += 1
+        with self._cond:
+            if len(self._buffer) >= self.buffer_size:
+                self._buffer.popleft()
+                self.dropped += 1
+            self._buffer.append(event)
+            if len(self._buffer) == 1:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            time.sleep(self.flush_interval)  # (events of the next moments go in the batch)
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish what is buffered now, in this thread (best effort: failures are logged and
+        the events dropped)."""
+        if self._pid != os.getpid():
+            return
+        with self._sending:
+            with self._cond:
+                batch = list(self._buffer)
+                self._buffer.clear()
+            if not batch:
+                return
+            try:
+                if self._fanout is None:
+                    self._fanout = open_events_fanout(self.app)
+                self._fanout.publish(EXCHANGE, json.dumps(batch, default=safe_repr).encode(),
+                                     ttl=self.ttl)
+            except Exception as exc:  # noqa: BLE001 - events are best effort
+                self.dropped += len(batch)
+                self._fanout = None
+                logger.warning("events: publishing %d event(s) failed: %s", len(batch), exc)
+
+    def close(self) -> None:
+        """Publish what is left and stop the thread."""
+        if self._pid != os.getpid():
+            return
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._fanout is not None:
+            self._fanout.close()
+            self._fanout = None
