@@ -40,7 +40,7 @@ from systems import LABELS, SHORT, SYSTEMS
 
 BENCH = Path(__file__).resolve().parent
 SYSTEM_TIMEOUT = 300.0  # seconds for one system, all phases; measure.py budgets each phase
-PACKAGES = {"runner": ["runner"], "huey": ["huey"], "celery": ["celery", "kombu"],
+PACKAGES = {"runner": ["runner"], "runnerE": [], "huey": ["huey"], "celery": ["celery", "kombu"],
             "dramatiq": ["dramatiq"], "dramatiq8": []}
 EXTRA_PACKAGES = {"sqlite": {"celery": ["sqlalchemy"]}, "redis": {"runner": ["redis"]},
                   "amqp": {"runner": ["pika", "redis"], "celery": ["amqp", "redis"]}}
@@ -77,6 +77,11 @@ TARGETS = [
     ("amqp", "drain_rate", "drain >= 3x Celery", ["celery"], lambda r: r >= 3),
     ("amqp", "rt_p50_ms", "p50 round trip <= 1/2 of Celery's", ["celery"],
      lambda r: r <= 1 / 2),
+    # issue 18: task events on (-E) cost at most 15 % of the drain, 10 % of the p50 round trip
+    *[(transport, key, label, ["runnerE"], test) for transport in ("redis", "amqp")
+      for key, label, test in (
+          ("drain_rate", "-E drain within 15% (issue 18)", lambda r: r <= 1 / 0.85),
+          ("rt_p50_ms", "-E p50 round trip within 10% (issue 18)", lambda r: r >= 1 / 1.1))],
 ]
 ISSUES = {"sqlite": 3, "redis": 5, "amqp": 7}
 PIPELINE_RATIO = 1.5  # issue 4: the pipeline within 1.5x of the bare tasks' time

@@ -170,3 +170,58 @@ def test_runner_events_json_prints_one_event_per_line(app, start_worker, tmp_pat
     assert done.returncode == 0, done.stderr
     event = json.loads(done.stdout.splitlines()[0])
     assert event["type"] == "worker-heartbeat" and event["hostname"] == f"j@{HOST}"
+
+
+TWO_STEPS = """\
+name: evented
+app: pipeline_tasks
+steps:
+  first: {task: pipeline_tasks.echo, args: [1]}
+  second: {task: pipeline_tasks.echo, args: [2], needs: [first]}
+"""
+
+
+@pytest.mark.transports("sqlite", "redis")
+def test_a_pipeline_run_sends_run_and_step_events(pipelines):
+    collector = Collector(pipelines.app)
+    try:
+        pipelines.worker("-c", "1")
+        run = pipelines.submit(pipelines.write(TWO_STEPS))
+        assert pipelines.wait(run).state == "success"
+        collector.wait_for(lambda: any(e["type"] == "run-finished" for e in collector.events),
+                           what="run-finished")
+        mine = [(e["type"], e.get("step"), e.get("state")) for e in collector.events
+                if e.get("run_id") == run]
+        assert mine[0] == ("run-started", None, None)
+        assert [m for m in mine if m[0] == "step-changed"] == [
+            ("step-changed", "first", "running"), ("step-changed", "first", "success"),
+            ("step-changed", "second", "running"), ("step-changed", "second", "success")]
+        assert mine[-1] == ("run-finished", None, "success")
+    finally:
+        collector.stop()
+
+
+BEAT_APP = """
+from runner import Celery
+
+app = Celery('beatevents')
+app.conf.beat_schedule = {'tick': {'task': 'beatevents.tick', 'schedule': 1.0}}
+
+@app.task
+def tick():
+    return 'tick'
+"""
+
+
+@pytest.mark.transports("sqlite")
+def test_beat_sends_beat_fired(app, start_worker, worker_env, tmp_path, collector):
+    import os
+
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "beatevents.py").write_text(BEAT_APP)
+    start_worker("-B", "-c", "1", app="beatevents",
+                 env={"PYTHONPATH": f"{mods}{os.pathsep}{worker_env['PYTHONPATH']}"})
+    fired = collector.wait_for(
+        lambda: [e for e in collector.events if e["type"] == "beat-fired"], what="beat-fired")
+    assert fired[0]["entry"] == "tick" and fired[0]["kind"] == "task" and fired[0]["id"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from runner import serialization, states
 from runner.backends.base import ResultBackend, ResultRecord
+from runner.events import send_event
 from runner.exceptions import PipelineError
 from runner.message import (
     HEADER_ATTEMPT,
@@ -112,6 +113,8 @@ def submit(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None = Non
     for name in ready:
         record.steps[name].state = "queued"
     backend.put_data(run_key(run_id), record.encode())
+    send_event(app, "run-started", run_id=run_id, pipeline=pipeline.name,
+               steps=list(pipeline.steps))
     Driver(app, run_id, pipeline).start_steps(record, ready)
     return load_run(backend, run_id)
 
@@ -176,6 +179,7 @@ class Driver:
         record, ready = self.change(mutate)
         logger.info("Pipeline run %s: step %s %s%s", self.run_id, name, state,
                     f" ({error or reason})" if (error or reason) else "")
+        announce_settled(self.app, record, name, state, error or reason)
         if ready:
             self.start_steps(record, ready)
 
@@ -251,6 +255,8 @@ class Driver:
         _, go = self.change(mark_running)
         if not go:
             return
+        send_event(self.app, "step-changed", run_id=self.run_id, pipeline=record.pipeline,
+                   step=name, state="running", items=count)
         if count == 0:
             self.settle(name, "success")
             return
@@ -312,6 +318,20 @@ class Driver:
                 step.task, args, kwargs, task_id=task_id(record.id, name, index, attempt),
                 root_id=record.id, **{**options, "headers": headers}))
         return out
+
+
+def announce_settled(app: Any, record: RunRecord, name: str, state: str,
+                     why: str | None) -> None:
+    """``step-changed`` events, and ``run-finished`` from the settle that ended the run (the
+    step settled last)."""
+    send_event(app, "step-changed", run_id=record.id, pipeline=record.pipeline, step=name,
+               state=state, error=why)
+    ended = record.steps[name].ended_at
+    if record.state in ("success", "failed") and ended is not None and ended >= max(
+            (s.ended_at or 0.0) for s in record.steps.values()):
+        send_event(app, "run-finished", run_id=record.id, pipeline=record.pipeline,
+                   state=record.state, runtime=(record.finished_at or ended)
+                   - record.created_at)
 
 
 def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:
