@@ -135,3 +135,50 @@ def test_inspect_with_no_worker_is_empty_within_the_timeout(app):
     assert app.control.inspect(timeout=0.5).ping() is None
     assert time.monotonic() - started < 2.0
     assert app.control.ping(timeout=0.3) == []
+
+
+def test_reserved_revoked_registered_conf_report_and_limits(app, start_worker):
+    from tasks import sleep
+
+    first, second, third = (sleep.delay(8, i) for i in range(3))
+    # (a prefork child claims a long task alone; the threads pool's consumer prefetches)
+    start_worker("-n", "r@%h", "-c", "1", "-P", "threads")
+    me = node("r")
+    inspect = app.control.inspect([me])  # (a destination: no waiting past its reply)
+    active = wait_until(lambda: (inspect.active() or {}).get(me), what="one task active")
+    assert [r["id"] for r in active] == [first.id]
+    reserved = inspect.reserved()[me]
+    assert [r["id"] for r in reserved] == [second.id, third.id]
+    assert inspect.query_task(second.id)[me] == {second.id: ["reserved", reserved[0]]}
+    assert inspect.scheduled() == {me: []}
+    app.control.revoke(third.id)
+    assert third.id in inspect.revoked()[me]
+    assert "tasks.add" in inspect.registered()[me]
+    conf = inspect.conf()[me]
+    assert conf["broker_url"].startswith(app.conf.broker_url.split("://")[0])
+    assert "t-pw" not in conf["broker_url"]  # (the test user's password is masked)
+    assert "runner:" in inspect.report()[me]["ok"]
+    [reply] = app.control.autoscale(3, 1, reply=True)
+    assert "only the prefork pool" in reply[me]["error"]
+    app.control.revoke(second.id)  # prefetched, not started: it never runs
+    wait_for_state(second, "REVOKED", timeout=10)
+    assert first.get(timeout=15) == 0
+
+
+def test_time_limit_set_remotely_applies_to_the_next_tasks(app, start_worker):
+    from tasks import sleep
+
+    start_worker("-n", "tl@%h", "-c", "1")
+    [reply] = app.control.autoscale(3, 1, reply=True)
+    assert reply == {node("tl"): {"ok": "autoscale now max=3 min=1"}}
+    assert app.control.inspect().stats()[node("tl")]["pool"]["autoscaler"] == {
+        "max": 3, "min": 1}
+    [reply] = app.control.autoscale(1, 2, reply=True)
+    assert "min (2) is above max (1)" in reply[node("tl")]["error"]
+    assert app.control.time_limit("tasks.sleep", soft=None, hard=1) == [
+        {node("tl"): {"ok": "time limits set successfully"}}]
+    result = sleep.delay(10)
+    with pytest.raises(Exception, match="TimeLimitExceeded"):
+        result.get(timeout=20)
+    [reply] = app.control.time_limit("tasks.nope", hard=1)
+    assert "unknown task 'tasks.nope'" in reply[node("tl")]["error"]
