@@ -33,7 +33,7 @@ logger = logging.getLogger("runner.events")
 
 EXCHANGE = "events"
 BUFFER_SIZE = 10_000  # events a process keeps unsent at most (then the oldest are dropped)
-FLUSH_INTERVAL = 0.1  # seconds between two publishes of a busy process's events
+FLUSH_INTERVAL = 0.2  # seconds between two publishes of a busy process's events
 SAFE_REPR_LIMIT = 1024  # characters of args, kwargs and results an event carries
 
 _clock = itertools.count(1)
@@ -75,8 +75,10 @@ class EventDispatcher:
     def _start(self) -> None:
         """This process's buffer and publishing thread (again after a fork)."""
         self._pid = os.getpid()
-        self._buffer: collections.deque[dict] = collections.deque()
-        self._cond = threading.Condition()
+        #: appended to without a lock (a deque is thread-safe); full, it drops the oldest
+        self._buffer: collections.deque[dict] = collections.deque(maxlen=self.buffer_size)
+        self._base = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": self._pid}
+        self._wake = threading.Event()  # set by the first event after a publish
         self._closed = False
         self._fanout: Fanout | None = None
         self._sending = threading.Lock()
@@ -84,28 +86,27 @@ class EventDispatcher:
         self._thread.start()
 
     def send(self, type: str, blind: bool = False, **fields: Any) -> None:  # noqa: A002
+        """Buffer one event (never blocks; the oldest is dropped when the buffer is full)."""
         if not self.enabled:
             return
-        event = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": os.getpid(),
-                 "clock": next(_clock), **fields, "type": type, "timestamp": time.time()}
         if self._pid != os.getpid():
             self._start()
+        event = {**self._base, **fields, "type": type, "timestamp": time.time(),
+                 "clock": next(_clock)}
+        buffer = self._buffer
+        if len(buffer) >= self.buffer_size:
+            self.dropped += 1
+        buffer.append(event)
         self.sent += 1
-        with self._cond:
-            if len(self._buffer) >= self.buffer_size:
-                self._buffer.popleft()
-                self.dropped += 1
-            self._buffer.append(event)
-            if len(self._buffer) == 1:
-                self._cond.notify()
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._buffer and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
+            self._wake.wait()
+            if self._closed:
+                return
+            self._wake.clear()
             time.sleep(self.flush_interval)  # (events of the next moments go in the batch)
             self.flush()
 
@@ -115,9 +116,9 @@ class EventDispatcher:
         if self._pid != os.getpid():
             return
         with self._sending:
-            with self._cond:
-                batch = list(self._buffer)
-                self._buffer.clear()
+            buffer, batch = self._buffer, []
+            while buffer:
+                batch.append(buffer.popleft())
             if not batch:
                 return
             try:
@@ -135,9 +136,8 @@ class EventDispatcher:
         if self._pid != os.getpid():
             return
         self.flush()
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+        self._closed = True
+        self._wake.set()
         if self._fanout is not None:
             self._fanout.close()
             self._fanout = None
