@@ -169,7 +169,8 @@ def test_runner_events_json_prints_one_event_per_line(app, start_worker, tmp_pat
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     event = json.loads(done.stdout.splitlines()[0])
-    assert event["type"] == "worker-heartbeat" and event["hostname"] == f"j@{HOST}"
+    assert event["type"] in ("worker-online", "worker-heartbeat")
+    assert event["hostname"] == f"j@{HOST}"
 
 
 TWO_STEPS = """\

@@ -1,11 +1,16 @@
 """Sending events: Celery's event dicts, buffered per process and published in batches.
 
-:meth:`EventDispatcher.send` only builds a dict and appends it to a bounded buffer (oldest
-dropped first, counted in :attr:`EventDispatcher.dropped`); a thread of the sending process
-publishes what the buffer holds every ``flush_interval`` seconds, as one body (a JSON list) on
-the ``events`` exchange of the broker's transport (see :mod:`runner.brokers.fanout`). So a
-slow broker or an absent consumer never blocks the sender, and its memory stays bounded; events
-are best effort (a process killed with SIGKILL loses at most its last ``flush_interval``).
+:meth:`EventDispatcher.send` builds a dict and appends it to a bounded buffer (oldest
+dropped first, counted in :attr:`EventDispatcher.dropped`). What is buffered goes out as one
+body (a JSON list) on the ``events`` exchange of the broker's transport (see
+:mod:`runner.brokers.fanout`) once ``flush_interval`` seconds old: published by the next
+``send`` of a busy sender (one socket write of its own thread: a separate thread encoding
+would take the GIL from it at each of its socket calls, which cost AMQP workers a fifth of
+their speed), or after a lull by a thread of the process. After a failed publish, senders
+leave publishing to that thread for ``RETRY_AFTER`` seconds: a broker that is down never holds
+a sender up for more than one attempt. An absent consumer costs nothing (the fan-out keeps
+nothing for it); memory stays bounded; events are best effort (a process killed with SIGKILL
+loses at most its last ``flush_interval``).
 A dispatcher made before a fork starts afresh in the child (its own buffer, thread and
 connection).
 """
@@ -34,6 +39,7 @@ logger = logging.getLogger("runner.events")
 EXCHANGE = "events"
 BUFFER_SIZE = 10_000  # events a process keeps unsent at most (then the oldest are dropped)
 FLUSH_INTERVAL = 0.2  # seconds between two publishes of a busy process's events
+RETRY_AFTER = 5.0  # seconds after a failed publish during which senders never publish
 SAFE_REPR_LIMIT = 1024  # characters of args, kwargs and results an event carries
 
 _clock = itertools.count(1)
@@ -79,6 +85,8 @@ class EventDispatcher:
         self._buffer: collections.deque[dict] = collections.deque(maxlen=self.buffer_size)
         self._base = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": self._pid}
         self._wake = threading.Event()  # set by the first event after a publish
+        self._due = 0.0  # when what is buffered should go out (monotonic; 0: nothing)
+        self._failed_until = 0.0  # a publish failed: senders leave it to the thread till then
         self._closed = False
         self._fanout: Fanout | None = None
         self._sending = threading.Lock()
@@ -98,24 +106,37 @@ class EventDispatcher:
             self.dropped += 1
         buffer.append(event)
         self.sent += 1
-        if not self._wake.is_set():
+        if not self._due:
+            self._due = time.monotonic() + self.flush_interval
             self._wake.set()
+        elif time.monotonic() >= self._due:
+            if time.monotonic() >= self._failed_until:
+                self.flush(wait=False)  # (here: a thread of its own would fight this one
+                # for the GIL on each of its socket calls while it encodes)
+            elif not self._wake.is_set():  # the broker failed lately: the thread tries
+                self._wake.set()
 
     def _run(self) -> None:
+        """Publish what a sender left buffered when it went quiet. A busy sender publishes
+        its own batches (in :meth:`send`): this thread wakes only after a lull."""
         while True:
             self._wake.wait()
             if self._closed:
                 return
             self._wake.clear()
-            time.sleep(self.flush_interval)  # (events of the next moments go in the batch)
-            self.flush()
+            time.sleep(self.flush_interval * 2)
+            if self._due and time.monotonic() >= self._due:
+                self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
         """Publish what is buffered now, in this thread (best effort: failures are logged and
-        the events dropped)."""
+        the events dropped); without ``wait``, not if another thread publishes now."""
         if self._pid != os.getpid():
             return
-        with self._sending:
+        if not self._sending.acquire(blocking=wait):
+            return
+        try:
+            self._due = 0.0
             buffer, batch = self._buffer, []
             while buffer:
                 batch.append(buffer.popleft())
@@ -129,7 +150,10 @@ class EventDispatcher:
             except Exception as exc:  # noqa: BLE001 - events are best effort
                 self.dropped += len(batch)
                 self._fanout = None
+                self._failed_until = time.monotonic() + RETRY_AFTER
                 logger.warning("events: publishing %d event(s) failed: %s", len(batch), exc)
+        finally:
+            self._sending.release()
 
     def close(self) -> None:
         """Publish what is left and stop the thread."""

@@ -125,6 +125,7 @@ class WorkerEvents:
     def started(self) -> None:
         """Once the worker is ready: worker-online, then heartbeats."""
         self.dispatcher.send("worker-online", **self._info())
+        self.dispatcher.flush()
         if self.heartbeats:
             self._heart = threading.Thread(target=self._beat, name="runner-heart", daemon=True)
             self._heart.start()
@@ -141,6 +142,7 @@ class WorkerEvents:
 
     def heartbeat(self, worker: Worker | None = None) -> None:
         self.dispatcher.send("worker-heartbeat", **self._info())
+        self.dispatcher.flush()  # (from the heart's thread: monitors see it now)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.freq):
