@@ -60,8 +60,11 @@ class Events:
 
 
 def send_event(app: Runner, type: str, **fields: Any) -> None:  # noqa: A002
-    """Send an event from the process's default dispatcher (best effort: never raises)."""
+    """Send an event from the process's default dispatcher, now (these are rare: pipeline
+    runs, beat), best effort: it never raises."""
     try:
-        app.events.default().send(type, **fields)
+        dispatcher = app.events.default()
+        dispatcher.send(type, **fields)
+        dispatcher.flush(wait=False)
     except Exception:  # noqa: BLE001 - events must never fail their sender
         pass

@@ -32,3 +32,4 @@ def announce_sent(app: Runner, messages: list[Message]) -> None:
                         expires=message.expires, queue=message.queue, exchange="",
                         routing_key=message.queue, root_id=message.root_id,
                         parent_id=message.parent_id)
+    dispatcher.flush(wait=False)  # (out before the worker's events of the task, as Celery's)

@@ -27,24 +27,14 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from runner.exceptions import ConfigError, SoftTimeLimitExceeded, TimeLimitExceeded
+from runner.worker.board import CLAIMS_SIZE, Board, Claimed, Snapshot, settle_dead
 from runner.worker.child import (
-    BATCH,
-    BOARD_SIZE,
-    CLAIMED,
-    DEADLINE,
     LOOK_WITHIN,
-    PROGRESS_SIZE,
-    SETTLED,
-    STARTED,
-    STOP,
-    Claimed,
     ConsumeOptions,
     Fatal,
     Look,
     child_main,
     consume_main,
-    ended,
-    read_claims,
 )
 from runner.worker.consumer import Fetched
 from runner.worker.trace import (
@@ -222,41 +212,41 @@ class Pool:
 
 
 class _Child:
-    __slots__ = ("slot", "process", "conn", "progress", "board", "jobs", "limits", "batch",
+    __slots__ = ("slot", "process", "conn", "board", "jobs", "limits", "batch",
                  "done", "rss_kib", "retiring", "ended", "stale")
 
-    def __init__(self, slot: int, process, conn: Connection, progress, board=None):
+    def __init__(self, slot: int, process, conn: Connection, board: Board):
         self.slot = slot  # 1..size: Celery's pool process index
         self.process = process
         self.conn = conn
-        self.progress = progress  # shared counters (see child.py)
-        self.board = board  # a consuming child's claims, in shared memory (see child.py)
+        self.board = board  # its counters and claims, in shared memory (see board.py)
         self.jobs: list[int] = []  # the batch it runs; empty: free
         self.limits: list[float | None] = []  # their hard time limits
-        self.batch = 0  # the number progress[BATCH] has while it counts this batch
+        self.batch = 0  # the batch number its board has while it counts this batch
         self.done = 0
         self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
         self.retiring = False  # asked to exit (autoscale shrinking): removed, not replaced
         self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
         self.stale = False  # started before a change of settings: replaced after its batch
 
-    def counting(self) -> bool:
-        """Whether the shared counters are about :attr:`jobs` (not a batch not heard of)."""
-        return bool(self.jobs) and self.progress[BATCH] == self.batch
+    def view(self) -> Snapshot | None:
+        """The board's counters, if they are about :attr:`jobs` (not a batch not heard of)."""
+        if not self.jobs:
+            return None
+        view = self.board.snapshot()
+        return view if view is not None and view.batch == self.batch else None
 
     def running(self) -> int | None:
         """The job that runs now (None: between jobs, or free)."""
-        if not self.counting():
+        view = self.view()
+        if view is None or view.settled >= len(self.jobs) or view.started < view.settled:
             return None
-        started, settled = self.progress[STARTED], self.progress[SETTLED]
-        if settled >= len(self.jobs) or started < settled:
-            return None
-        return self.jobs[min(started, len(self.jobs) - 1)]
+        return self.jobs[min(view.started, len(self.jobs) - 1)]
 
     def deadline(self) -> float | None:
         """When the running job passes its hard time limit (monotonic), if it has one."""
-        ms = self.progress[DEADLINE] if self.counting() else 0
-        return ms / 1000 if ms else None
+        view = self.view()
+        return view.deadline_ms / 1000 if view is not None and view.deadline_ms else None
 
 
 class PreforkPool(Pool):
@@ -289,21 +279,19 @@ class PreforkPool(Pool):
         """Start the child of ``slot`` (1..size; its process is named ``runner-child-<slot>``,
         Celery's pool process index: ``%i`` in a ``--logfile`` name)."""
         parent_end, child_end = _fork.Pipe()
-        progress = _fork.RawArray("q", PROGRESS_SIZE)
-        board = None
+        board = Board(_fork, CLAIMS_SIZE if self.consume is not None else 0)
         if self.consume is not None:
-            board = _fork.RawArray("c", BOARD_SIZE)
-            target, args = consume_main, (self.app, self._run, child_end, progress, board,
+            target, args = consume_main, (self.app, self._run, child_end, board,
                                           self.main_wake, os.getpid(), self.consume)
         else:
-            target, args = child_main, (self.app, self._run, child_end, progress,
+            target, args = child_main, (self.app, self._run, child_end, board,
                                         bool(self.max_memory_per_child), os.getpid(),
                                         self.hostname)
         process = _fork.Process(target=target, args=args, daemon=True,
                                  name=f"runner-child-{slot}")
         process.start()
         child_end.close()
-        return _Child(slot, process, parent_end, progress, board)
+        return _Child(slot, process, parent_end, board)
 
     def free_slots(self) -> int:
         if self.consume is not None:
@@ -336,7 +324,7 @@ class PreforkPool(Pool):
                 continue
             child.retiring = True
             if self.consume is not None:
-                child.progress[STOP] = 1
+                child.board.ask_stop()
             else:
                 try:
                     child.conn.send(None)
@@ -354,7 +342,7 @@ class PreforkPool(Pool):
             if child.retiring or child.ended:
                 continue
             if self.consume is not None:
-                child.progress[STOP] = 1
+                child.board.ask_stop()
             elif child.jobs:
                 child.stale = True
             else:
@@ -373,24 +361,24 @@ class PreforkPool(Pool):
         child = next(c for c in self.children if not c.jobs and not c.retiring)
         child.jobs = [job.id for job in jobs]
         child.limits = [job.time_limit for job in jobs]
-        child.progress[STARTED] = child.progress[SETTLED] = child.progress[STOP] = 0
+        child.board.reset_for_batch()
         child.conn.send(jobs)
 
     def finish_current(self) -> None:
         self.stopping = True  # (a consuming child stops now: a new one would fetch again)
         for child in self.children:
-            child.progress[STOP] = 1
+            child.board.ask_stop()
 
     def current_jobs(self) -> list[int]:
         return [job for c in self.children if (job := c.running()) is not None]
 
     def settled_jobs(self) -> list[int]:
-        return [job for c in self.children if c.counting()
-                for job in c.jobs[:c.progress[SETTLED]]]
+        return [job for c in self.children if (view := c.view()) is not None
+                for job in c.jobs[:view.settled]]
 
     def started_jobs(self) -> list[int]:
-        return [job for c in self.children if c.counting()
-                for job in c.jobs[:c.progress[STARTED] + 1]]
+        return [job for c in self.children if (view := c.view()) is not None
+                for job in c.jobs[:view.started + 1]]
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
@@ -410,7 +398,7 @@ class PreforkPool(Pool):
             if now - self.seen_work < ACTIVE_FOR:
                 timeout = min(timeout, LOOK_WITHIN)
             self.main_wake[0] = int((now + max(0.0, timeout)) * 1000)
-            if any(c.progress[CLAIMED] >> 32 > c.batch for c in self.children):
+            if any(c.board.claimed_after(c.batch) for c in self.children):
                 timeout = 0.0
         ready = set(wait([*(c.conn for c in watched),
                           *(c.process.sentinel for c in self.children if not c.ended),
@@ -438,7 +426,9 @@ class PreforkPool(Pool):
                 child.process.join(1)
                 events += self._read(child)
                 if child.jobs:
-                    limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
+                    view = child.board.snapshot()
+                    started = view.started if view is not None else 0
+                    limit = child.limits[min(started, len(child.limits) - 1)]
                     events += self._died(child, TimedOut(0, limit or 0.0))
                 gone += self._replace_at(index, child)
         for index in recycle:
@@ -482,13 +472,13 @@ class PreforkPool(Pool):
         """What a consuming child posted on its board since the last look: the end of the
         batch known here, and a batch claimed after it (only once that one ended)."""
         events: list[Event] = []
-        if child.jobs and (settled := ended(child.progress, child.batch)) is not None:
+        if child.jobs and (settled := child.board.ended(child.batch)) is not None:
             events += self._ended(child, settled)
-        claimed = read_claims(child.board, child.progress, child.batch)
+        claimed = child.board.read_claims(child.batch)
         if claimed is not None:
             events += self._superseded(child)
             events += self._claimed(child, claimed)
-            if (settled := ended(child.progress, child.batch)) is not None:
+            if (settled := child.board.ended(child.batch)) is not None:
                 events += self._ended(child, settled)
         return events
 
@@ -497,7 +487,7 @@ class PreforkPool(Pool):
         again only once its batch is settled): settled as far as the board says, else all."""
         if not child.jobs:
             return []
-        settled = ended(child.progress, child.batch)
+        settled = child.board.ended(child.batch)
         return self._ended(child, len(child.jobs) if settled is None else settled)
 
     def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
@@ -534,17 +524,15 @@ class PreforkPool(Pool):
     @staticmethod
     def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
         """What became of each job of the batch of a child that died (see child.py)."""
-        jobs = child.jobs
-        settled = min(child.progress[SETTLED], len(jobs))
-        events: list[Event] = [Settled(jobs[:settled])] if settled else []
-        if settled < len(jobs):
-            started = min(max(child.progress[STARTED], settled), len(jobs) - 1)
-            if started > settled:
-                events.append(Returned(jobs[settled:started], ran=True))
-            event.job_id = jobs[started]
+        dead = settle_dead(child.jobs, child.board.snapshot())
+        events: list[Event] = [Settled(dead.settled)] if dead.settled else []
+        if dead.ran:
+            events.append(Returned(dead.ran, ran=True))
+        if dead.died_in is not None:
+            event.job_id = dead.died_in
             events.append(event)
-            if started + 1 < len(jobs):
-                events.append(Returned(jobs[started + 1:], ran=False))
+        if dead.unstarted:
+            events.append(Returned(dead.unstarted, ran=False))
         child.jobs, child.limits = [], []
         return events
 
@@ -594,7 +582,7 @@ class PreforkPool(Pool):
 
     def stop(self, kill: bool = False) -> list[Event]:
         for child in self.children:
-            child.progress[STOP] = 1  # a consuming child ends its batch and stops fetching
+            child.board.ask_stop()  # a consuming child ends its batch and stops fetching
             if kill:
                 child.process.kill()
             else:
