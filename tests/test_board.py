@@ -9,7 +9,8 @@ import multiprocessing
 import pytest
 
 from runner.worker.board import Board, Claimed, settle_dead
-from runner.worker.pool import Lost, PreforkPool, Returned, Settled, TimedOut, _Child
+from runner.worker.pool import Lost, Returned, Settled, TimedOut
+from runner.worker.prefork import PreforkPool, _Child
 
 FORK = multiprocessing.get_context("fork")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from runner.config.report import masked, report_text
 from runner.control.commands import CommandError
 from runner.worker.autoscale import Autoscaler
-from runner.worker.pool import PreforkPool
+from runner.worker.prefork import PreforkPool
 from runner.worker.trace import delivery_info_of, signal_request
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -60,17 +60,17 @@ from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
 from runner.worker.events import WorkerEvents
 from runner.worker.panel import Panel
 from runner.worker.pool import (
-    POOLS,
     ColdShutdown,
     Finished,
     Lost,
     Pool,
-    PreforkPool,
     Received,
     Returned,
     Settled,
     TimedOut,
 )
+from runner.worker.pools import POOLS
+from runner.worker.prefork import PreforkPool
 from runner.worker.trace import (
     JobResult,
     acks_late_of,
