@@ -21,7 +21,7 @@ from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
 from runner.reconnect import ConnectPolicy, reached
-from runner.redis_store import (
+from runner.stores.redis import (
     OUTAGE_ERRORS,
     REFUSED_ERRORS,
     OwnConnections,

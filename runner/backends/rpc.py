@@ -25,10 +25,10 @@ from collections.abc import Callable, Sequence
 
 import pika
 
-from runner.amqp_store import Link
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL, parse_url
 from runner.exceptions import BackendError
+from runner.stores.amqp import Link
 
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
 CACHE_SIZE = 10_000

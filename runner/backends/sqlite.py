@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.sqlite_store import (
+from runner.stores.sqlite import (
     ChangeWatcher,
     connect,
     reclaim_space,

@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions as amqp_errors
 
-from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
 from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
+from runner.stores.amqp import OUTAGE_ERRORS, Link, declare_error
 
 logger = logging.getLogger("runner.amqp")
 

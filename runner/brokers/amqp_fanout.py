@@ -14,9 +14,9 @@ import time
 
 import pika
 
-from runner.amqp_store import OUTAGE_ERRORS, Link
 from runner.brokers.fanout import DEFAULT_TTL, MAX_PENDING, Fanout, ReplyBox, Subscription
 from runner.config.urls import URL
+from runner.stores.amqp import OUTAGE_ERRORS, Link
 
 EXCHANGE_PREFIX = "runner."
 

@@ -50,7 +50,7 @@ from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.reconnect import ConnectPolicy
-from runner.redis_store import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
+from runner.stores.redis import OUTAGE_ERRORS, OwnConnections, make_client, refused, retrying
 
 logger = logging.getLogger("runner.redis")
 

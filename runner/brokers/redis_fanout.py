@@ -15,7 +15,7 @@ import time
 from runner.brokers.fanout import DEFAULT_TTL, Fanout, ReplyBox, Subscription
 from runner.config.urls import URL
 from runner.reconnect import ConnectPolicy
-from runner.redis_store import OUTAGE_ERRORS, make_client, retrying
+from runner.stores.redis import OUTAGE_ERRORS, make_client, retrying
 
 
 class _RedisSubscription(Subscription):

@@ -22,7 +22,7 @@ from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
-from runner.sqlite_store import (
+from runner.stores.sqlite import (
     ChangeWatcher,
     connect,
     reclaim_space,

@@ -20,7 +20,7 @@ import time
 from runner.brokers.fanout import DEFAULT_TTL, MAX_ROWS, Fanout, ReplyBox, Subscription
 from runner.config.urls import URL
 from runner.exceptions import BrokerError
-from runner.sqlite_store import connect, sqlite_path, transaction
+from runner.stores.sqlite import connect, sqlite_path, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runner_fanout (
