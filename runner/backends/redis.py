@@ -98,6 +98,10 @@ class RedisBackend(ResultBackend):
     def db(self) -> int:
         return self.url.db or 0
 
+    def shares_store_with(self, broker_url: URL) -> bool:
+        return broker_url.scheme in ("redis", "rediss", "redis+socket") and self.same_server(
+            broker_url)
+
     def same_server(self, url: URL) -> bool:
         """Whether ``url`` names this backend's Redis server (any database)."""
         def server(u: URL) -> tuple:

@@ -92,6 +92,9 @@ class SQLiteBackend(ResultBackend):
                 with transaction(self._conn):
                     self.write_rows(self._conn, records)
 
+    def shares_store_with(self, broker_url: URL) -> bool:
+        return broker_url.scheme == "sqlite" and sqlite_path(broker_url) == self.path
+
     def write_rows(self, conn, records: Sequence[ResultRecord]) -> None:
         """Write records on ``conn``, inside the caller's transaction (the SQLite broker uses
         this to store results and ack their messages in one commit)."""

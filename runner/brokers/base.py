@@ -43,8 +43,26 @@ class QueueCounts:
 
 
 class Broker(ABC):
-    """A transport for task messages. Implementations must be safe to use from one thread at a
-    time per instance; each process (and each worker thread that needs one) opens its own."""
+    """A transport for task messages.
+
+    Threads. One instance belongs to one process (a forked child opens its own: ``app.broker``
+    is per process and thread), and within it is shared by the threads of a worker, as follows
+    (``tests/test_broker_threads.py`` holds every transport to it):
+
+    - :meth:`enqueue` / :meth:`flush`, :meth:`qsize`, :meth:`purge` and the dead-letter
+      methods may be called from any thread at any time; where the transport needs it, each
+      thread gets a connection of its own (Redis, RabbitMQ) or the calls take turns on one
+      (SQLite).
+    - :meth:`fetch`, :meth:`fetch_waiting` and :meth:`wait` are called by one consuming thread
+      at a time (the worker's consumer thread, or a prefork child's only thread).
+    - :meth:`ack`, :meth:`requeue`, :meth:`extend` and :meth:`retry` may be called from any
+      thread while another consumes: on RabbitMQ, whose deliveries only the channel that got
+      them can settle, they are handed to the consuming thread and sent at its next
+      fetch or wait (or :meth:`heartbeat`); elsewhere they are sent at once.
+    - :meth:`heartbeat` is called from another thread while the consuming thread runs a long
+      task (where :attr:`needs_heartbeat`).
+    - :meth:`close` once, when no other thread uses the instance any more.
+    """
 
     #: the URL scheme(s) this class serves, for messages and banners
     scheme: str = ""

@@ -430,11 +430,10 @@ class RedisBroker(Broker):
     def _store_commands(self, records: Sequence, backend) -> list[tuple[None, list]] | None:
         """The commands that store ``records`` in ``backend`` from this broker's connection,
         or None if the backend is not on this Redis server."""
-        commands = getattr(backend, "store_commands", None)
-        same = getattr(backend, "same_server", None)
-        if commands is None or same is None or not same(self.url):
+        if not backend.shares_store_with(self.url):
             return None
-        return [(None, command) for command in commands(records, from_db=self.url.db or 0)]
+        return [(None, command)
+                for command in backend.store_commands(records, from_db=self.url.db or 0)]
 
     def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         if deliveries:

@@ -209,9 +209,9 @@ class SQLiteBroker(Broker):
                 self._insert([row], [])
 
     def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
-        write_rows = getattr(backend, "write_rows", None)
-        if write_rows is None or getattr(backend, "path", None) != self.path:
+        if not backend.shares_store_with(self.url):
             return False
+        write_rows = backend.write_rows
         with self._lock:
             with transaction(self._conn):
                 write_rows(self._conn, records)
@@ -223,9 +223,9 @@ class SQLiteBroker(Broker):
     def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
                         queues: Sequence[str], limit: int, consumer: str
                         ) -> list[Delivery] | None:
-        write_rows = getattr(backend, "write_rows", None)
-        if write_rows is None or getattr(backend, "path", None) != self.path:
+        if not backend.shares_store_with(self.url):
             return None
+        write_rows = backend.write_rows
         now = time.time()
         if now >= self._next_schedule_check:
             self._move_due(now)
