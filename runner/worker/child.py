@@ -51,6 +51,7 @@ from runner.signals import task_received, worker_process_init, worker_process_sh
 from runner.worker.board import Board, Claimed
 from runner.worker.consumer import Fetched, fetch, prepare
 from runner.worker.dead import bury, bury_refused, sort_out
+from runner.worker.ownership import Ownership
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -343,13 +344,11 @@ class Settler:
         self.hostname = hostname
         self.broker = app.broker
         self.backend = app.backend
-        self.stores = not self.backend.process_local  # else the main process stores them
-        # A consuming child acks what it claimed; else the main process acks, where the
-        # broker allows (a dispatching one fetched them: on AMQP only its channel can ack).
-        self.acks = self.stores and (consuming or self.broker.acks_anywhere)
-        # Where only this process can ack (AMQP), it acks early-ack messages itself, just
-        # before they start; elsewhere the main process acks those it sees running.
-        self.early_acks = consuming and not self.broker.acks_anywhere
+        # (the same decision as the main process's: see runner.worker.ownership)
+        ownership = Ownership.decide(True, self.broker, self.backend, defers_acks=True)
+        self.stores = ownership.children_store  # else the main process stores them
+        self.acks = ownership.child_acks(consuming)
+        self.early_acks = ownership.child_acks_early(consuming)
         self._results: list = []
         self._completed: list = []
         self._acks: list = []

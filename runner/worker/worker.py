@@ -1,12 +1,14 @@
 """The worker: claim messages, run them in the pool, store results, ack. Read top to bottom.
 
-Who claims depends on the pool and the backend. With the prefork pool (and results that
-any process can store: not ``rpc://``), each child process claims, runs and settles its own
-batches (see :mod:`runner.worker.child`) and this loop only watches: it learns what each child
-holds, renews those claims, acks early-ack messages it sees running (on AMQP the children ack
-their own), enforces time limits and replaces children that die. Otherwise (the threads and
-solo pools, or ``rpc://`` results) a consumer thread claims into a buffer and this loop hands
-the messages to the pool.
+Who claims, stores and acks is decided once at start-up (:mod:`runner.worker.ownership`).
+With the prefork pool (and results any process can write: not ``memory://``), each child
+process claims, runs and settles its own batches (see :mod:`runner.worker.child`) and this loop
+only watches, through the children's boards (:mod:`runner.worker.board`): it learns what each
+child holds, renews those claims, acks early-ack messages it sees running (on AMQP the children
+ack their own), enforces time limits and replaces children that die. Otherwise (the threads
+and solo pools) a consumer thread claims into a buffer and this loop hands the messages to the
+pool. Beside it, a thread answers remote control (:mod:`runner.control`) and the worker sends
+its events (:mod:`runner.worker.events`).
 
 Guarantees:
 - A message is acked only after its result is stored (``acks_late``), or just after its task
@@ -58,6 +60,7 @@ from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
 from runner.worker.events import WorkerEvents
+from runner.worker.ownership import Ownership
 from runner.worker.panel import Panel
 from runner.worker.pool import (
     ColdShutdown,
@@ -175,18 +178,15 @@ class Worker:
         self.pool.waker = self.waker
         self.pool.job_ids = self.job_ids
         self.pool.batch_size = options.prefetch
-        # Where the children fetch for themselves, on a broker whose deliveries only the
-        # fetching connection can ack (AMQP), each child acks its own (early acks just before
-        # the task starts) and a dead child's unacked messages come back by themselves.
-        self.children_ack = False
-        if (isinstance(self.pool, PreforkPool) and not self.broker.process_local
-                and not self.backend.process_local):
+        #: who claims, stores and acks (see runner.worker.ownership)
+        self.ownership = Ownership.decide(isinstance(self.pool, PreforkPool), self.broker,
+                                          self.backend, self.pool.defers_acks)
+        if self.ownership.children_consume:
             # Children fetch for themselves: each claims its share of the prefetch limit.
-            self.children_ack = not self.broker.acks_anywhere
             self.pool.consume = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=not self.children_ack)
+                main_acks_early=self.ownership.main_acks_early)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
@@ -279,7 +279,7 @@ class Worker:
         """Bury messages this worker holds (see :mod:`runner.worker.dead`); their slots are
         free again. Where the children ack their own, it is theirs to ack."""
         if burials:
-            bury(self.app, self.broker, burials, ack=not self.children_ack)
+            bury(self.app, self.broker, burials, ack=self.ownership.main_settles)
             self.consumer.release(len(burials))
 
     def drop_revoked(self, held: list[Held]) -> None:
@@ -345,7 +345,7 @@ class Worker:
         for held in batch:
             message = held.message
             task = self.app.tasks.get(message.task)
-            if not held.acks_late and not self.pool.defers_acks:
+            if self.ownership.ack_on_submit(held):
                 self.acks.append(held.delivery)  # early ack: Celery's default
                 held.acked = True
             if (not self.pool.tracks_started and task is not None
@@ -383,13 +383,13 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
-        elif self.pool.defers_acks and not self.children_ack and any(
+        elif self.ownership.main_watches_starts and any(
                 not h.acked and not h.acks_late for h in self.running.values()):
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         self.handle(events)
-        if self.pool.defers_acks and self.running and not self.children_ack:
+        if self.ownership.main_watches_starts and self.running:
             self.ack_started()
 
     def handle(self, events: list) -> None:
@@ -455,12 +455,12 @@ class Worker:
         for job in job_ids:
             held = self.running.pop(job)
             self.consumer.release()
-            if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
+            if self.ownership.owes_ack_after_child(held):
                 self.acks.append(held.delivery)
 
     def started_by_child(self, held: Held) -> None:
         """``held`` started in a child that acks its own: an early-ack message is acked."""
-        if self.children_ack and not held.acks_late:
+        if self.ownership.acked_by_child_at_start(held):
             held.acked = True
 
     def returned(self, job_ids: list[int], ran: bool) -> None:
@@ -484,7 +484,7 @@ class Worker:
         A message that ``started`` counts as delivered (see ``task_delivery_limit``)."""
         if held.acked:
             self.broker.enqueue([held.message])
-        elif not self.children_ack:
+        elif self.ownership.main_settles:
             self.broker.requeue([held.delivery], started=started)
 
     def lost(self, job_id: int, exitcode: int | None) -> None:
@@ -529,7 +529,7 @@ class Worker:
                        "settling it, not running it again.", message.task, message.id, how,
                        record.state)
         self.completed.append((message, record.state, record))
-        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
+        if self.ownership.owes_ack(held):  # (else it comes back: see ownership.py)
             self.acks.append(held.delivery)
         return True
 
@@ -560,7 +560,7 @@ class Worker:
         record.state = state
         self.results.append(record)
         self.completed.append((held.message, state, record))
-        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
+        if self.ownership.owes_ack(held):  # (else it comes back: see ownership.py)
             self.acks.append(held.delivery)
 
     # -- remote control (see runner.control) ------------------------------------------------
@@ -701,7 +701,7 @@ class Worker:
             if job in started:
                 self.started_by_child(held)
             if job in settled:  # finished and stored by its child before it was stopped
-                if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
+                if self.ownership.owes_ack_after_child(held):
                     self.acks.append(held.delivery)
             else:
                 self.give_back(held, started=job in started)
