@@ -11,10 +11,10 @@ A pool reports what happened as events: :class:`Finished`, :class:`Lost` or :cla
 
 from __future__ import annotations
 
+import itertools
 import logging
-import multiprocessing
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
 
 logger = logging.getLogger("runner.worker")
-_fork = multiprocessing.get_context("fork")
-TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
-ACTIVE_FOR = 0.5  # seconds after the last batch seen on a board that the boards are read often
 
 
 @dataclass(slots=True)
@@ -92,15 +89,21 @@ class Pool:
 
     def __init__(self, app: Runner, size: int, hostname: str, accept: frozenset[str],
                  max_tasks_per_child: int | None = None,
-                 max_memory_per_child: int | None = None):
+                 max_memory_per_child: int | None = None, *, waker: Any = None,
+                 job_ids: Iterator[int] | None = None, batch_size: int = 1):
+        """Everything the pool runs with is given here (nothing is patched in later):
+        ``waker`` is woken when a job ends in a pool thread; ``job_ids`` numbers the jobs of
+        batches a pool's processes claim themselves (shared with the worker); ``batch_size``
+        is the most jobs one submit to a process carries."""
         self.app = app
         self.size = size
         self.hostname = hostname
         self.accept = accept
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
-        #: woken when a job ends in a pool thread (set by the worker before start)
-        self.waker: Any = None
+        self.waker = waker
+        self.job_ids = job_ids if job_ids is not None else itertools.count(1)
+        self.batch_size = batch_size
 
     #: True when a submitted job may wait before it starts (in a batch): the worker then acks
     #: early-ack messages when :meth:`current_jobs` shows them running, not when submitted

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
@@ -92,12 +92,12 @@ class PreforkPool(Pool):
     and the results come back the same way.
     """
 
-    batch_size = 1  # set by the worker (from the prefetch multiplier)
     defers_acks = tracks_started = True
-    #: set by the worker where children fetch for themselves
-    consume: ConsumeOptions | None = None
-    #: job ids, shared with the worker (set by it)
-    job_ids: Iterator[int] = itertools.count(1)
+
+    def __init__(self, *args: Any, consume: ConsumeOptions | None = None, **kwargs: Any):
+        """``consume``: where the children fetch for themselves (else they are fed)."""
+        super().__init__(*args, **kwargs)
+        self.consume = consume
 
     def start(self) -> None:
         self.fatal: ConfigError | None = None  # a child was refused by the broker for good

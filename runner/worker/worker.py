@@ -171,22 +171,23 @@ class Worker:
         self.revoked_ids: dict[str, None] = {}  # revoked task ids seen, oldest first
         self.calls: collections.deque = collections.deque()  # (function, future) for the loop
         self.writer = Writer(self.write)  # stores results and acks off the main loop
-        self.pool: Pool = POOLS[options.pool](
-            app, options.concurrency, self.hostname, self.accept,
-            options.max_tasks_per_child, options.max_memory_per_child)
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
-        self.pool.waker = self.waker
-        self.pool.job_ids = self.job_ids
-        self.pool.batch_size = options.prefetch
+        pool_class = POOLS[options.pool]
+        forks = issubclass(pool_class, PreforkPool)
         #: who claims, stores and acks (see runner.worker.ownership)
-        self.ownership = Ownership.decide(isinstance(self.pool, PreforkPool), self.broker,
-                                          self.backend, self.pool.defers_acks)
-        if self.ownership.children_consume:
-            # Children fetch for themselves: each claims its share of the prefetch limit.
-            self.pool.consume = ConsumeOptions(
+        self.ownership = Ownership.decide(forks, self.broker, self.backend,
+                                          pool_class.defers_acks)
+        settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
+                          "batch_size": options.prefetch}
+        if forks:  # children fetch for themselves: each claims its share of the prefetch
+            settings["consume"] = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=self.ownership.main_acks_early)
+                main_acks_early=self.ownership.main_acks_early,
+            ) if self.ownership.children_consume else None
+        self.pool: Pool = pool_class(
+            app, options.concurrency, self.hostname, self.accept,
+            options.max_tasks_per_child, options.max_memory_per_child, **settings)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
