@@ -32,11 +32,13 @@ from runner.canvas import (
 )
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
+from runner.control.client import Control
+from runner.events import Events
+from runner.events.sent import announce_sent
 from runner.exceptions import (
     AppImportError,
     MessageTooLarge,
     NotRegistered,
-    NotSupported,
     SerializationError,
 )
 from runner.execute import apply_eagerly
@@ -92,31 +94,6 @@ def shared_task(*args: Any, **options: Any) -> Any:
     return share
 
 
-class Control:
-    """``app.control``: revoke, as Celery's remote control does, through the result backend."""
-
-    def __init__(self, app: Runner):
-        self.app = app
-
-    def revoke(self, task_id: str | list[str], terminate: bool = False,
-               signal: str = "SIGTERM") -> None:
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.app.backend.revoke(ids, terminate=terminate, signal=signal)
-
-    def revoke_by_stamped_headers(self, headers: dict, terminate: bool = False,
-                                  signal: str = "SIGTERM") -> None:
-        """Revoke every task stamped with one of ``headers`` (see runner.canvas.stamping)."""
-        from runner.canvas.stamping import revoke_by_stamped_headers
-
-        revoke_by_stamped_headers(self.app, headers, terminate=terminate, signal=signal)
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _CELERY_CONTROL:
-            raise NotSupported(f"app.control.{name}: Celery's remote control is not in runner "
-                               f"yet (only revoke); see the README, 'Coming from Celery'")
-        raise AttributeError(name)
-
-
 class Runner:
     """A runner application: ``app = Celery('tasks', broker=..., backend=...)``."""
 
@@ -136,6 +113,7 @@ class Runner:
         self.conf = Conf(preconf=preconf)
         self.tasks: dict[str, Task] = {}
         self.control = Control(self)
+        self.events = Events(self)  # Celery's app.events: Receiver, State, Dispatcher
         #: hooks the worker calls for each finished task (chains, chords, pipelines, yours)
         self.middleware: list[Middleware] = [CanvasMiddleware(), PipelineMiddleware()]
         self._local = threading.local()
@@ -610,6 +588,8 @@ class Runner:
         """Enqueue built messages, with the ``before_task_publish`` / ``after_task_publish``
         signals around it (see runner.publish)."""
         publish(self.broker, messages)
+        if self.conf.task_send_sent_event:
+            announce_sent(self, messages)
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:  # noqa: N802
         return AsyncResult(task_id, app=self, task_name=task_name)
@@ -640,13 +620,6 @@ class Runner:
         apply_links_eagerly(self, options, result.state, result.result, result.id)
         return result
 
-
-#: Celery's remote control commands runner does not have yet (see Control.__getattr__)
-_CELERY_CONTROL = frozenset({
-    "inspect", "broadcast", "ping", "rate_limit", "time_limit", "add_consumer",
-    "cancel_consumer", "shutdown", "pool_grow", "pool_shrink", "autoscale", "enable_events",
-    "disable_events", "election", "heartbeat", "purge", "discard_all", "terminate",
-    "pool_restart"})
 
 _CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
 

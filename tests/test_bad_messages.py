@@ -304,7 +304,7 @@ def test_rows_of_any_type_written_into_the_sqlite_table_are_buried_or_run(app, s
     import sqlite3
 
     from runner.config.urls import parse_url
-    from runner.sqlite_store import sqlite_path
+    from runner.stores.sqlite import sqlite_path
 
     good = envelope("typed-text", b"[[1,2],{}]").decode()
     app.broker.qsize("celery")  # (the file and its tables exist)

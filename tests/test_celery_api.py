@@ -193,8 +193,8 @@ def test_a_celery_api_runner_lacks_is_a_clear_error_naming_it():
     from runner.exceptions import NotSupported
 
     app = Celery("proj", broker="memory://", backend="memory://", set_as_current=False)
-    assert not hasattr(app.control, "inspect")  # hasattr probes still answer False
-    with pytest.raises(NotSupported, match=r"app.control.inspect: .*Coming from Celery"):
-        app.control.inspect()
+    assert not hasattr(app.control, "election")  # hasattr probes still answer False
+    with pytest.raises(NotSupported, match=r"app.control.election: .*Remote control"):
+        app.control.election()
     with pytest.raises(AttributeError):
         app.control.no_such_thing  # noqa: B018

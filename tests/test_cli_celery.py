@@ -256,8 +256,8 @@ def test_systemd_unit_flags_include_purge_and_accepted_no_ops(app, start_worker,
     assert stale.state == "PENDING"
     log = worker.log()
     assert "--purge: deleted 1 waiting message(s) from celery" in log
-    assert ("accepted and without effect in runner: -E/--task-events, --without-gossip, "
-            "--without-mingle, --without-heartbeat") in log
+    assert ("accepted and without effect in runner: --without-gossip, "
+            "--without-mingle") in log
 
 
 def test_prefetch_multiplier_zero_means_no_limit(app, start_worker):

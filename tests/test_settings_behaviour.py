@@ -25,6 +25,7 @@ from runner.brokers.base import Delivery
 from runner.config.settings import NOT_ACTED_ON, Settings
 from runner.reconnect import ConnectPolicy
 from runner.worker.consumer import Fetched
+from runner.worker.events import heartbeat_every, task_events_on
 from runner.worker.trace import acks_late_of, handle, rejects_on_worker_lost, time_limit_of
 
 
@@ -235,6 +236,12 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "worker_task_log_format": ("T %(task_name)s %(message)s",
                                lambda app: logging_set_up(app)[1]),
     "worker_hijack_root_logger": (False, lambda app: logging_set_up(app)[2]),
+    "worker_send_task_events": (True, task_events_on),
+    "worker_heartbeat": (0.5, heartbeat_every),
+    "task_send_sent_event": (True, lambda app: (app.tasks["probe.echo"].delay(1),
+                                                app.events.default().sent)[1]),
+    "event_queue_ttl": (1.0, lambda app: app.events.Dispatcher().ttl),
+    "event_queue_expires": (5.0, lambda app: app.events.Receiver().queue_expires),
     "beat_schedule": (SCHEDULE, entries),
     "beat_max_loop_interval": (5, lambda app: scheduler(app)[0]),
     "beat_lease_seconds": (20, lambda app: scheduler(app)[1]),

@@ -15,7 +15,7 @@ import pytest
 
 from runner.brokers.registry import open_broker
 from runner.message import Message
-from runner.sqlite_store import ChangeWatcher, connect
+from runner.stores.sqlite import ChangeWatcher, connect
 
 # Below ChangeWatcher.WATCHED_CHECK: a waiter that missed a commit's wake-up would time out.
 WAKE_WITHIN = 0.8

@@ -108,6 +108,13 @@ class ResultBackend(CeleryBackendMethods, ABC):
     def check(self) -> None:
         """Reach the store once (see ``Broker.check``); nothing where opening connects."""
 
+    def shares_store_with(self, broker_url: URL) -> bool:
+        """Whether the broker at ``broker_url`` keeps its messages in this backend's store
+        (one SQLite file, one Redis server): then the broker writes results here within its
+        own atomic step (``Broker.ack_and_store``) with this backend's ``write_rows`` (SQLite)
+        or ``store_commands`` (Redis). False elsewhere: the worker stores, then acks."""
+        return False
+
     @abstractmethod
     def get(self, task_id: str) -> ResultRecord | None:
         """The record of ``task_id``, or None when there is none (PENDING) or it expired."""

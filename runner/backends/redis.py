@@ -22,7 +22,7 @@ from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
 from runner.reconnect import ConnectPolicy, reached
-from runner.redis_store import (
+from runner.stores.redis import (
     OUTAGE_ERRORS,
     REFUSED_ERRORS,
     OwnConnections,
@@ -107,6 +107,10 @@ class RedisBackend(ResultBackend):
     @property
     def db(self) -> int:
         return self.url.db or 0
+
+    def shares_store_with(self, broker_url: URL) -> bool:
+        return broker_url.scheme in ("redis", "rediss", "redis+socket") and self.same_server(
+            broker_url)
 
     def same_server(self, url: URL) -> bool:
         """Whether ``url`` names this backend's Redis server (any database)."""

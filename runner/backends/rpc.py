@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 
 import pika
 
-from runner.amqp_store import Link
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL, parse_url
 from runner.exceptions import BackendError
+from runner.stores.amqp import Link
 
 AMQP_SCHEMES = ("amqp", "pyamqp", "amqps")
 REPLY_QUEUE_EXPIRES_MS = 60_000  # a reply queue nobody uses for a minute is deleted

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
 from runner.exceptions import BackendError
-from runner.sqlite_store import (
+from runner.stores.sqlite import (
     ChangeWatcher,
     connect,
     reclaim_space,
@@ -91,6 +91,9 @@ class SQLiteBackend(ResultBackend):
             else:
                 with transaction(self._conn):
                     self.write_rows(self._conn, records)
+
+    def shares_store_with(self, broker_url: URL) -> bool:
+        return broker_url.scheme == "sqlite" and sqlite_path(broker_url) == self.path
 
     def write_rows(self, conn, records: Sequence[ResultRecord]) -> None:
         """Write records on ``conn``, inside the caller's transaction (the SQLite broker uses

@@ -41,6 +41,7 @@ from runner.beat.state import (
     fire_key,
     prune_history,
 )
+from runner.events import send_event
 from runner.exceptions import BackendError, BrokerError, RunnerError
 from runner.signals import beat_init
 
@@ -180,6 +181,9 @@ class Beat:
                 self.app.flush_broker()  # in the broker before the fire is written as sent
                 logger.info("beat: fired %s for %s: %s %s", entry.name, scheduled.isoformat(),
                             "run" if entry.pipeline is not None else "task", sent_id)
+                send_event(self.app, "beat-fired", entry=entry.name,
+                           scheduled=scheduled.isoformat(), id=sent_id,
+                           kind="run" if entry.pipeline is not None else "task")
         except Exception as exc:  # noqa: BLE001 - one bad fire must not stop the others
             if _is_transient(exc):
                 logger.error("beat: sending %s for %s failed, will retry: %s", entry.name,

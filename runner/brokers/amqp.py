@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 import pika
 import pika.exceptions as amqp_errors
 
-from runner.amqp_store import OUTAGE_ERRORS, Link, declare_error
 from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
-from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery
+from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError, ConfigError
 from runner.message import Message
+from runner.stores.amqp import OUTAGE_ERRORS, Link, declare_error
 
 logger = logging.getLogger("runner.amqp")
 
@@ -87,6 +87,7 @@ class AMQPBroker(Broker):
     """``amqp://user:password@host:5672/vhost``; see the module docstring for the guarantees."""
 
     scheme = "amqp"
+    fanout_class = "runner.brokers.amqp_fanout:AMQPFanout"
     acks_anywhere = False
     needs_heartbeat = True
     pushes = True
@@ -399,6 +400,29 @@ class AMQPBroker(Broker):
         in the queue, which can be after the reply to a count asked right after publishing)."""
         self.flush()
         return self._publisher().link.run("qsize", lambda channel: self._declare(channel, queue))
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Ready messages per queue; RabbitMQ tells neither the unacked ones (without its
+        management plugin) nor the delayed ones per queue (see :meth:`delayed_count`)."""
+        return {queue: QueueCounts(self.qsize(queue)) for queue in queues}
+
+    def delayed_count(self) -> int:
+        """Delayed messages of all queues: those in the ``runner.delay.<ms>`` queues (each
+        possible one looked up; a missing one costs a channel)."""
+        buckets = [digit * 10 ** power for power in range(10) for digit in range(1, 10)]
+
+        def count(channel) -> int:
+            total, connection = 0, channel.connection
+            for ms in buckets:
+                probe = connection.channel()
+                try:
+                    total += probe.queue_declare(f"{DELAY_PREFIX}{ms}",
+                                                 passive=True).method.message_count
+                    probe.close()
+                except amqp_errors.ChannelClosedByBroker:  # (no such delay queue)
+                    pass
+            return total
+        return self._publisher().link.run("delayed count", count)
 
     # -- dead letters: records in one durable queue --------------------------------------------
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
 
-from runner.amqp_store import OUTAGE_ERRORS, Link
 from runner.exceptions import BrokerError, RunnerError
+from runner.stores.amqp import OUTAGE_ERRORS, Link
 
 logger = logging.getLogger("runner.amqp")
 

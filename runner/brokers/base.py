@@ -41,9 +41,36 @@ class Delivery:
     deliveries: int = 1
 
 
+@dataclass(slots=True)
+class QueueCounts:
+    """What ``runner queues`` shows of one queue; None where the transport cannot tell."""
+
+    waiting: int  # ready to be fetched now
+    delayed: int | None = None  # countdown/eta, not due yet
+    unacked: int | None = None  # claimed by a worker, not acked yet
+
+
 class Broker(ABC):
-    """A transport for task messages. Implementations must be safe to use from one thread at a
-    time per instance; each process (and each worker thread that needs one) opens its own."""
+    """A transport for task messages.
+
+    Threads. One instance belongs to one process (a forked child opens its own: ``app.broker``
+    is per process and thread), and within it is shared by the threads of a worker, as follows
+    (``tests/test_broker_threads.py`` holds every transport to it):
+
+    - :meth:`enqueue` / :meth:`flush`, :meth:`qsize`, :meth:`purge` and the dead-letter
+      methods may be called from any thread at any time; where the transport needs it, each
+      thread gets a connection of its own (Redis, RabbitMQ) or the calls take turns on one
+      (SQLite).
+    - :meth:`fetch`, :meth:`fetch_waiting` and :meth:`wait` are called by one consuming thread
+      at a time (the worker's consumer thread, or a prefork child's only thread).
+    - :meth:`ack`, :meth:`requeue`, :meth:`extend` and :meth:`retry` may be called from any
+      thread while another consumes: on RabbitMQ, whose deliveries only the channel that got
+      them can settle, they are handed to the consuming thread and sent at its next
+      fetch or wait (or :meth:`heartbeat`); elsewhere they are sent at once.
+    - :meth:`heartbeat` is called from another thread while the consuming thread runs a long
+      task (where :attr:`needs_heartbeat`).
+    - :meth:`close` once, when no other thread uses the instance any more.
+    """
 
     #: the URL scheme(s) this class serves, for messages and banners
     scheme: str = ""
@@ -59,6 +86,9 @@ class Broker(ABC):
     #: one is there, so a consumer waits at once instead of first trying a fetch that does
     #: not wait (one poll of the connection less per message)
     pushes: bool = False
+    #: ``module:Class`` of this transport's :class:`~runner.brokers.fanout.Fanout` (remote
+    #: control and events), imported only when used
+    fanout_class: str = ""
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         self.url = url
@@ -163,6 +193,15 @@ class Broker(ABC):
     @abstractmethod
     def qsize(self, queue: str) -> int:
         """Messages waiting (or delayed) in ``queue``, claimed ones excluded."""
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        """Messages waiting, delayed and claimed in each of ``queues`` (one consistent look
+        where the broker can). Brokers that count only what waits leave the rest None."""
+        return {queue: QueueCounts(self.qsize(queue)) for queue in queues}
+
+    def queue_names(self) -> list[str]:
+        """Queues that hold messages now, where the broker can list them (else none)."""
+        return []
 
     # -- dead letters (see runner.dead_letters) ----------------------------------------------
 

@@ -37,6 +37,7 @@ _STORES_LOCK = threading.Lock()
 
 class MemoryBroker(Broker):
     scheme = "memory"
+    fanout_class = "runner.brokers.memory_fanout:MemoryFanout"
     acks_anywhere = False
     process_local = True
 

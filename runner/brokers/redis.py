@@ -45,13 +45,13 @@ from dataclasses import replace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from runner.brokers.base import Broker, Delivery
+from runner.brokers.base import Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import RunnerError
 from runner.message import Message
 from runner.reconnect import ConnectPolicy
-from runner.redis_store import (
+from runner.stores.redis import (
     OUTAGE_ERRORS,
     OwnConnections,
     check_replicas,
@@ -250,6 +250,7 @@ class RedisBroker(Broker):
     """``redis://:password@host:port/db``; see the module docstring for the guarantees."""
 
     scheme = "redis"
+    fanout_class = "runner.brokers.redis_fanout:RedisFanout"
 
     def __init__(self, url: URL, transport_options: dict | None = None):
         super().__init__(url, transport_options)
@@ -470,11 +471,10 @@ class RedisBroker(Broker):
     def _store_commands(self, records: Sequence, backend) -> list[tuple[None, list]] | None:
         """The commands that store ``records`` in ``backend`` from this broker's connection,
         or None if the backend is not on this Redis server."""
-        commands = getattr(backend, "store_commands", None)
-        same = getattr(backend, "same_server", None)
-        if commands is None or same is None or not same(self.url):
+        if not backend.shares_store_with(self.url):
             return None
-        return [(None, command) for command in commands(records, from_db=self.url.db or 0)]
+        return [(None, command)
+                for command in backend.store_commands(records, from_db=self.url.db or 0)]
 
     def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
         if deliveries:
@@ -509,6 +509,38 @@ class RedisBroker(Broker):
         return retrying("qsize", self.url, count, self.policy)
 
     # -- dead letters -------------------------------------------------------------------------
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        self.flush()  # (counted on another connection: this thread's enqueues first)
+        prefix = self.prefix
+
+        def count() -> dict[str, QueueCounts]:
+            with self.client.pipeline(transaction=True) as pipe:  # (one consistent look)
+                for queue in queues:
+                    pipe.zcard(f"{prefix}q:{queue}")
+                pipe.zrange(f"{prefix}delayed", 0, -1)
+                pipe.zrange(f"{prefix}unacked", 0, -1)
+                *ready, delayed, unacked = pipe.execute()
+            counts = {q: QueueCounts(n, 0, 0) for q, n in zip(queues, ready, strict=True)}
+            for ids, field in ((delayed, "delayed"), (unacked, "unacked")):
+                for queue in self._queues_of(ids):
+                    if queue in counts:
+                        setattr(counts[queue], field, getattr(counts[queue], field) + 1)
+            return counts
+        return retrying("queue counts", self.url, count, self.policy)
+
+    def _queues_of(self, ids: list) -> list[str]:
+        infos = self.client.hmget(f"{self.prefix}info", ids) if ids else []
+        return [info.split(b"\t", 1)[0].decode() for info in infos if info]
+
+    def queue_names(self) -> list[str]:
+        def names() -> list[str]:
+            found = {key.decode()[len(self.prefix) + 2:]
+                     for key in self.client.scan_iter(match=f"{self.prefix}q:*", count=1000)}
+            for zkey in ("delayed", "unacked"):
+                found.update(self._queues_of(self.client.zrange(f"{self.prefix}{zkey}", 0, -1)))
+            return sorted(found)
+        return retrying("queue names", self.url, names, self.policy)
 
     def bury(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:

@@ -17,12 +17,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-from runner.brokers.base import Broker, Delivery
+from runner.brokers.base import Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
 from runner.exceptions import BrokerError
 from runner.message import Message
-from runner.sqlite_store import (
+from runner.stores.sqlite import (
     ChangeWatcher,
     connect,
     reclaim_space,
@@ -80,6 +80,7 @@ class SQLiteBroker(Broker):
     """``sqlite:///path/to.db``: WAL mode, safe for many producer and worker processes."""
 
     scheme = "sqlite"
+    fanout_class = "runner.brokers.sqlite_fanout:SQLiteFanout"
     #: how often (seconds) a fetch also looks for due delayed messages
     schedule_check_interval = 0.05
 
@@ -208,9 +209,9 @@ class SQLiteBroker(Broker):
                 self._insert([row], [])
 
     def ack_and_store(self, deliveries: Sequence[Delivery], records: Sequence, backend) -> bool:
-        write_rows = getattr(backend, "write_rows", None)
-        if write_rows is None or getattr(backend, "path", None) != self.path:
+        if not backend.shares_store_with(self.url):
             return False
+        write_rows = backend.write_rows
         with self._lock:
             with transaction(self._conn):
                 write_rows(self._conn, records)
@@ -222,9 +223,9 @@ class SQLiteBroker(Broker):
     def ack_store_fetch(self, deliveries: Sequence[Delivery], records: Sequence, backend,
                         queues: Sequence[str], limit: int, consumer: str
                         ) -> list[Delivery] | None:
-        write_rows = getattr(backend, "write_rows", None)
-        if write_rows is None or getattr(backend, "path", None) != self.path:
+        if not backend.shares_store_with(self.url):
             return None
+        write_rows = backend.write_rows
         now = time.time()
         if now >= self._next_schedule_check:
             self._move_due(now)
@@ -279,6 +280,28 @@ class SQLiteBroker(Broker):
             delayed = self._conn.execute(
                 "SELECT count(*) FROM runner_schedule WHERE queue = ?", (queue,)).fetchone()[0]
         return ready + delayed
+
+    def queue_counts(self, queues: Sequence[str]) -> dict[str, QueueCounts]:
+        now, counts = time.time(), {q: QueueCounts(0, 0, 0) for q in queues}
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT queue, sum(visible_at <= ?), sum(visible_at > ?) FROM runner_messages "
+                "GROUP BY queue", (now, now)).fetchall()
+            delayed = self._conn.execute(
+                "SELECT queue, count(*) FROM runner_schedule GROUP BY queue").fetchall()
+        for queue, ready, claimed in rows:
+            if queue in counts:
+                counts[queue].waiting, counts[queue].unacked = ready, claimed
+        for queue, count in delayed:
+            if queue in counts:
+                counts[queue].delayed = count
+        return counts
+
+    def queue_names(self) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT queue FROM runner_messages UNION "
+                                      "SELECT DISTINCT queue FROM runner_schedule").fetchall()
+        return sorted(row[0] for row in rows)
 
     # -- dead letters -------------------------------------------------------------------------
 

@@ -11,9 +11,13 @@ from runner.cli import (
     backfill,
     beat,
     call,
+    control,
     dead_letters,
+    events,
+    inspect,
     pipelines,
     purge,
+    queues,
     report,
     result,
     runs,
@@ -58,6 +62,6 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
 
 
 for _module in (worker, call, result, purge, dead_letters, validate, pipelines, runs, backfill,
-                beat, shell, report):
+                beat, shell, report, inspect, control, queues, events):
     for _command in _module.COMMANDS:
         main.add_command(_command)

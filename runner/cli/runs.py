@@ -50,11 +50,17 @@ def run_as_json(app: Any, record: RunRecord) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @app_option
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record, with results.")
 def status(run_id, app_path, config_path, as_json) -> None:
-    """Show run RUN_ID: its state and its steps, each with its result or error."""
+    """Show run RUN_ID: its state and its steps, each with its result or error. Without
+    RUN_ID: the workers online (as celery status)."""
+    if run_id is None:
+        from runner.cli.inspect import show_online
+
+        show_online(app_path, config_path)
+        return
     app = pipeline_app(None, app_path, config_path)
     record = load_run(app.backend, run_id)
     if as_json:

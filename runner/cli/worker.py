@@ -84,11 +84,11 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
 @click.option("-s", "--schedule", "schedule_file", default=None, metavar="PATH",
               help="Accepted for Celery's sake: -B keeps its state in the result backend.")
 @click.option("-E", "--task-events", is_flag=True,
-              help="Accepted: runner sends no monitoring events yet.")
+              help="Send task events for monitors (worker_send_task_events).")
 @click.option("--without-gossip", is_flag=True, help="Accepted: runner has no gossip.")
 @click.option("--without-mingle", is_flag=True, help="Accepted: runner has no mingle.")
 @click.option("--without-heartbeat", is_flag=True,
-              help="Accepted: runner sends no worker heartbeats.")
+              help="Send no worker-heartbeat events (monitors then show the worker offline).")
 def worker(app, **given: Any) -> None:
     """Start a worker: runs the tasks of the app given with -A."""
     _configure(app.conf, given)
@@ -120,13 +120,14 @@ def worker(app, **given: Any) -> None:
 
 
 #: options accepted so that a Celery command line starts unchanged, and logged as doing nothing
-NO_EFFECT = {"schedule_file": "-s/--schedule", "task_events": "-E/--task-events",
-             "without_gossip": "--without-gossip", "without_mingle": "--without-mingle",
-             "without_heartbeat": "--without-heartbeat"}
+NO_EFFECT = {"schedule_file": "-s/--schedule",
+             "without_gossip": "--without-gossip", "without_mingle": "--without-mingle"}
 
 
 def _configure(conf, given: dict[str, Any]) -> None:
     """The settings the options stand for: ``-I``, ``--time-limit``, ``--soft-time-limit``."""
+    if given["task_events"]:
+        conf.update(worker_send_task_events=True)
     if given["include"]:
         conf.update(include=[*(conf.include or ()), *split_names(given["include"])])
     limits = {key: given[option] for key, option in (("task_time_limit", "time_limit"),
@@ -159,7 +160,8 @@ def worker_options(conf, given: dict[str, Any]) -> WorkerOptions:
         hostname=host_format(given["hostname"] or "celery@%h"),
         prefetch_multiplier=prefetch if prefetch is not None else conf.worker_prefetch_multiplier,
         max_tasks_per_child=given["max_tasks_per_child"] or conf.worker_max_tasks_per_child,
-        max_memory_per_child=given["max_memory_per_child"] or conf.worker_max_memory_per_child)
+        max_memory_per_child=given["max_memory_per_child"] or conf.worker_max_memory_per_child,
+        heartbeat=not given.get("without_heartbeat"))
 
 
 def _setup_logging(app, loglevel: str, logfile: str | None, nodename: str) -> None:

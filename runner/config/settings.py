@@ -379,7 +379,18 @@ class Settings(BaseModel):
         "%(message)s", description="format of the lines of task loggers (get_task_logger)")
     worker_hijack_root_logger: bool = Field(
         True, description="the worker configures the root logger")
-    worker_send_task_events: bool = Field(False, description="emit task events for monitors")
+    worker_send_task_events: bool = Field(
+        False, description="send task events (task-received, -started, -succeeded...) for "
+        "monitors; the worker's -E")
+    worker_heartbeat: float = Field(
+        2.0, gt=0, description="seconds between two worker-heartbeat events; a worker silent "
+        "for two of them is shown offline")
+    event_queue_ttl: float = Field(
+        5.0, gt=0, description="seconds an event waits for its receiver before it may be "
+        "dropped")
+    event_queue_expires: float = Field(
+        60.0, gt=0, description="seconds after which the queue of a receiver that stopped "
+        "reading is deleted (RabbitMQ)")
 
     # --- beat, imports ----------------------------------------------------------------------
     beat_schedule: dict[str, BeatEntry] = Field(
@@ -529,8 +540,6 @@ NOT_ACTED_ON: dict[str, str] = {
                           "settings and the transport's max_retries say",
     "task_publish_retry_policy": "runner retries a publish as the broker_connection_* "
                                  "settings and the transport's max_retries say",
-    "task_send_sent_event": "task events are not there yet",
-    "worker_send_task_events": "task events are not there yet",
 }
 _warned: set[str] = set()
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from runner import states
 from runner.backends.base import ResultBackend, ResultRecord
+from runner.events import send_event
 from runner.exceptions import PipelineError
 from runner.pipeline import slots
 from runner.pipeline.model import Pipeline, Step
@@ -182,6 +183,7 @@ class Driver(StepStarter):
         record, ready = self.change(mutate)
         logger.info("Pipeline run %s: step %s %s%s", self.run_id, name, state,
                     f" ({error or reason})" if (error or reason) else "")
+        announce_settled(self.app, record, name, state, error or reason)
         if ready:
             self.start_steps(record, ready)
 
@@ -223,14 +225,19 @@ class Driver(StepStarter):
     def mark_running(self, names: list[tuple[str, int]]) -> None:
         """A worker started a task of each (step, attempt): ``queued`` steps become
         ``running``."""
-        def mutate(record: RunRecord) -> None:
-            now = time.time()
+        def mutate(record: RunRecord) -> list[str]:
+            now, started = time.time(), []
             for name, attempt in names:
                 step = record.steps.get(name)
                 if step is not None and step.state == "queued" and step.attempt == attempt:
                     step.state, step.started_at = "running", now
+                    started.append(name)
+            return started
 
-        self.change(mutate)
+        record, started = self.change(mutate)
+        for name in dict.fromkeys(started or ()):
+            send_event(self.app, "step-changed", run_id=self.run_id, pipeline=record.pipeline,
+                       step=name, state="running", items=record.steps[name].items)
 
     def context(self, record: RunRecord, step: Step) -> dict[str, Any]:
         from runner.pipeline.validate import ancestors
@@ -287,6 +294,20 @@ def step_task_ids(record: RunRecord, name: str) -> list[str]:
     if run.items is None:
         return [task_id(record.id, name, None, attempt)]
     return [task_id(record.id, name, i, attempt) for i in range(run.items)]
+
+
+def announce_settled(app: Any, record: RunRecord, name: str, state: str,
+                     why: str | None) -> None:
+    """``step-changed`` events, and ``run-finished`` from the settle that ended the run (the
+    step settled last)."""
+    send_event(app, "step-changed", run_id=record.id, pipeline=record.pipeline, step=name,
+               state=state, error=why)
+    ended = record.steps[name].ended_at
+    if record.state in ("success", "failed") and ended is not None and ended >= max(
+            (s.ended_at or 0.0) for s in record.steps.values()):
+        send_event(app, "run-finished", run_id=record.id, pipeline=record.pipeline,
+                   state=record.state, runtime=(record.finished_at or ended)
+                   - record.created_at)
 
 
 def _value(record: ResultRecord | None, accept: frozenset[str]) -> Any:

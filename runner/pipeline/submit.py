@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from runner.events import send_event
 from runner.exceptions import PipelineError
 from runner.pipeline import slots
 from runner.pipeline.engine import Driver, resolve_params, run_context
@@ -121,6 +122,8 @@ def submit_run(app: Any, loaded: LoadedPipeline, params: dict[str, Any] | None =
             backend.delete_data(spec_key(run_id))
             backend.delete_data(secrets_key(run_id))
             return Submitted(load_run(backend, holder), False)
+    send_event(app, "run-started", run_id=run_id, pipeline=pipeline.name,
+               steps=list(pipeline.steps))
     limit = pipeline.max_active_runs
     if limit is None or slots.admit(backend, pipeline.name, run_id, limit):
         Driver(app, run_id, pipeline).begin()

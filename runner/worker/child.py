@@ -25,42 +25,34 @@ A child gets its batches in one of two ways:
 Results are written when the batch ends, or before the next job starts once the oldest unwritten
 one is ``FLUSH_AFTER`` old, so a slow job never holds back the results of the jobs before it.
 
-Counters in shared memory tell the main process how far the child got, with no message:
-``progress[STARTED]`` is the index of the job that runs, ``progress[SETTLED]`` how many jobs are
-written. A consuming child also sets ``progress[CLAIMED]`` (the number and size of the claims
-on its board) and ``progress[ENDED]`` (number and settled count of the batch that is over): one
-word each, written last, so that the main process never reads half of them. If the child dies,
-the main process knows which job killed it, which jobs are settled, which ran but were not
-written (they run again: at least once), and which never started (they go back to the
-broker). ``progress[BATCH]`` numbers the batch they count, ``progress[DEADLINE]`` is the
-monotonic time in ms at which the running job passes its hard time limit (0: none), for the
-main process to kill the child then. The main process sets ``progress[STOP]`` on a warm
-shutdown: the child ends its batch after the job that runs (the rest go back) and stops.
+The child tells the main process how far it got on its claims board in shared memory, with
+no message: the batch it runs, the job that runs, how many are settled, the claims and the end
+of a batch (see :mod:`runner.worker.board`, whose docstring states the protocol and what the
+main process makes of a child that died). The main process asks a child to stop there: on a
+warm shutdown the child ends its batch after the job that runs (the rest go back) and stops.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import marshal
 import os
 import signal
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runner import states
 from runner.backends.base import ResultRecord
-from runner.brokers.base import Delivery
 from runner.exceptions import ConfigError
-from runner.message import Message
 from runner.middleware import Middleware
 from runner.signals import task_received, worker_process_init, worker_process_shutdown
+from runner.worker.board import Board, Claimed
 from runner.worker.consumer import Fetched, fetch, prepare
 from runner.worker.dead import bury, bury_refused, sort_out
+from runner.worker.ownership import Ownership
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -80,10 +72,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from runner.app import Runner
 
-# indexes into a child's progress counters
-STARTED, SETTLED, STOP, BATCH, DEADLINE, CLAIMED, ENDED, CHECK = range(8)
-PROGRESS_SIZE = 8
-BOARD_SIZE = 64 * 1024  # bytes of claims a child posts in shared memory (larger: by pipe)
 FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
 LOOK_WITHIN = 0.005  # seconds: the main process sees a batch whose early acks it makes this soon
@@ -96,63 +84,9 @@ logger = logging.getLogger("runner.worker")
 
 
 @dataclass(slots=True)
-class Claimed:
-    """What a consuming child claimed, posted before it runs any of it (batch ``number``): for
-    each readable message its delivery tag, queue, redelivered flag and body. Plain tuples
-    marshal many times faster than decoded messages pickle, and this is on the path of every
-    task.
-    (The main process needs whole messages: it sends again those it acked early that did not
-    run, e.g. on a cold shutdown.)"""
-
-    number: int
-    claims: list[tuple[object, str, bool, bytes]]
-
-    def fetched(self) -> list[Fetched]:
-        """The claims as the worker sees them: deliveries (without body) and their messages."""
-        return [Fetched(Delivery(tag, b"", queue, redelivered), Message.decode(body))
-                for tag, queue, redelivered, body in self.claims]
-
-
-@dataclass(slots=True)
 class Look:
     """Read the board now: the batch just posted holds a hard time limit to watch, or jobs
     whose early acks the main process makes while it sleeps for longer than LOOK_WITHIN."""
-
-
-def post_claims(board, progress, claimed: Claimed) -> bool:
-    """Post ``claimed`` on the board (False: it does not fit, or holds what marshal cannot
-    write; send it by pipe). ``progress[CLAIMED]`` is 0 while the board is rewritten, and
-    ``progress[CHECK]`` holds the CRC of what was posted: where stores may become visible out
-    of order (ARM), a reader that sees the word before the bytes reads again later."""
-    progress[CLAIMED] = 0
-    try:
-        data = marshal.dumps(claimed.claims)
-    except ValueError:
-        return False
-    if len(data) > len(board):
-        return False
-    ctypes.memmove(board, data, len(data))
-    progress[CHECK] = zlib.crc32(data)
-    progress[CLAIMED] = claimed.number << 32 | len(data)
-    return True
-
-
-def read_claims(board, progress, after: int) -> Claimed | None:
-    """The claims on the board, if they are of a batch after ``after`` and were not being
-    rewritten while read."""
-    word = progress[CLAIMED]
-    if not word or word >> 32 <= after:
-        return None
-    data = ctypes.string_at(board, word & 0xFFFFFFFF)
-    if progress[CLAIMED] != word or zlib.crc32(data) != progress[CHECK]:
-        return None  # being rewritten, or not all of it visible yet: the next look reads it
-    return Claimed(word >> 32, marshal.loads(data))
-
-
-def ended(progress, number: int) -> int | None:
-    """How many jobs of batch ``number`` were settled, if the batch is over."""
-    word = progress[ENDED]
-    return word & 0xFFFFFF if word >> 24 == number else None
 
 
 @dataclass(slots=True)
@@ -174,7 +108,7 @@ class ConsumeOptions:
     main_acks_early: bool = False
 
 
-def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
+def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, board: Board,
                measure_memory: bool, parent: int, hostname: str) -> None:
     """The loop of a child process: receive a batch, run and settle it, send the results."""
     # The parent decides when to stop: a terminal's Ctrl-C or a SIGTERM sent to the whole
@@ -189,7 +123,7 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
             jobs = conn.recv()
             if jobs is None:
                 break
-            results = run_batch(jobs, run, settler, progress)
+            results = run_batch(jobs, run, settler, board)
             if measure_memory and results:  # (none: stopped before the first)
                 results[-1].rss_kib = current_rss_kib()
             conn.send(results)
@@ -201,8 +135,8 @@ def child_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, p
         os._exit(0)  # skip finalizers of what was inherited from the parent (its connections)
 
 
-def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, progress,
-                 board, main_wake, parent: int, options: ConsumeOptions) -> None:
+def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection, board: Board,
+                 main_wake, parent: int, options: ConsumeOptions) -> None:
     """The loop of a consuming child: claim, post the claims, run and settle, mark the end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -219,7 +153,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
         settler.broker.prefetch(options.prefetch)
         if settler.broker.needs_heartbeat:
             _KeepAlive(settler.broker).start()
-        while not progress[STOP]:
+        while not board.stop_asked():
             want = _share(options, backlog, runtime, done)
             if claimed is not None:
                 deliveries, claimed = claimed, None
@@ -230,7 +164,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             idle = not deliveries
             if idle:
                 continue
-            if progress[STOP]:  # stopped while fetching: give it back untouched
+            if board.stop_asked():  # stopped while fetching: give it back untouched
                 settler.broker.requeue(deliveries)
                 break
             fetched, burials = sort_out(app, prepare(deliveries, app.backend.revoked),
@@ -239,11 +173,10 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
             if not fetched:
                 continue
             number += 1
-            progress[STARTED] = progress[SETTLED] = 0
-            progress[BATCH] = number
+            board.begin_batch(number)
             batch = Claimed(number, [(f.delivery.tag, f.delivery.queue, f.delivery.redelivered,
                                       f.delivery.body) for f in fetched if f.message is not None])
-            posted = post_claims(board, progress, batch)
+            posted = board.post_claims(batch)
             if not posted:
                 conn.send(batch)
             jobs = _jobs(app, fetched, settler)
@@ -251,17 +184,16 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
                     options.main_acks_early and _asleep(main_wake) and any(
                         not job.discard and not acks_late_of(app, job.message) for job in jobs))):
                 conn.send(Look())
-            results = run_batch(jobs, run, settler, progress, _rechecker(app), flush=False)
+            results = run_batch(jobs, run, settler, board, _rechecker(app), flush=False)
             done += len(results)
             for result in results:
                 runtime = 0.8 * runtime + 0.2 * result.runtime
             more = _share(options, backlog, runtime, done)
-            if more > 0 and not progress[STOP]:
+            if more > 0 and not board.stop_asked():
                 claimed = settler.flush_and_fetch(options.queues, more, consumer)
             else:
                 settler.flush()
-            progress[SETTLED] = len(results)
-            progress[ENDED] = number << 24 | len(results)
+            board.end_batch(number, len(results))
             if options.max_tasks and done >= options.max_tasks:
                 break
             if options.max_memory_kib and current_rss_kib() > options.max_memory_kib:
@@ -372,37 +304,38 @@ def _rechecker(app: Runner) -> Callable[[Job], None]:
 
 
 def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler,
-              progress, recheck: Callable[[Job], None] | None = None,
+              board: Board, recheck: Callable[[Job], None] | None = None,
               flush: bool = True) -> list[JobResult]:
     """Run ``jobs`` in order, settling them as they end; the last results are written here
     unless ``flush`` is False (the caller writes them with its next fetch)."""
     results = []
     for index, job in enumerate(jobs):
-        if progress[STOP]:  # a warm shutdown: what did not start goes back
+        if board.stop_asked():  # a warm shutdown: what did not start goes back
             break
         if index and recheck is not None:
             recheck(job)
         if settler.due():
             settler.flush()
-            progress[SETTLED] = index
-        progress[STARTED] = index
-        if job.time_limit and not job.discard:
-            progress[DEADLINE] = int((time.monotonic() + job.time_limit) * 1000)
+            board.jobs_settled(index)
+        limited = job.time_limit and not job.discard
+        board.job_started(index, int((time.monotonic() + job.time_limit) * 1000)
+                          if limited else 0)
         if settler.stores and not job.discard:
             settler.track_started(job)
             for hook in settler.start_hooks:  # e.g. a pipeline step is now `running`
                 hook.before_tasks_start(settler.app, [job.message])
         settler.starting(job)
         result = run(job)
-        progress[DEADLINE] = 0
+        if limited:
+            board.job_ended()
         if settler.stores and job.finished is None:  # (a finished one was logged as such)
             log_result(job.message, result)  # (else the main process logs it, after storing)
         if settler.add(job, result):  # written at once (a retry)
-            progress[SETTLED] = index + 1
+            board.jobs_settled(index + 1)
         results.append(result)
     if flush and settler.stores:  # (else the results travel back to the main process)
         settler.flush()
-        progress[SETTLED] = len(results)
+        board.jobs_settled(len(results))
     return results
 
 
@@ -414,13 +347,11 @@ class Settler:
         self.hostname = hostname
         self.broker = app.broker
         self.backend = app.backend
-        self.stores = not self.backend.process_local  # else the main process stores them
-        # A consuming child acks what it claimed; else the main process acks, where the
-        # broker allows (a dispatching one fetched them: on AMQP only its channel can ack).
-        self.acks = self.stores and (consuming or self.broker.acks_anywhere)
-        # Where only this process can ack (AMQP), it acks early-ack messages itself, just
-        # before they start; elsewhere the main process acks those it sees running.
-        self.early_acks = consuming and not self.broker.acks_anywhere
+        # (the same decision as the main process's: see runner.worker.ownership)
+        ownership = Ownership.decide(True, self.broker, self.backend, defers_acks=True)
+        self.stores = ownership.children_store  # else the main process stores them
+        self.acks = ownership.child_acks(consuming)
+        self.early_acks = ownership.child_acks_early(consuming)
         self.start_hooks = [m for m in app.middleware if type(m).before_tasks_start
                             is not Middleware.before_tasks_start]
         self._results: list = []

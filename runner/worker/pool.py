@@ -1,71 +1,37 @@
-"""Execution pools: where jobs run. One interface, three kinds.
+"""Execution pools: where jobs run. One interface (here), one module per kind:
 
-- ``prefork``: child processes, one job at a time each. The parent enforces hard time limits by
-  killing the child, notices a child that died (signal, ``os._exit``, OOM killer) and replaces it,
-  and recycles children after ``max_tasks_per_child`` jobs or past ``max_memory_per_child``.
-- ``threads``: a thread per slot; hard time limits are best effort (an exception injected into
-  the thread), since a thread cannot be killed.
-- ``solo``: runs each job inline in the worker's own thread.
+- ``prefork`` (:mod:`runner.worker.prefork`): child processes, one job at a time each;
+- ``threads`` (:mod:`runner.worker.threads`): a thread per slot;
+- ``solo`` (:mod:`runner.worker.solo`): each job inline in the worker's own thread.
+
+:data:`runner.worker.pools.POOLS` maps the names to the classes.
 
 A pool reports what happened as events: :class:`Finished`, :class:`Lost` or :class:`TimedOut`.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
-import multiprocessing
-import os
-import queue
 import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from runner.exceptions import ConfigError, SoftTimeLimitExceeded, TimeLimitExceeded
-from runner.worker.child import (
-    BATCH,
-    BOARD_SIZE,
-    CLAIMED,
-    DEADLINE,
-    LOOK_WITHIN,
-    PROGRESS_SIZE,
-    SETTLED,
-    STARTED,
-    STOP,
-    Claimed,
-    ConsumeOptions,
-    Fatal,
-    Look,
-    child_main,
-    consume_main,
-    ended,
-    read_claims,
-)
+from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from runner.worker.consumer import Fetched
 from runner.worker.trace import (
     Job,
     JobResult,
-    _inject,
     discarded,
     handle,
-    pool_thread,
     refused,
-    time_limit_of,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
-    from runner.message import Message
 
 logger = logging.getLogger("runner.worker")
-_fork = multiprocessing.get_context("fork")
-TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
-ACTIVE_FOR = 0.5  # seconds after the last batch seen on a board that the boards are read often
 
 
 @dataclass(slots=True)
@@ -123,15 +89,21 @@ class Pool:
 
     def __init__(self, app: Runner, size: int, hostname: str, accept: frozenset[str],
                  max_tasks_per_child: int | None = None,
-                 max_memory_per_child: int | None = None):
+                 max_memory_per_child: int | None = None, *, waker: Any = None,
+                 job_ids: Iterator[int] | None = None, batch_size: int = 1):
+        """Everything the pool runs with is given here (nothing is patched in later):
+        ``waker`` is woken when a job ends in a pool thread; ``job_ids`` numbers the jobs of
+        batches a pool's processes claim themselves (shared with the worker); ``batch_size``
+        is the most jobs one submit to a process carries."""
         self.app = app
         self.size = size
         self.hostname = hostname
         self.accept = accept
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
-        #: woken when a job ends in a pool thread (set by the worker before start)
-        self.waker: Any = None
+        self.waker = waker
+        self.job_ids = job_ids if job_ids is not None else itertools.count(1)
+        self.batch_size = batch_size
 
     #: True when a submitted job may wait before it starts (in a batch): the worker then acks
     #: early-ack messages when :meth:`current_jobs` shows them running, not when submitted
@@ -169,6 +141,18 @@ class Pool:
         """Jobs of running batches that started (running, or ran)."""
         return []
 
+    def renew(self) -> None:
+        """Settings the pool's processes were started with changed: replace them (prefork);
+        threads read the settings as each job starts."""
+
+    def pids(self) -> list[int]:
+        """The pool's processes: none of its own (threads, solo)."""
+        return []
+
+    def job_pids(self) -> dict[int, int]:
+        """Job id -> pid of the process it runs in, where it is not this one."""
+        return {}
+
     def finish_current(self) -> None:
         """Warm shutdown: a running batch ends after its current job (the rest come back)."""
 
@@ -204,521 +188,3 @@ class Pool:
             result = refused(self.app, job.id, job.message, exc, self.hostname)
             result.refused = True  # (a dead letter too)
             return result
-
-
-# -- prefork -----------------------------------------------------------------------------------
-
-
-class _Child:
-    __slots__ = ("slot", "process", "conn", "progress", "board", "jobs", "limits", "batch",
-                 "done", "rss_kib", "retiring", "ended")
-
-    def __init__(self, slot: int, process, conn: Connection, progress, board=None):
-        self.slot = slot  # 1..size: Celery's pool process index
-        self.process = process
-        self.conn = conn
-        self.progress = progress  # shared counters (see child.py)
-        self.board = board  # a consuming child's claims, in shared memory (see child.py)
-        self.jobs: list[int] = []  # the batch it runs; empty: free
-        self.limits: list[float | None] = []  # their hard time limits
-        self.batch = 0  # the number progress[BATCH] has while it counts this batch
-        self.done = 0
-        self.rss_kib = 0  # its memory after its last batch (with max_memory_per_child)
-        self.retiring = False  # asked to exit (autoscale shrinking): removed, not replaced
-        self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
-
-    def counting(self) -> bool:
-        """Whether the shared counters are about :attr:`jobs` (not a batch not heard of)."""
-        return bool(self.jobs) and self.progress[BATCH] == self.batch
-
-    def running(self) -> int | None:
-        """The job that runs now (None: between jobs, or free)."""
-        if not self.counting():
-            return None
-        started, settled = self.progress[STARTED], self.progress[SETTLED]
-        if settled >= len(self.jobs) or started < settled:
-            return None
-        return self.jobs[min(started, len(self.jobs) - 1)]
-
-    def deadline(self) -> float | None:
-        """When the running job passes its hard time limit (monotonic), if it has one."""
-        ms = self.progress[DEADLINE] if self.counting() else 0
-        return ms / 1000 if ms else None
-
-
-class PreforkPool(Pool):
-    """Child processes that run batches and settle them (see :mod:`runner.worker.child`).
-
-    With :attr:`consume` set, each child fetches its own batches and the main process only
-    watches: whenever it collects, it reads what each child posted on its board (the claims
-    of its batch, reported as :class:`Received`; the end of the batch, as :class:`Settled`).
-    Otherwise the worker submits batches of up to ``batch_size`` jobs, one pipe message each,
-    and the results come back the same way.
-    """
-
-    batch_size = 1  # set by the worker (from the prefetch multiplier)
-    defers_acks = tracks_started = True
-    #: set by the worker where children fetch for themselves
-    consume: ConsumeOptions | None = None
-    #: job ids, shared with the worker (set by it)
-    job_ids: Iterator[int] = itertools.count(1)
-
-    def start(self) -> None:
-        self.fatal: ConfigError | None = None  # a child was refused by the broker for good
-        #: when this process next wakes by itself (monotonic ms), for consuming children to
-        #: know whether a batch would wait too long to be seen (see collect)
-        self.main_wake = _fork.RawArray("q", 1)
-        self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
-        self.stopping = False  # a warm shutdown: children that end are not replaced
-        self.children: list[_Child] = [self._spawn(slot) for slot in range(1, self.size + 1)]
-
-    def _spawn(self, slot: int) -> _Child:
-        """Start the child of ``slot`` (1..size; its process is named ``runner-child-<slot>``,
-        Celery's pool process index: ``%i`` in a ``--logfile`` name)."""
-        parent_end, child_end = _fork.Pipe()
-        progress = _fork.RawArray("q", PROGRESS_SIZE)
-        board = None
-        if self.consume is not None:
-            board = _fork.RawArray("c", BOARD_SIZE)
-            target, args = consume_main, (self.app, self._run, child_end, progress, board,
-                                          self.main_wake, os.getpid(), self.consume)
-        else:
-            target, args = child_main, (self.app, self._run, child_end, progress,
-                                        bool(self.max_memory_per_child), os.getpid(),
-                                        self.hostname)
-        process = _fork.Process(target=target, args=args, daemon=True,
-                                 name=f"runner-child-{slot}")
-        process.start()
-        child_end.close()
-        return _Child(slot, process, parent_end, progress, board)
-
-    def free_slots(self) -> int:
-        if self.consume is not None:
-            return 0
-        return sum(1 for c in self.children if not c.jobs and not c.retiring)
-
-    def free_batches(self) -> list[int]:
-        size = max(1, self.batch_size)
-        if self.max_tasks_per_child:
-            return [max(1, min(size, self.max_tasks_per_child - c.done))
-                    for c in self.children if not c.jobs and not c.retiring]
-        return [size] * self.free_slots()
-
-    def busy(self) -> int:
-        """Processes running a batch now."""
-        return sum(1 for c in self.children if c.jobs and not c.retiring)
-
-    def resize(self, size: int) -> None:
-        """Autoscale: grow to ``size`` processes now; shrink by asking idle processes (the
-        highest slots first) to exit: a busy one is kept, and a retiring one is watched as
-        any other until it has exited (what it claimed meanwhile is reported or given back),
-        then removed instead of replaced."""
-        active = [c for c in self.children if not c.retiring]
-        taken = {c.slot for c in self.children}
-        free = (slot for slot in itertools.count(1) if slot not in taken)
-        for _ in range(size - len(active)):
-            self.children.append(self._spawn(next(free)))
-        for child in sorted(active, key=lambda c: -c.slot)[:max(0, len(active) - size)]:
-            if child.jobs:
-                continue
-            child.retiring = True
-            if self.consume is not None:
-                child.progress[STOP] = 1
-            else:
-                try:
-                    child.conn.send(None)
-                except OSError:
-                    pass
-        self.size = sum(1 for c in self.children if not c.retiring)
-
-    def submit(self, jobs: list[Job]) -> None:
-        child = next(c for c in self.children if not c.jobs and not c.retiring)
-        child.jobs = [job.id for job in jobs]
-        child.limits = [job.time_limit for job in jobs]
-        child.progress[STARTED] = child.progress[SETTLED] = child.progress[STOP] = 0
-        child.conn.send(jobs)
-
-    def finish_current(self) -> None:
-        self.stopping = True  # (a consuming child stops now: a new one would fetch again)
-        for child in self.children:
-            child.progress[STOP] = 1
-
-    def current_jobs(self) -> list[int]:
-        return [job for c in self.children if (job := c.running()) is not None]
-
-    def settled_jobs(self) -> list[int]:
-        return [job for c in self.children if c.counting()
-                for job in c.jobs[:c.progress[SETTLED]]]
-
-    def started_jobs(self) -> list[int]:
-        return [job for c in self.children if c.counting()
-                for job in c.jobs[:c.progress[STARTED] + 1]]
-
-    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
-        events: list[Event] = []
-        watched = [c for c in self.children
-                   if (c.jobs or self.consume is not None) and not c.ended]
-        now = time.monotonic()
-        deadlines = [d for c in watched if (d := c.deadline()) is not None]
-        if deadlines:
-            timeout = min(timeout, min(deadlines) - now)
-        if any(any(c.limits) for c in watched):  # a job with a limit may start any time
-            timeout = min(timeout, TIME_LIMIT_POLL)
-        if self.consume is not None and self.consume.main_acks_early:
-            # The worker acks the early-ack jobs it sees running: while batches come, the
-            # boards are read every LOOK_WITHIN; a child whose batch would wait longer (this
-            # process sleeps) wakes it with a Look. A batch posted before that was published
-            # is looked at now.
-            if now - self.seen_work < ACTIVE_FOR:
-                timeout = min(timeout, LOOK_WITHIN)
-            self.main_wake[0] = int((now + max(0.0, timeout)) * 1000)
-            if any(c.progress[CLAIMED] >> 32 > c.batch for c in self.children):
-                timeout = 0.0
-        ready = set(wait([*(c.conn for c in watched),
-                          *(c.process.sentinel for c in self.children if not c.ended),
-                          *waitables],
-                         max(0.0, timeout)))
-        recycle, gone = [], []
-        for index, child in enumerate(self.children):
-            if child.ended:
-                continue
-            if child.conn in ready:
-                events += self._read(child)
-                if not child.jobs and not self.stopping and self._should_recycle(child):
-                    recycle.append(index)
-                    continue
-            elif self.consume is not None:
-                events += self._look(child)
-            if child.process.sentinel in ready or not child.process.is_alive():
-                events += self._read(child)  # what it sent before it ended
-                if child.jobs:
-                    child.process.join(0.1)
-                    events += self._died(child, Lost(0, child.process.exitcode))
-                gone += self._replace_at(index, child)
-            elif (deadline := child.deadline()) is not None and time.monotonic() >= deadline:
-                child.process.kill()
-                child.process.join(1)
-                events += self._read(child)
-                if child.jobs:
-                    limit = child.limits[min(child.progress[STARTED], len(child.limits) - 1)]
-                    events += self._died(child, TimedOut(0, limit or 0.0))
-                gone += self._replace_at(index, child)
-        for index in recycle:
-            self._retire(self.children[index])
-            self.children[index] = self._spawn(self.children[index].slot)
-        for index in reversed(gone):  # retired by autoscale: not replaced
-            del self.children[index]
-        return events
-
-    def _read(self, child: _Child) -> list[Event]:
-        """Everything ``child`` sent so far, and then posted on its board, as events."""
-        events: list[Event] = []
-        while True:
-            try:
-                if not child.conn.poll(0):
-                    break
-                message = child.conn.recv()
-            except (EOFError, OSError):
-                break
-            if isinstance(message, Look):
-                events += self._look(child)
-            elif isinstance(message, Claimed):  # too large for the board
-                if message.number > child.batch:  # (else the board told of a later one)
-                    events += self._superseded(child)
-                    events += self._claimed(child, message)
-            elif isinstance(message, Fatal):
-                self.fatal = ConfigError(message.error)
-            else:  # the results of a batch sent here, in order
-                results: list[JobResult] = message
-                events += [Finished(result) for result in results]
-                if len(results) < len(child.jobs):  # stopped early (finish_current)
-                    events.append(Returned(child.jobs[len(results):], ran=False))
-                child.done += len(results)
-                child.rss_kib = results[-1].rss_kib if results else 0
-                child.jobs, child.limits = [], []
-        if self.consume is not None:
-            events += self._look(child)
-        return events
-
-    def _look(self, child: _Child) -> list[Event]:
-        """What a consuming child posted on its board since the last look: the end of the
-        batch known here, and a batch claimed after it (only once that one ended)."""
-        events: list[Event] = []
-        if child.jobs and (settled := ended(child.progress, child.batch)) is not None:
-            events += self._ended(child, settled)
-        claimed = read_claims(child.board, child.progress, child.batch)
-        if claimed is not None:
-            events += self._superseded(child)
-            events += self._claimed(child, claimed)
-            if (settled := ended(child.progress, child.batch)) is not None:
-                events += self._ended(child, settled)
-        return events
-
-    def _superseded(self, child: _Child) -> list[Event]:
-        """The child claimed a later batch, so the one known here is over (a child claims
-        again only once its batch is settled): settled as far as the board says, else all."""
-        if not child.jobs:
-            return []
-        settled = ended(child.progress, child.batch)
-        return self._ended(child, len(child.jobs) if settled is None else settled)
-
-    def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
-        fetched = claimed.fetched()
-        child.jobs = [next(self.job_ids) for _ in fetched]
-        child.limits = [self._time_limit(f.message) for f in fetched]
-        child.batch = claimed.number
-        self.seen_work = time.monotonic()
-        return [Received(child.jobs, fetched)] if child.jobs else []
-
-    def _time_limit(self, message: Message) -> float | None:
-        """The hard time limit to watch; None (and logged) if looking it up failed: the child
-        that runs the job looks it up too, and its failure is that job's, not this process's.
-        """
-        try:
-            return time_limit_of(self.app, message)
-        except Exception:  # noqa: BLE001 - one message must never stop the worker
-            logger.exception("Task %s[%s]: looking up its time limit failed", message.task,
-                             message.id)
-            return None
-
-    @staticmethod
-    def _ended(child: _Child, settled: int) -> list[Event]:
-        """A consuming child's batch is over: ``settled`` jobs written, the rest (a warm
-        shutdown) never started."""
-        jobs = child.jobs
-        events: list[Event] = [Settled(jobs[:settled])] if settled else []
-        if settled < len(jobs):
-            events.append(Returned(jobs[settled:], ran=False))
-        child.done += len(jobs)
-        child.jobs, child.limits = [], []
-        return events
-
-    @staticmethod
-    def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
-        """What became of each job of the batch of a child that died (see child.py)."""
-        jobs = child.jobs
-        settled = min(child.progress[SETTLED], len(jobs))
-        events: list[Event] = [Settled(jobs[:settled])] if settled else []
-        if settled < len(jobs):
-            started = min(max(child.progress[STARTED], settled), len(jobs) - 1)
-            if started > settled:
-                events.append(Returned(jobs[settled:started], ran=True))
-            event.job_id = jobs[started]
-            events.append(event)
-            if started + 1 < len(jobs):
-                events.append(Returned(jobs[started + 1:], ran=False))
-        child.jobs, child.limits = [], []
-        return events
-
-    def _should_recycle(self, child: _Child) -> bool:
-        if self.consume is not None:  # a consuming child ends by itself (see consume_main)
-            return False
-        if self.max_tasks_per_child and child.done >= self.max_tasks_per_child:
-            return True
-        return bool(self.max_memory_per_child and child.rss_kib > self.max_memory_per_child)
-
-    def _retire(self, child: _Child) -> None:
-        try:
-            child.conn.send(None)
-        except OSError:
-            pass
-        child.process.join(5)
-        if child.process.is_alive():
-            child.process.kill()
-            child.process.join()
-        child.conn.close()
-
-    def _replace_at(self, index: int, child: _Child) -> list[int]:
-        """Start a new process in the slot of ``child``, which exited; ``[index]`` when it was
-        retiring instead (the caller removes it). Not during a warm shutdown, where a new
-        consuming child would claim messages (and run them) while the worker stops."""
-        if self.stopping:
-            child.process.join(1)
-            child.ended = True
-            return []
-        child.process.join(1)
-        child.conn.close()
-        if child.retiring:
-            return [index]
-        self.children[index] = self._spawn(child.slot)
-        return []
-
-    def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
-        for child in self.children:
-            if child.running() == job_id:
-                # children ignore SIGTERM (see child.py): terminate means kill
-                os.kill(child.process.pid, signal.SIGKILL if signum == signal.SIGTERM
-                        else signum)
-                return True
-        return False
-
-    def stop(self, kill: bool = False) -> list[Event]:
-        for child in self.children:
-            child.progress[STOP] = 1  # a consuming child ends its batch and stops fetching
-            if kill:
-                child.process.kill()
-            else:
-                try:
-                    child.conn.send(None)
-                except OSError:
-                    pass
-        for child in self.children:
-            child.process.join(10)
-            if child.process.is_alive():
-                child.process.kill()
-                child.process.join()
-        # What they sent last (a consuming child may have claimed a batch meanwhile): the
-        # worker settles or gives back each job of it.
-        return [event for child in self.children for event in self._read(child)]
-
-
-# -- threads -----------------------------------------------------------------------------------
-
-
-class ThreadPool(Pool):
-    """Time limits are kept by the worker's thread (``collect``), which injects the exception
-    into the pool thread: at most once per limit and job, and never after the job ended, so it
-    cannot reach the next job or end the thread. (A timer thread per job would be worse: on
-    CPython 3.11 an exception injected while a thread starts another can land in the new one.)
-    """
-
-    def start(self) -> None:
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
-        # job id -> [thread running it (None until taken), hard deadline, soft deadline]
-        self._jobs: dict[int, list] = {}
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, daemon=True,
-                                          name=f"runner-thread-{i}") for i in range(self.size)]
-        for thread in self._threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._inbox.get()
-            if job is None:
-                return
-            self._outbox.put(Finished(self._work(job)))
-            if self.waker is not None:
-                self.waker.wake()
-
-    def _work(self, job: Job) -> JobResult:
-        thread_id = threading.get_ident()
-        try:
-            with self._lock:
-                self._jobs[job.id][0] = thread_id
-            pool_thread.arm_soft_limit = functools.partial(self._arm_soft_limit, job.id)
-            return self._run(job)
-        except (TimeLimitExceeded, SoftTimeLimitExceeded) as exc:  # outside the task's code
-            return refused(self.app, job.id, job.message, exc, self.hostname)
-        finally:
-            self._finished(job.id, thread_id)
-
-    def _arm_soft_limit(self, job_id: int, seconds: float) -> Callable[[], None]:
-        def disarm() -> None:
-            with self._lock:
-                if job_id in self._jobs:
-                    self._jobs[job_id][2] = None
-
-        with self._lock:
-            self._jobs[job_id][2] = time.monotonic() + seconds
-        return disarm
-
-    def _finished(self, job_id: int, thread_id: int) -> None:
-        while True:
-            try:
-                pool_thread.arm_soft_limit = None
-                with self._lock:
-                    self._jobs.pop(job_id, None)  # no limit reaches this thread after this...
-                _inject(thread_id, None)  # ...and one not raised yet is dropped
-                return
-            except (TimeLimitExceeded, SoftTimeLimitExceeded):
-                continue  # raised just now, after the job ended: ignore it
-
-    def free_slots(self) -> int:
-        with self._lock:
-            return self.size - len(self._jobs)
-
-    def _submit(self, job: Job) -> None:
-        deadline = time.monotonic() + job.time_limit if job.time_limit else None
-        with self._lock:
-            self._jobs[job.id] = [None, deadline, None]
-        self._inbox.put(job)
-
-    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
-        events: list[Event] = []
-        with self._lock:
-            deadlines = [d for entry in self._jobs.values() for d in entry[1:] if d is not None]
-        if deadlines:  # wake at the first time limit, as the prefork pool does
-            timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        if self._outbox.empty():
-            if waitables:  # a finished job wakes the waker, which is one of them
-                wait(list(waitables), timeout)
-            else:
-                try:
-                    events.append(self._outbox.get(timeout=timeout))
-                except queue.Empty:
-                    pass
-        try:
-            while True:
-                events.append(self._outbox.get_nowait())
-        except queue.Empty:
-            pass
-        self._enforce_limits()
-        return events
-
-    def _enforce_limits(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for entry in self._jobs.values():
-                thread_id, hard, soft = entry
-                if thread_id is None:
-                    continue
-                if hard is not None and now >= hard:
-                    _inject(thread_id, TimeLimitExceeded)
-                    entry[1] = entry[2] = None
-                elif soft is not None and now >= soft:
-                    _inject(thread_id, SoftTimeLimitExceeded)
-                    entry[2] = None
-
-    def stop(self, kill: bool = False) -> list[Event]:
-        for _ in self._threads:
-            self._inbox.put(None)
-        if not kill:
-            for thread in self._threads:
-                thread.join(30)
-        return []
-
-
-# -- solo --------------------------------------------------------------------------------------
-
-
-class SoloPool(Pool):
-    def start(self) -> None:
-        self._done: list[Event] = []
-
-    def free_slots(self) -> int:
-        return 1 if not self._done else 0
-
-    def _submit(self, job: Job) -> None:
-        self._busy = True
-        try:
-            self._done.append(Finished(self._run(job)))
-        finally:
-            self._busy = False
-
-    def interrupt(self) -> None:
-        if getattr(self, "_busy", False):
-            raise ColdShutdown  # out of the task (no ``except Exception`` catches it)
-
-    def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
-        events, self._done = self._done, []
-        if not events and timeout:
-            if waitables:
-                wait(list(waitables), timeout)
-            else:
-                time.sleep(min(timeout, 0.001))
-        return events
-
-
-POOLS: dict[str, type[Pool]] = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

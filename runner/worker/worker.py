@@ -1,12 +1,14 @@
 """The worker: claim messages, run them in the pool, store results, ack. Read top to bottom.
 
-Who claims depends on the pool and the backend. With the prefork pool (and results that
-any process can store: not ``rpc://``), each child process claims, runs and settles its own
-batches (see :mod:`runner.worker.child`) and this loop only watches: it learns what each child
-holds, renews those claims, acks early-ack messages it sees running (on AMQP the children ack
-their own), enforces time limits and replaces children that die. Otherwise (the threads and
-solo pools, or ``rpc://`` results) a consumer thread claims into a buffer and this loop hands
-the messages to the pool.
+Who claims, stores and acks is decided once at start-up (:mod:`runner.worker.ownership`).
+With the prefork pool (and results any process can write: not ``memory://``), each child
+process claims, runs and settles its own batches (see :mod:`runner.worker.child`) and this loop
+only watches, through the children's boards (:mod:`runner.worker.board`): it learns what each
+child holds, renews those claims, acks early-ack messages it sees running (on AMQP the children
+ack their own), enforces time limits and replaces children that die. Otherwise (the threads
+and solo pools) a consumer thread claims into a buffer and this loop hands the messages to the
+pool. Beside it, a thread answers remote control (:mod:`runner.control`) and the worker sends
+its events (:mod:`runner.worker.events`).
 
 Guarantees:
 - A message is acked only after its result is stored (``acks_late``), or just after its task
@@ -23,29 +25,26 @@ Guarantees:
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner import states
 from runner.backends.base import ResultRecord
 from runner.brokers.base import Delivery
-from runner.exceptions import (
-    TaskRevokedError,
-    TimeLimitExceeded,
-    WorkerLostError,
-)
+from runner.control.loop import ControlLoop, wait_listening
 from runner.message import Message
 from runner.middleware import Middleware
 from runner.signals import (
-    task_failure,
     task_received,
-    task_revoked,
     worker_init,
     worker_ready,
     worker_shutdown,
@@ -53,30 +52,29 @@ from runner.signals import (
 from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
-from runner.worker.dead import Burial, burial, bury, bury_refused, sort_out
+from runner.worker.dead import Burial, burial, bury, sort_out
+from runner.worker.events import WorkerEvents
+from runner.worker.outcomes import JobOutcomes
+from runner.worker.ownership import Ownership
+from runner.worker.panel import Panel
 from runner.worker.pool import (
-    POOLS,
     ColdShutdown,
     Finished,
     Lost,
     Pool,
-    PreforkPool,
     Received,
     Returned,
     Settled,
     TimedOut,
 )
+from runner.worker.pools import POOLS
+from runner.worker.prefork import PreforkPool
 from runner.worker.trace import (
-    JobResult,
     acks_late_of,
-    announce_failure,
     announce_received,
-    announce_revoked,
     delivery_info_of,
     discard_reason,
     job_for,
-    log_result,
-    refused,
     rejects_on_worker_lost,
     time_limit_of,
 )
@@ -94,6 +92,7 @@ EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if 
 #: messages per process that ``worker_prefetch_multiplier = 0`` ("no limit", as Celery's) may
 #: hold: a bound all the same, so that one fetch stays one bounded read
 NO_PREFETCH_LIMIT = 1000
+REVOKED_KEPT = 10_000  # ids of revoked tasks remembered for ``inspect revoked``
 
 
 @dataclass(slots=True)
@@ -123,6 +122,7 @@ class WorkerOptions:
     #: (MAX, MIN) processes for ``--autoscale`` (prefork only); ``concurrency`` is where it
     #: starts
     autoscale: tuple[int, int] | None = None
+    heartbeat: bool = True  # send worker-heartbeat events (--without-heartbeat: no)
 
     @property
     def prefetch(self) -> int:
@@ -131,7 +131,7 @@ class WorkerOptions:
         return self.prefetch_multiplier if self.prefetch_multiplier > 0 else NO_PREFETCH_LIMIT
 
 
-class Worker:
+class Worker(JobOutcomes):
     def __init__(self, app: Runner, options: WorkerOptions):
         self.app = app
         self.options = options
@@ -160,31 +160,35 @@ class Worker:
         self.stopping = False  # warm shutdown asked
         self.killing = False  # cold shutdown asked
         self.terminated: dict[str, int] = {}  # task id -> signal its process was killed with
+        self.total: dict[str, int] = {}  # task name -> messages received (inspect stats)
+        self.revoked_ids: dict[str, None] = {}  # revoked task ids seen, oldest first
+        self.calls: collections.deque = collections.deque()  # (function, future) for the loop
         self.writer = Writer(self.write)  # stores results and acks off the main loop
-        self.pool: Pool = POOLS[options.pool](
-            app, options.concurrency, self.hostname, self.accept,
-            options.max_tasks_per_child, options.max_memory_per_child)
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
-        self.pool.waker = self.waker
-        self.pool.job_ids = self.job_ids
-        self.pool.batch_size = options.prefetch
-        # Where the children fetch for themselves, on a broker whose deliveries only the
-        # fetching connection can ack (AMQP), each child acks its own (early acks just before
-        # the task starts) and a dead child's unacked messages come back by themselves.
-        self.children_ack = False
-        if (isinstance(self.pool, PreforkPool) and not self.broker.process_local
-                and not self.backend.process_local):
-            # Children fetch for themselves: each claims its share of the prefetch limit.
-            self.children_ack = not self.broker.acks_anywhere
-            self.pool.consume = ConsumeOptions(
+        pool_class = POOLS[options.pool]
+        forks = issubclass(pool_class, PreforkPool)
+        #: who claims, stores and acks (see runner.worker.ownership)
+        self.ownership = Ownership.decide(forks, self.broker, self.backend,
+                                          pool_class.defers_acks)
+        settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
+                          "batch_size": options.prefetch}
+        if forks:  # children fetch for themselves: each claims its share of the prefetch
+            settings["consume"] = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=not self.children_ack)
+                main_acks_early=self.ownership.main_acks_early,
+            ) if self.ownership.children_consume else None
+        self.pool: Pool = pool_class(
+            app, options.concurrency, self.hostname, self.accept,
+            options.max_tasks_per_child, options.max_memory_per_child, **settings)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
                                       *options.autoscale, pushes=self.broker.pushes)
                            if options.autoscale and isinstance(self.pool, PreforkPool) else None)
+        #: remote control: a thread of this process listening for commands (see runner.control)
+        self.control = ControlLoop(app, self.hostname, Panel(self), self.call_soon)
+        self.events = WorkerEvents(self, options.heartbeat)  # worker-*, and task-* with -E
         now = time.monotonic()
         self.next_extend = now + self.visibility_timeout / 3
         self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
@@ -199,15 +203,21 @@ class Worker:
             worker_init.send(sender=self)
         if install_signals:
             self.install_signal_handlers()
+        self.events.start()  # (before the pool forks: its children send task events too)
         self.pool.start()
         if self.pool.free_slots():  # (else the pool's processes fetch for themselves)
             self.consumer.start()
         self.writer.start()
+        self.control.start()
+        wait_listening(self.control)
+        self.events.started()
         if worker_ready.receivers:
             worker_ready.send(sender=self)
         logger.info("%s ready.", self.hostname)
         try:
             while not self.killing and not (self.stopping and not self.running):
+                if self.calls:
+                    self.run_calls()
                 self.receive_fetched()
                 self.dispatch()
                 self.wait_and_collect()
@@ -247,6 +257,7 @@ class Worker:
         assert message is not None  # (unreadable ones were sorted out)
         if log:
             logger.info("Task %s[%s] received", message.task, message.id)
+        self.total[message.task] = self.total.get(message.task, 0) + 1
         try:
             return Held(delivery, message, acks_late_of(self.app, message),
                         reject_on_worker_lost=rejects_on_worker_lost(self.app, message))
@@ -262,7 +273,7 @@ class Worker:
         """Bury messages this worker holds (see :mod:`runner.worker.dead`); their slots are
         free again. Where the children ack their own, it is theirs to ack."""
         if burials:
-            bury(self.app, self.broker, burials, ack=not self.children_ack)
+            bury(self.app, self.broker, burials, ack=self.ownership.main_settles)
             self.consumer.release(len(burials))
 
     def drop_revoked(self, held: list[Held]) -> None:
@@ -328,7 +339,7 @@ class Worker:
         for held in batch:
             message = held.message
             task = self.app.tasks.get(message.task)
-            if not held.acks_late and not self.pool.defers_acks:
+            if self.ownership.ack_on_submit(held):
                 self.acks.append(held.delivery)  # early ack: Celery's default
                 held.acked = True
             if (not self.pool.tracks_started and task is not None
@@ -372,13 +383,13 @@ class Worker:
             timeout = 0.0
         elif self.acks:  # early acks of tasks that just started: hand them over soon
             timeout = min(timeout, 0.002)
-        elif self.pool.defers_acks and not self.children_ack and any(
+        elif self.ownership.main_watches_starts and any(
                 not h.acked and not h.acks_late for h in self.running.values()):
             timeout = min(timeout, EARLY_ACK_AFTER)
         events = self.pool.collect(timeout, [self.waker])
         self.waker.drain()
         self.handle(events)
-        if self.pool.defers_acks and self.running and not self.children_ack:
+        if self.ownership.main_watches_starts and self.running:
             self.ack_started()
 
     def handle(self, events: list) -> None:
@@ -396,159 +407,28 @@ class Worker:
             elif isinstance(event, Received):
                 self.received(event.job_ids, event.fetched)
 
-    # -- what happened to a job -------------------------------------------------------------
+    # -- remote control (see runner.control) ------------------------------------------------
 
-    def received(self, job_ids: list[int], fetched: list[Fetched]) -> None:
-        """A child of the pool claimed messages and runs them: they are this worker's now."""
-        now = time.monotonic()
-        for job, item in zip(job_ids, fetched, strict=True):
-            held = self.receive(item, log=False)  # (the child logged it)
-            if held is not None:
-                held.job, held.started, held.checked = job, now, now
-                self.running[job] = held
+    def call_soon(self, function: Callable[[], object]) -> Future:
+        """Run ``function`` in the main loop (from the control thread); its result or error
+        comes in the future."""
+        future: Future = Future()
+        self.calls.append((function, future))
+        self.waker.wake()
+        return future
 
-    def finished(self, result: JobResult) -> None:
-        """A job ended. Where the process that ran it settled it (``result.stored``: stored,
-        middleware run, and acked or replaced by its next attempt if ``result.acked``), only
-        what it could not do is left: logging, and the ack where the broker wants it here."""
-        held = self.running.pop(result.job_id)
-        self.consumer.release()
-        message = held.message
-        previous = self.runtimes.get(message.task)
-        self.runtimes[message.task] = (result.runtime if previous is None
-                                       else 0.8 * previous + 0.2 * result.runtime)
-        if not result.stored:  # (else the process that ran it logged it)
-            log_result(message, result)
-            if result.refused:  # kept before its ack, which goes with the result
-                bury_refused(self.app, self.broker, job_for(self.app, 0, held.delivery, message),
-                             result, self.hostname)
-        if result.record is not None:
-            self.results.append(result.record)
-        if result.retry_message is not None:
-            self.flush_and_wait()  # the RETRY state is stored before the next attempt exists
-            if held.acked:
-                self.broker.enqueue([result.retry_message])
-            else:
-                self.broker.retry(held.delivery, result.retry_message)
-            return
-        if result.state == "REJECTED" and result.requeue:
-            self.give_back(held)
-            return
-        if not held.acked and not result.acked:
-            self.acks.append(held.delivery)
-        if not result.stored:
-            self.completed.append((message, result.state, result.record))
+    def run_calls(self) -> None:
+        while self.calls:
+            function, future = self.calls.popleft()
+            try:
+                future.set_result(function())
+            except Exception as exc:  # noqa: BLE001 - the caller gets it as an error reply
+                future.set_exception(exc)
 
-    def settled(self, job_ids: list[int]) -> None:
-        """Jobs a child settled before it died: done, but for the ack where it is ours."""
-        for job in job_ids:
-            held = self.running.pop(job)
-            self.consumer.release()
-            if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
-                self.acks.append(held.delivery)
-
-    def started_by_child(self, held: Held) -> None:
-        """``held`` started in a child that acks its own: an early-ack message is acked."""
-        if self.children_ack and not held.acks_late:
-            held.acked = True
-
-    def returned(self, job_ids: list[int], ran: bool) -> None:
-        """Jobs of a batch that must run again (its child died) or did not start (a warm
-        shutdown): given back to the broker (put back in it where already acked)."""
-        for job in job_ids:
-            held = self.running.pop(job)
-            self.consumer.release()
-            message = held.message
-            if ran:
-                self.started_by_child(held)
-                if self.stored_by_child(held, "died"):
-                    continue
-                logger.warning("Task %s[%s] ran, but its process died before storing the "
-                               "result; delivering it again.", message.task, message.id)
-            self.give_back(held, started=ran)
-
-    def give_back(self, held: Held, started: bool = True) -> None:
-        """Put ``held``'s message back in the broker: sent again if it was acked, else
-        requeued (where children ack their own, it comes back when their connection closes).
-        A message that ``started`` counts as delivered (see ``task_delivery_limit``)."""
-        if held.acked:
-            self.broker.enqueue([held.message])
-        elif not self.children_ack:
-            self.broker.requeue([held.delivery], started=started)
-
-    def lost(self, job_id: int, exitcode: int | None) -> None:
-        held = self.running.pop(job_id)
-        self.consumer.release()
-        self.started_by_child(held)
-        message = held.message
-        how = (f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
-               if exitcode is not None and exitcode < 0 else f"exit code {exitcode}")
-        if self.stored_by_child(held, f"exited with {how}"):
-            return
-        if held.message.id in self.terminated:
-            signum = self.terminated.pop(held.message.id)
-            self.finish_revoked(held, "terminated", signum)
-            return
-        if held.acks_late and held.reject_on_worker_lost:
-            logger.warning("Process running task %s[%s] exited with %s; delivering it again.",
-                           message.task, message.id, how)
-            self.give_back(held)
-            return
-        error = WorkerLostError(f"Worker exited prematurely: {how} Job: {job_id}.")
-        logger.error("Task %s[%s] raised unexpected: %r", message.task, message.id, error)
-        self.fail(held, error)
-
-    def stored_by_child(self, held: Held, how: str) -> bool:
-        """Whether the child that died had stored ``held``'s final result: it died after
-        that (e.g. in a middleware hook), before it told this process. Such a job is settled
-        here (middleware run, acked where ours), neither failed over its stored result nor
-        sent again (an early-acked message would run twice)."""
-        if not self.backend.keeps_state or self.backend.process_local:
-            return False  # (the child stores nothing there)
-        message = held.message
-        try:
-            record = self.backend.get_many([message.id]).get(message.id)
-        except Exception as exc:  # noqa: BLE001 - the backend failed: record the loss
-            logger.error("looking up the result of task %s[%s] failed: %s", message.task,
-                         message.id, exc)
-            return False
-        if record is None or not record.ready:
-            return False
-        logger.warning("The process of task %s[%s] %s after storing its result (%s); "
-                       "settling it, not running it again.", message.task, message.id, how,
-                       record.state)
-        self.completed.append((message, record.state, record))
-        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
-            self.acks.append(held.delivery)
-        return True
-
-    def timed_out(self, job_id: int, limit: float) -> None:
-        held = self.running.pop(job_id)
-        self.consumer.release()
-        self.started_by_child(held)
-        message = held.message
-        error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
-        logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
-                     message.id)
-        self.fail(held, error)
-
-    def finish_revoked(self, held: Held, why: str, signum: int | None = None) -> None:
-        logger.info("Discarding %s task %s[%s]", why, held.message.task, held.message.id)
-        if task_revoked.receivers:
-            announce_revoked(self.app, held.message, self.hostname, why,
-                             delivery_info_of(held.delivery, held.message), signum)
-        self.fail(held, TaskRevokedError(why), states.REVOKED)
-
-    def fail(self, held: Held, error: BaseException, state: str = states.FAILURE) -> None:
-        """Record a task that could not finish by itself (lost, timed out, revoked)."""
-        if state == states.FAILURE and task_failure.receivers:
-            announce_failure(self.app, held.message, error, self.hostname)
-        record = refused(self.app, 0, held.message, error, self.hostname).record
-        record.state = state
-        self.results.append(record)
-        self.completed.append((held.message, state, record))
-        if not held.acked and not self.children_ack:  # (else it comes back: see child.py)
-            self.acks.append(held.delivery)
+    def remember_revoked(self, task_id: str) -> None:
+        self.revoked_ids[task_id] = None
+        if len(self.revoked_ids) > REVOKED_KEPT:
+            del self.revoked_ids[next(iter(self.revoked_ids))]
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -665,13 +545,17 @@ class Worker:
             if job in started:
                 self.started_by_child(held)
             if job in settled:  # finished and stored by its child before it was stopped
-                if not held.acked and not self.broker.acks_anywhere and not self.children_ack:
+                if self.ownership.owes_ack_after_child(held):
                     self.acks.append(held.delivery)
             else:
                 self.give_back(held, started=job in started)
         self.running.clear()
         self.flush()
         self.writer.stop()  # returns once everything handed over is written
+        if self.control.is_alive():
+            self.control.stop()
+        self.events.stop()
+        self.run_calls()  # (none is left waiting)
         self.waker.close()
         if worker_shutdown.receivers:
             worker_shutdown.send(sender=self)

@@ -23,11 +23,11 @@ import pika
 import pika.exceptions as amqp_errors
 from pika.adapters.blocking_connection import BlockingChannel
 
-from runner.amqp_writes import DirectWrites, install
 from runner.config.urls import URL
 from runner.exceptions import BrokerError, ConfigError, RunnerError
 from runner.failover import failover_of
 from runner.reconnect import Attempts, ConnectPolicy, backoff, mark_reached
+from runner.stores.amqp_writes import DirectWrites, install
 
 logger = logging.getLogger("runner.amqp")
 if logging.getLogger("pika").level == logging.NOTSET:

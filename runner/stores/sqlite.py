@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable
 
 from runner.config.urls import URL
-from runner.file_events import drain, watch_writes
+from runner.stores.file_events import drain, watch_writes
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_SIZE_LIMIT = 4 * 2**20  # bytes a WAL file is cut back to after a large transaction
@@ -146,7 +146,7 @@ def reclaim_space(conn: Connection) -> bool:
 class ChangeWatcher:
     """Blocks until another connection commits to the database, or a timeout passes.
 
-    On Linux it sleeps until the WAL file is written (see :mod:`runner.file_events`): no cost
+    On Linux it sleeps until the WAL file is written (see :mod:`runner.stores.file_events`): no cost
     while idle, and it wakes at once. One thread at a time waits so (another would miss the
     events the first one reads); the others, and systems without inotify, check every
     ``interval`` seconds while idle, and every millisecond for a couple of seconds after a

@@ -1,0 +1,69 @@
+"""Events are bounded and best effort: a sender whose broker is unreachable, or whose events
+nobody reads, keeps at most its buffer and goes on (in process, no worker needed)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from runner import Celery
+from runner.events.dispatcher import EventDispatcher
+from runner.events.state import State
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_dispatcher_whose_broker_is_down_keeps_only_its_buffer():
+    app = Celery("bounded", broker=f"redis://127.0.0.1:{_closed_port()}/0", backend="memory://",
+                 set_as_current=False, broker_connection_max_retries=1,
+                 broker_connection_timeout=0.2)
+    dispatcher = EventDispatcher(app, "w@h", buffer_size=50)
+    for i in range(1000):
+        dispatcher.send("task-received", uuid=str(i))
+    assert len(dispatcher._buffer) <= 50
+    assert dispatcher.dropped >= 900  # (at most one batch more is in flight)
+    assert dispatcher.sent == 1000
+
+
+def test_events_nobody_reads_are_not_kept_by_the_memory_transport():
+    app = Celery("unread", broker="memory://unread", backend="memory://", set_as_current=False)
+    fanout = app.control.fanout()
+    for _ in range(100):
+        fanout.publish("events", b"[]")  # no subscriber: nothing is kept anywhere
+    subscription = fanout.subscribe("events")
+    assert subscription.get(0.05) == []
+    subscription.close()
+
+
+@pytest.mark.parametrize("order", [
+    ["task-received", "task-started", "task-succeeded"],
+    ["task-succeeded", "task-started", "task-received"],  # out of order: SUCCESS stays
+])
+def test_state_keeps_the_latest_task_state_whatever_the_order(order):
+    state = State()
+    for n, kind in enumerate(order):
+        state.event({"type": kind, "uuid": "t1", "hostname": "w@h", "timestamp": 100.0 + n,
+                     "name": "tasks.add" if kind == "task-received" else None})
+    task = state.tasks["t1"]
+    assert (task.state, task.name, task.worker) == ("SUCCESS", "tasks.add", "w@h")
+
+
+def test_state_shows_a_worker_offline_two_heartbeats_after_its_last():
+    import time
+
+    state = State()
+    now = time.time()
+    state.event({"type": "worker-heartbeat", "hostname": "w@h", "freq": 2.0,
+                 "timestamp": now - 3.0, "active": 1, "processed": 5})
+    assert state.workers["w@h"].alive  # 3 s after a heartbeat every 2 s: within the window
+    state.event({"type": "worker-heartbeat", "hostname": "v@h", "freq": 2.0,
+                 "timestamp": now - 4.5})
+    assert not state.workers["v@h"].alive
+    assert [w.hostname for w in state.alive_workers()] == ["w@h"]
+    state.event({"type": "worker-offline", "hostname": "w@h", "timestamp": now})
+    assert not state.workers["w@h"].alive
