@@ -155,6 +155,14 @@ class Runner:
                               f"a configuration module")
         self.config_from_object(module, silent=silent)
 
+    def _revoke_stamped(self, headers: dict, terminate: bool = False,
+                        signal: str = "SIGTERM") -> None:
+        """For ``app.control.revoke_by_stamped_headers`` (runner.control sits beside the
+        canvas, so the app, above both, joins them)."""
+        from runner.canvas.stamping import revoke_by_stamped_headers
+
+        revoke_by_stamped_headers(self, headers, terminate=terminate, signal=signal)
+
     # -- message signing (runner.security) ------------------------------------------------
 
     def setup_security(self, allowed_serializers: list[str] | None = None,

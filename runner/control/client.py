@@ -135,9 +135,7 @@ class Control:
         """Revoke every task stamped with one of ``headers``: kept in the result backend,
         where a worker looks before a stamped task starts (see runner.canvas.stamping; a
         task already running is not stopped)."""
-        from runner.canvas.stamping import revoke_by_stamped_headers
-
-        revoke_by_stamped_headers(self.app, headers, terminate=terminate, signal=signal)
+        self.app._revoke_stamped(headers, terminate=terminate, signal=signal)
 
     def rate_limit(self, task_name: str, rate_limit: str | int | float | None,
                    destination=None, **kwargs) -> list[dict] | None:
