@@ -45,8 +45,11 @@ def _send(type: str, **fields: Any) -> None:  # noqa: A002
 
 
 def on_received(sender=None, request=None, **kwargs: Any) -> None:
-    _send("task-received", uuid=request.id, name=request.task, args=safe_repr(request.args),
-          kwargs=safe_repr(request.kwargs), root_id=request.root_id,
+    options = request.options or {}  # argsrepr / kwargsrepr where given (hide_args: ***)
+    args = options.get("argsrepr") or safe_repr(request.args)
+    kwargs = options.get("kwargsrepr") or safe_repr(request.kwargs)
+    _send("task-received", uuid=request.id, name=request.task, args=args,
+          kwargs=kwargs, root_id=request.root_id,
           parent_id=request.parent_id, retries=request.retries, eta=request.eta,
           expires=request.expires)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.config.report import masked, report_text
 from runner.control.commands import CommandError
+from runner.message import shown_arguments
 from runner.worker.autoscale import Autoscaler
 from runner.worker.prefork import PreforkPool
 from runner.worker.trace import delivery_info_of, signal_request
@@ -55,8 +56,11 @@ class Panel:
         message, worker = held.message, self.worker
         request = signal_request(worker.app, message, worker.hostname)
         info = delivery_info_of(held.delivery, message)
-        return {"id": message.id, "name": message.task, "args": request.args,
-                "kwargs": request.kwargs, "type": message.task, "hostname": worker.hostname,
+        args, kwargs = request.args, request.kwargs  # as Celery's; hidden ones as argsrepr
+        if "argsrepr" in message.options or "kwargsrepr" in message.options:
+            args, kwargs = shown_arguments(message.options, args, kwargs)
+        return {"id": message.id, "name": message.task, "args": args,
+                "kwargs": kwargs, "type": message.task, "hostname": worker.hostname,
                 "time_start": started if active else None, "acknowledged": held.acked,
                 "delivery_info": {"exchange": info["exchange"],
                                   "routing_key": info["routing_key"],
