@@ -9,6 +9,7 @@ import json
 import pytest
 
 from runner import Celery
+from tests.conftest import ROOT
 from tests.helpers import run_runner
 
 pytestmark = pytest.mark.transports("sqlite", "redis")
@@ -52,3 +53,34 @@ def test_argsrepr_and_kwargsrepr_as_celery(broker_url, db_url):
     assert shown_arguments(decoded.options, [SECRET], {"amount": 3}) == (
         "('<card>',)", "{'amount': 3}")
     assert shown_arguments({}, [1, 2], {}) == ("(1, 2)", "{}")
+
+
+def test_inspect_and_events_show_the_argsrepr_not_the_arguments(app, start_worker, tmp_path,
+                                                                 worker_env):
+    """What the cluster shows of a running task whose caller hid its arguments."""
+    import time
+
+    from tasks import sleep
+
+    worker = start_worker("-c", "1", "-E")
+    import subprocess
+    import sys
+
+    env = {**worker_env, "PYTHONPATH": f"{ROOT}:{worker_env.get('PYTHONPATH', '')}"}
+    watcher = subprocess.Popen([sys.executable, "-m", "runner", "events", "--dump", "--timeout",
+                                "8"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    time.sleep(2)  # the watcher listening before the task is sent
+    result = sleep.apply_async((20, SECRET), argsrepr="(20, '***')", kwargsrepr="{}")
+    deadline = time.monotonic() + 30
+    active: list = []
+    while not active:
+        assert time.monotonic() < deadline, "the task was never shown active"
+        replies = app.control.inspect(timeout=1.0).active() or {}
+        active = [r for found in replies.values() for r in found if r["id"] == result.id]
+    assert active[0]["args"] == "(20, '***')"
+    assert SECRET not in json.dumps(replies)
+    dumped, _ = watcher.communicate(timeout=30)
+    assert f"tasks.sleep({result.id})" in dumped, dumped
+    assert SECRET not in dumped and "args=(20, '***')" in dumped, dumped
+    app.control.revoke(result.id, terminate=True)
+    assert SECRET not in worker.log()
