@@ -286,6 +286,7 @@ def test_revoked_ids_are_shared_with_every_connection(open_results):
 def test_concurrent_consumers_each_get_a_message_exactly_once(connect):
     producer = connect(visibility_timeout=60)
     producer.enqueue([message(f"m{i}") for i in range(600)])
+    producer.flush()  # (Redis streams enqueues: another connection sees them once run)
     consumers = [connect(visibility_timeout=60) for _ in range(4)]
     got: list[list[str]] = [[] for _ in consumers]
 
