@@ -215,8 +215,12 @@ def test_two_workers_with_embedded_beat_fire_each_schedule_once(
     env = {"PYTHONPATH": f"{mods}{os.pathsep}{worker_env['PYTHONPATH']}", "TICKS": str(ticks)}
     first = start_worker("-B", "-c", "1", app="beatapp", env=env)
     second = start_worker("--beat", "-c", "1", app="beatapp", env=env)
-    _wait(lambda: ticks.exists() and len(ticks.read_text().split()) >= 4, timeout=30,
-          what="four fires")
+    try:
+        _wait(lambda: ticks.exists() and len(ticks.read_text().split()) >= 4, timeout=30,
+              what="four fires")
+    except AssertionError as exc:  # (what each beat did, to tell a stall from a lost lead)
+        raise AssertionError(f"{exc}\n--- first:\n{first.log()[-3000:]}\n--- second:\n"
+                             f"{second.log()[-3000:]}") from None
     logs = first.log() + second.log()
     assert logs.count(": leading (lease") == 1, logs
     assert "standing by" in logs
