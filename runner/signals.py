@@ -76,6 +76,9 @@ class Signal:
         #: (lookup key, sender key, receiver or its weak reference, is_weak); replaced, never
         #: changed in place, so ``send`` reads it without a lock. Empty: nothing to do.
         self.receivers: list[tuple[Any, Any, Any, bool]] = []
+        #: (receivers list, its receivers) while every one takes any sender and is held
+        #: strongly (the worker's own, e.g. task events): no filtering per send
+        self._plain: tuple[list, list[Callable]] | None = None
         self._lock = threading.Lock()
         self._dead = False
 
@@ -182,6 +185,13 @@ class Signal:
         entries = self.receivers
         if not entries:
             return []
+        plain = self._plain
+        if plain is not None and plain[0] is entries:  # (the list is replaced on change)
+            return plain[1]
+        if all(wanted is None and not weak for _key, wanted, _ref, weak in entries):
+            found = [ref for _key, _wanted, ref, _weak in entries]
+            self._plain = (entries, found)
+            return found
         sender_key = _sender_key(sender)
         name = None if isinstance(sender, str) else getattr(sender, "name", None)
         found = []

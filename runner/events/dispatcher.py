@@ -63,6 +63,12 @@ def open_events_fanout(app: Runner) -> Fanout:
     return open_fanout(broker_class(url.scheme), url, app._transport_options())
 
 
+#: how many times this process's line forked (a child's count differs from its parent's):
+#: one int compare per event instead of a getpid() system call
+_forks = [0]
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 class EventDispatcher:
     """``app.events.Dispatcher()``: ``send(type, **fields)``, as Celery's ``EventDispatcher``."""
 
@@ -77,10 +83,11 @@ class EventDispatcher:
         self.dropped = 0
         self.sent = 0  # events handed to send() while enabled, in this process
         self._pid = -1
+        self._forks = -1  # the fork count this process's buffer was made at
 
     def _start(self) -> None:
         """This process's buffer and publishing thread (again after a fork)."""
-        self._pid = os.getpid()
+        self._pid, self._forks = os.getpid(), _forks[0]
         #: appended to without a lock (a deque is thread-safe); full, it drops the oldest
         self._buffer: collections.deque[dict] = collections.deque(maxlen=self.buffer_size)
         self._base = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": self._pid}
@@ -97,7 +104,7 @@ class EventDispatcher:
         """Buffer one event (never blocks; the oldest is dropped when the buffer is full)."""
         if not self.enabled:
             return
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:  # (a forked child starts its own buffer and thread)
             self._start()
         event = {**self._base, **fields, "type": type, "timestamp": time.time(),
                  "clock": next(_clock)}
