@@ -95,33 +95,32 @@ def _supports_tls() -> bool:
     return "tls-cert-file" in out.stdout
 
 
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory):
-    """A redis-server with ``--tls-port`` (plain port too, for the fixture's own checks);
-    yields (server, tls port, certificate paths)."""
+def _tls_server(tmp_path_factory, name: str, clients: str):
+    """A redis-server with ``--tls-port`` (plain port too, for the fixture's own checks) and
+    ``--tls-auth-clients clients``; returns (server, tls port, certificate paths)."""
     if not _supports_tls():
         pytest.skip("this redis-server was built without TLS support")
-    certs = make_tls_certs(tmp_path_factory.mktemp("certs"))
+    certs = make_tls_certs(tmp_path_factory.mktemp(f"{name}-certs"))
     tls_port = RedisServer(tmp_path_factory.mktemp("unused")).port
-    server = _server(tmp_path_factory, "redis-tls", "--tls-port", str(tls_port),
+    server = _server(tmp_path_factory, name, "--tls-port", str(tls_port),
                      "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
-                     "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no")
-    yield server, tls_port, certs
-    server.stop()
+                     "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", clients)
+    return server, tls_port, certs
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    found = _tls_server(tmp_path_factory, "redis-tls", "no")
+    yield found
+    found[0].stop()
 
 
 @pytest.fixture(scope="module")
 def mutual_tls_server(tmp_path_factory):
     """A redis-server that requires a client certificate signed by its CA (mutual TLS)."""
-    if not _supports_tls():
-        pytest.skip("this redis-server was built without TLS support")
-    certs = make_tls_certs(tmp_path_factory.mktemp("mtls-certs"))
-    tls_port = RedisServer(tmp_path_factory.mktemp("unused")).port
-    server = _server(tmp_path_factory, "redis-mtls", "--tls-port", str(tls_port),
-                     "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
-                     "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "yes")
-    yield server, tls_port, certs
-    server.stop()
+    found = _tls_server(tmp_path_factory, "redis-mtls", "yes")
+    yield found
+    found[0].stop()
 
 
 # -- the seed's set-up -------------------------------------------------------------------------
