@@ -197,17 +197,26 @@ class Security:
 
 
 
-def _sessions() -> Any:
-    _certs()  # (the same import error, said the same way)
-    from runner.security import sessions
+_modules: dict[str, Any] = {}  # the cryptography-backed modules, once imported
 
-    return sessions
+
+def _sessions() -> Any:
+    found = _modules.get("sessions")
+    if found is None:
+        _certs()  # (the same import error, said the same way)
+        from runner.security import sessions
+
+        found = _modules["sessions"] = sessions
+    return found
 
 
 def _certs() -> Any:
-    try:
-        from runner.security import certs
-    except ImportError as exc:
-        raise ImproperlyConfigured(f"message signing needs the cryptography package: "
-                                   f"pip install 'runner[auth]' ({exc})") from None
-    return certs
+    found = _modules.get("certs")
+    if found is None:
+        try:
+            from runner.security import certs
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"message signing needs the cryptography package: "
+                                       f"pip install 'runner[auth]' ({exc})") from None
+        found = _modules["certs"] = certs
+    return found
