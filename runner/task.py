@@ -6,8 +6,8 @@ A Task holds options only; sending goes through ``app.send_task`` and running th
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -74,9 +74,29 @@ class Request:
         return self.options.get("group_index")
 
 
-class _RequestStack(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[Request] = []
+_request_stack: contextvars.ContextVar[list[Request]] = contextvars.ContextVar("runner_requests")
+
+
+class _RequestStack:
+    """The requests of the running tasks, innermost last: per thread, and per asyncio task
+    where an asyncio pool runs many jobs on one thread (:func:`fresh_stacks`)."""
+
+    __slots__ = ()
+
+    @property
+    def stack(self) -> list[Request]:
+        stack = _request_stack.get(None)
+        if stack is None:
+            stack = []
+            _request_stack.set(stack)
+        return stack
+
+
+def fresh_stacks() -> None:
+    """Give the current context (an asyncio task about to run a job) its own request and
+    running-task stacks, so that concurrent jobs on one loop never see each other's."""
+    _request_stack.set([])
+    running.fresh()
 
 
 _requests = _RequestStack()

@@ -363,8 +363,9 @@ class Settings(BaseModel):
     # --- worker --------------------------------------------------------------------------------
     worker_concurrency: int | None = Field(
         None, ge=1, description="child processes/threads; None: one per CPU")
-    worker_pool: Literal["prefork", "threads", "solo"] = Field(
-        "prefork", description="execution pool: prefork, threads or solo")
+    worker_pool: Literal["prefork", "threads", "solo", "asyncio"] = Field(
+        "prefork", description="execution pool: prefork, threads, solo or asyncio (an event "
+        "loop running worker_concurrency tasks at once)")
     worker_prefetch_multiplier: int = Field(
         4, ge=0, description="messages reserved per process; 0: no limit")
     worker_max_tasks_per_child: int | None = Field(

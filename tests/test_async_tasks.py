@@ -1,0 +1,146 @@
+"""``async def`` tasks (#22): called eagerly, run by the prefork/threads/solo pools on a loop
+of their own, and by ``-P asyncio``, one event loop running many at once, with retries, time
+limits, revoke with terminate, signals and warm shutdown; plain tasks there run in threads."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+pytestmark = pytest.mark.transports("sqlite", "redis")
+
+APP = "async_tasks"
+
+
+@pytest.fixture
+def atasks(app):
+    import async_tasks
+
+    return async_tasks
+
+
+def test_async_task_registers_and_runs_eagerly(atasks, app):
+    assert app.tasks["async_tasks.aadd"] is atasks.aadd
+    assert atasks.aadd.apply((2, 3)).get() == 5
+    own = atasks.aown_id.apply(task_id="eager-id")
+    assert own.get() == "eager-id"
+    failed = atasks.afail.apply(("no",))
+    assert failed.failed() and isinstance(failed.result, ValueError)
+    app.conf.task_always_eager = True
+    assert atasks.aadd.delay(4, 5).get() == 9
+
+
+def test_apply_from_running_event_loop(atasks):
+    import asyncio
+
+    async def caller():
+        return atasks.aadd.apply((1, 1)).get()  # (a loop runs here: no nested run)
+
+    assert asyncio.run(caller()) == 2
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_async_tasks_on_the_other_pools(atasks, start_worker, pool):
+    start_worker("-P", pool, "-c", "2", app=APP)
+    results = [atasks.aadd.delay(i, i, 0.01) for i in range(4)]
+    own = atasks.aown_id.delay(0.01)
+    failed = atasks.afail.delay("boom")
+    assert [r.get(timeout=15) for r in results] == [0, 2, 4, 6]
+    assert own.get(timeout=15) == own.id
+    with pytest.raises(ValueError, match="boom"):
+        failed.get(timeout=15)
+
+
+def test_asyncio_pool_runs_many_at_once_each_with_its_own_request(atasks, start_worker):
+    worker = start_worker("-P", "asyncio", "-c", "10", app=APP)
+    assert "(asyncio)" in worker.log()
+    seen = [atasks.ainflight.delay(0.5) for _ in range(20)]
+    own = [atasks.aown_id.delay(0.05) for _ in range(20)]
+    assert [r.get(timeout=20) for r in own] == [r.id for r in own]
+    most = [r.get(timeout=20) for r in seen]
+    assert max(most) > 1  # on one loop, side by side...
+    assert max(most) <= 10  # ...but never more than -c
+    assert atasks.aadd.delay(2, 2).get(timeout=10) == 4
+
+
+def test_asyncio_pool_failure_and_retry(atasks, start_worker, tmp_path):
+    start_worker("-P", "asyncio", "-c", "4", app=APP)
+    marker = tmp_path / "attempts"
+    flaky = atasks.aflaky.delay(str(marker), 2)
+    failed = atasks.afail.delay("bad input")
+    assert flaky.get(timeout=20) == 2
+    assert marker.read_text().split() == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="bad input"):
+        failed.get(timeout=10)
+    assert failed.state == "FAILURE"
+
+
+def test_asyncio_pool_time_limits(atasks, start_worker, tmp_path):
+    from runner.exceptions import TimeLimitExceeded
+
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    soft_marker, hard_marker = tmp_path / "soft", tmp_path / "hard"
+    soft = atasks.asoft.delay(str(soft_marker))
+    hard = atasks.ahard.delay(str(hard_marker))
+    assert soft.get(timeout=15) == "stopped in time"  # raised inside the coroutine: caught
+    assert soft_marker.read_text() == "cleaned up"
+    with pytest.raises(TimeLimitExceeded):
+        hard.get(timeout=15)
+    assert hard_marker.read_text() == "cancelled"
+    assert atasks.aadd.delay(1, 2).get(timeout=10) == 3  # the loop is fine afterwards
+    assert "ahard" in worker.log()
+
+
+def test_asyncio_pool_revoke_terminate_cancels(atasks, app, start_worker, tmp_path):
+    start_worker("-P", "asyncio", "-c", "4", app=APP)
+    marker = tmp_path / "long"
+    long = atasks.along.delay(str(marker), 30)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "started"
+    long.revoke(terminate=True)
+    deadline = time.monotonic() + 15
+    while long.state != "REVOKED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert long.state == "REVOKED"
+    assert marker.read_text() == "cancelled"
+
+
+def test_asyncio_pool_plain_task_does_not_block_the_loop(atasks, start_worker, tmp_path):
+    start_worker("-P", "asyncio", "-c", "4", app=APP)
+    marker = tmp_path / "block"
+    blocking = atasks.block.delay(str(marker), 3)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert atasks.aadd.delay(1, 1).get(timeout=10) == 2
+    assert not blocking.ready()  # the async task finished while the plain one still blocks
+    assert blocking.get(timeout=15).startswith("runner-asyncio-sync")
+
+
+def test_asyncio_pool_signals(atasks, start_worker, tmp_path):
+    log = tmp_path / "signals.log"
+    start_worker("-P", "asyncio", "-c", "4", app=APP, env={"ASYNC_SIGNAL_LOG": str(log)})
+    result = atasks.aadd.delay(3, 4)
+    assert result.get(timeout=10) == 7
+    deadline = time.monotonic() + 10
+    while (not log.exists() or len(log.read_text().splitlines()) < 2) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().splitlines() == [f"prerun async_tasks.aadd {result.id}",
+                                            f"postrun async_tasks.aadd {result.id}"]
+
+
+def test_asyncio_pool_warm_shutdown_waits_for_tasks_in_flight(atasks, start_worker, tmp_path):
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    marker = tmp_path / "long"
+    long = atasks.along.delay(str(marker), 1.5)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(20) == 0
+    assert long.get(timeout=5) == "done"
