@@ -18,6 +18,7 @@ from runner import serialization
 from runner._state import Proxy, running
 from runner.exceptions import MaxRetriesExceededError, Retry, RunnerError, SerializationError
 from runner.ratelimit import parse_rate
+from runner.utils.aio import in_client_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -245,6 +246,22 @@ class Task:
         stack = _requests.stack
         if stack and not stack[-1].called_directly:  # sent by a running task: its child
             stack[-1].children.append(result)
+        return result
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``await add.adelay(2, 2)``: :meth:`delay` for async code."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: tuple | list | None = None, kwargs: dict | None = None,
+                           **options: Any) -> AsyncResult:
+        """:meth:`apply_async` for async code (Django's ``a`` prefix): sent from the async
+        client's thread, so the caller's event loop never blocks; when the await returns the
+        message is safe in the broker (``app.flush_broker``)."""
+        return await in_client_thread(self._send_and_flush, args, kwargs, options)
+
+    def _send_and_flush(self, args: Any, kwargs: Any, options: dict) -> AsyncResult:
+        result = self.apply_async(args, kwargs, **options)
+        self.app.flush_broker()
         return result
 
     def check_arguments(self, args: tuple | list | None, kwargs: dict | None) -> None:

@@ -53,6 +53,16 @@ def test_async_tasks_on_the_other_pools(atasks, start_worker, pool):
         failed.get(timeout=15)
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_soft_time_limit_reaches_the_coroutine_on_the_other_pools(atasks, start_worker, tmp_path,
+                                                                  pool):
+    start_worker("-P", pool, "-c", "1", app=APP)
+    marker = tmp_path / "soft"
+    assert atasks.asoft.delay(str(marker)).get(timeout=15) == "stopped in time"
+    assert marker.read_text() == "cleaned up"
+    assert atasks.aadd.delay(1, 1).get(timeout=10) == 2  # the thread's loop still works
+
+
 def test_asyncio_pool_runs_many_at_once_each_with_its_own_request(atasks, start_worker):
     worker = start_worker("-P", "asyncio", "-c", "10", app=APP)
     assert "(asyncio)" in worker.log()
@@ -144,3 +154,45 @@ def test_asyncio_pool_warm_shutdown_waits_for_tasks_in_flight(atasks, start_work
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(20) == 0
     assert long.get(timeout=5) == "done"
+
+
+@pytest.mark.transports("sqlite", "redis", "amqp")
+def test_async_client_never_blocks_the_callers_loop(atasks, app, start_worker):
+    import asyncio
+
+    from tasks import add
+
+    from runner.exceptions import TimeoutError as RunnerTimeout
+
+    start_worker("-P", "asyncio", "-c", "10", app=APP)
+
+    async def caller():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        slow = await atasks.aadd.adelay(2, 3, 1.0)
+        assert not await slow.aready()
+        value = await slow.aget(timeout=15)
+        assert await slow.aready() and await slow.astate() == "SUCCESS"
+        waited_ticks = ticks
+        by_name = await app.asend_task("async_tasks.aadd", (1, 1))
+        plain = await add.aapply_async((5, 5), countdown=0)
+        failed = await atasks.afail.adelay("from the client")
+        never = await atasks.aadd.adelay(0, 0, 5)
+        with pytest.raises(RunnerTimeout):
+            await never.aget(timeout=0.3)
+        with pytest.raises(ValueError, match="from the client"):
+            await failed.aget(timeout=15)
+        others = [await by_name.aget(timeout=15), await plain.aget(timeout=15)]
+        ticking.cancel()
+        return value, others, waited_ticks
+
+    value, others, waited_ticks = asyncio.run(caller())
+    assert value == 5 and others == [2, 10]
+    assert waited_ticks > 20  # the caller's loop kept running while the task took 1 s

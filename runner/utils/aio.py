@@ -7,8 +7,12 @@ task's code can catch it) rather than only cancel it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import os
 import threading
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 _loops = threading.local()
@@ -100,3 +104,28 @@ def _in_thread(coro: Coroutine) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+# -- the async client ---------------------------------------------------------------------------
+
+_client: tuple[int, ThreadPoolExecutor] | None = None
+_client_lock = threading.Lock()
+
+
+def _client_executor() -> ThreadPoolExecutor:
+    """One thread per process does the async client's broker and backend calls: what it sends
+    and what it reads go through the same connections (an ``rpc://`` reply queue is one
+    connection's), and the caller's event loop never waits on a socket."""
+    global _client
+    with _client_lock:
+        if _client is None or _client[0] != os.getpid():  # (none yet, or made before a fork)
+            _client = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="runner-aio-client"))
+        return _client[1]
+
+
+async def in_client_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` in the client thread, awaited; it runs in a copy of the
+    caller's context (a result sent by a running task is still recorded as its child)."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+    return await loop.run_in_executor(_client_executor(), call)
