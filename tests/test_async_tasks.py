@@ -196,3 +196,14 @@ def test_async_client_never_blocks_the_callers_loop(atasks, app, start_worker):
     value, others, waited_ticks = asyncio.run(caller())
     assert value == 5 and others == [2, 10]
     assert waited_ticks > 20  # the caller's loop kept running while the task took 1 s
+
+
+def test_asyncio_pool_names_a_task_that_blocks_the_loop(atasks, start_worker):
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP,
+                          env={"RUNNER_WORKER_LOOP_BLOCK_THRESHOLD": "0.3"})
+    quick = atasks.aadd.delay(1, 1, 0.5)  # (not blocking: never named)
+    blocking = atasks.ablocking.delay(1.5)
+    assert blocking.get(timeout=15) == "woke" and quick.get(timeout=10) == 2
+    worker.wait_for_log(f"Task async_tasks.ablocking[{blocking.id}] has blocked the event loop")
+    reports = [line for line in worker.log().splitlines() if "has blocked the event" in line]
+    assert reports and not any("async_tasks.aadd" in line for line in reports)

@@ -372,6 +372,9 @@ class Settings(BaseModel):
         None, ge=1, description="replace a child after this many tasks")
     worker_max_memory_per_child: int | None = Field(
         None, ge=1, description="replace a child whose resident memory passes this (KiB)")
+    worker_loop_block_threshold: float = Field(
+        1.0, ge=0, description="asyncio pool: log an async task that holds the event loop "
+        "longer than this (seconds; a blocking call in an async def); 0: never")
     worker_log_format: str = Field(
         "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
         description="format of the worker's log lines (logging's %-style)")

@@ -18,7 +18,9 @@ import inspect
 import logging
 import queue
 import signal
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +72,13 @@ class AsyncioPool(Pool):
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="runner-asyncio-loop")
         self._thread.start()
+        self._stopped = threading.Event()
+        threshold = float(self.app.conf.worker_loop_block_threshold or 0)
+        if threshold:
+            self._last_beat = time.monotonic()
+            self._loop.call_soon_threadsafe(self._beat, threshold / 4)
+            threading.Thread(target=self._watch, args=(threshold,), daemon=True,
+                             name="runner-asyncio-watch").start()
 
     def free_slots(self) -> int:
         with self._lock:
@@ -118,10 +127,42 @@ class AsyncioPool(Pool):
                     if not self._jobs:
                         break
                 self._thread.join(0.05)
+        self._stopped.set()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._executor.shutdown(wait=not kill, cancel_futures=True)
         return []
+
+    # -- the loop's watchdog: a task blocking the loop is named in the log ---------------------
+
+    def _beat(self, every: float) -> None:
+        self._last_beat = time.monotonic()
+        self._loop.call_later(every, self._beat, every)
+
+    def _watch(self, threshold: float) -> None:
+        reported = None
+        while not self._stopped.wait(threshold / 4):
+            stalled = time.monotonic() - self._last_beat
+            if stalled < threshold:
+                reported = None
+                continue
+            job = self._job_on_loop()
+            if job is not None and job.id != reported:
+                reported = job.id
+                logger.warning(
+                    "Task %s[%s] has blocked the event loop for %.1fs: every task of this "
+                    "asyncio pool waits meanwhile. Await instead of the blocking call (time."
+                    "sleep, a sync client), or make it a plain def task (run in a thread).",
+                    job.message.task, job.message.id, stalled)
+
+    def _job_on_loop(self) -> Job | None:
+        """The job whose code runs on the loop's thread now (read from its stack)."""
+        frame = sys._current_frames().get(self._thread.ident or 0)
+        while frame is not None:
+            if frame.f_code is _JOB_CODE:
+                return frame.f_locals.get("job")
+            frame = frame.f_back
+        return None
 
     # -- in the loop's thread -----------------------------------------------------------------
 
@@ -220,3 +261,6 @@ class AsyncioPool(Pool):
                     break
                 except (TimeLimitExceeded, SoftTimeLimitExceeded):
                     continue
+
+
+_JOB_CODE = AsyncioPool._job.__code__

@@ -106,3 +106,10 @@ if os.environ.get("ASYNC_SIGNAL_LOG"):
 
     task_prerun.connect(lambda sender=None, **kw: _record("prerun", **kw), weak=False)
     task_postrun.connect(lambda sender=None, **kw: _record("postrun", **kw), weak=False)
+
+
+@app.task
+async def ablocking(seconds):
+    """Blocks the loop it runs on (a mistake the asyncio pool reports)."""
+    time.sleep(seconds)
+    return "woke"
