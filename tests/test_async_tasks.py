@@ -207,3 +207,51 @@ def test_asyncio_pool_names_a_task_that_blocks_the_loop(atasks, start_worker):
     worker.wait_for_log(f"Task async_tasks.ablocking[{blocking.id}] has blocked the event loop")
     reports = [line for line in worker.log().splitlines() if "has blocked the event" in line]
     assert reports and not any("async_tasks.aadd" in line for line in reports)
+
+
+def test_example_calls_an_async_http_client_from_a_task(start_worker, worker_env, broker_url,
+                                                        db_url):
+    import asyncio
+    import os
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    sys.path.insert(0, str(examples))
+    try:
+        import async_fetch
+    finally:
+        sys.path.remove(str(examples))
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"hello from {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    async_fetch.app.conf.update(broker_url=broker_url, result_backend=db_url)
+    try:
+        start_worker("-P", "asyncio", "-c", "20", app="async_fetch",
+                     env={"PYTHONPATH": os.pathsep.join([str(examples),
+                                                         worker_env["PYTHONPATH"]])})
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+
+        async def caller():
+            results = [await async_fetch.fetch.adelay(f"{base}/{i}") for i in range(5)]
+            return [await r.aget(timeout=20) for r in results]
+
+        got = asyncio.run(caller())
+        assert got == [{"url": f"{base}/{i}", "status": 200, "bytes": len(f"hello from /{i}")}
+                       for i in range(5)]
+    finally:
+        server.shutdown()
+        async_fetch.app.close()
