@@ -255,3 +255,18 @@ def test_example_calls_an_async_http_client_from_a_task(start_worker, worker_env
     finally:
         server.shutdown()
         async_fetch.app.close()
+
+
+def test_asyncio_pool_acks_late_and_update_state(atasks, app, start_worker):
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    result = atasks.aprogress.delay(5)
+    deadline = time.monotonic() + 15
+    while result.state != "PROGRESS" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert result.state == "PROGRESS" and result.info["step"] >= 0
+    assert result.get(timeout=15) == 5
+    worker.stop()  # acked once it ran: nothing comes back to a new worker
+    second = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    assert atasks.aadd.delay(1, 2).get(timeout=10) == 3
+    assert app.broker.qsize("celery") == 0
+    assert "async_tasks.aprogress[" not in second.log()  # (no "Received task: ...[id]")

@@ -113,3 +113,12 @@ async def ablocking(seconds):
     """Blocks the loop it runs on (a mistake the asyncio pool reports)."""
     time.sleep(seconds)
     return "woke"
+
+
+@app.task(bind=True, acks_late=True)
+async def aprogress(self, steps):
+    """Reports its progress with update_state, acked after it ran."""
+    for step in range(steps):
+        self.update_state(state="PROGRESS", meta={"step": step})
+        await asyncio.sleep(0.2)
+    return steps
