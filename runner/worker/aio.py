@@ -72,7 +72,7 @@ class AsyncioPool(Pool):
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="runner-asyncio-loop")
         self._thread.start()
-        self._stopped = threading.Event()
+        self._closing = threading.Event()
         threshold = float(self.app.conf.worker_loop_block_threshold or 0)
         if threshold:
             self._last_beat = time.monotonic()
@@ -127,7 +127,7 @@ class AsyncioPool(Pool):
                     if not self._jobs:
                         break
                 self._thread.join(0.05)
-        self._stopped.set()
+        self._closing.set()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._executor.shutdown(wait=not kill, cancel_futures=True)
@@ -141,7 +141,7 @@ class AsyncioPool(Pool):
 
     def _watch(self, threshold: float) -> None:
         reported = None
-        while not self._stopped.wait(threshold / 4):
+        while not self._closing.wait(threshold / 4):
             stalled = time.monotonic() - self._last_beat
             if stalled < threshold:
                 reported = None
@@ -187,11 +187,7 @@ class AsyncioPool(Pool):
     async def _job(self, job: Job, entry: _Entry) -> None:
         fresh_stacks()  # this job's own self.request and current_task
         try:
-            result = await self._handle(job, entry)
-        except asyncio.CancelledError:
-            result = self._stopped(job, entry)
-        except (TimeLimitExceeded, SoftTimeLimitExceeded) as exc:  # outside the task's code
-            result = refused(self.app, job.id, job.message, exc, self.hostname)
+            result = await self._result(job, entry)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one job, never the pool
             logger.exception("Task %s[%s]: handling it failed", job.message.task,
                              job.message.id)
@@ -205,6 +201,14 @@ class AsyncioPool(Pool):
         self._outbox.put(Finished(result))
         if self.waker is not None:
             self.waker.wake()
+
+    async def _result(self, job: Job, entry: _Entry) -> JobResult:
+        try:
+            return await self._handle(job, entry)
+        except asyncio.CancelledError:
+            return self._stopped(job, entry)
+        except (TimeLimitExceeded, SoftTimeLimitExceeded) as exc:  # outside the task's code
+            return refused(self.app, job.id, job.message, exc, self.hostname)
 
     async def _handle(self, job: Job, entry: _Entry) -> JobResult:
         if job.discard:
