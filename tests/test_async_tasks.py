@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.transports("sqlite", "redis")
+pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 APP = "async_tasks"
 
