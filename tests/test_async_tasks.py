@@ -270,3 +270,17 @@ def test_asyncio_pool_acks_late_and_update_state(atasks, app, start_worker):
     assert atasks.aadd.delay(1, 2).get(timeout=10) == 3
     assert app.broker.qsize("celery") == 0
     assert "async_tasks.aprogress[" not in second.log()  # (no "Received task: ...[id]")
+
+
+def test_asyncio_pool_cold_shutdown_gives_tasks_back(atasks, start_worker, tmp_path):
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    marker = tmp_path / "long"
+    long = atasks.along.delay(str(marker), 3)
+    deadline = time.monotonic() + 15
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.signal(signal.SIGQUIT)  # cold: the coroutine is stopped, its message goes back
+    worker.proc.wait(20)
+    assert not long.ready()
+    start_worker("-P", "asyncio", "-c", "4", app=APP)
+    assert long.get(timeout=20) == "done"  # run again by the next worker, nothing lost
