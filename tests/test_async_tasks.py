@@ -284,3 +284,18 @@ def test_asyncio_pool_cold_shutdown_gives_tasks_back(atasks, start_worker, tmp_p
     assert not long.ready()
     start_worker("-P", "asyncio", "-c", "4", app=APP)
     assert long.get(timeout=20) == "done"  # run again by the next worker, nothing lost
+
+
+def test_asyncio_pool_plain_task_hard_time_limit(atasks, start_worker):
+    from tasks import add, nap
+
+    from runner.exceptions import TimeLimitExceeded
+
+    worker = start_worker("-P", "asyncio", "-c", "4", app=APP)
+    hard = [nap.apply_async((5,), time_limit=0.2) for _ in range(4)]
+    for result in hard:
+        with pytest.raises(TimeLimitExceeded):
+            result.get(timeout=15)
+    assert [add.delay(i, i).get(timeout=10) for i in range(4)] == [0, 2, 4, 6]
+    assert atasks.aadd.delay(1, 1).get(timeout=10) == 2
+    assert "Exception in thread" not in worker.log()
