@@ -3,6 +3,7 @@ importing ``runner.app`` (which imports them)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import weakref
 from collections.abc import Callable
@@ -14,12 +15,30 @@ _current: Any = None
 default_app_factory: Callable[[], Any] | None = None
 
 
-class _Running(threading.local):
-    def __init__(self) -> None:
-        self.tasks: list[Any] = []  # innermost last
+_running_tasks: contextvars.ContextVar[list[Any]] = contextvars.ContextVar("runner_running")
 
 
-#: the tasks running in this thread (``current_task``; task log lines name the last one)
+class _Running:
+    """Per thread, and per asyncio task where an asyncio pool gives each job a fresh stack
+    (:func:`fresh_stacks`): context variables, which a new thread starts without."""
+
+    __slots__ = ()
+
+    @property
+    def tasks(self) -> list[Any]:  # innermost last
+        tasks = _running_tasks.get(None)
+        if tasks is None:
+            tasks = []
+            _running_tasks.set(tasks)
+        return tasks
+
+    def fresh(self) -> None:
+        """A stack of its own for the current context (an asyncio task running a job)."""
+        _running_tasks.set([])
+
+
+#: the tasks running in this thread or asyncio task (``current_task``; task log lines name the
+#: last one)
 running = _Running()
 
 #: every app made in this process, and the functions given to ``shared_task``: each app gets

@@ -52,6 +52,7 @@ from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
 from runner.signals import import_modules
 from runner.task import Task
+from runner.utils.aio import in_client_thread
 
 #: where broker and results live when nothing is configured: no server needed
 DEFAULT_URL = EMBEDDED_DEFAULT_URL
@@ -536,6 +537,16 @@ class Runner:
             cls = backend_class(parse_url(url).scheme)
             cached = self._sends_replies = (url, getattr(cls, "sends_replies", False))
         return self.backend.reply_to if cached[1] else None
+
+    async def asend_task(self, name: str, args: Any = None, kwargs: dict | None = None,
+                         **options: Any) -> AsyncResult:
+        """:meth:`send_task` for async code (``await app.asend_task("tasks.add", (2, 2))``):
+        sent from the async client's thread, safe in the broker when the await returns."""
+        def send() -> AsyncResult:
+            result = self.send_task(name, args, kwargs, **options)
+            self.flush_broker()
+            return result
+        return await in_client_thread(send)
 
     def send_task(self, name: str, args: Any = None, kwargs: dict | None = None,
                   _task: Task | None = None, **options: Any) -> AsyncResult:

@@ -7,10 +7,12 @@ come back as an :class:`Outcome`, which the caller turns into a stored result an
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import random
 import time
 import traceback as tb_module
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ from runner.einfo import ExceptionInfo
 from runner.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from runner.signals import task_failure, task_postrun, task_prerun, task_retry, task_success
 from runner.task import Request, Task
+from runner.utils.aio import run_coroutine
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.result import EagerResult
@@ -50,24 +53,62 @@ def run_task(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
     """Run ``task`` with ``request`` as its ``self.request``, here, in the process that runs
     it: the task_prerun signal, the task class's before_start, the task, its class's
     handlers (on_success / on_failure / on_retry, after_return), then the outcome's signals
-    (success, failure or retry; postrun), as Celery's tracer."""
+    (success, failure or retry; postrun), as Celery's tracer. An ``async def`` task runs to
+    its end on this thread's event loop (:func:`runner.utils.aio.run_coroutine`)."""
     handled = _has_handlers(type(task))
     task.push_request(request)
     try:
-        if task_prerun.receivers:
-            task_prerun.send(sender=task, task_id=request.id, task=task, args=args,
-                             kwargs=kwargs)
-        if handled:
-            _call_handler(task, request.id, "before_start", request.id, args, kwargs)
+        _before(task, request, args, kwargs, handled)
         outcome = _call(task, request, args, kwargs)
-        if handled:
-            _after(task, request, args, kwargs, outcome)
-        if (task_postrun.receivers or task_success.receivers or task_failure.receivers
-                or task_retry.receivers):
-            _announce(task, request, args, kwargs, outcome)
+        _finish(task, request, args, kwargs, outcome, handled)
         return outcome
     finally:
         task.pop_request()
+
+
+async def arun_task(task: Task, request: Request, args: list, kwargs: dict,
+                    wrap: Callable[[Any], Awaitable[Any]] | None = None) -> Outcome:
+    """:func:`run_task` on a running event loop (the asyncio pool): an ``async def`` task is
+    awaited (through ``wrap``, which may make it interruptible), never blocking the loop.
+    Signals and handlers run as for a plain task, in the loop's thread."""
+    handled = _has_handlers(type(task))
+    task.push_request(request)
+    try:
+        _before(task, request, args, kwargs, handled)
+        start = time.perf_counter()
+        try:
+            value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await (wrap(value) if wrap is not None else value)
+            outcome = Outcome(states.SUCCESS, value, runtime=time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - the task's failure is data, not our crash
+            outcome = _outcome_of(task, request, exc, start)
+        _finish(task, request, args, kwargs, outcome, handled)
+        return outcome
+    finally:
+        task.pop_request()
+
+
+def is_async(task: Task) -> bool:
+    """Whether ``task``'s body is an ``async def`` (a coroutine function)."""
+    run = task.__dict__.get("run") or type(task).run
+    return inspect.iscoroutinefunction(run)
+
+
+def _before(task: Task, request: Request, args: list, kwargs: dict, handled: bool) -> None:
+    if task_prerun.receivers:
+        task_prerun.send(sender=task, task_id=request.id, task=task, args=args, kwargs=kwargs)
+    if handled:
+        _call_handler(task, request.id, "before_start", request.id, args, kwargs)
+
+
+def _finish(task: Task, request: Request, args: list, kwargs: dict, outcome: Outcome,
+            handled: bool) -> None:
+    if handled:
+        _after(task, request, args, kwargs, outcome)
+    if (task_postrun.receivers or task_success.receivers or task_failure.receivers
+            or task_retry.receivers):
+        _announce(task, request, args, kwargs, outcome)
 
 
 def _announce(task: Task, request: Request, args: list, kwargs: dict, outcome: Outcome) -> None:
@@ -96,21 +137,27 @@ def _call(task: Task, request: Request, args: list, kwargs: dict) -> Outcome:
     start = time.perf_counter()
     try:
         value = task.run(task, *args, **kwargs) if task.bind else task.run(*args, **kwargs)
+        if inspect.iscoroutine(value):  # an async def task outside the asyncio pool
+            value = run_coroutine(value)
         return Outcome(states.SUCCESS, value, runtime=time.perf_counter() - start)
-    except Retry as retry:
-        return Outcome(states.RETRY, retry.exc or retry, _format_tb(retry.exc or retry),
-                       time.perf_counter() - start, retry=retry)
-    except Ignore:
-        return Outcome(states.IGNORED, runtime=time.perf_counter() - start)
-    except Reject as reject:
-        return Outcome("REJECTED", reject, runtime=time.perf_counter() - start,
-                       requeue=reject.requeue)
     except Exception as exc:  # noqa: BLE001 - the task's failure is data, not our crash
-        runtime = time.perf_counter() - start
-        retry = _autoretry(task, request, exc)
-        if retry is not None:
-            return Outcome(states.RETRY, exc, _format_tb(exc), runtime, retry=retry)
-        return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
+        return _outcome_of(task, request, exc, start)
+
+
+def _outcome_of(task: Task, request: Request, exc: Exception, start: float) -> Outcome:
+    """The outcome of a task that raised ``exc``: a retry, ignored, rejected, or failed."""
+    runtime = time.perf_counter() - start
+    if isinstance(exc, Retry):
+        return Outcome(states.RETRY, exc.exc or exc, _format_tb(exc.exc or exc), runtime,
+                       retry=exc)
+    if isinstance(exc, Ignore):
+        return Outcome(states.IGNORED, runtime=runtime)
+    if isinstance(exc, Reject):
+        return Outcome("REJECTED", exc, runtime=runtime, requeue=exc.requeue)
+    retry = _autoretry(task, request, exc)
+    if retry is not None:
+        return Outcome(states.RETRY, exc, _format_tb(exc), runtime, retry=retry)
+    return Outcome(states.FAILURE, exc, _format_tb(exc), runtime)
 
 
 _HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")

@@ -6,8 +6,8 @@ A Task holds options only; sending goes through ``app.send_task`` and running th
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from runner import serialization
 from runner._state import Proxy, running
 from runner.exceptions import MaxRetriesExceededError, Retry, RunnerError, SerializationError
 from runner.ratelimit import parse_rate
+from runner.utils.aio import in_client_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -74,9 +75,29 @@ class Request:
         return self.options.get("group_index")
 
 
-class _RequestStack(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[Request] = []
+_request_stack: contextvars.ContextVar[list[Request]] = contextvars.ContextVar("runner_requests")
+
+
+class _RequestStack:
+    """The requests of the running tasks, innermost last: per thread, and per asyncio task
+    where an asyncio pool runs many jobs on one thread (:func:`fresh_stacks`)."""
+
+    __slots__ = ()
+
+    @property
+    def stack(self) -> list[Request]:
+        stack = _request_stack.get(None)
+        if stack is None:
+            stack = []
+            _request_stack.set(stack)
+        return stack
+
+
+def fresh_stacks() -> None:
+    """Give the current context (an asyncio task about to run a job) its own request and
+    running-task stacks, so that concurrent jobs on one loop never see each other's."""
+    _request_stack.set([])
+    running.fresh()
 
 
 _requests = _RequestStack()
@@ -225,6 +246,22 @@ class Task:
         stack = _requests.stack
         if stack and not stack[-1].called_directly:  # sent by a running task: its child
             stack[-1].children.append(result)
+        return result
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``await add.adelay(2, 2)``: :meth:`delay` for async code."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args: tuple | list | None = None, kwargs: dict | None = None,
+                           **options: Any) -> AsyncResult:
+        """:meth:`apply_async` for async code (Django's ``a`` prefix): sent from the async
+        client's thread, so the caller's event loop never blocks; when the await returns the
+        message is safe in the broker (``app.flush_broker``)."""
+        return await in_client_thread(self._send_and_flush, args, kwargs, options)
+
+    def _send_and_flush(self, args: Any, kwargs: Any, options: dict) -> AsyncResult:
+        result = self.apply_async(args, kwargs, **options)
+        self.app.flush_broker()
         return result
 
     def check_arguments(self, args: tuple | list | None, kwargs: dict | None) -> None:

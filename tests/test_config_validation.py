@@ -65,7 +65,7 @@ def test_unknown_key_on_assignment_raises_at_once_with_did_you_mean():
     ("result_accept_content", ["jsn"], "unknown content type(s) 'jsn'"),
     ("worker_concurrency", 0, "greater than or equal to 1; given 0"),
     ("worker_concurrency", "many", "valid integer"),
-    ("worker_pool", "gevent", "'prefork', 'threads' or 'solo'; given 'gevent'"),
+    ("worker_pool", "gevent", "'prefork', 'threads', 'solo' or 'asyncio'; given 'gevent'"),
     ("worker_prefetch_multiplier", -1, "greater than or equal to 0"),
     ("task_default_priority", 10, "less than or equal to 9"),
     ("task_compression", "lz4", "'gzip', 'zlib' or 'bzip2'"),

@@ -55,7 +55,7 @@ def test_app_given_as_module_colon_attribute(app, start_worker):
     assert add.delay(1, 1).get(timeout=10) == 2
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
 def test_each_pool_runs_tasks(app, start_worker, pool):
     from tasks import add, boom, whoami
 

@@ -111,7 +111,7 @@ def test_soft_time_limit_interrupts_a_sleeping_task_in_a_process(app, start_work
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo", "asyncio"])
 def test_soft_time_limit_raises_inside_a_busy_task(app, start_worker, pool):
     """In a pool thread the exception arrives at the task's next Python instruction: a busy
     task sees it at once, a blocking call (time.sleep) only when the call returns."""
@@ -123,7 +123,7 @@ def test_soft_time_limit_raises_inside_a_busy_task(app, start_worker, pool):
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize("pool", ["prefork", "threads", "asyncio"])
 def test_soft_time_limit_not_caught_fails_the_task(app, start_worker, pool):
     from tasks import nap
 

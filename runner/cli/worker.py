@@ -41,11 +41,17 @@ def parse_autoscale(ctx, param, value: str | None) -> tuple[int, int] | None:
     return numbers[0], numbers[1] if len(numbers) == 2 else 0
 
 
+#: tasks in flight on the asyncio pool's loop when neither -c nor worker_concurrency says
+ASYNCIO_CONCURRENCY = 100
+
+
 @click.command()
 @app_options
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
-              help="Child processes (or threads); default: worker_concurrency or CPU count.")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]), default=None,
+              help="Child processes (or threads; with -P asyncio, tasks in flight on the event "
+                   "loop); default: worker_concurrency, else the CPU count (asyncio: 100).")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
+              default=None,
               help="Pool implementation; default: worker_pool.")
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues to consume.")
 @click.option("-X", "--exclude-queues", default=None,
@@ -151,11 +157,13 @@ def worker_options(conf, given: dict[str, Any]) -> WorkerOptions:
     if autoscale:  # starts with MIN (at least one process, to wait on the broker)
         autoscale = (autoscale[0], max(1, autoscale[1]))
     prefetch = given["prefetch_multiplier"]
+    pool = given["pool"] or conf.worker_pool
     return WorkerOptions(
         concurrency=(autoscale[1] if autoscale else given["concurrency"])
-        or conf.worker_concurrency or os.cpu_count() or 1,
+        or conf.worker_concurrency
+        or (ASYNCIO_CONCURRENCY if pool == "asyncio" else os.cpu_count() or 1),
         autoscale=autoscale,
-        pool=given["pool"] or conf.worker_pool,
+        pool=pool,
         queues=consumed,
         hostname=host_format(given["hostname"] or "celery@%h"),
         prefetch_multiplier=prefetch if prefetch is not None else conf.worker_prefetch_multiplier,

@@ -363,14 +363,18 @@ class Settings(BaseModel):
     # --- worker --------------------------------------------------------------------------------
     worker_concurrency: int | None = Field(
         None, ge=1, description="child processes/threads; None: one per CPU")
-    worker_pool: Literal["prefork", "threads", "solo"] = Field(
-        "prefork", description="execution pool: prefork, threads or solo")
+    worker_pool: Literal["prefork", "threads", "solo", "asyncio"] = Field(
+        "prefork", description="execution pool: prefork, threads, solo or asyncio (an event "
+        "loop running worker_concurrency tasks at once)")
     worker_prefetch_multiplier: int = Field(
         4, ge=0, description="messages reserved per process; 0: no limit")
     worker_max_tasks_per_child: int | None = Field(
         None, ge=1, description="replace a child after this many tasks")
     worker_max_memory_per_child: int | None = Field(
         None, ge=1, description="replace a child whose resident memory passes this (KiB)")
+    worker_loop_block_threshold: float = Field(
+        1.0, ge=0, description="asyncio pool: log an async task that holds the event loop "
+        "longer than this (seconds; a blocking call in an async def); 0: never")
     worker_log_format: str = Field(
         "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
         description="format of the worker's log lines (logging's %-style)")

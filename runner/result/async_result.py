@@ -8,6 +8,7 @@ worker is refused (it can deadlock the pool), unless inside ``allow_join_result(
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from runner import serialization, states
 from runner._state import current_app, running
 from runner.exceptions import RunnerError, TaskRevokedError, TimeoutError
+from runner.utils.aio import in_client_thread
 
 SENT_CHECK = 1.0  # seconds AsyncResult.get() waits before it makes sure its task was sent
+ASYNC_POLL = 0.1  # seconds AsyncResult.aget() waits at most between two looks at the backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -271,6 +274,46 @@ class AsyncResult:
 
     wait = get
 
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   interval: float | None = None, follow_parents: bool = True,
+                   **_ignored: Any) -> Any:
+        """:meth:`get` for async code (``await result.aget(timeout=10)``): the backend is read
+        in the async client's thread between sleeps on the caller's event loop (every 5 ms at
+        first, backing off to ``interval``, 0.1 s by default), so the loop keeps serving other
+        work while it waits. ``timeout`` raises :class:`runner.exceptions.TimeoutError`."""
+        if self.ignored:
+            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause, most = 0.005, interval or ASYNC_POLL
+        record = self._record
+        while record is None or not record.ready:
+            record = await in_client_thread(self._read_backend)
+            if record is not None and record.ready:
+                break
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(
+                    f"The operation timed out: task {self.id} is still "
+                    f"{record.state if record else states.PENDING} after {timeout}s")
+            await asyncio.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, most)
+        self._record = record
+        if propagate and follow_parents and self.parent is not None and (
+                record.state in states.PROPAGATE_STATES):
+            await in_client_thread(self._maybe_reraise_parent_error)
+        return self._value_or_raise(record, propagate)
+
+    async def aready(self) -> bool:
+        """:meth:`ready` for async code: whether the task has finished."""
+        return await in_client_thread(self.ready)
+
+    async def astate(self) -> str:
+        """:attr:`state` for async code."""
+        return await in_client_thread(lambda: self.state)
+
+    def _read_backend(self) -> ResultRecord | None:
+        return self.app.backend.get(self.id)
+
     def _wait(self, timeout: float | None, interval: float | None) -> ResultRecord | None:
         """Wait for the backend in slices of SENT_CHECK seconds; between two, make sure what
         this thread sent is in the broker. A broker that confirms in the background (AMQP,
@@ -361,6 +404,16 @@ class EagerResult(AsyncResult):
         return self._value
 
     wait = get
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True,
+                   **_: Any) -> Any:
+        return self.get(timeout, propagate)
+
+    async def aready(self) -> bool:
+        return True
+
+    async def astate(self) -> str:
+        return self.state
 
     def maybe_throw(self, propagate: bool = True, follow_parents: bool = False) -> None:
         self.get(propagate=propagate)

@@ -34,7 +34,7 @@ from runner.exceptions import (
 from runner.execute import Outcome, build_record, run_task
 from runner.message import Message, call_arguments
 from runner.signals import task_failure, task_received, task_revoked, task_unknown
-from runner.task import Request
+from runner.task import Request, Task
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -193,6 +193,23 @@ class JobResult:
 def handle(app: Runner, job_id: int, message: Message, hostname: str,
            accept: frozenset[str], delivery_info: dict) -> JobResult:
     """Run ``message``'s task and describe the result."""
+    prepared = prepare(app, job_id, message, hostname, accept, delivery_info)
+    if isinstance(prepared, JobResult):
+        return prepared
+    task, request, args, kwargs = prepared
+    disarm = arm_soft_limit(request.soft_time_limit)
+    try:
+        outcome = run_task(task, request, args, kwargs)
+    finally:
+        disarm()
+    return conclude(app, job_id, message, task, request, outcome, hostname)
+
+
+def prepare(app: Runner, job_id: int, message: Message, hostname: str,
+            accept: frozenset[str], delivery_info: dict
+            ) -> JobResult | tuple[Task, Request, list, dict]:
+    """What running ``message`` takes (its task, request and arguments), or the result of a
+    message that cannot run (unknown task, refused content, revoked by a stamp)."""
     try:
         verifier = app.verifier
         if verifier is not None:  # before anything of the message is looked at
@@ -232,11 +249,12 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
         result = refused(app, job_id, message, exc, hostname)
         result.refused = True
         return result
-    disarm = arm_soft_limit(request.soft_time_limit)
-    try:
-        outcome = run_task(task, request, args, kwargs)
-    finally:
-        disarm()
+    return task, request, args, kwargs
+
+
+def conclude(app: Runner, job_id: int, message: Message, task: Task, request: Request,
+             outcome: Outcome, hostname: str) -> JobResult:
+    """The :class:`JobResult` of a task that ran: the record to store, the next attempt."""
     serializer = message.options.get("result_serializer") or app.conf.result_serializer
     ignore = message.options.get("ignore_result")
     if ignore is None:

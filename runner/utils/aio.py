@@ -1,0 +1,131 @@
+"""Running ``async def`` tasks: a coroutine to its end on a thread's own event loop (the
+prefork, threads and solo pools, eager calls), and :class:`Interruptible`, which lets a time
+limit raise its exception *inside* a coroutine (where ``except SoftTimeLimitExceeded`` in the
+task's code can catch it) rather than only cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import os
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+_loops = threading.local()
+
+
+class Interruptible:
+    """Awaits ``coro``, forwarding what its task sends and throws; after :meth:`interrupt`
+    the next cancellation of the task reaches the coroutine as that exception instead (and
+    the task's cancel request is withdrawn, so ``asyncio.timeout`` and friends still work)."""
+
+    __slots__ = ("coro", "_pending")
+
+    def __init__(self, coro: Coroutine) -> None:
+        self.coro = coro
+        self._pending: BaseException | None = None
+
+    def interrupt(self, task: asyncio.Task, exc: BaseException) -> None:
+        """Raise ``exc`` in the coroutine at its current ``await`` (from the loop's thread)."""
+        if task.done():
+            return
+        self._pending = exc
+        task.cancel()
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value, error = self.coro, None, None
+        while True:
+            try:
+                yielded = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                value = yield yielded
+            except asyncio.CancelledError as cancelled:
+                error = cancelled
+                if self._pending is not None:
+                    error, self._pending = self._pending, None
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
+                error = exc
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_coroutine(coro: Coroutine) -> Any:
+    """Run ``coro`` to its end in this thread and return its value (or raise its exception).
+
+    The loop is this thread's own and is kept for its next coroutines (a client a task made
+    on it, cached, stays usable). An exception raised into the thread while the loop waits (a
+    soft time limit's SIGALRM, or one a thread pool injects) is thrown into the coroutine at
+    its ``await``, as it would be in a plain function. Called where a loop already runs (an
+    ``apply()`` from async code), the coroutine runs on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return _in_thread(coro)
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    wrapper = Interruptible(coro)
+    task = loop.create_task(_await(wrapper))
+    try:
+        return loop.run_until_complete(task)
+    except BaseException as exc:
+        if task.done():
+            raise
+        wrapper.interrupt(task, exc)  # raised outside the coroutine: into it, then its end
+        return loop.run_until_complete(task)
+
+
+def _in_thread(coro: Coroutine) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = run_coroutine(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="runner-async-task", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+# -- the async client ---------------------------------------------------------------------------
+
+_client: tuple[int, ThreadPoolExecutor] | None = None
+_client_lock = threading.Lock()
+
+
+def _client_executor() -> ThreadPoolExecutor:
+    """One thread per process does the async client's broker and backend calls: what it sends
+    and what it reads go through the same connections (an ``rpc://`` reply queue is one
+    connection's), and the caller's event loop never waits on a socket."""
+    global _client
+    with _client_lock:
+        if _client is None or _client[0] != os.getpid():  # (none yet, or made before a fork)
+            _client = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="runner-aio-client"))
+        return _client[1]
+
+
+async def in_client_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)`` in the client thread, awaited; it runs in a copy of the
+    caller's context (a result sent by a running task is still recorded as its child)."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+    return await loop.run_in_executor(_client_executor(), call)
