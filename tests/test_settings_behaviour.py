@@ -56,6 +56,20 @@ def task(app, option):
     return app.tasks["probe.echo"].effective(option)
 
 
+def loop_watchers(app):
+    """Whether an asyncio pool starts its watchdog of a blocked event loop (0: none)."""
+    import threading
+
+    from runner.worker.aio import AsyncioPool
+
+    pool = AsyncioPool(app, 2, "probe@host", app.task_accept)
+    pool.start()
+    try:
+        return any(t.name == "runner-asyncio-watch" for t in threading.enumerate())
+    finally:
+        pool.stop(kill=True)
+
+
 def idempotency_window(app):
     """Who holds a key claimed again 0.2 s after a first claim (the first, within the
     window; the second once it passed)."""
@@ -249,6 +263,7 @@ PROBES: dict[str, tuple[Any, Any]] = {
                                            entries(app))[1]),
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
     "task_default_queue_type": ("quorum", lambda app: app._queue_types()[None]),
+    "worker_loop_block_threshold": (0, loop_watchers),
     "task_idempotency_window": (0.1, idempotency_window),
     "broker_failover_strategy": ("shuffle",
                                  lambda app: app._transport_options()["failover_strategy"]),
