@@ -19,6 +19,7 @@ from runner.control.commands import CommandError
 from runner.message import shown_arguments
 from runner.worker.autoscale import Autoscaler
 from runner.worker.prefork import PreforkPool
+from runner.worker.prefork_consuming import ConsumingPool
 from runner.worker.trace import delivery_info_of, signal_request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,9 +175,8 @@ class Panel:
         worker.consumer.queues[:] = queues
         if worker.autoscaler is not None:
             worker.autoscaler.queues[:] = queues
-        consume = getattr(worker.pool, "consume", None)
-        if consume is not None:
-            consume.queues = list(queues)
+        if isinstance(worker.pool, ConsumingPool):  # its children were forked with the queues
+            worker.pool.consume.queues = list(queues)
             worker.pool.renew()
 
     def renew_processes(self) -> None:

@@ -67,7 +67,7 @@ from runner.worker.pool import (
     Settled,
     TimedOut,
 )
-from runner.worker.pools import POOLS
+from runner.worker.pools import POOLS, prefork_kind
 from runner.worker.prefork import PreforkPool
 from runner.worker.trace import (
     acks_late_of,
@@ -172,12 +172,13 @@ class Worker(JobOutcomes):
                                           pool_class.defers_acks)
         settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
                           "batch_size": options.prefetch}
-        if forks:  # children fetch for themselves: each claims its share of the prefetch
+        if forks:
+            pool_class = prefork_kind(self.ownership.children_consume)
+        if forks and self.ownership.children_consume:  # each claims its share of the prefetch
             settings["consume"] = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=self.ownership.main_acks_early,
-            ) if self.ownership.children_consume else None
+                main_acks_early=self.ownership.main_acks_early)
         self.pool: Pool = pool_class(
             app, options.concurrency, self.hostname, self.accept,
             options.max_tasks_per_child, options.max_memory_per_child, **settings)
