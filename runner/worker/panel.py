@@ -169,8 +169,7 @@ class Panel:
         try:
             worker.broker.check(queues)
         except Exception as exc:  # noqa: BLE001 - the broker's own words, in the reply
-            raise CommandError(f"the broker refused the queues {', '.join(queues)}: "
-                               f"{exc}") from None
+            raise CommandError(f"the broker refused: {exc}") from None  # (it names the queue)
         worker.options.queues[:] = queues
         worker.consumer.queues[:] = queues
         if worker.autoscaler is not None:
