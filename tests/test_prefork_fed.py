@@ -14,7 +14,8 @@ SCRIPT = textwrap.dedent('''
     import json, os, signal, threading, time
     from runner import Celery
     from runner.worker.prefork_fed import FedPool
-    from runner.worker.worker import Worker, WorkerOptions
+    from runner.worker.held import WorkerOptions
+    from runner.worker.worker import Worker
 
     app = Celery("fed", broker="memory://fed", backend="memory://", set_as_current=False)
 

@@ -24,7 +24,8 @@ from runner.worker.trace import delivery_info_of, signal_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.task import Task
-    from runner.worker.worker import Held, Worker
+    from runner.worker.held import Held
+    from runner.worker.worker import Worker
 
 
 class Panel:
