@@ -51,7 +51,8 @@ def on_received(sender=None, request=None, **kwargs: Any) -> None:
     _send("task-received", uuid=request.id, name=request.task, args=args,
           kwargs=kwargs, root_id=request.root_id,
           parent_id=request.parent_id, retries=request.retries, eta=request.eta,
-          expires=request.expires)
+          expires=request.expires,
+          routing_key=(getattr(request, "delivery_info", None) or {}).get("routing_key"))
 
 
 def on_prerun(sender=None, task_id=None, **kwargs: Any) -> None:
