@@ -148,7 +148,6 @@ def test_a_task_appears_and_succeeds_live(driver, board):
     assert not_reloaded(driver)  # the live part was swapped in, the page stayed
     row = text_of(driver, f'tr[data-task="{sent.id}"]')
     assert "pipeline_tasks.sleep" in row and "'live'" in row and "alpha@" in row
-    shot(driver, "tasks")
     click(driver, f'tr[data-task="{sent.id}"] a')
     wait_css(driver, "#task-facts")
     assert "SUCCESS" in text_of(driver, "#task-state")
@@ -270,7 +269,6 @@ def test_cancel_a_run_then_retry_it(driver, board):
     click(driver, 'form[action$="/retry"] button')
     assert "attempt 2" in wait_css(driver, "#msg").text
     wait_css(driver, "#run-state .s-success", timeout=40)
-    shot(driver, "runs-done")
 
 
 def test_runs_queues_and_triggers_pages(driver, board):
@@ -286,6 +284,10 @@ def test_runs_queues_and_triggers_pages(driver, board):
     entry = text_of(driver, 'tr[data-entry="nightly-report"]')
     assert "Europe/Oslo" in entry and "03:00:00" in entry
     assert "no beat holds the lease" in text_of(driver, "#leader")
+    shot(driver, "triggers")
+    open_page(driver, board, "/tasks")
+    wait_css(driver, "tr[data-task]")
+    shot(driver, "tasks")
 
 
 def test_grow_the_pool_and_shut_a_worker_down_from_the_workers_page(driver, board):
