@@ -15,6 +15,7 @@ import pytest
 from tests.dashboard_fixtures import Harness, free_port, wait_until
 
 XHR = {"X-Requested-With": "test"}
+pytestmark = pytest.mark.xdist_group("dashboard-http")  # (one worker and server for all)
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +166,50 @@ def test_triggers_show_next_fires_in_their_zone(board):
     assert 'data-entry="nightly"' in board.http.get("/triggers").text
 
 
+def test_a_beat_fire_shows_as_the_last_fire_and_its_leader(board):
+    from runner.beat.entries import build_entries
+    from runner.beat.scheduler import Beat
+
+    folder = board.options.pipelines
+    with open(f"{folder}/often.yaml", "w") as out:
+        out.write("name: often\napp: pipeline_tasks\nsteps:\n  one: {task: "
+                  "pipeline_tasks.echo, args: [1]}\ntriggers:\n  - every: 10s\n")
+    now = [time.time()]
+    beat = Beat(board.app, build_entries(board.app, folder), owner="beat-one",
+                clock=lambda: now[0], lease_seconds=60)
+    beat.tick()  # (leads; the entry's timeline starts now)
+    now[0] += 11
+    beat.tick()  # one fire due: a run submitted
+    shown = board.http.get("/api/triggers").json()
+    assert shown["leader"]["owner"] == "beat-one"
+    entry = next(e for e in shown["entries"] if e["name"] == "often")
+    assert len(entry["last"]) == 1 and entry["last"][0]["error"] is None
+    run_id = entry["last"][0]["id"]
+    assert board.http.get(f"/api/runs/{run_id}").json()["pipeline"] == "often"
+    page = board.http.get("/triggers").text
+    assert f'href="/runs/{run_id}"' in page and "beat-one" in page
+    wait_until(lambda: 'runner_beat_fires_total{entry="often"} 1.0' in
+               board.http.get("/metrics").text, what="the beat-fired event counted")
+    beat.release()
+
+
 def test_metrics_in_prometheus_format(board):
     import pipeline_tasks
 
+    from runner.pipeline import engine
+    from runner.pipeline.validate import load_pipeline_text
+
     pipeline_tasks.echo.delay("m").get(timeout=20)
+    metered = load_pipeline_text("name: metered\napp: pipeline_tasks\nsteps:\n  one: {task: "
+                                 "pipeline_tasks.echo, args: [1]}\n")
+    run_id = engine.submit(board.app, metered, {}).id
+    wait_until(lambda: board.http.get(f"/api/runs/{run_id}").json()["state"] == "success",
+               what="run success")
     text = board.http.get("/metrics").text
     for line in ('runner_tasks_total{name="pipeline_tasks.echo",state="SUCCESS"}',
                  'runner_task_runtime_seconds_bucket{le="0.005",name="pipeline_tasks.echo"}',
                  "runner_workers_up 1.0", 'runner_queue_messages{queue="celery",state=',
-                 'runner_pipeline_runs{pipeline="two",state="success"} 1.0'):
+                 'runner_pipeline_runs{pipeline="metered",state="success"} 1.0'):
         assert line in text, line
 
 

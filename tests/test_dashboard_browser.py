@@ -21,10 +21,13 @@ from tests.dashboard_fixtures import Harness, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="browser tests need Debian's chromium and chromium-driver "
-           "(apt-get install chromium chromium-driver; .ci/run installs them)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="browser tests need Debian's chromium and chromium-driver "
+                              "(apt-get install chromium chromium-driver; .ci/run installs "
+                              "them)"),
+    pytest.mark.xdist_group("dashboard-browser"),  # (one browser, worker and server for all)
+]
 
 SHOTS = os.environ.get("RUNNER_DASHBOARD_SCREENSHOTS")
 PIPELINE = """\
@@ -272,6 +275,11 @@ def test_cancel_a_run_then_retry_it(driver, board):
 
 
 def test_runs_queues_and_triggers_pages(driver, board):
+    from runner.pipeline import engine
+    from runner.pipeline.validate import load_pipeline
+
+    loaded = load_pipeline(Path(board.options.pipelines) / "nightly_report.yaml")
+    engine.submit(board.app, loaded, {"delay": 0.1})
     open_page(driver, board, "/runs")
     wait_css(driver, 'tr[data-run][data-state="success"]')
     shot(driver, "runs")
