@@ -15,7 +15,8 @@
 3. **Drain with the dashboard open.** A worker (``-c 2 -E``: task events on) drains
    ``--drain`` queued ``add`` tasks with no dashboard, then with a ``runner dashboard``
    process receiving its events and a client loading its tasks and workers pages every
-   second (an open browser tab), alternately, twice each. Target: the drain rate with the
+   second (an open browser tab), then with a bare events receiver (what the event channel
+   costs by itself), in turn, three times each (medians). Target: the drain rate with the
    dashboard open within 10% of the rate without.
 """
 
@@ -242,7 +243,12 @@ class OpenTab(threading.Thread):
                         pass
 
 
-def drain_once(args, env: dict, root: Path, with_dashboard: bool) -> float:
+RECEIVER = ("import benchtasks\nr = benchtasks.app.events.Receiver(handlers={'*': lambda e: None})"
+            "\nr.capture()")
+
+
+def drain_once(args, env: dict, root: Path, with_dashboard: bool,
+               bare_receiver: bool = False) -> float:
     import shutil
 
     folder = root / f"drain-{time.monotonic_ns()}"
@@ -255,6 +261,10 @@ def drain_once(args, env: dict, root: Path, with_dashboard: bool) -> float:
                     f"'benchtasks.add', (i, i)) for i in range({args.drain})])\n"
                     f"app.flush_broker()"], cwd=folder, env=run_env, check=True)
     board = tab = None
+    if bare_receiver:  # an events receiver that does nothing: what the channel costs alone
+        board = subprocess.Popen([sys.executable, "-c", RECEIVER], cwd=folder, env=run_env,
+                                 start_new_session=True)
+        time.sleep(3)
     if with_dashboard:
         port = free_port()
         board = subprocess.Popen([sys.executable, "-m", "runner", "dashboard", "-A",
@@ -293,20 +303,25 @@ def drain_once(args, env: dict, root: Path, with_dashboard: bool) -> float:
         if board is not None:
             stop(board)
         shutil.rmtree(folder, ignore_errors=True)
-    log(f"drain {'with' if with_dashboard else 'without'} the dashboard: {rate:,.0f} tasks/s"
+    log(f"drain {'with' if with_dashboard else 'without'} the dashboard"
+        f"{' (a bare receiver)' if bare_receiver else ''}: {rate:,.0f} tasks/s"
         + (f" ({tab.loads} page loads)" if tab else ""))
     return rate
 
 
 def drains(args, env: dict, root: Path, rows: list) -> None:
-    without, with_board = [], []
-    for _ in range(2):
+    without, with_board, bare = [], [], []
+    for _ in range(3):
         without.append(drain_once(args, env, root, False))
         with_board.append(drain_once(args, env, root, True))
+        bare.append(drain_once(args, env, root, False, bare_receiver=True))
     closed, opened = statistics.median(without), statistics.median(with_board)
+    receiving = statistics.median(bare)
     verdict = "PASS" if opened >= 0.9 * closed else "MISS"
     rows.append(("drain, no dashboard (-E)", f"{closed:,.0f} tasks/s",
-                 f"{args.drain:,} tasks, median of 2"))
+                 f"{args.drain:,} tasks, median of 3"))
+    rows.append(("drain, a bare events receiver", f"{receiving:,.0f} tasks/s",
+                 f"{receiving / closed:.2f}x: what receiving the events costs by itself"))
     rows.append(("drain, dashboard open", f"{opened:,.0f} tasks/s",
                  f"{opened / closed:.2f}x of the rate without; target >= 0.9x: {verdict}"))
 

@@ -96,10 +96,10 @@ def page(name: str, build):
 def _tasks(ctx, request: Request) -> dict[str, Any]:
     given = parse(TaskFilter, request.query_params)
     shown = views.tasks(ctx, given)
+    partial = bool(request.headers.get("x-partial"))  # (the filter form is not in it)
     return {"given": given.model_dump(), "found": shown, "states": PRECEDENCE,
-            "names": ctx.store.task_names(),
-            "workers": [w.hostname for w, _f in ctx.store.workers()],
-            "query": str(request.query_params)}
+            "names": [] if partial else ctx.store.task_names(),
+            "workers": [] if partial else [w.hostname for w, _f in ctx.store.workers()]}
 
 
 def _run(ctx, request: Request) -> dict[str, Any]:
