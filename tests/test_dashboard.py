@@ -58,6 +58,12 @@ def test_a_task_shows_in_the_api_and_on_the_pages_as_the_worker_ran_it(board):
     later = board.http.get("/api/tasks", params={"since": time.time() + 60}).json()
     assert later["total"] == 0
 
+    first = board.http.get("/tasks?state=FAILURE&limit=1&offset=0").text  # paging
+    assert 'id="page-newer"' not in first and 'id="page-older"' not in first
+    top = board.http.get("/tasks?limit=1").text
+    older = top.split('id="page-older"', 1)[0].rsplit('href="', 1)[1].split('"', 1)[0]
+    assert older == "/tasks?limit=1&amp;offset=1"
+    assert 'id="page-newer"' in board.http.get(older.replace("&amp;", "&")).text
     page = board.http.get(f"/tasks/{bad.id}")
     assert page.status_code == 200 and "no way" in page.text and "Traceback" in page.text
     assert bad.id[:13] in board.http.get("/tasks?state=FAILURE").text
@@ -343,6 +349,20 @@ def test_hide_args_and_max_tasks(locked):
     assert "secret-" not in page
     again = locked.http.post(f"/api/tasks/{results[-1].id}/apply", headers=bearer)
     assert again.status_code == 200 and "secret-" not in again.text  # (hidden, still sent)
+
+
+def test_hide_args_hides_step_results_too(locked):
+    from runner.pipeline import engine
+    from runner.pipeline.validate import load_pipeline_text
+
+    bearer = {"Authorization": "Bearer tok-1"}
+    loaded = load_pipeline_text("name: hidden\napp: pipeline_tasks\nsteps:\n  one: {task: "
+                                "pipeline_tasks.echo, args: [classified]}\n")
+    run_id = engine.submit(locked.app, loaded, {}).id
+    run = wait_until(lambda: (lambda r: r if r["state"] == "success" else None)(
+        locked.http.get(f"/api/runs/{run_id}", headers=bearer).json()), what="run success")
+    assert run["steps"]["one"]["result"] == "***"
+    assert "classified" not in locked.http.get(f"/runs/{run_id}", headers=bearer).text
 
 
 def test_the_login_form_gives_a_session(locked):

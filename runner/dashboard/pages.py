@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from starlette.concurrency import run_in_threadpool
@@ -97,7 +98,13 @@ def _tasks(ctx, request: Request) -> dict[str, Any]:
     given = parse(TaskFilter, request.query_params)
     shown = views.tasks(ctx, given)
     partial = bool(request.headers.get("x-partial"))  # (the filter form is not in it)
-    return {"given": given.model_dump(), "found": shown, "states": PRECEDENCE,
+    pages = {}
+    for label, offset in (("newer", given.offset - given.limit),
+                          ("older", given.offset + given.limit)):
+        if offset < shown["total"] and (offset >= 0 or given.offset > 0):
+            query = {k: v for k, v in request.query_params.items() if k != "offset"}
+            pages[label] = "/tasks?" + urlencode({**query, "offset": max(0, offset)})
+    return {"given": given.model_dump(), "found": shown, "states": PRECEDENCE, "pages": pages,
             "names": [] if partial else ctx.store.task_names(),
             "workers": [] if partial else [w.hostname for w, _f in ctx.store.workers()]}
 
