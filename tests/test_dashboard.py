@@ -73,6 +73,23 @@ def test_a_task_shows_in_the_api_and_on_the_pages_as_the_worker_ran_it(board):
     assert me["pool"] == "prefork" and me["concurrency"] == 2
 
 
+def test_a_task_page_links_parent_and_children(board):
+    import pipeline_tasks
+
+    from runner import chain
+
+    last = chain(pipeline_tasks.echo.s(1), pipeline_tasks.echo.s()).delay()
+    assert last.get(timeout=20) == 1
+    first_id = last.parent.id
+    child = task_seen(board, last.id, "SUCCESS")
+    assert child["parent_id"] == first_id
+    parent = task_seen(board, first_id, "SUCCESS")
+    assert [c["id"] for c in parent["children"]] == [last.id]
+    page = board.http.get(f"/tasks/{first_id}").text
+    assert f'href="/tasks/{last.id}"' in page
+    assert f'href="/tasks/{first_id}"' in board.http.get(f"/tasks/{last.id}").text
+
+
 def test_queues_show_waiting_messages_and_their_consumers(board):
     import pipeline_tasks
 

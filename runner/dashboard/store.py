@@ -102,6 +102,7 @@ class EventStore:
         self.lock = threading.Lock()
         self.failed: collections.Counter[str] = collections.Counter()
         self.names: set[str] = set()
+        self.children: dict[str, list[str]] = {}  # parent id -> its children's ids
         self.rates = Rates()
         self.pipeline_events: collections.deque[dict] = collections.deque(maxlen=RECENT_EVENTS)
         self.beat_events: collections.deque[dict] = collections.deque(maxlen=RECENT_EVENTS)
@@ -121,6 +122,9 @@ class EventStore:
             if isinstance(changed, Task):
                 if changed.name and len(self.names) < MAX_NAMES:
                     self.names.add(changed.name)
+                if changed.parent_id and not getattr(changed, "indexed", False):
+                    changed.indexed = True
+                    self._add_child(changed.parent_id, changed.uuid)
                 queue = event.get("queue") or event.get("routing_key")
                 if queue:
                     changed.queue = queue  # (kept with the task: bounded with it)
@@ -134,6 +138,13 @@ class EventStore:
                 self.beat_events.append(event)
             for observe in self.observers:
                 observe(event, changed)
+
+    def _add_child(self, parent: str, child: str) -> None:
+        self.children.setdefault(parent, []).append(child)
+        if len(self.children) > 2 * self.state.max_tasks_in_memory:  # forget the forgotten
+            tasks = self.state.tasks
+            self.children = {p: kept for p, ids in self.children.items()
+                             if (kept := [c for c in ids if c in tasks])}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._receive, name="dashboard-events",
@@ -190,7 +201,8 @@ class EventStore:
             task = self.state.tasks.get(uuid)
             if task is None:
                 return None, []
-            children = [copy_task(t) for t in self.state.tasks.values() if t.parent_id == uuid]
+            tasks = self.state.tasks
+            children = [copy_task(tasks[c]) for c in self.children.get(uuid, ()) if c in tasks]
             return copy_task(task), children
 
     def task_names(self) -> list[str]:
