@@ -307,6 +307,16 @@ def test_grow_the_pool_and_shut_a_worker_down_from_the_workers_page(driver, boar
     click(driver, f'{row} form[action$="/pool_grow"] button')
     assert "pool will grow" in wait_css(driver, "#msg").text
     wait_until(lambda: "× 2" in text_of(driver, row), what="a pool of 2")
+    click(driver, f'{row} form[action$="/pool_shrink"] button')
+    wait_until(lambda: "× 1" in text_of(driver, row), what="a pool of 1 again")
+    for action, present in (("add_consumer", True), ("cancel_consumer", False)):
+        driver.execute_script("document.querySelector(arguments[0]).value = 'extra';",
+                              f'{row} input[name="queue"]')
+        button = ('button:not([formaction])' if action == "add_consumer" else
+                  'button[formaction$="/cancel_consumer"]')
+        click(driver, f'{row} form[action$="/add_consumer"] {button}')
+        wait_until(lambda: ("extra" in text_of(driver, row)) == present,  # noqa: B023
+                   what=f"{action} shown")
     shot(driver, "workers")
     driver.execute_script("window.confirm = function () { return true; };")
     click(driver, f'{row} form[action$="/shutdown"] button')
