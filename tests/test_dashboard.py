@@ -293,6 +293,13 @@ def test_malformed_post_bodies_are_400(board):
     assert huge.status_code == 413
 
 
+def test_on_127_0_0_1_another_host_name_is_refused(board):
+    """(DNS rebinding: a site's name resolved to 127.0.0.1 reads nothing.)"""
+    answer = board.http.get("/api/workers", headers={"Host": "evil.example"})
+    assert answer.status_code == 400
+    assert board.http.get("/api/workers", headers={"Host": "localhost:1"}).status_code == 200
+
+
 def test_a_post_without_a_csrf_proof_is_refused(board):
     import pipeline_tasks
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
@@ -70,9 +71,13 @@ class Dashboard:
         from importlib.resources import files
 
         static = StaticFiles(directory=str(files("runner.dashboard") / "static"))
+        middleware = [Middleware(AuthMiddleware, security=self.security)]
+        if is_loopback(self.options.host):  # a page of a name rebound to 127.0.0.1 is not
+            middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=[
+                "127.0.0.1", "localhost", "::1", "[::1]", self.options.host]))
         web = Starlette(
             routes=[*pages.ROUTES, *api.ROUTES, Mount("/static", static, name="static")],
-            middleware=[Middleware(AuthMiddleware, security=self.security)],
+            middleware=middleware,
             exception_handlers={HTTPProblem: on_problem, Exception: on_error})
         web.state.ctx = self.ctx
         web.state.security = self.security
