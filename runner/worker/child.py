@@ -258,7 +258,10 @@ def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
         sender = WorkerRef(app, settler.hostname)
         for job in jobs:
             if not job.discard:
-                announce_received(sender, job.message, settler.hostname, job.delivery_info)
+                args, kwargs = announce_received(sender, job.message, settler.hostname,
+                                                 job.delivery_info)
+                if args or kwargs:  # (empty: not decodable here; the run says why)
+                    job.arguments = args, kwargs
     return jobs
 
 
