@@ -16,12 +16,17 @@ TASK_TIMES = ("sent", "received", "started", "succeeded", "failed", "retried", "
               "rejected")
 
 
+#: a worker's pool (``inspect stats``' "module:Class") -> its ``-P`` name
+POOL_KINDS = {"prefork": "prefork", "aio": "asyncio", "threads": "threads", "solo": "solo"}
+
+
 def pool_of(stats: dict | None) -> tuple[str | None, int | None]:
-    """(pool kind, its size) from a worker's ``inspect stats`` reply."""
+    """(pool kind as ``-P`` names it, its size) from a worker's ``inspect stats`` reply."""
     pool = (stats or {}).get("pool") or {}
-    kind = str(pool.get("implementation") or "").rsplit(":", 1)[-1] or None
-    if kind:
-        kind = kind.removesuffix("Pool").lower() or kind
+    module, _, name = str(pool.get("implementation") or "").partition(":")
+    last = module.rsplit(".", 1)[-1]
+    kind = next((k for prefix, k in POOL_KINDS.items() if last.startswith(prefix)),
+                name.removesuffix("Pool").lower() or None)
     return kind, pool.get("max-concurrency")
 
 
