@@ -52,7 +52,8 @@ def on_received(sender=None, request=None, **kwargs: Any) -> None:
         "args": options.get("argsrepr") or safe_repr(request.args),
         "kwargs": options.get("kwargsrepr") or safe_repr(request.kwargs),
         "root_id": request.root_id, "parent_id": request.parent_id,
-        "retries": request.retries, "eta": request.eta, "expires": request.expires})
+        "retries": request.retries, "eta": request.eta, "expires": request.expires,
+        "routing_key": (getattr(request, "delivery_info", None) or {}).get("routing_key")})
 
 
 def on_prerun(sender=None, task_id=None, **kwargs: Any) -> None:
