@@ -202,6 +202,22 @@ def test_a_pipeline_run_sends_run_and_step_events(pipelines):
         collector.stop()
 
 
+@pytest.mark.transports("sqlite")
+def test_runner_run_sends_the_events_of_its_tasks(pipelines):
+    """``runner run``'s own worker sends task events: a monitor (runner events, the
+    dashboard) shows the run's tasks, not only its steps."""
+    collector = Collector(pipelines.app)
+    try:
+        done = pipelines.cli("run", str(pipelines.write(TWO_STEPS)), timeout=90)
+        assert done.returncode == 0, done.stderr
+        collector.wait_for(lambda: [e for e in collector.events
+                                    if e["type"] == "task-succeeded"], what="task-succeeded")
+        received = [e for e in collector.events if e["type"] == "task-received"]
+        assert {e["name"] for e in received} == {"pipeline_tasks.echo"}
+    finally:
+        collector.stop()
+
+
 BEAT_APP = """
 from runner import Celery
 
