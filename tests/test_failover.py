@@ -253,3 +253,31 @@ def test_what_a_failover_loses_and_wait_for_replicas_losing_nothing(sentinel, wa
     print(f"wait_for_replicas={wait}: {sent - kept} of {sent} acknowledged enqueues lost")
     if wait:
         assert kept == sent
+
+
+def test_broker_and_results_on_one_sentinel_master_are_stored_in_one_round_trip(sentinel,
+                                                                                 tmp_path):
+    """Broker (db 0) and results (db 1) through the same Sentinels and master name are one
+    server: the worker stores results within its ack-and-fetch round trip, as on redis://
+    (without it the Sentinel drain lost a round trip per batch). Another master name is
+    another server."""
+    import redis
+
+    options = {"master_name": "mymaster"}
+    broker, backend = sentinel.url, sentinel.url.replace("/0", "/1")
+    app = Celery("tasks", broker=broker, backend=backend, set_as_current=False,
+                 broker_transport_options=options, result_backend_transport_options=options)
+    assert app.backend.shares_store_with(app.broker.url, app.broker.transport_options)
+    assert not app.backend.shares_store_with(app.broker.url, {"master_name": "other"})
+    proc = worker(broker, backend, tmp_path,
+                  RUNNER_BROKER_TRANSPORT_OPTIONS=json.dumps(options),
+                  RUNNER_RESULT_BACKEND_TRANSPORT_OPTIONS=json.dumps(options))
+    try:
+        results = [app.send_task("tasks.add", (i, i)) for i in range(20)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+    finally:
+        app.close()
+        stop(proc)
+    master = sentinel.master.port
+    assert redis.Redis(port=master, db=1).exists(f"runner:result:{results[0].id}")
+    assert not redis.Redis(port=master, db=0).keys("runner:result:*")
