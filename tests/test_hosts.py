@@ -74,7 +74,8 @@ class Hosts:
 
     def rabbitmq(self) -> None:
         """Start a RabbitMQ node in host r, on both of r's addresses (port 5672 of r's own
-        network; its epmd too), guest allowed from the other hosts; wait until a reaches it."""
+        network; its epmd too), guest allowed from the other hosts. Its boot takes seconds:
+        the caller waits for it."""
         # (pytest's own folders are root's alone: the node runs as the rabbitmq user)
         self.rabbit_folder = folder = Path(tempfile.mkdtemp(prefix="runner-rabbitmq-hosts-"))
         (folder / "rabbitmq.conf").write_text(
@@ -141,10 +142,12 @@ def check_beat(lines: list[str], logs: dict[str, str], cut: str, other: str) -> 
     whose ack never arrived; that is no second fire."""
     fired = Counter(re.findall(r"beat: fired tick for (\S+):", "".join(logs.values())))
     assert fired and max(fired.values()) == 1, ("a beat fire was sent twice", fired)
-    assert "beat: fired tick" in logs[other], "the other host never led beat"
+    assert "beat: fired tick" in logs[other], ("the other host never led beat", lines)
     runs = Counter(line.split()[1] for line in lines if line.startswith("tick"))
     on_cut = {line.split()[1] for line in lines if line.startswith("tick") and line.endswith(cut)}
-    assert all(n == 1 or (n == 2 and fire in on_cut) for fire, n in runs.items()), lines
+    assert all(n == 1 or (n == 2 and fire in on_cut) for fire, n in runs.items()), (
+        "a fire ran twice", lines, [line for text in logs.values() for line in
+                                    text.splitlines() if "beat" in line])
 
 
 def lines_of(path: Path) -> list[str]:
@@ -250,8 +253,10 @@ def test_on_rabbitmq_a_host_cut_off_gives_its_tasks_and_its_beat_lead_to_the_oth
         path = tmp_path / name
         return path.read_text(errors="replace") if path.exists() else ""
 
-    wait_until(lambda: hosts.reachable(hosts.a, 5672), 120,
+    # (its boot takes seconds: read its log, then reach it from a)
+    wait_until(lambda: "Starting broker... completed" in log("rabbitmq.log"), 120,
                lambda: f"the RabbitMQ node on r did not start:\n{log('rabbitmq.log')[-2000:]}")
+    wait_until(lambda: hosts.reachable(hosts.a, 5672), 10, "a cannot reach RabbitMQ on r")
     worker = [sys.executable, "-m", "runner", "worker", "-A", "hosts_tasks", "-c", "2",
               "--prefetch-multiplier", "1", "-B", "-l", "info"]
     hosts.run(hosts.a, worker, on(hosts.a), f"worker-{hosts.a}.log")
@@ -277,7 +282,10 @@ def test_on_rabbitmq_a_host_cut_off_gives_its_tasks_and_its_beat_lead_to_the_oth
     hosts.cut(hosts.a, up=True)
     values = client(hosts.b, f"import hosts_tasks; print([hosts_tasks.app.AsyncResult(i)"
                              f".get(timeout=40) for i in {ids!r}])")
-    assert values.strip() == "[0, 1, 2, 3]"  # every result stored
+    assert values.strip() == "[0, 1, 2, 3]", values  # every result stored
+    # (a's own runs may have stored them first, once back: b's runs end up to 6 s later)
+    wait_until(lambda: all(f"end {i} {hosts.b}" in lines_of(marks) for i in started_on_a),
+               30, lambda: ("b did not finish what a held when it was cut", lines_of(marks)))
     # a is back: it sees b's lease, and whatever fire it held when cut is not sent again
     wait_until(lambda: "lost the lease" in log(f"worker-{hosts.a}.log"), 30,
                lambda: log(f"worker-{hosts.a}.log")[-3000:])
@@ -287,7 +295,7 @@ def test_on_rabbitmq_a_host_cut_off_gives_its_tasks_and_its_beat_lead_to_the_oth
     starts = Counter(line.split()[1] for line in lines if line.startswith("start"))
     ends_on_b = {line.split()[1] for line in lines
                  if line.startswith("end") and line.endswith(hosts.b)}
-    assert set(starts) == {"0", "1", "2", "3"}
+    assert set(starts) == {"0", "1", "2", "3"}, lines
     assert started_on_a <= ends_on_b, (lines, "b ran what a held when it was cut")
     assert max(starts.values()) <= 2, lines  # once on a, once more on b at most
     check_beat(lines, {host: log(f"worker-{host}.log") for host in (hosts.a, hosts.b)},
