@@ -297,7 +297,7 @@ class RedisBroker(Broker):
     def _store_commands(self, records: Sequence, backend) -> list[tuple[None, list]] | None:
         """The commands that store ``records`` in ``backend`` from this broker's connection,
         or None if the backend is not on this Redis server."""
-        if not backend.shares_store_with(self.url):
+        if not backend.shares_store_with(self.url, self.transport_options):
             return None
         return [(None, command)
                 for command in backend.store_commands(records, from_db=self.url.db or 0)]
