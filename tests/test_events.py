@@ -186,7 +186,7 @@ steps:
 def test_a_pipeline_run_sends_run_and_step_events(pipelines):
     collector = Collector(pipelines.app)
     try:
-        pipelines.worker("-c", "1")
+        pipelines.worker("-n", "pw@%h", "-c", "1")
         run = pipelines.submit(pipelines.write(TWO_STEPS))
         assert pipelines.wait(run).state == "success"
         collector.wait_for(lambda: any(e["type"] == "run-finished" for e in collector.events),
@@ -198,6 +198,8 @@ def test_a_pipeline_run_sends_run_and_step_events(pipelines):
             ("step-changed", "first", "running"), ("step-changed", "first", "success"),
             ("step-changed", "second", "running"), ("step-changed", "second", "success")]
         assert mine[-1] == ("run-finished", None, "success")
+        assert {e["hostname"] for e in collector.events  # (sent by the worker's processes)
+                if e["type"] == "step-changed"} == {f"pw@{HOST}"}
     finally:
         collector.stop()
 

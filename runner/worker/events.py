@@ -118,6 +118,7 @@ class WorkerEvents:
         app = worker.app
         self.worker = worker
         self.dispatcher = EventDispatcher(app, worker.hostname)
+        app.events.hostname = worker.hostname  # (its pipelines' and beat's events name it)
         self.freq = heartbeat_every(app)
         self.task_events = task_events_on(app)
         self.heartbeats = heartbeat
