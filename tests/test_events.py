@@ -157,6 +157,7 @@ def test_runner_events_dump_shows_a_task_from_sent_to_succeeded(app, start_worke
         assert kinds == ["task sent", "task received", "task started", "task succeeded"]
         assert f"tasks.add({result.id})" in lines[1] and "args=[20, 22]" in lines[1]
         assert lines[3].startswith(f"d@{HOST} [") and "result=42" in lines[3]
+        assert all(f"tasks.add({result.id})" in line for line in lines)  # (named as Celery's)
     finally:
         dumper.send_signal(signal.SIGINT)
         dumper.wait(10)
