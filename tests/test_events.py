@@ -183,12 +183,17 @@ steps:
 """
 
 
+ALERT_STEP = """\
+  alert: {task: pipeline_tasks.echo, args: [3], needs: [second], trigger_rule: one_failed}
+"""
+
+
 @pytest.mark.transports("sqlite", "redis")
 def test_a_pipeline_run_sends_run_and_step_events(pipelines):
     collector = Collector(pipelines.app)
     try:
         pipelines.worker("-n", "pw@%h", "-c", "1")
-        run = pipelines.submit(pipelines.write(TWO_STEPS))
+        run = pipelines.submit(pipelines.write(TWO_STEPS + ALERT_STEP))
         assert pipelines.wait(run).state == "success"
         collector.wait_for(lambda: any(e["type"] == "run-finished" for e in collector.events),
                            what="run-finished")
@@ -197,7 +202,8 @@ def test_a_pipeline_run_sends_run_and_step_events(pipelines):
         assert mine[0] == ("run-started", None, None)
         assert [m for m in mine if m[0] == "step-changed"] == [
             ("step-changed", "first", "running"), ("step-changed", "first", "success"),
-            ("step-changed", "second", "running"), ("step-changed", "second", "success")]
+            ("step-changed", "second", "running"), ("step-changed", "second", "success"),
+            ("step-changed", "alert", "skipped")]  # (its trigger rule: one_failed)
         assert mine[-1] == ("run-finished", None, "success")
         assert {e["hostname"] for e in collector.events  # (sent by the worker's processes)
                 if e["type"] == "step-changed"} == {f"pw@{HOST}"}
