@@ -105,7 +105,7 @@ def test_queues_shows_waiting_delayed_claimed_and_consumers(app, start_worker, t
     table = data["queues"]
     assert table["idle"]["waiting"] == 3 and table["idle"]["consumers"] == []
     assert table["celery"]["consumers"] == [f"qw@{HOST}"]
-    assert table["celery"]["unacked"] == 1
+    assert table["celery"]["claimed"] == 1
     if transport == "amqp":  # RabbitMQ: delayed ones are counted before they reach a queue
         assert table["idle"]["delayed"] is None
         assert data["delayed_not_yet_in_a_queue"] == 1
