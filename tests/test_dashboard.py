@@ -244,6 +244,16 @@ def test_the_openapi_spec_names_every_api_route(board):
     documented = set(spec["paths"])
     served = {route.path for route in api.ROUTES if route.path != "/api/openapi.json"}
     assert served == documented
+    schemas = spec["components"]["schemas"]
+    bodies = {path: ops["post"]["requestBody"]["content"]["application/json"]["schema"]
+              for path, ops in spec["paths"].items() if "post" in ops}
+    assert len(bodies) == 4
+    named = {path: [ref["$ref"].rsplit("/", 1)[1] for ref in body.get("oneOf", [body])]
+             for path, body in bodies.items()}
+    assert named["/api/workers/{hostname}/{action}"] == ["PoolChange", "QueueName", "NoBody"]
+    assert schemas["PoolChange"]["properties"]["n"]["type"] == "integer"
+    assert schemas["SubmitForm"]["properties"]["params"]["type"] == "object"
+    assert named["/api/runs/{run_id}/{action}"] == ["NoBody"]
 
 
 @pytest.mark.parametrize("path, status, says", [
@@ -291,6 +301,70 @@ def test_malformed_post_bodies_are_400(board):
     huge = board.http.post(f"/api/workers/{name}/pool_grow", content=b"x" * 100_000,
                            headers={**XHR, "content-type": "application/json"})
     assert huge.status_code == 413
+
+
+FORM_KIND = {**XHR, "content-type": "application/x-www-form-urlencoded"}  # (curl -d's)
+
+
+def pool_size(board, name: str) -> int:
+    """The worker's pool size now, as its refusal to shrink by 1000 says it."""
+    refused = board.http.post(f"/api/workers/{name}/pool_shrink", json={"n": 1000},
+                              headers=XHR)
+    assert refused.status_code == 409, refused.text
+    return int(refused.json()["error"].split("pool of ", 1)[1].split(" ", 1)[0])
+
+
+def test_a_json_body_sent_as_curl_sends_it_is_read_as_json(board):
+    """curl -d sends JSON with the form content type: the body counts, the answer is JSON."""
+    name = board.seen_worker("dash@")["hostname"]
+    before = pool_size(board, name)
+    grown = board.http.post(f"/api/workers/{name}/pool_grow", content=b'{"n": 2}',
+                            headers=FORM_KIND)
+    assert grown.status_code == 200 and "grow" in grown.json()["ok"], grown.text
+    assert pool_size(board, name) == before + 2
+    shrunk = board.http.post(f"/api/workers/{name}/pool_shrink", data={"n": "2"},
+                             headers=XHR)  # (a real form, from a script: JSON back)
+    assert shrunk.status_code == 200 and "shrink" in shrunk.json()["ok"], shrunk.text
+    assert pool_size(board, name) == before
+
+    folder = board.options.pipelines
+    with open(f"{folder}/greet.yaml", "w") as out:
+        out.write("name: greet\napp: pipeline_tasks\nparams:\n  word: {type: str, default: "
+                  "hi}\nsteps:\n  say: {task: pipeline_tasks.echo, args: ['{{ params.word }}']}\n")
+    answer = board.http.post("/api/pipelines/greet/runs", headers=FORM_KIND,
+                             content=b'{"params": {"word": "bonjour"}}')
+    assert answer.status_code == 200, answer.text
+    run = board.http.get(f"/api/runs/{answer.json()['run_id']}").json()
+    assert run["params"] == {"word": "bonjour"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("pool_grow", b'{"n": "two"}'), ("pool_grow", b"not json"), ("pool_grow", b'{"m": 2}'),
+    ("pool_grow", b"n"), ("pool_grow", b'["n", 2]'), ("shutdown", b'{"now": true}'),
+    ("add_consumer", b'{"queue": 3}'),
+])
+def test_a_bad_body_is_a_400_and_nothing_is_done(board, path, body):
+    name = board.seen_worker("dash@")["hostname"]
+    before = pool_size(board, name)
+    for headers in (FORM_KIND, {**XHR, "content-type": "application/json"}):
+        answer = board.http.post(f"/api/workers/{name}/{path}", content=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.status_code, answer.text)
+        assert answer.json()["error"], answer.text
+    assert pool_size(board, name) == before
+    assert board.seen_worker("dash@")["hostname"] == name  # (not shut down)
+
+
+def test_a_bad_submit_body_starts_no_run(board):
+    folder = board.options.pipelines
+    with open(f"{folder}/nobad.yaml", "w") as out:
+        out.write("name: nobad\napp: pipeline_tasks\nsteps:\n  one: {task: "
+                  "pipeline_tasks.echo, args: [1]}\n")
+    for body, says in ((b'{"param": {"x": "1"}}', "param: Extra inputs"),
+                       (b"not json", "Content-Type: application/json"),
+                       (b'{"params": ["x"]}', "params: Input should be a valid dictionary")):
+        answer = board.http.post("/api/pipelines/nobad/runs", content=body, headers=FORM_KIND)
+        assert answer.status_code == 400 and says in answer.json()["error"], answer.text
+    assert board.http.get("/api/runs", params={"pipeline": "nobad"}).json()["runs"] == []
 
 
 def test_on_127_0_0_1_another_host_name_is_refused(board):

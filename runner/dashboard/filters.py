@@ -79,6 +79,10 @@ class RunFilter(_Query):
     offset: int = Field(0, ge=0, le=10_000_000)
 
 
+class NoBody(_Query):
+    """An action that takes no fields: a body with any is refused, not ignored."""
+
+
 class PoolChange(_Query):
     n: int = Field(1, ge=1, le=1000)
 
