@@ -174,6 +174,26 @@ def test_a_pipeline_run_its_dag_and_a_submit_with_params(board):
     assert bad.status_code == 400 and "no param 'nope'" in bad.json()["error"]
 
 
+def test_the_runs_list_counts_every_step_skipped_ones_too(board):
+    folder = board.options.pipelines
+    with open(f"{folder}/skips.yaml", "w") as out:
+        out.write("name: skips\napp: pipeline_tasks\nsteps:\n"
+                  "  one: {task: pipeline_tasks.echo, args: [1]}\n"
+                  "  two: {task: pipeline_tasks.echo, args: [2], needs: [one]}\n"
+                  "  never: {task: pipeline_tasks.echo, args: [3], when: '{{ 1 > 2 }}'}\n"
+                  "  after: {task: pipeline_tasks.echo, args: [4], needs: [never]}\n")
+    answer = board.http.post("/api/pipelines/skips/runs", headers=XHR, json={})
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["run_id"]
+    wait_until(lambda: board.http.get(f"/api/runs/{run_id}").json()["state"] in
+               ("success", "failed"), what="run done")
+    listed = board.http.get("/api/runs", params={"pipeline": "skips"}).json()["runs"]
+    assert listed[0]["steps"]["success"] == 2 and listed[0]["steps"]["skipped"] == 2
+    assert sum(listed[0]["steps"].values()) == 4
+    row = board.http.get("/runs?pipeline=skips").text.split(f'data-run="{run_id}"', 1)[1]
+    assert '<span class="badge s-skipped">skipped</span>&nbsp;2' in row.split("</tr>", 1)[0]
+
+
 def test_triggers_show_next_fires_in_their_zone(board):
     folder = board.options.pipelines
     with open(f"{folder}/nightly.yaml", "w") as out:
