@@ -66,11 +66,25 @@ def test_a_task_shows_in_the_api_and_on_the_pages_as_the_worker_ran_it(board):
     assert 'id="page-newer"' in board.http.get(older.replace("&amp;", "&")).text
     page = board.http.get(f"/tasks/{bad.id}")
     assert page.status_code == 200 and "no way" in page.text and "Traceback" in page.text
-    assert bad.id[:13] in board.http.get("/tasks?state=FAILURE").text
+    assert f'title="{bad.id}">{bad.id[:8]}…{bad.id[-16:]}</a>' in \
+        board.http.get("/tasks?state=FAILURE").text
     me = wait_until(lambda: (lambda w: w if w["processed"] >= 2 else None)(
         board.seen_worker("dash@")), what="the next heartbeat's count")  # (sent each 1s)
     assert me["failed"] >= 1 and me["queues"] == ["celery"]
     assert me["pool"] == "prefork" and me["concurrency"] == 2
+
+
+def test_ids_that_differ_at_the_end_look_different_on_the_tasks_page(board):
+    """A pipeline run's task ids share their start: the list shows their ends."""
+    import pipeline_tasks
+
+    ids = ["20261206T204712-ab12cd-extract-0", "20261206T204712-ab12cd-total"]
+    for task_id in ids:
+        pipeline_tasks.echo.apply_async(("same start",), task_id=task_id).get(timeout=20)
+        task_seen(board, task_id, "SUCCESS")
+    page = board.http.get("/tasks", params={"search": "20261206T204712-ab12cd"}).text
+    shown = [page.split(f'title="{task_id}">', 1)[1].split("</a>", 1)[0] for task_id in ids]
+    assert shown == ["20261206…ab12cd-extract-0", "20261206…712-ab12cd-total"]
 
 
 def test_a_task_page_links_parent_and_children(board):
