@@ -518,9 +518,38 @@ def test_the_login_form_gives_a_session(locked):
 def test_listening_elsewhere_needs_auth_and_bad_options_are_one_line(tmp_path):
     env_db = f"sqlite:///{tmp_path}/r.db"
     for args, says in ((["--host", "0.0.0.0"], "only with authentication"),
-                       (["--auth", "nopassword"], "USER:PASSWORD")):
+                       (["--auth", "nopassword"], "USER:PASSWORD"),
+                       (["--pipelines", str(tmp_path / "nonexistent")],
+                        f"--pipelines {tmp_path / 'nonexistent'}: no such folder")):
         done = subprocess.run([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
                                "--port", str(free_port()), *args],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 2 and says in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_port_0_says_the_port_it_got(board, tmp_path):
+    env_db = f"sqlite:///{tmp_path}/r.db"
+    port = board.options.port  # (the module's dashboard listens there)
+    done = subprocess.run([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
+                           "--port", str(port)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done
+    assert f"--port {port}: 127.0.0.1:{port} is already in use" in done.stderr
+    assert "--port N" in done.stderr and "Traceback" not in done.stderr
+    assert "Errno" not in done.stderr and "runner dashboard on" not in done.stdout
+
+    server = subprocess.Popen([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
+                               "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        banner = server.stdout.readline()
+        assert banner.startswith("runner dashboard on http://127.0.0.1:"), banner
+        got = int(banner.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        assert got != 0
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{got}/api/openapi.json",
+                         timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(30)
