@@ -454,6 +454,7 @@ def test_with_auth_nothing_is_shown_without_credentials(locked):
     assert locked.http.get("/static/dashboard.css").status_code == 200
     basic = "Basic " + base64.b64encode(b"ann:s3cret pw").decode()
     assert locked.http.get("/api/workers", headers={"Authorization": basic}).status_code == 200
+    assert locked.http.get("/metrics", headers={"Authorization": basic}).status_code == 200
     wrong = "Basic " + base64.b64encode(b"ann:guess").decode()
     assert locked.http.get("/api/workers", headers={"Authorization": wrong}).status_code == 401
     bearer = {"Authorization": "Bearer tok-1"}
