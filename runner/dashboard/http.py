@@ -94,9 +94,9 @@ async def act(request: Request, work: Callable[[Any], Any], back: str,
     form a redirect to the page it came from with the message. ``form`` turns a form's
     fields into ``body``'s shape."""
     fields, from_form = await read_post(request)
-    fields = {k: v for k, v in fields.items() if k not in ("csrf", "next")} \
+    given = {k: v for k, v in fields.items() if k not in ("csrf", "next")} \
         if from_form else fields
-    checked = parse(body, form(fields) if from_form and form else fields)
+    checked = parse(body, form(given) if from_form and form else given)
     message = await run_in_threadpool(work, checked)
     if from_form and from_browser(request):
         target = safe_next(fields.get("next"), back)
