@@ -66,11 +66,25 @@ def test_a_task_shows_in_the_api_and_on_the_pages_as_the_worker_ran_it(board):
     assert 'id="page-newer"' in board.http.get(older.replace("&amp;", "&")).text
     page = board.http.get(f"/tasks/{bad.id}")
     assert page.status_code == 200 and "no way" in page.text and "Traceback" in page.text
-    assert bad.id[:13] in board.http.get("/tasks?state=FAILURE").text
+    assert f'title="{bad.id}">{bad.id[:8]}…{bad.id[-16:]}</a>' in \
+        board.http.get("/tasks?state=FAILURE").text
     me = wait_until(lambda: (lambda w: w if w["processed"] >= 2 else None)(
         board.seen_worker("dash@")), what="the next heartbeat's count")  # (sent each 1s)
     assert me["failed"] >= 1 and me["queues"] == ["celery"]
     assert me["pool"] == "prefork" and me["concurrency"] == 2
+
+
+def test_ids_that_differ_at_the_end_look_different_on_the_tasks_page(board):
+    """A pipeline run's task ids share their start: the list shows their ends."""
+    import pipeline_tasks
+
+    ids = ["20261206T204712-ab12cd-extract-0", "20261206T204712-ab12cd-total"]
+    for task_id in ids:
+        pipeline_tasks.echo.apply_async(("same start",), task_id=task_id).get(timeout=20)
+        task_seen(board, task_id, "SUCCESS")
+    page = board.http.get("/tasks", params={"search": "20261206T204712-ab12cd"}).text
+    shown = [page.split(f'title="{task_id}">', 1)[1].split("</a>", 1)[0] for task_id in ids]
+    assert shown == ["20261206…ab12cd-extract-0", "20261206…712-ab12cd-total"]
 
 
 def test_a_task_page_links_parent_and_children(board):
@@ -174,6 +188,26 @@ def test_a_pipeline_run_its_dag_and_a_submit_with_params(board):
     assert bad.status_code == 400 and "no param 'nope'" in bad.json()["error"]
 
 
+def test_the_runs_list_counts_every_step_skipped_ones_too(board):
+    folder = board.options.pipelines
+    with open(f"{folder}/skips.yaml", "w") as out:
+        out.write("name: skips\napp: pipeline_tasks\nsteps:\n"
+                  "  one: {task: pipeline_tasks.echo, args: [1]}\n"
+                  "  two: {task: pipeline_tasks.echo, args: [2], needs: [one]}\n"
+                  "  never: {task: pipeline_tasks.echo, args: [3], when: '{{ 1 > 2 }}'}\n"
+                  "  after: {task: pipeline_tasks.echo, args: [4], needs: [never]}\n")
+    answer = board.http.post("/api/pipelines/skips/runs", headers=XHR, json={})
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["run_id"]
+    wait_until(lambda: board.http.get(f"/api/runs/{run_id}").json()["state"] in
+               ("success", "failed"), what="run done")
+    listed = board.http.get("/api/runs", params={"pipeline": "skips"}).json()["runs"]
+    assert listed[0]["steps"]["success"] == 2 and listed[0]["steps"]["skipped"] == 2
+    assert sum(listed[0]["steps"].values()) == 4
+    row = board.http.get("/runs?pipeline=skips").text.split(f'data-run="{run_id}"', 1)[1]
+    assert '<span class="badge s-skipped">skipped</span>&nbsp;2' in row.split("</tr>", 1)[0]
+
+
 def test_triggers_show_next_fires_in_their_zone(board):
     folder = board.options.pipelines
     with open(f"{folder}/nightly.yaml", "w") as out:
@@ -244,12 +278,25 @@ def test_the_openapi_spec_names_every_api_route(board):
     documented = set(spec["paths"])
     served = {route.path for route in api.ROUTES if route.path != "/api/openapi.json"}
     assert served == documented
+    schemas = spec["components"]["schemas"]
+    bodies = {path: ops["post"]["requestBody"]["content"]["application/json"]["schema"]
+              for path, ops in spec["paths"].items() if "post" in ops}
+    assert len(bodies) == 4
+    named = {path: [ref["$ref"].rsplit("/", 1)[1] for ref in body.get("oneOf", [body])]
+             for path, body in bodies.items()}
+    assert named["/api/workers/{hostname}/{action}"] == ["PoolChange", "QueueName", "NoBody"]
+    assert schemas["PoolChange"]["properties"]["n"]["type"] == "integer"
+    assert schemas["SubmitForm"]["properties"]["params"]["type"] == "object"
+    assert named["/api/runs/{run_id}/{action}"] == ["NoBody"]
 
 
 @pytest.mark.parametrize("path, status, says", [
     ("/api/tasks?limit=100000", 400, "limit"),
     ("/api/tasks?state=DONE", 400, "state"),
     ("/api/tasks?since=yesterday", 400, "since"),
+    ("/api/tasks?since=nan", 400, "since"),
+    ("/api/tasks?until=inf", 400, "until"),
+    ("/api/tasks?since=-Infinity", 400, "since"),
     ("/api/tasks?offset=-1", 400, "offset"),
     ("/api/tasks?colour=red", 400, "colour"),
     ("/api/tasks/no-such-task", 404, "no task"),
@@ -293,6 +340,70 @@ def test_malformed_post_bodies_are_400(board):
     assert huge.status_code == 413
 
 
+FORM_KIND = {**XHR, "content-type": "application/x-www-form-urlencoded"}  # (curl -d's)
+
+
+def pool_size(board, name: str) -> int:
+    """The worker's pool size now, as its refusal to shrink by 1000 says it."""
+    refused = board.http.post(f"/api/workers/{name}/pool_shrink", json={"n": 1000},
+                              headers=XHR)
+    assert refused.status_code == 409, refused.text
+    return int(refused.json()["error"].split("pool of ", 1)[1].split(" ", 1)[0])
+
+
+def test_a_json_body_sent_as_curl_sends_it_is_read_as_json(board):
+    """curl -d sends JSON with the form content type: the body counts, the answer is JSON."""
+    name = board.seen_worker("dash@")["hostname"]
+    before = pool_size(board, name)
+    grown = board.http.post(f"/api/workers/{name}/pool_grow", content=b'{"n": 2}',
+                            headers=FORM_KIND)
+    assert grown.status_code == 200 and "grow" in grown.json()["ok"], grown.text
+    assert pool_size(board, name) == before + 2
+    shrunk = board.http.post(f"/api/workers/{name}/pool_shrink", data={"n": "2"},
+                             headers=XHR)  # (a real form, from a script: JSON back)
+    assert shrunk.status_code == 200 and "shrink" in shrunk.json()["ok"], shrunk.text
+    assert pool_size(board, name) == before
+
+    folder = board.options.pipelines
+    with open(f"{folder}/greet.yaml", "w") as out:
+        out.write("name: greet\napp: pipeline_tasks\nparams:\n  word: {type: str, default: "
+                  "hi}\nsteps:\n  say: {task: pipeline_tasks.echo, args: ['{{ params.word }}']}\n")
+    answer = board.http.post("/api/pipelines/greet/runs", headers=FORM_KIND,
+                             content=b'{"params": {"word": "bonjour"}}')
+    assert answer.status_code == 200, answer.text
+    run = board.http.get(f"/api/runs/{answer.json()['run_id']}").json()
+    assert run["params"] == {"word": "bonjour"}
+
+
+@pytest.mark.parametrize("path, body", [
+    ("pool_grow", b'{"n": "two"}'), ("pool_grow", b"not json"), ("pool_grow", b'{"m": 2}'),
+    ("pool_grow", b"n"), ("pool_grow", b'["n", 2]'), ("shutdown", b'{"now": true}'),
+    ("add_consumer", b'{"queue": 3}'),
+])
+def test_a_bad_body_is_a_400_and_nothing_is_done(board, path, body):
+    name = board.seen_worker("dash@")["hostname"]
+    before = pool_size(board, name)
+    for headers in (FORM_KIND, {**XHR, "content-type": "application/json"}):
+        answer = board.http.post(f"/api/workers/{name}/{path}", content=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.status_code, answer.text)
+        assert answer.json()["error"], answer.text
+    assert pool_size(board, name) == before
+    assert board.seen_worker("dash@")["hostname"] == name  # (not shut down)
+
+
+def test_a_bad_submit_body_starts_no_run(board):
+    folder = board.options.pipelines
+    with open(f"{folder}/nobad.yaml", "w") as out:
+        out.write("name: nobad\napp: pipeline_tasks\nsteps:\n  one: {task: "
+                  "pipeline_tasks.echo, args: [1]}\n")
+    for body, says in ((b'{"param": {"x": "1"}}', "param: Extra inputs"),
+                       (b"not json", "Content-Type: application/json"),
+                       (b'{"params": ["x"]}', "params: Input should be a valid dictionary")):
+        answer = board.http.post("/api/pipelines/nobad/runs", content=body, headers=FORM_KIND)
+        assert answer.status_code == 400 and says in answer.json()["error"], answer.text
+    assert board.http.get("/api/runs", params={"pipeline": "nobad"}).json()["runs"] == []
+
+
 def test_on_127_0_0_1_another_host_name_is_refused(board):
     """(DNS rebinding: a site's name resolved to 127.0.0.1 reads nothing.)"""
     answer = board.http.get("/api/workers", headers={"Host": "evil.example"})
@@ -315,10 +426,10 @@ def test_a_post_without_a_csrf_proof_is_refused(board):
                             headers={"accept": "text/html"})
     assert wrong.status_code == 403
     right = board.http.post(f"/api/tasks/{sent.id}/apply", data={"csrf": token,
-                                                                 "next": f"/tasks/{sent.id}"},
+                                                                 "next": "/tasks?limit=5"},
                             headers={"accept": "text/html"})
     assert right.status_code == 303 and right.headers["location"].startswith(
-        f"/tasks/{sent.id}?msg=sent")
+        "/tasks?limit=5&msg=sent")
 
 
 # -- options: hide args, max tasks, auth ------------------------------------------------------
@@ -343,6 +454,7 @@ def test_with_auth_nothing_is_shown_without_credentials(locked):
     assert locked.http.get("/static/dashboard.css").status_code == 200
     basic = "Basic " + base64.b64encode(b"ann:s3cret pw").decode()
     assert locked.http.get("/api/workers", headers={"Authorization": basic}).status_code == 200
+    assert locked.http.get("/metrics", headers={"Authorization": basic}).status_code == 200
     wrong = "Basic " + base64.b64encode(b"ann:guess").decode()
     assert locked.http.get("/api/workers", headers={"Authorization": wrong}).status_code == 401
     bearer = {"Authorization": "Bearer tok-1"}
@@ -407,9 +519,38 @@ def test_the_login_form_gives_a_session(locked):
 def test_listening_elsewhere_needs_auth_and_bad_options_are_one_line(tmp_path):
     env_db = f"sqlite:///{tmp_path}/r.db"
     for args, says in ((["--host", "0.0.0.0"], "only with authentication"),
-                       (["--auth", "nopassword"], "USER:PASSWORD")):
+                       (["--auth", "nopassword"], "USER:PASSWORD"),
+                       (["--pipelines", str(tmp_path / "nonexistent")],
+                        f"--pipelines {tmp_path / 'nonexistent'}: no such folder")):
         done = subprocess.run([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
                                "--port", str(free_port()), *args],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 2 and says in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_port_0_says_the_port_it_got(board, tmp_path):
+    env_db = f"sqlite:///{tmp_path}/r.db"
+    port = board.options.port  # (the module's dashboard listens there)
+    done = subprocess.run([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
+                           "--port", str(port)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done
+    assert f"--port {port}: 127.0.0.1:{port} is already in use" in done.stderr
+    assert "--port N" in done.stderr and "Traceback" not in done.stderr
+    assert "Errno" not in done.stderr and "runner dashboard on" not in done.stdout
+
+    server = subprocess.Popen([sys.executable, "-m", "runner", "dashboard", "-b", env_db,
+                               "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        banner = server.stdout.readline()
+        assert banner.startswith("runner dashboard on http://127.0.0.1:"), banner
+        got = int(banner.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        assert got != 0
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{got}/api/openapi.json",
+                         timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(30)

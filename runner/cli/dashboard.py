@@ -12,7 +12,8 @@ from runner.cli.options import app_options
 @app_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; another than 127.0.0.1 needs --auth or --token.")
-@click.option("--port", type=click.IntRange(0, 65535), default=5555, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=5555, show_default=True,
+              help="Port to listen on; 0 picks a free one (the banner says which).")
 @click.option("--auth", default=None, metavar="USER:PASSWORD", envvar="RUNNER_DASHBOARD_AUTH",
               help="Log in with this user and password (kept only hashed).")
 @click.option("--token", default=None, envvar="RUNNER_DASHBOARD_TOKEN",
@@ -41,9 +42,10 @@ def dashboard(app, host, port, auth, token, hide_args, max_tasks, pipelines_dir,
     options = Options(host=host, port=port, auth=auth, token=token, hide_args=hide_args,
                       max_tasks=max_tasks, pipelines=pipelines_dir, refresh=refresh)
     board = Dashboard(app, options)
-    click.echo(f"runner dashboard on http://{host}:{port}/ (broker {app.broker_url}; "
+    sock = board.bind()  # (a port in use: one line, exit 2, before any banner)
+    click.echo(f"runner dashboard on {board.url}/ (broker {app.broker_url}; "
                f"{'login required' if auth or token else 'no login: local only'})")
-    board.serve()
+    board.serve(sock)
 
 
 COMMANDS = [dashboard]

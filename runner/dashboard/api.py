@@ -5,14 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runner.dashboard import actions, dag, runs, views
-from runner.dashboard.errors import HTTPProblem
-from runner.dashboard.filters import PoolChange, QueueName, RunFilter, SubmitForm, TaskFilter, parse
+from runner.dashboard.errors import HTTPProblem, not_found
+from runner.dashboard.filters import (
+    NoBody,
+    PoolChange,
+    QueueName,
+    RunFilter,
+    SubmitForm,
+    TaskFilter,
+    parse,
+)
 from runner.dashboard.http import act
 
 
@@ -45,7 +54,7 @@ async def task_action(request: Request) -> Response:
     if action not in ("revoke", "terminate", "apply"):
         raise HTTPProblem(404, f"no task action {action!r} (revoke, terminate, apply)")
 
-    def work(fields: dict) -> str:
+    def work(_body: NoBody) -> str:
         if action == "apply":
             return actions.apply_again(ctx, task_id)
         return actions.revoke(ctx, task_id, terminate=action == "terminate")
@@ -53,21 +62,24 @@ async def task_action(request: Request) -> Response:
     return await act(request, work, f"/tasks/{task_id}")
 
 
+#: what each worker action's body holds
+WORKER_BODIES: dict[str, type[BaseModel]] = {
+    "shutdown": NoBody, "pool_grow": PoolChange, "pool_shrink": PoolChange,
+    "add_consumer": QueueName, "cancel_consumer": QueueName}
+
+
 async def worker_action(request: Request) -> Response:
     ctx, hostname, action = ctx_of(request), request.path_params["hostname"], \
         request.path_params["action"]
+    body = WORKER_BODIES.get(action)
+    if body is None:
+        raise not_found(f"no worker action {action!r}; there are: "
+                        f"{', '.join(WORKER_BODIES)}")
 
-    def work(fields: dict) -> str:
-        arguments: dict[str, Any] = {}
-        if action in ("pool_grow", "pool_shrink"):
-            arguments["n"] = parse(PoolChange, {k: v for k, v in fields.items()
-                                                if k == "n"}).n
-        elif action in ("add_consumer", "cancel_consumer"):
-            arguments["queue"] = parse(QueueName, {k: v for k, v in fields.items()
-                                                   if k == "queue"}).queue
-        return actions.worker_action(ctx, hostname, action, **arguments)
+    def work(checked: BaseModel) -> str:
+        return actions.worker_action(ctx, hostname, action, **checked.model_dump())
 
-    return await act(request, work, "/workers")
+    return await act(request, work, "/workers", body)
 
 
 async def run_action(request: Request) -> Response:
@@ -75,23 +87,25 @@ async def run_action(request: Request) -> Response:
         request.path_params["action"]
     if action not in ("retry", "cancel"):
         raise HTTPProblem(404, f"no run action {action!r} (retry, cancel)")
-    return await act(request, lambda fields: actions.run_action(ctx, run_id, action),
+    return await act(request, lambda _body: actions.run_action(ctx, run_id, action),
                      f"/runs/{run_id}")
+
+
+def _form_params(fields: dict[str, Any]) -> dict[str, Any]:
+    """The submit form's ``param.NAME`` fields as ``{"params": {NAME: text}}``."""
+    return {"params": {k[len("param."):]: v for k, v in fields.items()
+                       if k.startswith("param.")}}
 
 
 async def submit(request: Request) -> Response:
     ctx, name = ctx_of(request), request.path_params["name"]
 
-    def work(fields: dict) -> str:
-        if "params" in fields:  # JSON: {"params": {...}}
-            given = parse(SubmitForm, {"params": fields["params"]}).params
-        else:  # a form: param.NAME fields
-            given = {k[len("param."):]: v for k, v in fields.items() if k.startswith("param.")}
-        run_id = actions.submit(ctx, name, given)
+    def work(checked: SubmitForm) -> str:
+        run_id = actions.submit(ctx, name, checked.params)
         request.state.run_id = run_id
         return run_id
 
-    response = await act(request, work, f"/pipelines/{name}")
+    response = await act(request, work, f"/pipelines/{name}", SubmitForm, _form_params)
     run_id = getattr(request.state, "run_id", None)
     if run_id and response.status_code == 303:  # a form: to the new run's page
         response.headers["location"] = f"/runs/{run_id}"

@@ -3,6 +3,7 @@ parameter, never a 500 (a huge page size, a malformed time, an unknown state or 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -36,9 +37,13 @@ def _when(value: str | float | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except (TypeError, ValueError):
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{value!r} is not a time (epoch seconds or an ISO date/time)")
+        return seconds
     try:
         when = datetime.fromisoformat(str(value))
     except ValueError:
@@ -77,6 +82,10 @@ class RunFilter(_Query):
     state: RunState | None = None
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0, le=10_000_000)
+
+
+class NoBody(_Query):
+    """An action that takes no fields: a body with any is refused, not ignored."""
 
 
 class PoolChange(_Query):

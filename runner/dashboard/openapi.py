@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runner.dashboard.filters import PoolChange, QueueName, RunFilter, SubmitForm, TaskFilter
+from runner.dashboard.filters import (
+    NoBody,
+    PoolChange,
+    QueueName,
+    RunFilter,
+    SubmitForm,
+    TaskFilter,
+)
 from runner.version import __version__
 
 ERROR = {"description": "A message saying what is wrong",
@@ -37,13 +44,19 @@ def _get(summary: str, params: list | None = None, notfound: bool = False) -> di
     return {"get": {"summary": summary, "parameters": params or [], "responses": responses}}
 
 
-def _post(summary: str, params: list, body: type[BaseModel] | None = None) -> dict:
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _post(summary: str, params: list, *bodies: type[BaseModel]) -> dict:
+    """A POST whose JSON body is one of ``bodies`` (none: an empty body or ``{}``); a field
+    it does not name, or of the wrong type, is a 400 and nothing is done."""
+    schema = _ref(bodies[0]) if len(bodies) == 1 else {"oneOf": [_ref(b) for b in bodies]}
     op: dict[str, Any] = {"summary": summary, "parameters": params,
+                          "requestBody": {"required": False, "content": {
+                              "application/json": {"schema": schema}}},
                           "responses": {"200": OK, "400": ERROR, "401": ERROR, "403": ERROR,
-                                        "404": ERROR, "409": ERROR}}
-    if body is not None:
-        op["requestBody"] = {"required": False, "content": {
-            "application/json": {"schema": body.model_json_schema()}}}
+                                        "404": ERROR, "409": ERROR, "413": ERROR}}
     return {"post": op}
 
 
@@ -58,10 +71,11 @@ def spec() -> dict[str, Any]:
                                      _path("task_id"), True),
         "/api/tasks/{task_id}/{action}": _post(
             "revoke, terminate (kill the process running it) or apply (send again)",
-            _path("task_id", "action")),
+            _path("task_id", "action"), NoBody),
         "/api/workers/{hostname}/{action}": _post(
-            "shutdown, pool_grow / pool_shrink (body: n), add_consumer / cancel_consumer "
-            "(body: queue)", _path("hostname", "action"), QueueName),
+            "shutdown (no body), pool_grow / pool_shrink (body: n), add_consumer / "
+            "cancel_consumer (body: queue)", _path("hostname", "action"),
+            PoolChange, QueueName, NoBody),
         "/api/queues": _get("Queues: waiting, delayed, claimed, rates in/out, consumers, "
                             "the last hour's waiting counts"),
         "/api/runs": _get("Pipeline runs, newest first, filtered", _query(RunFilter)),
@@ -73,7 +87,7 @@ def spec() -> dict[str, Any]:
                                                    "description": "image/svg+xml"},
                                                    "404": ERROR}}},
         "/api/runs/{run_id}/{action}": _post("retry or cancel the run",
-                                             _path("run_id", "action")),
+                                             _path("run_id", "action"), NoBody),
         "/api/pipelines": _get("The pipeline files of --pipelines, with their params"),
         "/api/pipelines/{name}": _get("One pipeline and its params", _path("name"), True),
         "/api/pipelines/{name}/runs": _post("Submit a run with params (text, converted by "
@@ -88,15 +102,18 @@ def spec() -> dict[str, Any]:
         "info": {"title": "runner dashboard API", "version": __version__,
                  "description": "Every page's data and every action. POST needs an "
                                 "Authorization header or an X-Requested-With header "
-                                "(CSRF); with --auth/--token, every request needs "
-                                "credentials."},
+                                "(CSRF); its body is JSON (Content-Type: "
+                                "application/json; a JSON body sent as a form, as curl -d "
+                                "does, is read as JSON too). With --auth/--token, every "
+                                "request needs credentials."},
         "paths": paths,
         "components": {
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}},
                           "required": ["error"]},
                 "Ok": {"type": "object", "properties": {"ok": {"type": "string"}}},
-                "PoolChange": PoolChange.model_json_schema(),
+                **{model.__name__: model.model_json_schema()
+                   for model in (NoBody, PoolChange, QueueName, SubmitForm)},
             },
             "securitySchemes": {"basic": {"type": "http", "scheme": "basic"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},

@@ -43,6 +43,14 @@ def took(start: float | None, end: float | None) -> str:
     return f"{end - start:.2f}s" if start and end else "-"
 
 
+def short_id(task_id: str, head: int = 8, tail: int = 16) -> str:
+    """A long id with its middle left out: ids of one pipeline run share their start and
+    differ at the end (``…-extract-0``, ``…-total``), uuids anywhere."""
+    if len(task_id) <= head + tail + 1:
+        return task_id
+    return f"{task_id[:head]}…{task_id[-tail:]}"
+
+
 def sparkline(points: list[list[float]], width: int = 160, height: int = 28) -> str:
     """A queue's waiting count over the last hour, as a small SVG polyline."""
     if len(points) < 2:
@@ -61,7 +69,7 @@ class Pages:
     def __init__(self) -> None:
         self.env = jinja2.Environment(loader=jinja2.PackageLoader("runner.dashboard"),
                                       autoescape=True, undefined=jinja2.StrictUndefined)
-        self.env.filters.update(when=when, ago=ago, took=took)
+        self.env.filters.update(when=when, ago=ago, took=took, short_id=short_id)
         self.env.globals.update(sparkline=sparkline, version=__version__)
 
     def render(self, request: Request, name: str, data: dict[str, Any],

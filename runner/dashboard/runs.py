@@ -16,6 +16,8 @@ from runner.dashboard.filters import RunFilter
 from runner.exceptions import RunnerError
 from runner.pipeline.runs import RUN_DONE, RunRecord, items_key, list_runs, load_run
 
+#: every state a step can be in, in the order the runs list shows their counts
+STEP_STATES = ("success", "failed", "skipped", "cancelled", "running", "queued", "pending")
 SHORT = 300  # characters of a step's result shown on the run page
 
 
@@ -41,7 +43,7 @@ def run_summary(record: RunRecord) -> dict[str, Any]:
             "created_at": record.created_at, "finished_at": record.finished_at,
             "logical_date": record.logical_date.isoformat(), "attempt": record.attempt,
             "steps": {s: sum(1 for r in record.steps.values() if r.state == s)
-                      for s in ("success", "failed", "running", "queued", "pending")}}
+                      for s in STEP_STATES}}
 
 
 def runs(ctx: Context, given: RunFilter) -> dict[str, Any]:

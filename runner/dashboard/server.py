@@ -8,7 +8,9 @@ backend run in uvicorn's thread pool, so a slow answer never blocks the other pa
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 import threading
 import time
@@ -50,6 +52,33 @@ def check_options(options: Options) -> None:
         raise ConfigError("--auth must be USER:PASSWORD")
     if options.max_tasks < 1:
         raise ConfigError("--max-tasks must be at least 1")
+    if options.pipelines is not None and not os.path.isdir(options.pipelines):
+        raise ConfigError(f"--pipelines {options.pipelines}: no such folder (it holds the "
+                          f"pipeline files to submit and their triggers)")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, before anything says the dashboard serves: a port in use is
+    a ConfigError naming it (not uvicorn's errno after a banner); port 0 picks a free one."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (past TIME_WAIT only)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"--port {port}: {host}:{port} is already in use (another "
+                              f"dashboard, or Flower?); choose another with --port N, or "
+                              f"--port 0 for a free one") from None
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: "
+                          f"{exc.strerror}") from None
+    return sock
 
 
 class Dashboard:
@@ -94,35 +123,49 @@ class Dashboard:
         self.ctx.store.stop()
         self.ctx.poller.stop()
 
-    def _uvicorn(self, sock: socket.socket | None = None) -> Any:
+    def _uvicorn(self) -> Any:
         import uvicorn
 
         config = uvicorn.Config(self.web, host=self.options.host, port=self.options.port,
                                 log_level="warning", access_log=False, lifespan="off")
         return uvicorn.Server(config)
 
-    def serve(self) -> None:
-        """Run until Ctrl-C (uvicorn handles SIGINT/SIGTERM)."""
+    def bind(self) -> socket.socket:
+        """Listen (see :func:`bind`); ``options.port`` becomes the real port (for 0)."""
+        sock = bind(self.options.host, self.options.port)
+        self.options.port = sock.getsockname()[1]
+        return sock
+
+    @property
+    def url(self) -> str:
+        host = self.options.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.options.port}"
+
+    def serve(self, sock: socket.socket | None = None) -> None:
+        """Run until Ctrl-C (uvicorn handles SIGINT/SIGTERM) on ``sock`` (or a new one)."""
+        sock = sock or self.bind()
         self.start_background()
         try:
-            self._uvicorn().run()
+            self._uvicorn().run(sockets=[sock])
         finally:
             self.stop_background()
+            sock.close()
 
     def start_in_thread(self, timeout: float = 15.0) -> str:
         """Start serving in a thread; returns the base URL once it accepts connections."""
+        sock = self.bind()
         self.start_background()
         self._server = self._uvicorn()
         self._server.install_signal_handlers = lambda: None  # (not the main thread)
-        self._thread = threading.Thread(target=self._server.run, name="dashboard-http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="dashboard-http", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the dashboard did not start")
             time.sleep(0.02)
-        return f"http://{self.options.host}:{self.options.port}"
+        return self.url
 
     def stop(self) -> None:
         if self._server is not None:
