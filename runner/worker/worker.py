@@ -67,7 +67,7 @@ from runner.worker.pool import (
     Settled,
     TimedOut,
 )
-from runner.worker.pools import POOLS
+from runner.worker.pools import pool_class as pool_class_of
 from runner.worker.prefork import PreforkPool
 from runner.worker.trace import (
     acks_late_of,
@@ -123,6 +123,9 @@ class WorkerOptions:
     #: starts
     autoscale: tuple[int, int] | None = None
     heartbeat: bool = True  # send worker-heartbeat events (--without-heartbeat: no)
+    #: -P asyncio: processes, each running ``concurrency`` tasks at once on its event loop
+    #: (0: the loop runs in the worker's own process)
+    processes: int = 1
 
     @property
     def prefetch(self) -> int:
@@ -146,6 +149,8 @@ class Worker(JobOutcomes):
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
         most = options.autoscale[0] if options.autoscale else options.concurrency
+        if options.pool == "asyncio":
+            most *= max(1, options.processes)
         self.capacity = most * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
@@ -165,13 +170,15 @@ class Worker(JobOutcomes):
         self.calls: collections.deque = collections.deque()  # (function, future) for the loop
         self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
-        pool_class = POOLS[options.pool]
+        pool_class = pool_class_of(options.pool, options.processes)
         forks = issubclass(pool_class, PreforkPool)
         #: who claims, stores and acks (see runner.worker.ownership)
         self.ownership = Ownership.decide(forks, self.broker, self.backend,
                                           pool_class.defers_acks)
         settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
                           "batch_size": options.prefetch}
+        if options.pool == "asyncio" and options.processes:
+            settings["processes"] = options.processes
         if forks:  # children fetch for themselves: each claims its share of the prefetch
             settings["consume"] = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
@@ -350,7 +357,9 @@ class Worker(JobOutcomes):
             held.job = next(self.job_ids)
             held.started = time.monotonic()
             self.running[held.job] = held
-            jobs.append(job_for(self.app, held.job, held.delivery, message))
+            job = job_for(self.app, held.job, held.delivery, message)
+            job.acked = held.acked  # (a process that settles it does not ack it again)
+            jobs.append(job)
         for middleware in self.app.middleware:  # e.g. a pipeline step is now `running`
             if type(middleware).before_tasks_start is Middleware.before_tasks_start:
                 continue
