@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from runner.worker.aio_child import Terminate, aio_child_main
+from runner.worker.aio_child import Terminate, aio_child_main, pack_jobs
 from runner.worker.pool import Event, Finished, Lost, Pool, TimedOut
 from runner.worker.trace import Job, JobResult
 
@@ -113,7 +113,10 @@ class AsyncioProcessPool(Pool):
         """Send ``proc`` the jobs handed over to it since the last time, in one message."""
         if proc.pending:
             jobs, proc.pending = proc.pending, []
-            self._post(proc, jobs)
+            try:
+                proc.conn.send_bytes(pack_jobs(jobs))
+            except OSError:
+                pass  # (noticed by collect)
 
     @staticmethod
     def _post(proc: _Proc, message: Any) -> None:
