@@ -6,12 +6,14 @@ no-op drain, runner's threads pool at ``-c 1000`` and Celery's gevent pool at ``
 
 On a redis-server of its own (broker db 0, results db 1, flushed before each row). Two variants
 of the wait: ``asyncio.sleep(0.1)`` (``time.sleep`` on the threads pool, patched by gevent on
-Celery's), and an HTTP GET (httpx, a client per process) to a server the bench starts
+Celery's), and an HTTP GET (aiohttp in a coroutine, urllib3 in a plain task, kept-alive
+connections) to a server the bench starts
 (``bench/slowhttp.py``, one asyncio loop answering each request after 100 ms).
 
-Per row: the N tasks are queued with no worker running, then the worker starts; the drain
-rate is N over the time from the first result stored to the last (start-up left out: it is
-most of a 1-2 s drain), results counted with DBSIZE every 10 ms. RSS is sampled every 50 ms:
+Per row: the worker starts and runs one task (warm), then the N tasks are queued at once
+(runner: one bulk ``broker.enqueue``; Celery: N ``delay()`` calls, which its worker starts on
+as they come); the drain rate is N over the time from queueing to the last result stored,
+results counted with DBSIZE every 10 ms. RSS is sampled every 50 ms:
 the largest single process of the worker, and all of them together. Targets (issue 22), from
 the same run: the asyncio drain >= 70% of its no-op drain, >= 10x Celery gevent, >= 1.5x the
 threads pool; the RSS of a process with 1,000 tasks in flight below the threads pool's.
@@ -101,58 +103,59 @@ class Sampler(threading.Thread):
         self.join()
 
 
-def enqueue(row: Row, count: int) -> list:
-    """Queue ``count`` tasks ``row.task(i)``; their handles (to check a few values)."""
+def enqueue(row: Row, first: int, count: int) -> list:
+    """Queue tasks ``row.task(i)`` for i in first..first+count; their handles."""
     if row.task.startswith("iotasks."):
         import iotasks
 
         app = iotasks.app
-        messages = [app.build_message(row.task, (i,)) for i in range(count)]
-        app.broker.enqueue(messages)
-        app.flush_broker()  # (enqueue streams: its reply is read, and a retry sent, here)
+        messages = [app.build_message(row.task, (i,)) for i in range(first, first + count)]
+        app.broker.enqueue(messages)  # (one call: runner's bulk enqueue)
+        app.flush_broker()  # (it streams: its reply is read, and a retry sent, here)
         return [app.AsyncResult(m.id) for m in messages]
     import celeryio
 
     task = getattr(celeryio, row.task.split(".")[1])
-    return [task.delay(i) for i in range(count)]
+    return [task.delay(i) for i in range(first, first + count)]
 
 
 def measure(row: Row, count: int, results, env: dict, logs: Path) -> None:
+    """Start the worker and run one task on it (warm), then queue ``count`` at once and time
+    until their results are stored."""
     results.flushall()
-    handles = enqueue(row, count)
-    loads = os.getloadavg()
     worker = Worker(row.command, env, APPS, logs / f"{row.key}.log")
-    sampler = Sampler(worker)
-    sampler.start()
-    start = time.perf_counter()
-    first = None
-    done = 0
     try:
-        while True:
-            done = results.dbsize()
-            now = time.perf_counter()
-            if done and first is None:
-                first = (now, done)
-            if done >= count:
-                break
-            if not worker.alive():
-                raise RuntimeError(f"{row.label}: the worker exited: {worker.log_tail()}")
-            if now - start > BUDGET:
-                row.note = f"{done}/{count} within {BUDGET:.0f} s"
-                break
-            time.sleep(0.01)
-        end = time.perf_counter()
+        enqueue(row, -1, 1)[0].get(timeout=60)
+        baseline = results.dbsize()
+        loads = os.getloadavg()
+        sampler = Sampler(worker)
+        sampler.start()
+        start = time.perf_counter()
+        handles = enqueue(row, 0, count)
+        done = 0
+        try:
+            while True:
+                done = results.dbsize() - baseline
+                if done >= count:
+                    break
+                if not worker.alive():
+                    raise RuntimeError(f"{row.label}: the worker exited: {worker.log_tail()}")
+                if time.perf_counter() - start > BUDGET:
+                    row.note = f"{done}/{count} within {BUDGET:.0f} s"
+                    break
+                time.sleep(0.01)
+            end = time.perf_counter()
+        finally:
+            sampler.finish()
+        step = max(1, len(handles) // 20)
+        wrong = [i for i in range(0, min(done, len(handles)), step)
+                 if handles[i].ready() and handles[i].get(timeout=10) != i]
     finally:
-        sampler.finish()
-    step = max(1, len(handles) // 20)
-    wrong = [i for i in range(0, min(done, len(handles)), step)
-             if handles[i].ready() and handles[i].get(timeout=10) != i]
-    worker.stop()
+        worker.stop()
     if wrong:
         row.note += f" wrong values for {wrong[:5]}"
-    if first is not None and end > first[0]:
-        row.rate = (done - first[1]) / (end - first[0])
     row.total = end - start
+    row.rate = done / row.total
     row.peak_one, row.peak_all = sampler.one, sampler.all
     after = os.getloadavg()
     row.load = f"{loads[0]:.1f} -> {after[0]:.1f}"
@@ -164,7 +167,7 @@ def report(found: list[Row], count: int, variants: list[str]) -> None:
     by = {row.key: row for row in found}
     print(f"\n{count:,} tasks on Redis, each waiting 100 ms unless no-op; 2 cores; load "
           f"average (1 min) before -> after each row")
-    print(f"{'':<52} {'drain/s':>9} {'total s':>8} {'RSS MiB':>8} {'all MiB':>8}  load")
+    print(f"{'':<52} {'drain/s':>9} {'time s':>8} {'RSS MiB':>8} {'all MiB':>8}  load")
     for row in found:
         print(f"{row.label:<52} {row.rate:>9,.0f} {row.total:>8.2f} "
               f"{row.peak_one / 2**20:>8.1f} {row.peak_all / 2**20:>8.1f}  {row.load}"

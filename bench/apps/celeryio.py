@@ -1,17 +1,17 @@
 """Celery's side of the I/O-bound row (issue 22), run with ``-P gevent -c 1000`` (Celery's
 gevent pool patches ``time.sleep`` and sockets): each task waits 100 ms, by sleeping or by an
-HTTP request to the bench's slow server (``BENCH_HTTP_URL``). Otherwise Celery's defaults."""
+HTTP request (urllib3) to the bench's slow server (``BENCH_HTTP_URL``). Otherwise Celery's
+defaults."""
 
 import os
 import time
 
-import httpx
+import urllib3
 from celery import Celery
 
 app = Celery("celeryio", broker=os.environ["BENCH_BROKER_URL"],
              backend=os.environ["BENCH_RESULT_URL"])
-LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
-_client = None
+_pool = urllib3.PoolManager(maxsize=1000, timeout=30)  # (gevent patches its sockets)
 
 
 @app.task
@@ -27,8 +27,5 @@ def sleep(i):
 
 @app.task
 def fetch(i):
-    global _client
-    if _client is None:
-        _client = httpx.Client(limits=LIMITS, timeout=30)
-    response = _client.get(os.environ["BENCH_HTTP_URL"])
-    return i if response.status_code == 200 else -1
+    response = _pool.request("GET", os.environ["BENCH_HTTP_URL"])
+    return i if response.status == 200 else -1

@@ -1,6 +1,9 @@
 """runner's side of the I/O-bound row (issue 22): tasks that each wait 100 ms, as a coroutine
 (for ``-P asyncio``) and as a plain function (for ``-P threads``), by sleeping or by an HTTP
-request to the bench's slow server (``BENCH_HTTP_URL``, which answers after 100 ms).
+request to the bench's slow server (``BENCH_HTTP_URL``, which answers after 100 ms): aiohttp in
+the coroutine, urllib3 (what requests uses) in the function, each with one pool of kept-alive
+connections per process. (httpx was tried first: its connection pool costs grow with the
+connections in it, and at 1,000 at once every system drained under 200 tasks/s.)
 
 Broker and backend: ``BENCH_BROKER_URL`` / ``BENCH_RESULT_URL`` (Redis).
 """
@@ -9,15 +12,15 @@ import asyncio
 import os
 import time
 
-import httpx
+import aiohttp
+import urllib3
 
 from runner import Celery
 
 app = Celery("iotasks", broker=os.environ.get("BENCH_BROKER_URL"),
              backend=os.environ.get("BENCH_RESULT_URL"))
 WAIT = 0.1
-LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=2000)
-_clients: dict = {}  # one client per process and event loop (connections are reused)
+_sessions: dict = {}  # one session per process and event loop (connections are reused)
 
 
 @app.task
@@ -34,11 +37,13 @@ async def asleep(i):
 @app.task
 async def afetch(i):
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = httpx.AsyncClient(limits=LIMITS, timeout=30)
-    response = await client.get(os.environ["BENCH_HTTP_URL"])
-    return i if response.status_code == 200 else -1
+    session = _sessions.get(loop)
+    if session is None:
+        session = _sessions[loop] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=30))
+    async with session.get(os.environ["BENCH_HTTP_URL"]) as response:
+        await response.read()
+        return i if response.status == 200 else -1
 
 
 @app.task
@@ -52,13 +57,10 @@ def sleep(i):
     return i
 
 
-_client = None
+_pool = urllib3.PoolManager(maxsize=1000, timeout=30)  # (thread-safe)
 
 
 @app.task
 def fetch(i):
-    global _client
-    if _client is None:  # (thread-safe: one client for every thread of the process)
-        _client = httpx.Client(limits=LIMITS, timeout=30)
-    response = _client.get(os.environ["BENCH_HTTP_URL"])
-    return i if response.status_code == 200 else -1
+    response = _pool.request("GET", os.environ["BENCH_HTTP_URL"])
+    return i if response.status == 200 else -1

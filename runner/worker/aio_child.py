@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import marshal
+import operator
 import os
 import pickle
 import queue
@@ -54,7 +55,8 @@ class Terminate:
 
 
 _MESSAGE = tuple(f.name for f in dataclasses.fields(Message))
-_DELIVERY = tuple(f.name for f in dataclasses.fields(Delivery))
+_message_values = operator.attrgetter(*_MESSAGE)
+_delivery_values = operator.attrgetter(*(f.name for f in dataclasses.fields(Delivery)))
 
 
 def pack_jobs(jobs: list[Job]) -> bytes:
@@ -64,10 +66,8 @@ def pack_jobs(jobs: list[Job]) -> bytes:
     try:
         if all(job.finished is None for job in jobs):
             return b"M" + marshal.dumps([
-                (job.id, tuple(getattr(job.message, name) for name in _MESSAGE),
-                 job.delivery_info, job.time_limit,
-                 None if job.delivery is None else tuple(
-                     getattr(job.delivery, name) for name in _DELIVERY),
+                (job.id, _message_values(job.message), job.delivery_info, job.time_limit,
+                 None if job.delivery is None else _delivery_values(job.delivery),
                  job.discard, job.acked) for job in jobs])
     except ValueError:
         pass
@@ -78,7 +78,7 @@ def unpack(data: bytes) -> Any:
     """What :func:`pack_jobs` wrote (a list of jobs), or another message (pickled)."""
     kind = data[:1]
     if kind == b"M":
-        return [Job(id, Message(**dict(zip(_MESSAGE, message, strict=True))), info, limit,
+        return [Job(id, Message(*message), info, limit,
                     None if delivery is None else Delivery(*delivery), discard, None, acked)
                 for id, message, info, limit, delivery, discard, acked in marshal.loads(data[1:])]
     if kind == b"P":
