@@ -63,6 +63,7 @@ class _Entry:
 class AsyncioPool(Pool):
     def start(self) -> None:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._woken = False  # the waker was woken for what is in the outbox
         self._jobs: dict[int, _Entry] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -83,12 +84,15 @@ class AsyncioPool(Pool):
         with self._lock:
             return self.size - len(self._jobs)
 
-    def _submit(self, job: Job) -> None:
+    def submit(self, jobs: list[Job]) -> None:
+        """Start ``jobs`` on the loop (all at once: one wake-up of the loop's thread)."""
         with self._lock:
-            self._jobs[job.id] = _Entry(timers=[])
-        self._loop.call_soon_threadsafe(self._begin, job)
+            for job in jobs:
+                self._jobs[job.id] = _Entry(timers=[])
+        self._loop.call_soon_threadsafe(self._begin_all, jobs)
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
+        self._woken = False  # (before the outbox is read: a job ending after it wakes again)
         return self._take_outbox(self._outbox, timeout, waitables)
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
@@ -151,6 +155,10 @@ class AsyncioPool(Pool):
 
     # -- in the loop's thread -----------------------------------------------------------------
 
+    def _begin_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._begin(job)
+
     def _begin(self, job: Job) -> None:
         entry = self._jobs[job.id]
         entry.task = self._loop.create_task(self._job(job, entry))
@@ -184,7 +192,8 @@ class AsyncioPool(Pool):
             with self._lock:
                 self._jobs.pop(job.id, None)
         self._outbox.put(Finished(result))
-        if self.waker is not None:
+        if self.waker is not None and not self._woken:  # (one wake-up for a burst of ends)
+            self._woken = True
             self.waker.wake()
 
     async def _result(self, job: Job, entry: _Entry) -> JobResult:
