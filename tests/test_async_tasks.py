@@ -338,3 +338,32 @@ def test_many_agets_at_once_on_one_loop(atasks, start_worker):
         return await asyncio.gather(*(r.aget(timeout=30) for r in sent))
 
     assert asyncio.run(caller()) == [2 * i for i in range(50)]
+
+
+def test_an_async_endpoint_enqueues_and_awaits_results(atasks, start_worker):
+    """The README's FastAPI-style caller, on Starlette (what FastAPI is built on): requests
+    served at once on one loop, each enqueueing a task and awaiting its result."""
+    import asyncio
+
+    import httpx
+
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def add(request):
+        result = await atasks.ainflight.adelay(0.5)  # (how many ran at once, seen by it)
+        return JSONResponse({"id": result.id, "most": await result.aget(timeout=20)})
+
+    api = Starlette(routes=[Route("/add", add, methods=["POST"])])
+    start_worker("-P", "asyncio", "-c", "20", app=APP)
+
+    async def callers():
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await asyncio.gather(*(client.post("/add") for _ in range(10)))
+
+    responses = asyncio.run(callers())
+    assert [r.status_code for r in responses] == [200] * 10
+    assert max(r.json()["most"] for r in responses) > 1  # the requests' tasks overlapped
