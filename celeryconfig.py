@@ -6,7 +6,7 @@ Load it with ``app.config_from_object('celeryconfig')``; check it with ``python 
 # The embedded SQLite store: no server to run. RabbitMQ users write the seed's
 #     broker_url = 'pyamqp://'
 #     result_backend = 'rpc://'
-# which runner recognizes but does not support yet.
+# which runner runs as well (see the README: RabbitMQ, and rpc:// results).
 broker_url = "sqlite:///.runner/runner.db"
 result_backend = "sqlite:///.runner/runner.db"
 

@@ -13,6 +13,8 @@ that RabbitMQ vhost as broker (``run.py`` empties it first) and the redis-server
 4. idle CPU: CPU time of all the worker's processes over 5 s with an empty queue;
 5. (runner only) bulk enqueue of N tasks in one ``broker.enqueue`` call, worker stopped.
 
+With ``--quick`` (the paired rounds of ``pairs.py``) only phases 1 to 3 run.
+
 Each phase has a time budget; a phase cut short reports what it measured and says so.
 """
 
@@ -237,7 +239,7 @@ def flush(url: str) -> None:
     client.close()
 
 
-def measure(system: System, tasks: int, count: int, result: dict) -> None:
+def measure(system: System, tasks: int, count: int, result: dict, quick: bool = False) -> None:
     if system.redis:
         flush(system.redis)
     env = {**os.environ, **system.env()}
@@ -252,14 +254,16 @@ def measure(system: System, tasks: int, count: int, result: dict) -> None:
         if "drain_note" not in result:
             verify(system, handles)
         roundtrips(system, count, result)
-        idle_cpu(system, worker, result)
+        if not quick:
+            idle_cpu(system, worker, result)
     except BaseException:
         if tail := worker.log_tail():
             print(f"--- {system.name} worker log (tail) ---\n{tail}", file=sys.stderr)
         raise
     finally:
         worker.stop()
-    bulk(system, tasks, result)
+    if not quick:
+        bulk(system, tasks, result)
 
 
 def main() -> None:
@@ -273,13 +277,15 @@ def main() -> None:
                         help="redis://127.0.0.1:PORT (without a database); default: SQLite")
     parser.add_argument("--amqp", default=None, metavar="URL",
                         help="amqp://USER:PW@HOST:PORT/VHOST: the broker, results on --redis")
+    parser.add_argument("--quick", action="store_true",
+                        help="phases 1-3 only (no idle CPU, no bulk enqueue): a paired round")
     args = parser.parse_args()
     # run.py stops us with SIGTERM: leave through the finally blocks that stop the worker
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result: dict = {"system": args.system}
     try:
         system = SYSTEMS[args.system](args.workdir, args.redis, args.amqp)
-        measure(system, args.tasks, args.roundtrips, result)
+        measure(system, args.tasks, args.roundtrips, result, args.quick)
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         print(f"  {args.system}: failed: {exc}", file=sys.stderr)

@@ -26,9 +26,10 @@ class RedisServer:
     """``with RedisServer(folder) as server: ... server.url``; stopped on the way out, even on
     failure or Ctrl-C."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *args: str):
         self.folder = folder
         self.port = free_port()
+        self.args = list(args)  # more redis-server options (``--replicaof HOST PORT``)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -52,7 +53,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.folder),
-             "--logfile", str(self.folder / "redis.log")],
+             "--logfile", str(self.folder / "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + START_TIMEOUT
@@ -67,6 +68,21 @@ class RedisServer:
                         raise RuntimeError(f"redis-server did not start; see "
                                            f"{self.folder / 'redis.log'}") from None
                     time.sleep(0.02)
+        finally:
+            client.close()
+
+    def wait_synced(self, timeout: float = START_TIMEOUT) -> None:
+        """A replica (``--replicaof``): until its link to the master is up."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + timeout
+        try:
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica did not sync; see "
+                                       f"{self.folder / 'redis.log'}")
+                time.sleep(0.05)
         finally:
             client.close()
 

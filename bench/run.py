@@ -3,7 +3,7 @@ one redis-server the benchmark starts itself, and on the machine's RabbitMQ (AMQ
 
     pip install -e '.[bench]' && python bench/run.py [--transports sqlite,redis,amqp]
         [--systems runner,huey,celery,dramatiq,dramatiq8] [--tasks N] [--roundtrips 300]
-        [--items 1000] [--no-pipeline]
+        [--items 1000] [--no-pipeline] [--rounds 5]
 
 Every system runs with 2 worker processes and the noop task ``add(i, i)``, results stored: on
 SQLite on fresh files in one temporary folder (same disk), on Redis on one redis-server
@@ -11,8 +11,9 @@ SQLite on fresh files in one temporary folder (same disk), on Redis on one redis
 the bench's own on RabbitMQ (127.0.0.1:5672, emptied before each system) as broker and results
 on a redis-server like Redis's. Each system is measured by ``measure.py`` in a session of its
 own, killed with everything it started if it overruns or on Ctrl-C; the pipeline row (issue 4)
-by ``pipeline.py`` the same way. The redis-servers are stopped, and the vhost and its user
-deleted, at the end whatever happens.
+by ``pipeline.py`` the same way; the paired rows (issue 21: Sentinel, wait_for_replicas) in
+rounds by ``pairs.py``. The redis-servers are stopped, and the vhost and its user deleted, at
+the end whatever happens.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import pairs
 import rabbitmq
 from rabbitmq import RabbitVhost
 from redisserver import RedisServer
@@ -41,7 +43,7 @@ from systems import LABELS, SHORT, SYSTEMS
 BENCH = Path(__file__).resolve().parent
 SYSTEM_TIMEOUT = 300.0  # seconds for one system, all phases; measure.py budgets each phase
 PACKAGES = {"runner": ["runner"], "runnerE": [], "runner-auth": ["cryptography"],
-            "runner-sentinel": [], "huey": ["huey"], "celery": ["celery", "kombu"],
+            "runner-sentinel": [], "runner-wait": [], "huey": ["huey"], "celery": ["celery", "kombu"],
             "dramatiq": ["dramatiq"], "dramatiq8": []}
 EXTRA_PACKAGES = {"sqlite": {"celery": ["sqlalchemy"]}, "redis": {"runner": ["redis"]},
                   "amqp": {"runner": ["pika", "redis"], "celery": ["amqp", "redis"]}}
@@ -75,10 +77,6 @@ TARGETS = [
      lambda r: r <= 1 / 3),
     ("redis", "peak_rss_mib", "worker RSS no larger than Celery's", ["celery"],
      lambda r: r <= 1),
-    ("redis", "drain_rate", "Sentinel drain within 5% of direct", ["runner-sentinel"],
-     lambda r: r <= 1 / 0.95),
-    ("redis", "rt_p50_ms", "Sentinel p50 within 5% of direct", ["runner-sentinel"],
-     lambda r: r >= 1 / 1.05),
     ("redis", "drain_rate", "signed drain within 25% of unsigned", ["runner-auth"],
      lambda r: r <= 1 / 0.75),
     ("redis", "rt_p50_ms", "signed p50 within 25% of unsigned", ["runner-auth"],
@@ -136,11 +134,12 @@ def on_signal(signum, frame):
 
 
 def measure(name: str, workdir: Path, tasks: int, servers: Servers,
-            args: argparse.Namespace) -> dict:
-    """``measure.py`` for one system on one transport."""
+            args: argparse.Namespace, quick: bool = False) -> dict:
+    """``measure.py`` for one system on one transport (``quick``: a paired round)."""
     command = [str(BENCH / "measure.py"), name, str(workdir), str(workdir / "result.json"),
                "--tasks", str(tasks), "--roundtrips", str(args.roundtrips)]
-    return run_script(name, command + servers.args(), workdir)
+    return run_script(name, command + servers.args() + (["--quick"] if quick else []),
+                      workdir)
 
 
 def measure_pipeline(workdir: Path, servers: Servers, args: argparse.Namespace) -> dict:
@@ -371,6 +370,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=1000, help="items of the pipeline's map")
     parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                         help="skip the pipeline row")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of each paired row (runner-sentinel, runner-wait against "
+                             "runner, in turn)")
     parser.add_argument("--dir", default=None,
                         help="where the temporary folder goes (default: the system's temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and worker logs")
@@ -405,14 +407,35 @@ def start_servers(transport: str, root: Path, limits: dict) -> Iterator[Servers]
             yield Servers(server.url, vhost)
 
 
+@contextlib.contextmanager
+def replica_of(redis_url: str, folder: Path) -> Iterator[None]:
+    """A replica of the bench's redis-server (``--replicaof``, a free port), in sync, for the
+    time of the block."""
+    with RedisServer(folder, "--replicaof", "127.0.0.1", redis_url.rsplit(":", 1)[1]) as server:
+        server.wait_synced()
+        yield
+
+
 def run_transport(transport: str, root: Path, servers: Servers, args: argparse.Namespace,
-                  tasks: int, results: dict, pipelines: dict) -> None:
+                  tasks: int, results: dict, pipelines: dict, paired: dict) -> None:
     results[transport] = {}
     for name in args.systems:
-        if transport in SYSTEMS[name].transports:
+        if transport in SYSTEMS[name].transports and name not in pairs.PAIRED:
             servers.reset()
             results[transport][name] = measure(name, root / transport / name, tasks, servers,
                                                args)
+    for pair in pairs.PAIRS:
+        if pair.other not in args.systems or transport not in SYSTEMS[pair.other].transports:
+            continue
+        folder = root / transport / pair.other
+
+        def one(name: str, n: int, folder: Path = folder) -> dict:
+            servers.reset()
+            return measure(name, folder / f"{n + 1}-{name}", tasks, servers, args, quick=True)
+
+        with (replica_of(servers.redis, folder / "replica") if pair.replica and servers.redis
+              else contextlib.nullcontext()):
+            paired.setdefault(transport, {})[pair.other] = pairs.run_pair(pair, args.rounds, one)
     if args.pipeline and "runner" in args.systems:
         servers.reset()
         pipelines[transport] = measure_pipeline(root / transport / "pipeline", servers, args)
@@ -427,6 +450,7 @@ def main() -> int:
     started = time.monotonic()
     results: dict = {}
     pipelines: dict = {}
+    paired: dict = {}
     limits: dict = {}
     skipped: dict = {}
     try:
@@ -434,7 +458,7 @@ def main() -> int:
             try:
                 with start_servers(transport, root, limits) as found:
                     run_transport(transport, root, found, args, tasks[transport], results,
-                                  pipelines)
+                                  pipelines, paired)
             except Skipped as exc:
                 skipped[transport] = str(exc)
                 print(f"{transport}: skipped: {exc}", file=sys.stderr, flush=True)
@@ -459,10 +483,11 @@ def main() -> int:
     print(versions(measured, list(results)))
     for line in limit_lines(limits):
         print(line)
-    print()
-    print(table(results))
-    print("r/X = runner's value / X's on the same transport: above 1 is better for runner where "
-          "higher is better, below 1 where lower is.")
+    if any(results.values()):  # (not only paired rows)
+        print()
+        print(table(results))
+        print("r/X = runner's value / X's on the same transport: above 1 is better for runner "
+              "where higher is better, below 1 where lower is.")
     if "huey" in results.get("sqlite", {}):
         print("Durability differs: runner commits with synchronous=NORMAL (WAL), SqliteHuey "
               "with SQLite's default FULL (an fsync per commit).")
@@ -472,6 +497,13 @@ def main() -> int:
     skips = [f"{t}: skipped, {reason}" for t, reason in skipped.items()]
     for line in skips + notes(results, tasks, args) + [""] + targets(results):
         print(line)
+    for transport, found in paired.items():
+        for pair in pairs.PAIRS:
+            if pair.other in found:
+                print()
+                print(f"{transport}: ", end="")
+                for line in pairs.report(pair, found[pair.other], LABELS, fmt):
+                    print(line)
     if pipelines:
         print()
         for line in pipeline_table(pipelines, args.items):

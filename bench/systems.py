@@ -159,8 +159,10 @@ class RunnerSigned(Runner):
 
 class RunnerSentinel(Runner):
     """runner reaching the same redis-server through Redis Sentinel (issue 21): a
-    ``redis-server --sentinel`` of its own monitors it, and broker and results are
-    ``sentinel://`` URLs with ``master_name``; stopped with the system's session."""
+    ``redis-sentinel`` of its own (``redis-server --sentinel`` where Debian's redis-sentinel is
+    not installed) monitors it, and broker and results are ``sentinel://`` URLs with
+    ``master_name``; stopped with the system's session. Measured in rounds against ``runner``
+    (see ``pairs.py``)."""
 
     name = "runner-sentinel"
     transports = ("redis",)
@@ -188,9 +190,12 @@ class RunnerSentinel(Runner):
             config = self.workdir / "sentinel.conf"
             config.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
                               f"sentinel monitor bench 127.0.0.1 {master} 1\n")
+            import shutil
+
+            command = (["redis-sentinel", str(config)] if shutil.which("redis-sentinel")
+                       else ["redis-server", str(config), "--sentinel"])
             RunnerSentinel._sentinel = subprocess.Popen(
-                ["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             RunnerSentinel._port = port
             import atexit
 
@@ -202,9 +207,25 @@ class RunnerSentinel(Runner):
                     break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError("redis-server --sentinel did not start") from None
+                        raise RuntimeError(f"{command[0]} did not start") from None
                     time.sleep(0.05)
         return RunnerSentinel._port
+
+
+class RunnerWait(Runner):
+    """runner with ``wait_for_replicas: 1`` (issue 21) for broker and results: each enqueue
+    and each stored result waits for a replica's acknowledgement (Redis ``WAIT``). Measured
+    in rounds against ``runner`` while ``run.py`` keeps a replica of the bench's
+    redis-server attached for both (see ``pairs.py``)."""
+
+    name = "runner-wait"
+    transports = ("redis",)
+
+    def env(self) -> dict[str, str]:
+        options = '{"wait_for_replicas": 1}'
+        return {**super().env(), "BENCH_WAIT_FOR_REPLICAS": "1",
+                "RUNNER_BROKER_TRANSPORT_OPTIONS": options,
+                "RUNNER_RESULT_BACKEND_TRANSPORT_OPTIONS": options}
 
 
 class RunnerEvents(Runner):
@@ -290,12 +311,13 @@ class Dramatiq8(Dramatiq):
 
 
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (Runner, RunnerEvents, RunnerSigned, RunnerSentinel, Huey, Celery,
-                        Dramatiq, Dramatiq8)}
+    s.name: s for s in (Runner, RunnerEvents, RunnerSigned, RunnerSentinel, RunnerWait, Huey,
+                        Celery, Dramatiq, Dramatiq8)}
 
 #: how the report names each system, in full and in the header of runner's ratio to it
 LABELS = {"runner": "runner", "runnerE": "runner -E", "runner-auth": "runner signed",
-          "runner-sentinel": "runner sentinel", "huey": "huey", "celery": "celery",
-          "dramatiq": "dramatiq 2x1", "dramatiq8": "dramatiq 2x8"}
+          "runner-sentinel": "runner sentinel", "runner-wait": "runner wait_for_replicas 1",
+          "huey": "huey", "celery": "celery", "dramatiq": "dramatiq 2x1",
+          "dramatiq8": "dramatiq 2x8"}
 SHORT = {**LABELS, "runnerE": "r-E", "runner-auth": "signed", "runner-sentinel": "sentinel",
-         "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}
+         "runner-wait": "wait1", "dramatiq": "dq2x1", "dramatiq8": "dq2x8"}

@@ -6,7 +6,7 @@ Public API only; ``from runner import Celery`` is the drop-in for ``from celery 
 from __future__ import annotations
 
 from runner import signals, states
-from runner.app import Celery, Runner, current_app, shared_task
+from runner.app import Celery, Runner, current_app
 from runner.canvas import (
     Signature,
     chain,
@@ -20,6 +20,7 @@ from runner.canvas import (
     xstarmap,
 )
 from runner.result import AsyncResult, EagerResult, GroupResult, ResultSet
+from runner.shared import shared_task
 from runner.task import Task, current_task
 from runner.version import __version__
 

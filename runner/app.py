@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
 import os
-import threading
-import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from runner import _state, security, serialization, states
 from runner.backends.base import ResultBackend
-from runner.backends.registry import backend_class, open_backend
-from runner.brokers.base import DEAD_LETTER_SCAN, Broker
-from runner.brokers.registry import open_broker
+from runner.backends.registry import backend_class
+from runner.brokers.base import Broker
 from runner.canvas import (
     BUILTIN_TASKS,
     CanvasMiddleware,
@@ -32,24 +28,24 @@ from runner.canvas import (
 )
 from runner.config import Conf
 from runner.config.urls import EMBEDDED_DEFAULT_URL, backend_following, parse_url
+from runner.connections import Connections, transport_options
 from runner.control.client import Control
 from runner.events import Events
 from runner.events.sent import announce_sent
 from runner.exceptions import (
     AppImportError,
-    MessageTooLarge,
     NotRegistered,
-    SerializationError,
 )
 from runner.execute import apply_eagerly
 from runner.idempotency import claim
-from runner.message import HIDDEN_ARGUMENTS, Message
+from runner.message import Message
 from runner.middleware import Middleware
 from runner.pipeline.finish import PipelineMiddleware
 from runner.publish import publish
 from runner.ratelimit import book
 from runner.result import AsyncResult, EagerResult
 from runner.routing import Router
+from runner.sending import build_message, requeue
 from runner.signals import import_modules
 from runner.task import Task
 from runner.utils.aio import in_client_thread
@@ -60,39 +56,6 @@ DEFAULT_URL = EMBEDDED_DEFAULT_URL
 #: the app made last in this process (Celery's proxy: ``current_app.conf``; ``current_app()``
 #: is the app itself)
 current_app = _state.Proxy(_state.current_app, "current_app")
-
-
-class _SharedTask(_state.Proxy):
-    """A shared task, as its module sees it: the current app's task of that name (calling it
-    runs the task, as calling a task does)."""
-
-    __slots__ = ()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._get()(*args, **kwargs)
-
-
-def shared_task(*args: Any, **options: Any) -> Any:
-    """Celery's ``@shared_task``: a task of no app in particular. It is made on every app of
-    the process, those made before and after; calling it uses the current app's."""
-    def share(fun: Callable) -> Any:
-        _state.shared_tasks.append((fun, dict(options)))
-        for app in list(_state.apps):
-            app._add_shared(fun, options)
-        name = options.get("name") or f"{fun.__module__}.{fun.__name__}"
-
-        def task() -> Task:
-            app = _state.current_app()
-            if name not in app.tasks:
-                app._add_shared(fun, options)
-            return app.tasks[name]
-        return _SharedTask(task, f"shared task {name}")
-
-    if len(args) == 1 and callable(args[0]) and not options:
-        return share(args[0])
-    if args:
-        raise TypeError("@shared_task takes keyword options only: @shared_task(bind=True)")
-    return share
 
 
 class Runner:
@@ -117,7 +80,7 @@ class Runner:
         self.events = Events(self)  # Celery's app.events: Receiver, State, Dispatcher
         #: hooks the worker calls for each finished task (chains, chords, pipelines, yours)
         self.middleware: list[Middleware] = [CanvasMiddleware(), PipelineMiddleware()]
-        self._local = threading.local()
+        self._links = Connections(self)
         self._router: tuple[int, Router] | None = None
         self._imported = False
         self._discover: list[tuple[Any, str]] = []  # autodiscover_tasks() not done yet
@@ -247,93 +210,26 @@ class Runner:
             return self.task_accept | serialization.accept_set([security.AUTH])
         return serialization.accept_set(conf.accept_content)
 
-    # -- connections (one per process and thread) ---------------------------------------------
-
-    def _connections(self) -> threading.local:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.pid, local.broker, local.backend = os.getpid(), None, None
-            local.broker_url = local.backend_url = None
-        return local
+    # -- connections (one per process and thread: see runner.connections) ------------------
 
     @property
     def broker(self) -> Broker:
-        local, url = self._connections(), self.broker_url
-        if local.broker is None or local.broker_url != url:
-            if local.broker is not None:
-                local.broker.close()
-            local.broker = open_broker(url, self._transport_options())
-            local.broker.max_priorities = self._max_priorities()
-            local.broker.queue_types = self._queue_types()
-            if security.signing_wanted(self.conf):
-                local.broker.signer = self.security
-            local.broker_url = url
-        return local.broker
+        return self._links.broker()
 
     @property
     def backend(self) -> ResultBackend:
-        local, url = self._connections(), self.backend_url
-        if local.backend is None or local.backend_url != url:
-            if local.backend is not None:
-                local.backend.close()
-            options = {**self._transport_options(),  # (the broker's, where it is the same
-                       **(self.conf.result_backend_transport_options or {})}  # server) + own
-            local.backend = open_backend(url, self.conf.result_expires, options,
-                                         self.broker_url)
-            local.backend_url = url
-        return local.backend
-
-    def _max_priorities(self) -> dict[str | None, int | None]:
-        """Each configured queue's highest priority (None: the default for the others)."""
-        conf = self.conf
-        found: dict[str | None, int | None] = {None: conf.task_queue_max_priority}
-        for queue in conf.task_queues:
-            if queue.max_priority is not None:
-                found[queue.name] = queue.max_priority
-        return found
-
-    def _queue_types(self) -> dict[str | None, str]:
-        """Each configured queue's RabbitMQ type (None: the default for the others)."""
-        conf = self.conf
-        found: dict[str | None, str] = {None: conf.task_default_queue_type}
-        for queue in conf.task_queues:
-            kind = (queue.queue_arguments or {}).get("x-queue-type")
-            if kind:
-                found[queue.name] = str(kind)
-        return found
+        return self._links.backend()
 
     def _transport_options(self) -> dict:
-        """``broker_transport_options`` (unset ones left out: each broker has its defaults),
-        with the ``broker_connection_*`` settings that say how brokers and backends connect
-        (see runner.reconnect)."""
-        conf = self.conf
-        options = conf.broker_transport_options
-        if hasattr(options, "model_dump"):
-            options.warn_unknown()
-            options = options.model_dump(exclude_none=True)
-        else:
-            options = dict(options or {})
-        options.update(broker_connection_timeout=conf.broker_connection_timeout,
-                       broker_connection_retry=conf.broker_connection_retry,
-                       broker_connection_retry_on_startup=conf.broker_connection_retry_on_startup,
-                       broker_connection_max_retries=conf.broker_connection_max_retries,
-                       failover_strategy=conf.broker_failover_strategy)
-        return options
+        return transport_options(self.conf)
 
     def flush_broker(self) -> None:
         """Wait until what this thread sent is safe in the broker (see ``Broker.flush``); a
         no-op where this process has no broker open."""
-        broker = self._connections().broker
-        if broker is not None:
-            broker.flush()
+        self._links.flush_broker()
 
     def close(self) -> None:
-        local = self._connections()
-        for name in ("broker", "backend"):
-            conn = getattr(local, name)
-            if conn is not None:
-                conn.close()
-                setattr(local, name, None)
+        self._links.close()
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -462,72 +358,7 @@ class Runner:
                       _task: Task | None = None, **options: Any) -> Message:
         """The message ``send_task`` would enqueue (used for bulk sends and by the worker).
         A task registered here brings its own options (queue, priority, serializer)."""
-        conf = self.conf
-        if _task is None:
-            _task = self.tasks.get(name)
-        options = {k: v for k, v in options.items() if v is not None}
-        routed = self.router().route(name, options, args or (), kwargs or {}, _task)
-        if _task is not None:
-            for key in ("queue", "priority"):
-                if key not in options and getattr(_task, key) is not None:
-                    routed[key] = getattr(_task, key)
-        serializer = options.get("serializer") or (
-            _task.serializer if _task is not None and _task.serializer else conf.task_serializer)
-        if serializer == security.AUTH:  # the broker signs the whole message; inside: this
-            serializer = self._signing().serializer
-        content_type, payload = serialization.dumps([list(args or ()), dict(kwargs or {})],
-                                                    serializer)
-        compression = options.get("compression") or conf.task_compression
-        now = time.time()
-        eta = None
-        if options.get("countdown") is not None:
-            eta = now + float(options["countdown"])
-        elif options.get("eta") is not None:
-            eta = self.to_timestamp(options["eta"])
-        expires = options.get("expires")
-        if isinstance(expires, timedelta):
-            expires = now + expires.total_seconds()
-        elif isinstance(expires, datetime):
-            expires = self.to_timestamp(expires)
-        elif expires is not None:
-            expires = now + float(expires)
-        worker_options = {k: options[k] for k in _WORKER_OPTIONS if k in options}
-        for key in ("link", "link_error"):  # one signature or a list of them, as plain dicts
-            if key in worker_options:
-                value = worker_options[key]
-                worker_options[key] = [dict(s) for s in ([value] if isinstance(value, dict)
-                                                         else value)]
-        if _task is not None and _task.hide_args:  # (Celery's argsrepr/kwargsrepr win)
-            worker_options.setdefault("argsrepr", HIDDEN_ARGUMENTS)
-            worker_options.setdefault("kwargsrepr", HIDDEN_ARGUMENTS)
-        if compression:
-            payload = serialization.compress(payload, compression)
-            worker_options["compression"] = compression
-        limit = conf.task_message_max_size
-        if limit is not None:
-            size, what = len(payload), "its arguments take"
-            if size <= limit and worker_options and not _CANVAS_OPTIONS.isdisjoint(
-                    worker_options):
-                # what comes next travels in this message: a chain's later steps, links, a
-                # chord's body (each later message is built from it, so none is larger)
-                size += len(json.dumps(worker_options, default=repr))
-                what = "its arguments and the workflow steps it carries take"
-            if size > limit:
-                raise MessageTooLarge(
-                    f"task {name!r}: {what} {size:,} bytes serialized, over "
-                    f"task_message_max_size ({limit:,}); nothing was sent. Pass a reference to "
-                    f"the data (a file path, a key) instead, or raise the setting (None: no "
-                    f"limit)")
-        task_id = options.get("task_id") or Message.new_id()
-        priority = routed.get("priority", conf.task_default_priority)
-        return Message(
-            id=task_id, task=name, content_type=content_type, payload=payload,
-            queue=routed.get("queue") or conf.task_default_queue, priority=priority,
-            eta=eta, expires=expires, retries=int(options.get("retries", 0)),
-            root_id=options.get("root_id") or task_id, parent_id=options.get("parent_id"),
-            group_id=options.get("group_id"), headers=dict(options.get("headers") or {}),
-            options=worker_options, sent_at=now,
-            reply_to=options.get("reply_to") or self._reply_to())
+        return build_message(self, name, args, kwargs, _task, options)
 
     def _reply_to(self) -> str | None:
         """The reply queue to name in messages, for a result backend that sends results back
@@ -575,33 +406,8 @@ class Runner:
 
     def requeue_dead_letters(self, keys: Sequence[str] | None = None
                              ) -> tuple[list[str], list[str]]:
-        """Send dead letters (``keys``; None: all) back to their queues as new messages, then
-        delete them: their delivery count starts again, and their stored FAILURE is forgotten
-        first (so the new run's result is not). Returns the task ids sent and one line per
-        letter that was not: still unreadable by this version (fix the producer, or upgrade
-        runner first), cut when it was buried, or not there."""
-        broker = self.broker
-        letters = {d.key: d for d in broker.dead_letters(limit=DEAD_LETTER_SCAN)}
-        problems = [f"{key}: no such dead letter" for key in keys or () if key not in letters]
-        sent: list[tuple[str, Message]] = []
-        for key, letter in letters.items():
-            if keys is not None and key not in keys:
-                continue
-            if letter.truncated:
-                problems.append(f"{key}: its body was cut to {len(letter.body)} of "
-                                f"{letter.size} bytes when it was buried: it cannot be sent")
-                continue
-            try:
-                sent.append((key, Message.decode(letter.body)))
-            except SerializationError as exc:
-                problems.append(f"{key}: still unreadable: {exc}")
-        if sent:
-            for _, message in sent:
-                self.backend.forget(message.id)
-            broker.enqueue([message for _, message in sent])
-            broker.flush()  # in the broker before the dead letters go
-            broker.remove_dead([key for key, _ in sent])
-        return [message.id for _, message in sent], problems
+        """Send dead letters back to their queues (see :func:`runner.sending.requeue`)."""
+        return requeue(self.broker, self.backend, keys)
 
     def publish(self, messages: list[Message]) -> None:
         """Enqueue built messages, with the ``before_task_publish`` / ``after_task_publish``
@@ -639,13 +445,6 @@ class Runner:
         apply_links_eagerly(self, options, result.state, result.result, result.id)
         return result
 
-
-_CANVAS_OPTIONS = frozenset({"chain", "link", "link_error", "chord"})
-
-#: apply_async options that travel to the worker in ``Message.options``
-_WORKER_OPTIONS = ("acks_late", "time_limit", "soft_time_limit", "ignore_result",
-                   "result_serializer", "link", "link_error", "chain", "chord", "group_index",
-                   "step_retries", "argsrepr", "kwargsrepr")
 
 Celery = Runner
 _state.default_app_factory = lambda: Runner("default")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,70 @@ def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
 def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
                           timeout=60, check=check)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def rabbitmq_node(name: str, config: Callable[[Path, int], str]) -> Iterator[tuple[str, int, Path]]:
+    """A RabbitMQ node of the test's own (name ``<name><pid>@localhost``), run as the rabbitmq
+    user with ``config(folder, port)`` as its rabbitmq.conf, listening on ``port``: for tests
+    that stop or reconfigure a broker, which must not touch the machine's node that other
+    tests use at the same time. Yields (node name, port, folder); stopped and removed after.
+    Skips where rabbitmq-server or root is missing."""
+    if shutil.which("rabbitmq-server") is None or os.geteuid() != 0:
+        pytest.skip("needs rabbitmq-server and root (to run a node as the rabbitmq user)")
+    # (pytest's own folders are root's alone: the node runs as the rabbitmq user)
+    folder = Path(tempfile.mkdtemp(prefix=f"runner-rabbitmq-{name}-"))
+    port = free_port()
+    (folder / "rabbitmq.conf").write_text(config(folder, port))
+    for path in [folder, *folder.iterdir()]:
+        shutil.chown(path, "rabbitmq")
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    node_name = f"{name}{os.getpid()}@localhost"
+    env = {**os.environ, "RABBITMQ_NODENAME": node_name,
+           "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
+           "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+           "RABBITMQ_LOG_BASE": str(folder / "log"),
+           "RABBITMQ_DIST_PORT": str(free_port()),
+           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "plugins"),
+           "RABBITMQ_PID_FILE": str(folder / "pid")}
+    log = (folder / "node.log").open("wb")
+    node = subprocess.Popen(["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if node.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the RabbitMQ node {node_name} did not start:\n"
+                                f"{(folder / 'node.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield node_name, port, folder
+    finally:
+        # the wrapper runs the node as another user, in a session of its own: stop the node
+        # by the pid it wrote, then the wrapper
+        pid_file = folder / "pid"
+        beam = int(pid_file.read_text()) if pid_file.exists() else None
+        for pid in filter(None, [beam, node.pid]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while beam and time.monotonic() < deadline and Path(f"/proc/{beam}").exists():
+            time.sleep(0.2)
+        for pid in filter(None, [beam, node.pid]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.wait(10)
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def require_rabbitmq() -> None:

@@ -5,12 +5,8 @@ machine's ``rabbitmq`` user (the test runs as root, as CI does) and stopped at t
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,75 +15,21 @@ import pytest
 from runner import Celery
 from runner.exceptions import ConfigError
 from tests.conftest import APPS, ROOT
-from tests.helpers import make_tls_certs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import make_tls_certs, rabbitmq_node
 
 
 @pytest.fixture(scope="module")
 def tls_rabbitmq():
-    if shutil.which("rabbitmq-server") is None or os.geteuid() != 0:
-        pytest.skip("needs rabbitmq-server and root (to run a node as the rabbitmq user)")
-    # (pytest's own folders are root's alone: the node runs as the rabbitmq user)
-    folder = Path(tempfile.mkdtemp(prefix="runner-rabbitmq-tls-"))
-    certs = make_tls_certs(folder)
-    port = free_port()
-    (folder / "rabbitmq.conf").write_text(
-        f"listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{port}\n"
-        f"ssl_options.cacertfile = {certs['ca']}\nssl_options.certfile = {certs['cert']}\n"
-        f"ssl_options.keyfile = {certs['key']}\nssl_options.verify = verify_peer\n"
-        f"ssl_options.fail_if_no_peer_cert = true\n")
-    for path in [folder, *folder.iterdir()]:
-        shutil.chown(path, "rabbitmq")
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    env = {**os.environ, "RABBITMQ_NODENAME": f"tls{os.getpid()}@localhost",
-           "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
-           "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
-           "RABBITMQ_LOG_BASE": str(folder / "log"),
-           "RABBITMQ_DIST_PORT": str(free_port()),
-           "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "plugins"),
-           "RABBITMQ_PID_FILE": str(folder / "pid")}
-    log = (folder / "node.log").open("wb")
-    node = subprocess.Popen(["rabbitmq-server"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if node.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the TLS RabbitMQ node did not start:\n"
-                                f"{(folder / 'node.log').read_text()[-2000:]}")
-                time.sleep(0.2)
+    certs: dict[str, Path] = {}
+
+    def config(folder: Path, port: int) -> str:
+        certs.update(make_tls_certs(folder))
+        return (f"listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:{port}\n"
+                f"ssl_options.cacertfile = {certs['ca']}\nssl_options.certfile = {certs['cert']}\n"
+                f"ssl_options.keyfile = {certs['key']}\nssl_options.verify = verify_peer\n"
+                f"ssl_options.fail_if_no_peer_cert = true\n")
+    with rabbitmq_node("tls", config) as (_name, port, _folder):
         yield port, certs
-    finally:
-        # the wrapper runs the node as another user, in a session of its own: stop the node
-        # by the pid it wrote, then the wrapper
-        pid_file = folder / "pid"
-        beam = int(pid_file.read_text()) if pid_file.exists() else None
-        for pid in filter(None, [beam, node.pid]):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 30
-        while beam and time.monotonic() < deadline and Path(f"/proc/{beam}").exists():
-            time.sleep(0.2)
-        for pid in filter(None, [beam, node.pid]):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        node.wait(10)
-        log.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_amqps_with_a_client_certificate_runs_tasks(tls_rabbitmq, redis_server, tmp_path):

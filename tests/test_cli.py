@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from runner.cli import main
 from runner.version import __version__
+from tests.helpers import wait_for_state
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -245,6 +246,18 @@ def test_result_prints_the_value_of_a_finished_task(app, cli, start_worker):
     text = echo.delay({"k": "v"})
     text.get(timeout=10)
     assert cli("result", "-A", "tasks", text.id).output == '{"k": "v"}\n'
+
+
+def test_result_of_a_revoked_task_says_so_and_exits_1(app, cli, start_worker):
+    """A script sees that a revoked task did not succeed, as it does for a failed one."""
+    from tasks import add
+
+    start_worker("-c", "1")
+    later = add.apply_async((1, 1), countdown=1)
+    later.revoke()
+    wait_for_state(later, "REVOKED", timeout=15)  # (the worker records it when it is due)
+    shown = cli("result", "-A", "tasks", later.id)
+    assert shown.exit_code == 1 and shown.output.startswith("REVOKED: TaskRevokedError")
 
 
 def test_result_of_a_failed_task_shows_the_error_and_with_traceback_the_traceback(

@@ -216,7 +216,7 @@ def test_two_workers_with_embedded_beat_fire_each_schedule_once(
     first = start_worker("-B", "-c", "1", app="beatapp", env=env)
     second = start_worker("--beat", "-c", "1", app="beatapp", env=env)
     try:
-        _wait(lambda: ticks.exists() and len(ticks.read_text().split()) >= 4, timeout=60,
+        _wait(lambda: ticks.exists() and len(ticks.read_text().split()) >= 4, timeout=30,
               what="four fires")
     except AssertionError as exc:  # (what each beat did, to tell a stall from a lost lead)
         raise AssertionError(f"{exc}\n--- first:\n{first.log()[-3000:]}\n--- second:\n"

@@ -98,6 +98,28 @@ def test_add_consumer_makes_a_worker_take_a_queue_it_did_not(app, start_worker):
     assert later.state == "PENDING"
 
 
+@pytest.mark.transports("amqp")
+def test_add_consumer_of_a_queue_the_broker_refuses_is_an_error_reply(app, start_worker,
+                                                                       broker_url):
+    """RabbitMQ refuses to declare a queue that exists with other arguments: the reply names
+    the queue and the broker's reason, and the worker keeps consuming what it did."""
+    import pika
+    from tasks import add
+
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    connection.channel().queue_declare("taken", durable=True,
+                                       arguments={"x-max-priority": 3})
+    connection.close()
+    start_worker("-n", "refused@%h", "-c", "1")
+    [reply] = app.control.add_consumer("taken", reply=True)
+    error = reply[node("refused")]["error"]
+    assert error.startswith("the broker refused: queue 'taken'")
+    assert "exists with other settings" in error
+    queues = app.control.inspect().active_queues()[node("refused")]
+    assert [q["name"] for q in queues] == ["celery"]
+    assert add.delay(2, 2).get(timeout=10) == 4
+
+
 def test_shutdown_of_one_named_worker(app, start_worker):
     one = start_worker("-n", "one@%h", "-c", "1")
     two = start_worker("-n", "two@%h", "-c", "1")

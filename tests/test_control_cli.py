@@ -66,6 +66,11 @@ def test_control_commands_and_their_errors(app, start_worker, tmp_path, worker_e
     assert done.returncode == 2 and "n must be a int, got 'many'" in done.stderr
     done = cli(tmp_path, worker_env, "control", "ping")
     assert done.returncode == 2 and "it is a 'runner inspect' command" in done.stderr
+    done = cli(tmp_path, worker_env, "control", "election")
+    assert done.returncode == 2 and "'election'" in done.stderr and "NotSupported" in done.stderr
+    done = cli(tmp_path, worker_env, "inspect", "query_task", "no-such-task")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{me:<28} - empty -" in done.stdout and "ERROR" not in done.stdout
     done = cli(tmp_path, worker_env, "inspect", "ping", "-d", f"nobody@{HOST}", "-t", "0.5")
     assert done.returncode == 69
     assert f"nobody@{HOST}" in done.stderr and "No nodes replied" in done.stderr
@@ -100,7 +105,7 @@ def test_queues_shows_waiting_delayed_claimed_and_consumers(app, start_worker, t
     table = data["queues"]
     assert table["idle"]["waiting"] == 3 and table["idle"]["consumers"] == []
     assert table["celery"]["consumers"] == [f"qw@{HOST}"]
-    assert table["celery"]["unacked"] == 1
+    assert table["celery"]["claimed"] == 1
     if transport == "amqp":  # RabbitMQ: delayed ones are counted before they reach a queue
         assert table["idle"]["delayed"] is None
         assert data["delayed_not_yet_in_a_queue"] == 1

@@ -157,6 +157,7 @@ def test_runner_events_dump_shows_a_task_from_sent_to_succeeded(app, start_worke
         assert kinds == ["task sent", "task received", "task started", "task succeeded"]
         assert f"tasks.add({result.id})" in lines[1] and "args=[20, 22]" in lines[1]
         assert lines[3].startswith(f"d@{HOST} [") and "result=42" in lines[3]
+        assert all(f"tasks.add({result.id})" in line for line in lines)  # (named as Celery's)
     finally:
         dumper.send_signal(signal.SIGINT)
         dumper.wait(10)
@@ -182,12 +183,17 @@ steps:
 """
 
 
+ALERT_STEP = """\
+  alert: {task: pipeline_tasks.echo, args: [3], needs: [second], trigger_rule: one_failed}
+"""
+
+
 @pytest.mark.transports("sqlite", "redis")
 def test_a_pipeline_run_sends_run_and_step_events(pipelines):
     collector = Collector(pipelines.app)
     try:
-        pipelines.worker("-c", "1")
-        run = pipelines.submit(pipelines.write(TWO_STEPS))
+        pipelines.worker("-n", "pw@%h", "-c", "1")
+        run = pipelines.submit(pipelines.write(TWO_STEPS + ALERT_STEP))
         assert pipelines.wait(run).state == "success"
         collector.wait_for(lambda: any(e["type"] == "run-finished" for e in collector.events),
                            what="run-finished")
@@ -196,8 +202,27 @@ def test_a_pipeline_run_sends_run_and_step_events(pipelines):
         assert mine[0] == ("run-started", None, None)
         assert [m for m in mine if m[0] == "step-changed"] == [
             ("step-changed", "first", "running"), ("step-changed", "first", "success"),
-            ("step-changed", "second", "running"), ("step-changed", "second", "success")]
+            ("step-changed", "second", "running"), ("step-changed", "second", "success"),
+            ("step-changed", "alert", "skipped")]  # (its trigger rule: one_failed)
         assert mine[-1] == ("run-finished", None, "success")
+        assert {e["hostname"] for e in collector.events  # (sent by the worker's processes)
+                if e["type"] == "step-changed"} == {f"pw@{HOST}"}
+    finally:
+        collector.stop()
+
+
+@pytest.mark.transports("sqlite")
+def test_runner_run_sends_the_events_of_its_tasks(pipelines):
+    """``runner run``'s own worker sends task events: a monitor (runner events, the
+    dashboard) shows the run's tasks, not only its steps."""
+    collector = Collector(pipelines.app)
+    try:
+        done = pipelines.cli("run", str(pipelines.write(TWO_STEPS)), timeout=90)
+        assert done.returncode == 0, done.stderr
+        collector.wait_for(lambda: [e for e in collector.events
+                                    if e["type"] == "task-succeeded"], what="task-succeeded")
+        received = [e for e in collector.events if e["type"] == "task-received"]
+        assert {e["name"] for e in received} == {"pipeline_tasks.echo"}
     finally:
         collector.stop()
 
@@ -223,9 +248,9 @@ def test_beat_sends_beat_fired(app, start_worker, worker_env, tmp_path, collecto
     (mods / "beatevents.py").write_text(BEAT_APP)
     start_worker("-B", "-c", "1", app="beatevents",
                  env={"PYTHONPATH": f"{mods}{os.pathsep}{worker_env['PYTHONPATH']}"})
-    # (its first fire is due within a second; a parallel CI run once saw none in 15 s on
-    # SQLite: the margin is for a loaded machine, the note of the stop names it)
+    # (its first fire is due within a second: 15 s is for a loaded machine; a worker that
+    # forked its pool while beat wrote once waited out SQLite's 30 s busy timeout here)
     fired = collector.wait_for(
-        lambda: [e for e in collector.events if e["type"] == "beat-fired"], timeout=45,
+        lambda: [e for e in collector.events if e["type"] == "beat-fired"], timeout=15,
         what="beat-fired")
     assert fired[0]["entry"] == "tick" and fired[0]["kind"] == "task" and fired[0]["id"]

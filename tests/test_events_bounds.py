@@ -67,3 +67,42 @@ def test_state_shows_a_worker_offline_two_heartbeats_after_its_last():
     assert [w.hostname for w in state.alive_workers()] == ["w@h"]
     state.event({"type": "worker-offline", "hostname": "w@h", "timestamp": now})
     assert not state.workers["w@h"].alive
+
+
+def test_a_batch_is_published_packed_and_read_back_as_celery_event_dicts():
+    """Workers publish batches with shared fields written once; a receiver sees each event as
+    Celery's dict (hostname, pid, utcoffset, its own fields, type, timestamp, clock)."""
+    from runner.events.receiver import decode
+
+    app = Celery("packed", broker="memory://packed", backend="memory://", set_as_current=False)
+    dispatcher = EventDispatcher(app, "w@h")
+    subscription = app.control.fanout().subscribe("events")
+    dispatcher.send("task-received", uuid="t1", name="tasks.add", args="(1, 2)", eta=None)
+    dispatcher.send("task-started", uuid="t1")
+    dispatcher.send("task-succeeded", uuid="t1", result="3", runtime=0.5)
+    dispatcher.flush()
+    (body,) = subscription.get(1.0)
+    subscription.close()
+    dispatcher.close()
+    events = decode(body)
+    assert [e["type"] for e in events] == ["task-received", "task-started", "task-succeeded"]
+    received, _, succeeded = events
+    assert received["hostname"] == "w@h" and isinstance(received["pid"], int)
+    assert (received["name"], received["args"], received["eta"]) == ("tasks.add", "(1, 2)", None)
+    assert (succeeded["result"], succeeded["runtime"]) == ("3", 0.5)
+    assert events[0]["clock"] < events[1]["clock"] < events[2]["clock"]
+    assert len(body) < len(str(events))  # (the shared fields are written once)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"v": 2, "base": {}, "shapes": [["uuid"]], "rows": [["task-started", 1.0, 1, 0]]}',
+    b'{"v": 2, "base": {}, "shapes": [], "rows": [["task-started", 1.0, 1, 0, "t1"]]}',
+    b'{"v": 2, "base": {}, "shapes": [["uuid"]], "rows": [["task-started"]]}',
+    b'{"v": 2, "base": "x", "shapes": [["uuid"]], "rows": [["task-started", 1.0, 1, 0, "t"]]}',
+    b'not json',
+])
+def test_a_malformed_event_body_is_dropped_with_a_warning(body, caplog):
+    from runner.events.receiver import decode
+
+    assert decode(body) == []
+    assert "dropped a malformed body" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,8 +105,17 @@ def test_an_amqp_failover_list_skips_the_server_that_is_down(amqp_url, redis_ser
     assert "is lost; using amqp://" in logs(tmp_path)
 
 
+def sentinel_command(config: Path) -> list[str]:
+    """A real ``redis-sentinel`` (Debian's package, installed by .ci/run) on ``config``. Where
+    it is not installed, the same server in Sentinel mode (``redis-server --sentinel``: the
+    package's binary is that server started under the name redis-sentinel)."""
+    if shutil.which("redis-sentinel"):
+        return ["redis-sentinel", str(config)]
+    return ["redis-server", str(config), "--sentinel"]
+
+
 class Sentinel:
-    """A master, a replica and one Sentinel watching them (all redis-server processes)."""
+    """A master, a replica (redis-server processes) and one Sentinel watching them."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -132,15 +142,15 @@ class Sentinel:
             f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1\n"
             f"sentinel down-after-milliseconds mymaster 1000\n"
             f"sentinel failover-timeout mymaster 5000\n")
-        self.proc = subprocess.Popen(["redis-server", str(config), "--sentinel"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(sentinel_command(config), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             except OSError:
-                assert time.monotonic() < deadline, "redis-server --sentinel did not start"
+                assert time.monotonic() < deadline, "the Sentinel did not start"
                 time.sleep(0.05)
 
     @property
@@ -243,3 +253,31 @@ def test_what_a_failover_loses_and_wait_for_replicas_losing_nothing(sentinel, wa
     print(f"wait_for_replicas={wait}: {sent - kept} of {sent} acknowledged enqueues lost")
     if wait:
         assert kept == sent
+
+
+def test_broker_and_results_on_one_sentinel_master_are_stored_in_one_round_trip(sentinel,
+                                                                                 tmp_path):
+    """Broker (db 0) and results (db 1) through the same Sentinels and master name are one
+    server: the worker stores results within its ack-and-fetch round trip, as on redis://
+    (without it the Sentinel drain lost a round trip per batch). Another master name is
+    another server."""
+    import redis
+
+    options = {"master_name": "mymaster"}
+    broker, backend = sentinel.url, sentinel.url.replace("/0", "/1")
+    app = Celery("tasks", broker=broker, backend=backend, set_as_current=False,
+                 broker_transport_options=options, result_backend_transport_options=options)
+    assert app.backend.shares_store_with(app.broker.url, app.broker.transport_options)
+    assert not app.backend.shares_store_with(app.broker.url, {"master_name": "other"})
+    proc = worker(broker, backend, tmp_path,
+                  RUNNER_BROKER_TRANSPORT_OPTIONS=json.dumps(options),
+                  RUNNER_RESULT_BACKEND_TRANSPORT_OPTIONS=json.dumps(options))
+    try:
+        results = [app.send_task("tasks.add", (i, i)) for i in range(20)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(20)]
+    finally:
+        app.close()
+        stop(proc)
+    master = sentinel.master.port
+    assert redis.Redis(port=master, db=1).exists(f"runner:result:{results[0].id}")
+    assert not redis.Redis(port=master, db=0).keys("runner:result:*")

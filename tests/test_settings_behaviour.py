@@ -23,6 +23,7 @@ import pytest
 from runner import Celery
 from runner.brokers.base import Delivery
 from runner.config.settings import NOT_ACTED_ON, Settings
+from runner.connections import max_priorities, queue_types
 from runner.reconnect import ConnectPolicy
 from runner.worker.consumer import Fetched
 from runner.worker.events import heartbeat_every, task_events_on
@@ -216,13 +217,13 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "enable_utc": (False, lambda app: read_in_tokyo(app, datetime(2026, 1, 1, 12))),
     "task_default_queue": ("other", lambda app: message(app).queue),
     "task_queues": ([{"name": "celery", "max_priority": 5}],
-                    lambda app: app._max_priorities().get("celery")),
+                    lambda app: max_priorities(app.conf).get("celery")),
     "task_routes": ({"probe.echo": {"queue": "routed"}}, lambda app: message(app).queue),
     "task_create_missing_queues": (False, lambda app: (
         app.conf.update(task_routes={"probe.echo": "nowhere"}, task_queues=[{"name": "celery"}]),
         refused(lambda: message(app)))[1]),
     "task_default_priority": (7, lambda app: message(app).priority),
-    "task_queue_max_priority": (10, lambda app: app._max_priorities().get(None)),
+    "task_queue_max_priority": (10, lambda app: max_priorities(app.conf).get(None)),
     "task_acks_late": (True, lambda app: acks_late_of(app, message(app))),
     "task_reject_on_worker_lost": (True, lambda app: rejects_on_worker_lost(app, message(app))),
     "task_delivery_limit": (3, sort_out_a_fifth_delivery),
@@ -263,7 +264,7 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "beat_catchup_limit": (7, lambda app: (app.conf.update(beat_schedule=SCHEDULE),
                                            entries(app))[1]),
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
-    "task_default_queue_type": ("quorum", lambda app: app._queue_types()[None]),
+    "task_default_queue_type": ("quorum", lambda app: queue_types(app.conf)[None]),
     "worker_loop_block_threshold": (0, loop_watchers),
     "task_idempotency_window": (0.1, idempotency_window),
     "broker_failover_strategy": ("shuffle",

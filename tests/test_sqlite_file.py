@@ -112,3 +112,45 @@ def test_the_wal_is_cut_back_after_a_large_transaction(tmp_path):
     assert wal <= 4 * 2**20 + 100_000, (peak, wal)
     assert broker.qsize("celery") == 5003
     broker.close()
+
+
+def test_a_process_forked_while_another_thread_writes_can_write(tmp_path):
+    """A worker forks pool processes while its other threads (embedded beat, the writer)
+    write: the fork waits for the write to end, so the child's own connection can take the
+    write lock (forked in the middle of it, the child believed it held by an inherited
+    connection, and each write of its waited out the 30 s busy timeout and failed)."""
+    import time
+
+    from runner.stores.sqlite import connect, transaction
+
+    path = str(tmp_path / "forked.db")
+    schema = "CREATE TABLE IF NOT EXISTS t (x INTEGER);"
+    conn = connect(path, schema)
+    inside, release = threading.Event(), threading.Event()
+
+    def write_slowly() -> None:
+        with transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+            inside.set()
+            release.wait(5)
+
+    def child(done) -> None:
+        began = time.monotonic()
+        own = connect(path, schema)
+        with transaction(own):
+            own.execute("INSERT INTO t VALUES (2)")
+        done.put(time.monotonic() - began)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    assert inside.wait(5)
+    threading.Timer(0.5, release.set).start()  # the fork below waits for this write
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    process = context.Process(target=child, args=(done,))
+    process.start()
+    writer.join(10)
+    took = done.get(timeout=25)  # (without the guard: 30 s, then "database is locked")
+    process.join(10)
+    assert process.exitcode == 0 and took < 10
+    assert sorted(x for (x,) in conn.execute("SELECT x FROM t")) == [1, 2]

@@ -23,7 +23,7 @@ def test_banner_shows_app_broker_backend_concurrency_queues_and_tasks(db_url, st
 def test_banner_masks_passwords_in_broker_and_backend_urls():
     from runner import Celery
     from runner.cli.worker import banner
-    from runner.worker.worker import WorkerOptions
+    from runner.worker.held import WorkerOptions
 
     app = Celery("masked", broker="redis://:hunter2@localhost:6379/0",
                  backend="redis://user:hunter2@localhost/1")

@@ -12,10 +12,13 @@ SQLITE = f"sqlite:///{os.environ.get('BENCH_DB', 'bench.db')}"  # sqlite:////tmp
 
 app = Celery("benchtasks", broker=os.environ.get("BENCH_BROKER_URL", SQLITE),
              backend=os.environ.get("BENCH_RESULT_URL", SQLITE))
-if os.environ.get("BENCH_SENTINEL_MASTER"):  # the Sentinel row (issue 21)
-    app.conf.update(broker_transport_options={"master_name": os.environ["BENCH_SENTINEL_MASTER"]},
-                    result_backend_transport_options={
-                        "master_name": os.environ["BENCH_SENTINEL_MASTER"]})
+OPTIONS = {}  # the Sentinel and wait_for_replicas rows (issue 21)
+if os.environ.get("BENCH_SENTINEL_MASTER"):
+    OPTIONS["master_name"] = os.environ["BENCH_SENTINEL_MASTER"]
+if os.environ.get("BENCH_WAIT_FOR_REPLICAS"):
+    OPTIONS["wait_for_replicas"] = int(os.environ["BENCH_WAIT_FOR_REPLICAS"])
+if OPTIONS:
+    app.conf.update(broker_transport_options=OPTIONS, result_backend_transport_options=OPTIONS)
 if os.environ.get("BENCH_SIGNING_DIR"):  # the signed row (issue 20): EC P-256, as the README
     KEYS = os.environ["BENCH_SIGNING_DIR"]
     app.conf.update(task_serializer="auth", accept_content=["auth"],

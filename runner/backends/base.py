@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,11 +108,12 @@ class ResultBackend(CeleryBackendMethods, ABC):
     def check(self) -> None:
         """Reach the store once (see ``Broker.check``); nothing where opening connects."""
 
-    def shares_store_with(self, broker_url: URL) -> bool:
-        """Whether the broker at ``broker_url`` keeps its messages in this backend's store
-        (one SQLite file, one Redis server): then the broker writes results here within its
-        own atomic step (``Broker.ack_and_store``) with this backend's ``write_rows`` (SQLite)
-        or ``store_commands`` (Redis). False elsewhere: the worker stores, then acks."""
+    def shares_store_with(self, broker_url: URL, broker_options: Mapping | None = None) -> bool:
+        """Whether the broker at ``broker_url`` (with its transport options, which name the
+        Sentinel master) keeps its messages in this backend's store (one SQLite file, one Redis
+        server): then the broker writes results here within its own atomic step
+        (``Broker.ack_and_store``) with this backend's ``write_rows`` (SQLite) or
+        ``store_commands`` (Redis). False elsewhere: the worker stores, then acks."""
         return False
 
     @abstractmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis
 
@@ -108,14 +108,24 @@ class RedisBackend(ResultBackend):
     def db(self) -> int:
         return self.url.db or 0
 
-    def shares_store_with(self, broker_url: URL) -> bool:
+    def shares_store_with(self, broker_url: URL, broker_options: Mapping | None = None) -> bool:
+        if broker_url.scheme == "sentinel":  # the same Sentinels, the same master: one server
+            return self.same_server(broker_url) and (broker_options or {}).get(
+                "master_name") == self.transport_options.get("master_name")
         return broker_url.scheme in ("redis", "rediss", "redis+socket") and self.same_server(
             broker_url)
 
     def same_server(self, url: URL) -> bool:
-        """Whether ``url`` names this backend's Redis server (any database)."""
+        """Whether ``url`` names this backend's Redis server (any database); for
+        ``sentinel://`` URLs, the same Sentinels (the master name is the caller's to
+        compare)."""
         def server(u: URL) -> tuple:
-            where = u.path if u.scheme == "redis+socket" else (u.host, u.port or 6379)
+            if u.scheme == "redis+socket":
+                where: object = u.path
+            elif u.scheme == "sentinel":
+                where = tuple((s.host, s.port or 26379) for s in u.all)
+            else:
+                where = (u.host, u.port or 6379)
             return u.scheme, where, u.username, u.password
         return server(url) == server(self.url)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from runner.backends.base import ResultBackend, ResultRecord
 from runner.config.urls import URL
@@ -92,7 +92,7 @@ class SQLiteBackend(ResultBackend):
                 with transaction(self._conn):
                     self.write_rows(self._conn, records)
 
-    def shares_store_with(self, broker_url: URL) -> bool:
+    def shares_store_with(self, broker_url: URL, broker_options: Mapping | None = None) -> bool:
         return broker_url.scheme == "sqlite" and sqlite_path(broker_url) == self.path
 
     def write_rows(self, conn, records: Sequence[ResultRecord]) -> None:

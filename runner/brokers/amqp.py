@@ -11,14 +11,10 @@ the worker acks it; if the worker dies (even SIGKILL) or its connection drops, R
 delivers it again. RabbitMQ has no visibility timeout, so :meth:`extend` is a
 no-op: a claim lasts as long as the consumer's connection, however long the task runs.
 
-Threads: the thread that calls :meth:`fetch` first (a prefork child's main thread, or a
-worker's consumer thread) owns the consuming connection; acks and requeues from other threads
-are handed to it with ``add_callback_threadsafe`` and sent during its next
-``process_data_events``. :meth:`heartbeat` lets another thread service the connection while its
-owner runs a long task, so RabbitMQ never closes it for missed heartbeats (and delivers its
-unacked messages again). Each thread that publishes has its own connection. Prefetch
-(basic.qos, per channel) is what :meth:`prefetch` asked (a prefork child: the prefetch
-multiplier, as Celery's per-process prefetch) or the largest ``limit`` fetched, if larger.
+Threads: the consuming connection belongs to the thread that fetches first (see
+:mod:`runner.brokers.amqp_consumer`: other threads' acks are handed to it, and
+:meth:`heartbeat` services it while its owner runs a long task). Each thread that publishes
+has its own connection.
 
 Countdown/eta: a delayed message goes to a shared delay queue ``runner.delay.<ms>`` with that
 queue's ``x-message-ttl``, which dead-letters it into its own queue when the TTL runs out (it
@@ -33,18 +29,17 @@ reaching its queue needs a running consumer of that queue for each further hop (
 from __future__ import annotations
 
 import atexit
-import collections
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import pika
 import pika.exceptions as amqp_errors
 
-from runner.brokers.amqp_publisher import RESENT, Outgoing, Publisher
+from runner.brokers.amqp_consumer import EARLY, Consumer
+from runner.brokers.amqp_publisher import Outgoing, Publisher
 from runner.brokers.base import DEAD_LETTER_SCAN, Broker, Delivery, QueueCounts
 from runner.config.urls import URL
 from runner.dead_letters import DeadLetter
@@ -55,7 +50,6 @@ from runner.stores.amqp import OUTAGE_ERRORS, Link, declare_error
 logger = logging.getLogger("runner.amqp")
 
 MAX_PRIORITY = 10
-EARLY = 0.002  # seconds: a message due this soon is delivered now
 DELAY_PREFIX = "runner.delay."
 CLOSE_WAIT = 10.0  # seconds close() and exit wait for RabbitMQ's confirms of what was sent
 DECLARE_AGAIN = 60.0  # seconds: delay queues expire when unused, so declare them again now and then
@@ -69,18 +63,6 @@ def delay_bucket_ms(delay: float) -> int:
         return 0
     unit = 10 ** (len(str(ms)) - 1)
     return ms // unit * unit
-
-
-@dataclass
-class _Consuming:
-    """The consumer connection's state; used only by its owner thread (or after it ended)."""
-
-    link: Link
-    queues: tuple[str, ...] = ()
-    prefetch: int = 0
-    inbox: collections.deque = field(default_factory=collections.deque)
-    retry_at: float = 0.0
-    failures: int = 0
 
 
 class AMQPBroker(Broker):
@@ -99,9 +81,7 @@ class AMQPBroker(Broker):
         self.confirm_each = bool(self.transport_options.get("confirm_publish", False))
         self._publishers: list[Publisher] = []
         self._lock = threading.Lock()
-        self._consuming: _Consuming | None = None
-        self._io = threading.RLock()  # the consuming connection: its owner, or heartbeat()
-        self._prefetch = 0  # QoS asked for by prefetch(); fetch() raises it to its limit
+        self._consumer = Consumer(self)  # the consuming connection (see amqp_consumer)
         self._publisher().link.run("connect", lambda channel: None)  # a wrong password: now
         atexit.register(_flush_at_exit, weakref.ref(self))
 
@@ -175,120 +155,6 @@ class AMQPBroker(Broker):
         if publisher is not None:
             publisher.flush()
 
-    # -- consuming ----------------------------------------------------------------------------
-
-    def _consumer(self, queues: Sequence[str], limit: int) -> _Consuming | None:
-        """The consuming connection, opened (or reopened after an outage) on first use."""
-        state = self._consuming
-        if state is None:
-            state = self._consuming = _Consuming(Link(self.url, self.transport_options))
-        limit = max(limit, self._prefetch)
-        connected = state.link.connection is not None and state.link.connection.is_open
-        if connected and state.queues == tuple(queues) and state.prefetch >= limit:
-            return state
-        if not connected and time.monotonic() < state.retry_at:
-            return None
-        try:
-            channel = state.link.channel()
-            if state.failures:
-                logger.warning("consumer: reconnected to RabbitMQ at %s", self.url.masked)
-                state.failures = 0
-            state.link.owner = threading.current_thread()
-            if state.prefetch < limit or not connected:
-                state.prefetch = max(state.prefetch, limit)
-                # one limit for the channel, except that quorum queues know only a consumer's
-                # own (then each queue's consumer has the limit)
-                quorum = any(self.queue_types.get(q, self.queue_types.get(None)) == "quorum"
-                             for q in queues)
-                channel.basic_qos(prefetch_count=state.prefetch, global_qos=not quorum)
-            if state.queues != tuple(queues) or not connected:
-                self._subscribe(state, channel, queues)
-        except OUTAGE_ERRORS as exc:
-            self._lost(state, exc)
-            return None
-        return state
-
-    def _subscribe(self, state: _Consuming, channel, queues: Sequence[str]) -> None:
-        for tag in list(channel.consumer_tags):
-            channel.basic_cancel(tag)
-        generation = state.link.generation
-        for queue in queues:
-            self._declare(channel, queue)
-
-            def on_message(_channel, method, properties, body, queue=queue):
-                headers = properties.headers or {}
-                again = method.redelivered or bool(headers.get(RESENT))
-                # quorum queues count deliveries; classic ones only flag a redelivery (0: the
-                # worker counts it, see runner.worker.dead)
-                count = headers.get("x-delivery-count")
-                deliveries = count + 1 if type(count) is int else (0 if again else 1)
-                state.inbox.append((Delivery((generation, method.delivery_tag), body, queue,
-                                             again, deliveries), properties))
-            channel.basic_consume(queue, on_message)
-        state.queues = tuple(queues)
-
-    def _lost(self, state: _Consuming, exc: BaseException) -> None:
-        """The consuming connection is gone: what it held unacked, RabbitMQ delivers again."""
-        state.link.drop()
-        state.inbox.clear()
-        state.queues = ()
-        state.failures += 1
-        delay = Link.backoff(state.failures)
-        state.retry_at = time.monotonic() + delay
-        logger.warning("consumer: lost RabbitMQ at %s (%s: %s); reconnecting in %.2fs",
-                       self.url.masked, type(exc).__name__, exc, delay)
-
-    def _service(self, state: _Consuming, time_limit: float = 0.0) -> bool:
-        """Process what RabbitMQ sent on the consuming connection (for up to ``time_limit``
-        seconds); False, and the connection forgotten, if it is gone. (A connection closed
-        while another thread serviced it makes pika raise ValueError, not a connection error.)
-        """
-        connection = state.link.connection
-        try:
-            if connection is None or not connection.is_open:
-                raise amqp_errors.ConnectionWrongStateError("the connection was closed")
-            connection.process_data_events(time_limit=time_limit)
-        except OUTAGE_ERRORS as exc:
-            self._lost(state, exc)
-            return False
-        return True
-
-    def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
-        with self._io:
-            state = self._consumer(queues, limit)
-            if state is None or not self._service(state):
-                return []
-        return self._take(state, limit)
-
-    def _take(self, state: _Consuming, limit: int) -> list[Delivery]:
-        """Up to ``limit`` deliveries from the inbox; a delayed message that came early (see
-        the module docstring) is sent round again instead."""
-        out: list[Delivery] = []
-        while state.inbox and len(out) < limit:
-            delivery, properties = state.inbox.popleft()
-            eta_ms = (properties.headers or {}).get("eta_ms")
-            eta = eta_ms / 1000 if eta_ms else None
-            if eta and eta - time.time() > EARLY:  # arrived through a delay queue, early
-                self._publisher().send([Outgoing(delivery.queue, delivery.body, properties,
-                                                 eta)])
-                self.ack([delivery])  # (after the confirm: see _settle)
-            else:
-                out.append(delivery)
-        return out
-
-    def wait(self, timeout: float) -> bool:
-        state = self._consuming
-        if state is None or state.link.connection is None:
-            left = state.retry_at - time.monotonic() if state else 0.0
-            time.sleep(max(0.0, min(timeout, left)))
-            return False
-        if state.inbox:
-            return True
-        with self._io:
-            if not self._service(state, max(0.0, timeout)):
-                return False
-        return bool(state.inbox)
-
     def check(self, queues: Sequence[str] = ()) -> None:
         """Declare ``queues`` now: one that exists with other arguments is an error before
         the worker starts, not a loop of failing fetches."""
@@ -296,79 +162,27 @@ class AMQPBroker(Broker):
                                                           for queue in queues])
 
     def prefetch(self, count: int) -> None:
-        self._prefetch = count
+        self._consumer.prefetch = count
+
+    def fetch(self, queues: Sequence[str], limit: int, consumer: str) -> list[Delivery]:
+        return self._consumer.fetch(queues, limit)
+
+    def wait(self, timeout: float) -> bool:
+        return self._consumer.wait(timeout)
 
     def fetch_waiting(self, queues: Sequence[str], limit: int, consumer: str,
                       timeout: float) -> list[Delivery]:
         """Wait for deliveries (RabbitMQ pushes them), then take them: no second poll."""
-        state = self._consuming
-        if state is None or state.link.connection is None or state.queues != tuple(queues):
-            return super().fetch_waiting(queues, limit, consumer, timeout)  # (subscribes)
-        if not state.inbox:
-            self.wait(timeout)
-        return self._take(state, limit)
+        return self._consumer.fetch_waiting(queues, limit, timeout)
 
     def heartbeat(self) -> None:
-        """Service the consuming connection (heartbeats) while its owner runs a long task:
-        RabbitMQ closes a connection that misses two heartbeats, and delivers what it held
-        unacked again. A failure here is left for the owner to notice and reconnect."""
-        state = self._consuming
-        if state is None:
-            return
-        with self._io:
-            connection = state.link.connection
-            try:
-                if connection is not None and connection.is_open:
-                    connection.process_data_events(0)
-            except OUTAGE_ERRORS:
-                pass
-
-    def _settle(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
-        """Ack (or requeue) on the consuming channel, in its owner thread. Deliveries of a
-        connection that is gone are skipped: RabbitMQ delivers those again anyway. What this
-        thread published is confirmed first: a task's follow-ups (next attempt, callbacks,
-        chord body) exist before the message that made them is gone."""
-        state = self._consuming
-        if state is None or not deliveries:
-            return
-        self.flush()
-        link = state.link
-        generation = link.generation
-        tags = [d.tag[1] for d in deliveries if d.tag[0] == generation]
-        if not tags or link.connection is None:
-            return
-
-        def settle() -> None:
-            channel = link.open_channel()
-            if link.generation != generation or channel is None:
-                return  # (lost with its connection: RabbitMQ delivers them again)
-            # pika's blocking channel flushes after each ack; its underlying channel does not,
-            # so a batch goes out in one send (at once, or by the owner's event loop)
-            impl = getattr(channel, "_impl", channel)
-            with link.corked():
-                for tag in tags:
-                    if requeue:
-                        impl.basic_nack(tag, requeue=True)
-                    else:
-                        impl.basic_ack(tag)
-        try:
-            if threading.current_thread() is link.owner or not link.owner.is_alive():
-                with self._io:
-                    settle()
-                    if not link.sent():
-                        link.connection.process_data_events(0)  # send them now
-            else:
-                link.connection.add_callback_threadsafe(settle)  # sent by its event loop
-        except OUTAGE_ERRORS as exc:
-            logger.warning("%s of %d message(s) lost with the connection (%s): RabbitMQ will "
-                           "deliver them again", "requeue" if requeue else "ack", len(tags),
-                           type(exc).__name__)
+        self._consumer.heartbeat()
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        self._settle(deliveries, requeue=False)
+        self._consumer.settle(deliveries, requeue=False)
 
     def requeue(self, deliveries: Sequence[Delivery], started: bool = False) -> None:
-        self._settle(deliveries, requeue=True)
+        self._consumer.settle(deliveries, requeue=True)
 
     def retry(self, delivery: Delivery, message: Message) -> None:
         """Publish the next attempt, then ack this one (once the attempt is confirmed): a
@@ -486,17 +300,7 @@ class AMQPBroker(Broker):
                 _flush_quietly(publisher)
 
     def close(self) -> None:
-        state, self._consuming = self._consuming, None
-        if state is not None and state.link.connection is not None:
-            try:
-                if state.link.owner is threading.current_thread() \
-                        or not state.link.owner.is_alive():
-                    state.link.connection.process_data_events(0)  # acks handed over, then close
-                    state.link.drop()
-                else:
-                    state.link.connection.add_callback_threadsafe(state.link.drop)
-            except OUTAGE_ERRORS:
-                pass
+        self._consumer.close()
         self._flush_ended()
         with self._lock:
             publishers, self._publishers = self._publishers, []

@@ -25,11 +25,22 @@ SKIP_FIELDS = {"type", "hostname", "timestamp", "utcoffset", "pid", "clock", "lo
                "uuid", "name"}
 
 
+#: task id -> name, from the events that carry it (task-sent, task-received), for the lines of
+#: those that do not (task-started, -succeeded...), as Celery's dump shows them; bounded
+_NAMES: dict[str, str] = {}
+NAMES_KEPT = 10_000
+
+
 def dump_line(event: dict) -> str:
     when = datetime.fromtimestamp(float(event.get("timestamp") or time.time()), UTC)
     kind = event["type"].replace("-", " ")
     if event["type"].startswith("task-"):
-        what = f"{event.get('name') or ''}({event.get('uuid')})"
+        uuid, name = event.get("uuid"), event.get("name")
+        if name and uuid:
+            if len(_NAMES) >= NAMES_KEPT:
+                _NAMES.pop(next(iter(_NAMES)))
+            _NAMES[uuid] = name
+        what = f"{name or _NAMES.get(uuid) or ''}({uuid})"
     else:
         what = ""
     details = " ".join(f"{k}={v}" for k, v in event.items()

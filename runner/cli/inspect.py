@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from runner.cli.options import app_options, load_app
+from runner.control.client import NOT_THERE
 from runner.control.commands import COMMANDS as CONTROL_COMMANDS
 from runner.control.commands import Spec
 
@@ -75,6 +76,10 @@ def command_help(kind: str) -> str:
 
 def check_command(kind: str, name: str) -> Spec:
     spec = CONTROL_COMMANDS.get(name)
+    if spec is None and name in NOT_THERE:
+        raise click.BadParameter(f"{name!r}: this remote control command of Celery's is not in "
+                                 f"runner (NotSupported); see the README, 'Remote control'",
+                                 param_hint="COMMAND")
     if spec is None or spec.kind != kind:
         known = ", ".join(sorted(n for n, s in CONTROL_COMMANDS.items() if s.kind == kind))
         other = (f" (it is a 'runner {spec.kind}' command)" if spec is not None else "")
@@ -165,7 +170,9 @@ def show_lists(merged: dict[str, Any]) -> None:
 
 def show_replies(merged: dict[str, Any]) -> None:
     for node, reply in sorted(merged.items()):
-        if isinstance(reply, dict) and set(reply) <= {"ok", "error"}:
+        if reply == {} or reply == []:  # (query_task of an id no worker holds, ...)
+            click.echo(f"{node:<28} - empty -")
+        elif isinstance(reply, dict) and set(reply) <= {"ok", "error"}:
             label = "OK" if "ok" in reply else "ERROR"
             text = reply.get("ok", reply.get("error"))
             if isinstance(text, str) and "\n" in text:

@@ -12,6 +12,7 @@ from runner.cli import (
     beat,
     call,
     control,
+    dashboard,
     dead_letters,
     events,
     inspect,
@@ -62,6 +63,6 @@ def main(ctx: click.Context, app_path, broker, result_backend, workdir, config_p
 
 
 for _module in (worker, call, result, purge, dead_letters, validate, pipelines, runs, backfill,
-                beat, shell, report, inspect, control, queues, events):
+                beat, shell, report, inspect, control, queues, events, dashboard):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -196,8 +196,9 @@ def run(file, params, app_path, config_path, concurrency, logical_date, key, sta
     prepare = plan(app, loaded, start, only, reuse)  # its errors before a worker starts
     env = dict(os.environ, RUNNER_BROKER_URL=app.broker_url,
                RUNNER_RESULT_BACKEND=app.backend_url)
+    # (-E: a monitor, `runner events` or the dashboard, sees the run's tasks as well)
     command = [sys.executable, "-m", "runner", "worker", "-A", app_module, "-c",
-               str(concurrency), "--quiet", "-l", "error",
+               str(concurrency), "--quiet", "-l", "error", "-E",
                "-Q", ",".join(step_queues(app, loaded))]
     if config_path:
         command += ["--config", config_path]

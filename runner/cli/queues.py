@@ -62,7 +62,7 @@ def queues(app, queues, timeout, as_json) -> None:
     for name in names:
         c = counts[name]
         unacked = c.unacked if c.unacked is not None or held is None else held.get(name, 0)
-        table[name] = {"waiting": c.waiting, "delayed": c.delayed, "unacked": unacked,
+        table[name] = {"waiting": c.waiting, "delayed": c.delayed, "claimed": unacked,
                        "consumers": sorted(n for n, qs in consuming.items() if name in qs)}
     delayed_elsewhere = (broker.delayed_count() if hasattr(broker, "delayed_count")
                          and any(c.delayed is None for c in counts.values()) else None)
@@ -77,7 +77,7 @@ def queues(app, queues, timeout, as_json) -> None:
                f"{'CONSUMERS':>9}  WORKERS")
     for name, row in table.items():
         click.echo(f"{name:<{width}} {row['waiting']:>8} {_n(row['delayed']):>8} "
-                   f"{_n(row['unacked']):>8} {len(row['consumers']):>9}  "
+                   f"{_n(row['claimed']):>8} {len(row['consumers']):>9}  "
                    f"{', '.join(row['consumers']) or '-'}")
     if delayed_elsewhere is not None:
         click.echo(f"\n{delayed_elsewhere} delayed message(s) in RabbitMQ's delay queues "

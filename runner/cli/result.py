@@ -37,7 +37,7 @@ def result(app, task_id, step, show_traceback, wait, timeout) -> None:
         click.echo(state)
     if show_traceback and res.traceback:
         click.echo(res.traceback.rstrip())
-    if state == "FAILURE":
+    if state in ("FAILURE", "REVOKED"):  # (a script sees the task did not succeed)
         raise SystemExit(1)
 
 

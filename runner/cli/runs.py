@@ -67,8 +67,10 @@ def status(run_id, app_path, config_path, as_json) -> None:
         click.echo(json.dumps(run_as_json(app, record), indent=2, ensure_ascii=False))
         sys.exit(1 if record.state == "failed" else 0)
     click.echo(f"run {record.id}  pipeline {record.pipeline}  state {record.state}")
+    finished = (f"  finished {_when(record.finished_at)} UTC" if record.finished_at
+                else "  not finished")
     click.echo(f"logical date {record.logical_date.isoformat()}  created "
-               f"{_when(record.created_at)} UTC  finished {_when(record.finished_at)} UTC")
+               f"{_when(record.created_at)} UTC{finished}")
     click.echo(f"key {record.key}" + (f"  reused {record.reused_from}" if record.reused_from
                                       else ""))
     click.echo(f"params {yaml.safe_dump(_plain(record.params), default_flow_style=True).strip()}")

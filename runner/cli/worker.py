@@ -19,7 +19,7 @@ from runner.log import setup_logging_subsystem
 from runner.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from runner.worker.worker import WorkerOptions
+    from runner.worker.held import WorkerOptions
 
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
 logger = logging.getLogger("runner.worker")
@@ -150,7 +150,7 @@ def _configure(conf, given: dict[str, Any]) -> None:
 
 def worker_options(conf, given: dict[str, Any]) -> WorkerOptions:
     """The options, else the settings: what the worker runs with."""
-    from runner.worker.worker import WorkerOptions
+    from runner.worker.held import WorkerOptions
 
     excluded = split_names(given["exclude_queues"])
     consumed = [q for q in (split_names(given["queues"]) or known_queues(conf))

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from runner.config.conf import Conf, issues_from
 from runner.config.loaders import read_environ, unknown_environ
-from runner.config.settings import Settings, unknown_transport_options
+from runner.config.parts import unknown_transport_options
+from runner.config.settings import Settings
 from runner.config.urls import (
     EMBEDDED_DEFAULT_URL,
     backend_following,

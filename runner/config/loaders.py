@@ -337,6 +337,7 @@ NOT_SETTINGS = frozenset({
     "RUNNER_OS", "RUNNER_ARCH", "RUNNER_NAME", "RUNNER_TEMP", "RUNNER_TOOL_CACHE",
     "RUNNER_WORKSPACE", "RUNNER_DEBUG", "RUNNER_ENVIRONMENT", "RUNNER_PERFLOG",
     "RUNNER_TRACKING_ID",
+    "RUNNER_DASHBOARD_AUTH", "RUNNER_DASHBOARD_TOKEN",  # runner dashboard's --auth, --token
 })
 _WARNED: set[str] = set()  # unknown variables already named in a warning
 

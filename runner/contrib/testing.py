@@ -43,7 +43,8 @@ def start_worker(app: Runner, concurrency: int = 1, pool: str = "solo",
 
     With ``perform_ping_check`` (the default, as Celery's) the block starts once the worker
     has run a ping task; ``loglevel`` and Celery's other keyword arguments are accepted."""
-    from runner.worker.worker import Worker, WorkerOptions
+    from runner.worker.held import WorkerOptions
+    from runner.worker.worker import Worker
 
     if pool not in ("solo", "threads", "asyncio"):
         raise ValueError(f"start_worker(pool={pool!r}): use 'solo', 'threads' or 'asyncio' (a "

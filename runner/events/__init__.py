@@ -25,7 +25,10 @@ class Events:
 
     def __init__(self, app: Runner):
         self.app = app
-        self._default: tuple[tuple[int, str], EventDispatcher] | None = None
+        #: the node name :meth:`default` sends as (a worker sets its own: the events of its
+        #: pipelines and embedded beat name it); None: ``celery@<host>``
+        self.hostname: str | None = None
+        self._default: tuple[tuple[int, str, str | None], EventDispatcher] | None = None
         self._lock = threading.Lock()
 
     def Dispatcher(self, connection: Any = None, hostname: str | None = None,  # noqa: N802
@@ -42,12 +45,12 @@ class Events:
     def default(self) -> EventDispatcher:
         """This process's dispatcher for events not sent by a worker (task-sent, beat,
         pipelines)."""
-        key = (os.getpid(), self.app.broker_url)
+        key = (os.getpid(), self.app.broker_url, self.hostname)
         with self._lock:
             if self._default is None or self._default[0] != key:
                 if self._default is not None and self._default[0][0] == key[0]:
                     self._default[1].close()  # (the broker changed: what it holds goes out)
-                self._default = (key, EventDispatcher(self.app))
+                self._default = (key, EventDispatcher(self.app, self.hostname))
             return self._default[1]
 
     @contextlib.contextmanager

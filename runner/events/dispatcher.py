@@ -1,8 +1,8 @@
 """Sending events: Celery's event dicts, buffered per process and published in batches.
 
-:meth:`EventDispatcher.send` builds a dict and appends it to a bounded buffer (oldest
-dropped first, counted in :attr:`EventDispatcher.dropped`). What is buffered goes out as one
-body (a JSON list) on the ``events`` exchange of the broker's transport (see
+:meth:`EventDispatcher.send` appends the event to a bounded buffer (oldest dropped first,
+counted in :attr:`EventDispatcher.dropped`). What is buffered goes out as one body (a packed
+batch, see :func:`pack`) on the ``events`` exchange of the broker's transport (see
 :mod:`runner.brokers.fanout`) once ``flush_interval`` seconds old: published by the next
 ``send`` of a busy sender (one socket write of its own thread: a separate thread encoding
 would take the GIL from it at each of its socket calls, which cost AMQP workers a fifth of
@@ -53,6 +53,24 @@ def safe_repr(value: Any, limit: int = SAFE_REPR_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def pack(base: dict[str, Any], batch: list[tuple[str, float, int, dict[str, Any]]]) -> bytes:
+    """One body for a batch of events: JSON ``{"v": 2, "base": {...}, "shapes": [[key, ...],
+    ...], "rows": [[type, timestamp, clock, shape, value, ...], ...]}``. The fields every event
+    of the process shares are written once, and each distinct set of field names once: JSON
+    writes a dict's keys for every event, which made encoding most of a task's event cost
+    (:func:`runner.events.receiver.decode` rebuilds Celery's event dicts)."""
+    shapes: dict[tuple[str, ...], int] = {}
+    rows = []
+    for type_, timestamp, clock, fields in batch:
+        keys = tuple(fields)
+        shape = shapes.get(keys)
+        if shape is None:
+            shape = shapes[keys] = len(shapes)
+        rows.append([type_, timestamp, clock, shape, *fields.values()])
+    return json.dumps({"v": 2, "base": base, "shapes": list(shapes), "rows": rows},
+                      default=safe_repr).encode()
+
+
 def utcoffset() -> int:
     """Hours west of UTC, as Celery's events carry it."""
     return (time.altzone if time.daylight and time.localtime().tm_isdst else time.timezone) // 3600
@@ -88,8 +106,9 @@ class EventDispatcher:
     def _start(self) -> None:
         """This process's buffer and publishing thread (again after a fork)."""
         self._pid, self._forks = os.getpid(), _forks[0]
-        #: appended to without a lock (a deque is thread-safe); full, it drops the oldest
-        self._buffer: collections.deque[dict] = collections.deque(maxlen=self.buffer_size)
+        #: (type, timestamp, clock, fields), appended to without a lock (a deque is
+        #: thread-safe); full, it drops the oldest
+        self._buffer: collections.deque[tuple] = collections.deque(maxlen=self.buffer_size)
         self._base = {"hostname": self.hostname, "utcoffset": utcoffset(), "pid": self._pid}
         self._wake = threading.Event()  # set by the first event after a publish
         self._due = 0.0  # when what is buffered should go out (monotonic; 0: nothing)
@@ -102,22 +121,25 @@ class EventDispatcher:
 
     def send(self, type: str, blind: bool = False, **fields: Any) -> None:  # noqa: A002
         """Buffer one event (never blocks; the oldest is dropped when the buffer is full)."""
+        self.put(type, fields)
+
+    def put(self, type: str, fields: dict[str, Any]) -> None:  # noqa: A002
+        """:meth:`send` with the fields as a dict the dispatcher may keep (the worker's task
+        events: no keyword arguments packed and unpacked on the way)."""
         if not self.enabled:
             return
         if self._forks != _forks[0]:  # (a forked child starts its own buffer and thread)
             self._start()
-        event = {**self._base, **fields, "type": type, "timestamp": time.time(),
-                 "clock": next(_clock)}
         buffer = self._buffer
         if len(buffer) >= self.buffer_size:
             self.dropped += 1
-        buffer.append(event)
+        buffer.append((type, time.time(), next(_clock), fields))
         self.sent += 1
         if not self._due:
             self._due = time.monotonic() + self.flush_interval
             self._wake.set()
-        elif time.monotonic() >= self._due:
-            if time.monotonic() >= self._failed_until:
+        elif (now := time.monotonic()) >= self._due:
+            if now >= self._failed_until:
                 self.flush(wait=False)  # (here: a thread of its own would fight this one
                 # for the GIL on each of its socket calls while it encodes)
             elif not self._wake.is_set():  # the broker failed lately: the thread tries
@@ -152,8 +174,7 @@ class EventDispatcher:
             try:
                 if self._fanout is None:
                     self._fanout = open_events_fanout(self.app)
-                self._fanout.publish(EXCHANGE, json.dumps(batch, default=safe_repr).encode(),
-                                     ttl=self.ttl)
+                self._fanout.publish(EXCHANGE, pack(self._base, batch), ttl=self.ttl)
             except Exception as exc:  # noqa: BLE001 - events are best effort
                 self.dropped += len(batch)
                 self._fanout = None

@@ -26,15 +26,34 @@ POLL = 0.25  # seconds: longest wait on the channel (how soon should_stop is not
 
 
 def decode(body: bytes) -> list[dict]:
-    """The events in one published body (a JSON list); nothing for a malformed one."""
+    """The events in one published body, as Celery's event dicts: a packed batch (see
+    :func:`runner.events.dispatcher.pack`), or a JSON list of event dicts, or one event dict;
+    nothing for a malformed body."""
     try:
         events = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        logger.warning("events: dropped a malformed body: %r", body[:200])
+        if isinstance(events, dict) and events.get("v") == 2:
+            events = unpack(events)
+    except (ValueError, UnicodeDecodeError, TypeError, IndexError, KeyError) as exc:
+        logger.warning("events: dropped a malformed body (%s): %r", exc, body[:200])
         return []
     if isinstance(events, dict):
         events = [events]
     return [e for e in events if isinstance(e, dict) and isinstance(e.get("type"), str)]
+
+
+def unpack(packed: dict) -> list[dict]:
+    """The event dicts of a packed batch: base fields, then the row's own, then ``type``,
+    ``timestamp`` and ``clock`` (the order Celery's dispatcher gives them)."""
+    base, shapes = dict(packed["base"]), packed["shapes"]
+    events = []
+    for row in packed["rows"]:
+        type_, timestamp, clock, shape, *values = row
+        keys = shapes[shape]
+        if len(keys) != len(values):
+            raise ValueError(f"a row of {len(values)} values for {len(keys)} fields")
+        events.append({**base, **dict(zip(keys, values, strict=True)), "type": type_,
+                       "timestamp": timestamp, "clock": clock})
+    return events
 
 
 class EventReceiver:

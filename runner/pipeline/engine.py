@@ -165,7 +165,10 @@ class Driver(StepStarter):
                items: int | None = None) -> None:
         """Mark step ``name`` done (once) and start what became ready. With ``attempt``, only
         if the step's current attempt is that one (a late task of an earlier attempt is not)."""
+        settled: list[str] = []  # this step, and those skipped because of it
+
         def mutate(record: RunRecord) -> list[str]:
+            settled.clear()  # (the change may be tried again)
             step = record.steps[name]
             if step.state in STEP_DONE or record.state != "running":
                 return []  # settled already (a task delivered twice), or run cancelled
@@ -178,18 +181,19 @@ class Driver(StepStarter):
                 step.items = items
             if step.started_at is None:
                 step.started_at = step.ended_at
-            return self._next_steps(record)
+            settled.append(name)
+            return self._next_steps(record, settled)
 
         record, ready = self.change(mutate)
         logger.info("Pipeline run %s: step %s %s%s", self.run_id, name, state,
                     f" ({error or reason})" if (error or reason) else "")
-        announce_settled(self.app, record, name, state, error or reason)
+        announce_settled(self.app, record, settled)
         if ready:
             self.start_steps(record, ready)
 
-    def _next_steps(self, record: RunRecord) -> list[str]:
-        """Inside an atomic change: skip what can no longer run, queue what can (by each
-        step's trigger rule)."""
+    def _next_steps(self, record: RunRecord, skipped: list[str] | None = None) -> list[str]:
+        """Inside an atomic change: skip what can no longer run (added to ``skipped``), queue
+        what can (by each step's trigger rule)."""
         ready: list[str] = []
         changed = True
         while changed:
@@ -208,6 +212,8 @@ class Driver(StepStarter):
                     run.state, run.ended_at = "skipped", time.time()
                     run.upstream_failed = decision == "upstream_failed"
                     run.reason = self._skip_reason(record, step, seen)
+                    if skipped is not None:
+                        skipped.append(name)
                     changed = True
         return ready
 
@@ -296,14 +302,16 @@ def step_task_ids(record: RunRecord, name: str) -> list[str]:
     return [task_id(record.id, name, i, attempt) for i in range(run.items)]
 
 
-def announce_settled(app: Any, record: RunRecord, name: str, state: str,
-                     why: str | None) -> None:
-    """``step-changed`` events, and ``run-finished`` from the settle that ended the run (the
-    step settled last)."""
-    send_event(app, "step-changed", run_id=record.id, pipeline=record.pipeline, step=name,
-               state=state, error=why)
-    ended = record.steps[name].ended_at
-    if record.state in ("success", "failed") and ended is not None and ended >= max(
+def announce_settled(app: Any, record: RunRecord, names: list[str]) -> None:
+    """``step-changed`` events of the steps one settle ended (the step, and those skipped
+    because of it), and ``run-finished`` from the settle that ended the run (the one whose
+    steps ended last)."""
+    for name in names:
+        step = record.steps[name]
+        send_event(app, "step-changed", run_id=record.id, pipeline=record.pipeline, step=name,
+                   state=step.state, error=step.error or step.reason)
+    ended = max((record.steps[name].ended_at or 0.0 for name in names), default=None)
+    if record.state in ("success", "failed") and ended and ended >= max(
             (s.ended_at or 0.0) for s in record.steps.values()):
         send_event(app, "run-finished", run_id=record.id, pipeline=record.pipeline,
                    state=record.state, runtime=(record.finished_at or ended)

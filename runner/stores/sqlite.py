@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from runner.config.urls import URL
 from runner.stores.file_events import drain, watch_writes
+from runner.stores.sqlite_fork import GUARD as FORK_GUARD
 
 BUSY_TIMEOUT_MS = 30_000
 WAL_SIZE_LIMIT = 4 * 2**20  # bytes a WAL file is cut back to after a large transaction
@@ -252,12 +253,18 @@ class _Transaction:
         self._begin = begin
 
     def __enter__(self) -> Connection:
-        fcntl.flock(self._conn.lock_fd, fcntl.LOCK_EX)
+        FORK_GUARD.enter()  # (no fork of this process while it writes: see sqlite_fork)
+        try:
+            fcntl.flock(self._conn.lock_fd, fcntl.LOCK_EX)
+        except BaseException:
+            FORK_GUARD.exit()
+            raise
         if self._begin:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except BaseException:
                 fcntl.flock(self._conn.lock_fd, fcntl.LOCK_UN)
+                FORK_GUARD.exit()
                 raise
         return self._conn
 
@@ -267,3 +274,4 @@ class _Transaction:
                 self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
             fcntl.flock(self._conn.lock_fd, fcntl.LOCK_UN)
+            FORK_GUARD.exit()

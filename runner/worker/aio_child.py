@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 from runner.brokers.base import Delivery
 from runner.message import Message
 from runner.worker.aio import AsyncioPool
-from runner.worker.child import Settler, _die_with_parent, _process_init, _process_shutdown
+from runner.worker.child import _die_with_parent, _process_init, _process_shutdown
 from runner.worker.consumer import Waker
 from runner.worker.pool import Finished
+from runner.worker.settler import Settler
 from runner.worker.trace import Job, log_result
 
 if TYPE_CHECKING:  # pragma: no cover

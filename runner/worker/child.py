@@ -44,15 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runner import states
-from runner.backends.base import ResultRecord
 from runner.exceptions import ConfigError
-from runner.middleware import Middleware
 from runner.signals import task_received, worker_process_init, worker_process_shutdown
 from runner.worker.board import Board, Claimed
 from runner.worker.consumer import Fetched, fetch, prepare
-from runner.worker.dead import bury, bury_refused, sort_out
-from runner.worker.ownership import Ownership
+from runner.worker.dead import bury, sort_out
+from runner.worker.settler import Settler
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -65,14 +62,12 @@ from runner.worker.trace import (
     log_result,
     rejects_on_worker_lost,
 )
-from runner.worker.writer import write, write_until_done
 
 if TYPE_CHECKING:  # pragma: no cover
     from multiprocessing.connection import Connection
 
     from runner.app import Runner
 
-FLUSH_AFTER = 0.002  # seconds a finished job's result may wait for the rest of its batch
 BATCH_BELOW = 0.002  # seconds: a child fetches one message at a time unless tasks are shorter
 LOOK_WITHIN = 0.005  # seconds: the main process sees a batch whose early acks it makes this soon
 RECHECK_AFTER = 0.1  # a message held longer before it starts is looked up in the revoked set again
@@ -258,7 +253,10 @@ def _jobs(app: Runner, fetched: list[Fetched], settler: Settler) -> list[Job]:
         sender = WorkerRef(app, settler.hostname)
         for job in jobs:
             if not job.discard:
-                announce_received(sender, job.message, settler.hostname, job.delivery_info)
+                args, kwargs = announce_received(sender, job.message, settler.hostname,
+                                                 job.delivery_info)
+                if args or kwargs:  # (empty: not decodable here; the run says why)
+                    job.arguments = args, kwargs
     return jobs
 
 
@@ -337,106 +335,6 @@ def run_batch(jobs: list[Job], run: Callable[[Job], JobResult], settler: Settler
         settler.flush()
         board.jobs_settled(len(results))
     return results
-
-
-class Settler:
-    """The results of a batch not written yet, and how to write them from this process."""
-
-    def __init__(self, app: Runner, hostname: str, consuming: bool = False):
-        self.app = app
-        self.hostname = hostname
-        self.broker = app.broker
-        self.backend = app.backend
-        # (the same decision as the main process's: see runner.worker.ownership)
-        ownership = Ownership.decide(True, self.broker, self.backend, defers_acks=True)
-        self.stores = ownership.children_store  # else the main process stores them
-        self.acks = ownership.child_acks(consuming)
-        self.early_acks = ownership.child_acks_early(consuming)
-        self.start_hooks = [m for m in app.middleware if type(m).before_tasks_start
-                            is not Middleware.before_tasks_start]
-        self._results: list = []
-        self._completed: list = []
-        self._acks: list = []
-        self._since: float | None = None
-
-    def track_started(self, job: Job) -> None:
-        """Store STARTED before the job runs, for a task with ``track_started``."""
-        task = self.app.tasks.get(job.message.task)
-        if task is None or not task.effective("track_started"):
-            return
-        self.flush()
-        record = ResultRecord(job.message.id, states.STARTED, reply_to=job.message.reply_to,
-                              meta={"name": job.message.task, "worker": self.hostname,
-                                    "pid": os.getpid()})
-        write_until_done(lambda: self.backend.store([record]), 1, 0)
-
-    def starting(self, job: Job) -> None:
-        """Ack ``job`` now (before it runs) if it acks early and only this process can."""
-        if (self.early_acks and not job.discard and job.delivery is not None
-                and not acks_late_of(self.app, job.message)):
-            self.broker.ack([job.delivery])  # sent now: it must not die with this process
-            job.acked = True
-
-    def due(self) -> bool:
-        return self.stores and self._since is not None and time.monotonic() - self._since >= FLUSH_AFTER
-
-    def add(self, job: Job, result: JobResult) -> bool:
-        """Take a finished job's result; True if it (and all before it) is written now."""
-        if not self.stores:
-            return False
-        if result.refused and job.delivery is not None:  # kept before its ack, below
-            bury_refused(self.app, self.broker, job, result, self.hostname)
-        if result.record is not None:
-            self._results.append(result.record)
-        again = None  # the message to deliver instead of this one
-        if result.state == states.RETRY and result.retry_message is not None:
-            again = result.retry_message
-        elif result.state == "REJECTED" and result.requeue:
-            again = job.message
-        else:
-            self._completed.append((job.message, result.state, result.record))
-            if self.acks and job.delivery is not None and not job.acked:
-                self._acks.append(job.delivery)
-        result.record, result.stored, result.acked = None, True, self.acks
-        if again is not None:
-            self.flush()  # its RETRY state is stored before the next attempt exists
-            if self.acks and job.delivery is not None and not job.acked:
-                self.broker.retry(job.delivery, again)  # one step where the broker can
-            else:
-                self.broker.enqueue([again])  # (acked already, or by the main process)
-            result.retry_message, result.requeue = None, False
-            return True
-        if self._since is None:
-            self._since = time.monotonic()
-        return False
-
-    def flush_and_fetch(self, queues: list[str], limit: int, consumer: str) -> list | None:
-        """:meth:`flush`, claiming the next batch in the same write where the broker can
-        (and no middleware runs in between); None if it did not claim."""
-        results, completed, acks = self._results, self._completed, self._acks
-        if any(m.wants(c[0]) for c in completed for m in self.app.middleware):
-            self.flush()
-            return None
-        try:
-            claimed = self.broker.ack_store_fetch(acks, results, self.backend, queues, limit,
-                                                  consumer)
-        except Exception:  # noqa: BLE001 - written or not, flush() writes it (idempotent)
-            logger.exception("storing %d result(s) and fetching failed; storing again",
-                             len(results))
-            claimed = None
-        if claimed is None:
-            self.flush()
-            return None
-        self._results, self._completed, self._acks, self._since = [], [], [], None
-        return claimed
-
-    def flush(self) -> None:
-        results, completed, acks = self._results, self._completed, self._acks
-        if results or completed or acks:
-            write_until_done(lambda: write(self.app, self.broker, self.backend, results,
-                                           completed, acks), len(results), len(acks))
-            self._results, self._completed, self._acks = [], [], []
-        self._since = None
 
 
 class _KeepAlive(threading.Thread):

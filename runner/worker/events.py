@@ -39,51 +39,55 @@ _dispatcher: EventDispatcher | None = None
 _started: dict[str, float] = {}  # task id -> when it started (perf_counter), for runtime
 
 
-def _send(type: str, **fields: Any) -> None:  # noqa: A002
-    if _dispatcher is not None:
-        _dispatcher.send(type, **fields)
+def _put(type: str, fields: dict[str, Any]) -> None:  # noqa: A002
+    dispatcher = _dispatcher
+    if dispatcher is not None:
+        dispatcher.put(type, fields)
 
 
 def on_received(sender=None, request=None, **kwargs: Any) -> None:
     options = request.options or {}  # argsrepr / kwargsrepr where given (hide_args: ***)
-    args = options.get("argsrepr") or safe_repr(request.args)
-    kwargs = options.get("kwargsrepr") or safe_repr(request.kwargs)
-    _send("task-received", uuid=request.id, name=request.task, args=args,
-          kwargs=kwargs, root_id=request.root_id,
-          parent_id=request.parent_id, retries=request.retries, eta=request.eta,
-          expires=request.expires)
+    _put("task-received", {
+        "uuid": request.id, "name": request.task,
+        "args": options.get("argsrepr") or safe_repr(request.args),
+        "kwargs": options.get("kwargsrepr") or safe_repr(request.kwargs),
+        "root_id": request.root_id, "parent_id": request.parent_id,
+        "retries": request.retries, "eta": request.eta, "expires": request.expires,
+        "routing_key": (getattr(request, "delivery_info", None) or {}).get("routing_key")})
 
 
 def on_prerun(sender=None, task_id=None, **kwargs: Any) -> None:
     _started[task_id] = time.perf_counter()
-    _send("task-started", uuid=task_id)
+    _put("task-started", {"uuid": task_id})
 
 
 def on_postrun(sender=None, task_id=None, retval=None, state=None, **kwargs: Any) -> None:
     began = _started.pop(task_id, None)
     if state == states.SUCCESS:
-        runtime = time.perf_counter() - began if began is not None else None
-        _send("task-succeeded", uuid=task_id, result=safe_repr(retval), runtime=runtime)
+        _put("task-succeeded", {
+            "uuid": task_id, "result": safe_repr(retval),
+            "runtime": time.perf_counter() - began if began is not None else None})
 
 
 def on_failure(sender=None, task_id=None, exception=None, einfo=None, **kwargs: Any) -> None:
-    _send("task-failed", uuid=task_id, exception=safe_repr(exception),
-          traceback=getattr(einfo, "traceback", None))
+    _put("task-failed", {"uuid": task_id, "exception": safe_repr(exception),
+                         "traceback": getattr(einfo, "traceback", None)})
 
 
 def on_retry(sender=None, request=None, reason=None, einfo=None, **kwargs: Any) -> None:
-    _send("task-retried", uuid=getattr(request, "id", None), exception=safe_repr(reason),
-          traceback=getattr(einfo, "traceback", None))
+    _put("task-retried", {"uuid": getattr(request, "id", None),
+                          "exception": safe_repr(reason),
+                          "traceback": getattr(einfo, "traceback", None)})
 
 
 def on_revoked(sender=None, request=None, terminated=False, signum=None, expired=False,
                **kwargs: Any) -> None:
-    _send("task-revoked", uuid=getattr(request, "id", None), terminated=terminated,
-          signum=signum, expired=expired)
+    _put("task-revoked", {"uuid": getattr(request, "id", None), "terminated": terminated,
+                          "signum": signum, "expired": expired})
 
 
 def on_rejected(sender=None, message=None, exc=None, **kwargs: Any) -> None:
-    _send("task-rejected", uuid=None, requeue=False, reason=safe_repr(exc))
+    _put("task-rejected", {"uuid": None, "requeue": False, "reason": safe_repr(exc)})
 
 
 def on_child_exit(sender=None, **kwargs: Any) -> None:
@@ -114,6 +118,7 @@ class WorkerEvents:
         app = worker.app
         self.worker = worker
         self.dispatcher = EventDispatcher(app, worker.hostname)
+        app.events.hostname = worker.hostname  # (its pipelines' and beat's events name it)
         self.freq = heartbeat_every(app)
         self.task_events = task_events_on(app)
         self.heartbeats = heartbeat

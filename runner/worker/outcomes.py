@@ -32,7 +32,7 @@ from runner.worker.trace import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from runner.worker.worker import Held
+    from runner.worker.held import Held
 
 logger = logging.getLogger("runner.worker")
 

@@ -19,11 +19,13 @@ from runner.control.commands import CommandError
 from runner.message import shown_arguments
 from runner.worker.autoscale import Autoscaler
 from runner.worker.prefork import PreforkPool
+from runner.worker.prefork_consuming import ConsumingPool
 from runner.worker.trace import delivery_info_of, signal_request
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.task import Task
-    from runner.worker.worker import Held, Worker
+    from runner.worker.held import Held
+    from runner.worker.worker import Worker
 
 
 class Panel:
@@ -168,15 +170,13 @@ class Panel:
         try:
             worker.broker.check(queues)
         except Exception as exc:  # noqa: BLE001 - the broker's own words, in the reply
-            raise CommandError(f"the broker refused the queues {', '.join(queues)}: "
-                               f"{exc}") from None
+            raise CommandError(f"the broker refused: {exc}") from None  # (it names the queue)
         worker.options.queues[:] = queues
         worker.consumer.queues[:] = queues
         if worker.autoscaler is not None:
             worker.autoscaler.queues[:] = queues
-        consume = getattr(worker.pool, "consume", None)
-        if consume is not None:
-            consume.queues = list(queues)
+        if isinstance(worker.pool, ConsumingPool):  # its children were forked with the queues
+            worker.pool.consume.queues = list(queues)
             worker.pool.renew()
 
     def renew_processes(self) -> None:

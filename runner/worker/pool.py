@@ -203,7 +203,7 @@ class Pool:
             return discarded(self.app, job, self.hostname)
         try:
             return handle(self.app, job.id, job.message, self.hostname, self.accept,
-                          job.delivery_info)
+                          job.delivery_info, job.arguments)
         except (TimeLimitExceeded, SoftTimeLimitExceeded):
             raise  # (raised outside the task's code: the pool records them)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one job, never the process

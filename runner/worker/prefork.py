@@ -1,9 +1,12 @@
-"""The prefork pool: child processes that run batches and settle them (see
+"""The prefork pools' common part: child processes that run batches and settle them (see
 :mod:`runner.worker.child`), watched through their boards (:mod:`runner.worker.board`).
 
-The parent enforces hard time limits by killing the child, notices a child that died (signal,
-``os._exit``, OOM killer) and replaces it, and recycles children after ``max_tasks_per_child``
-jobs or past ``max_memory_per_child``."""
+There are two prefork pools, one module each, chosen by the worker at start-up (see
+:mod:`runner.worker.ownership`): :class:`~runner.worker.prefork_consuming.ConsumingPool`,
+whose children fetch their own batches, and :class:`~runner.worker.prefork_fed.FedPool`,
+whose children run what the main process sends them. In both (:class:`PreforkPool`), the
+parent enforces hard time limits by killing the child, notices a child that died (signal,
+``os._exit``, OOM killer) and replaces it, grows and shrinks (autoscale), and stops them."""
 
 from __future__ import annotations
 
@@ -18,30 +21,17 @@ from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from runner.exceptions import ConfigError
-from runner.worker.board import CLAIMS_SIZE, Board, Claimed, Snapshot, settle_dead
-from runner.worker.child import (
-    LOOK_WITHIN,
-    ConsumeOptions,
-    Fatal,
-    Look,
-    child_main,
-    consume_main,
-)
-from runner.worker.pool import Event, Finished, Lost, Pool, Received, Returned, Settled, TimedOut
-from runner.worker.trace import (
-    Job,
-    JobResult,
-    time_limit_of,
-)
+from runner.worker.board import Board, Snapshot, settle_dead
+from runner.worker.child import Fatal
+from runner.worker.pool import Event, Lost, Pool, Returned, Settled, TimedOut
 
 if TYPE_CHECKING:  # pragma: no cover
-    from runner.message import Message
+    from collections.abc import Callable
 
 
 logger = logging.getLogger("runner.worker")
 _fork = multiprocessing.get_context("fork")
 TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a time limit
-ACTIVE_FOR = 0.5  # seconds after the last batch seen on a board that the boards are read often
 
 
 class _Child:
@@ -83,28 +73,16 @@ class _Child:
 
 
 class PreforkPool(Pool):
-    """Child processes that run batches and settle them (see :mod:`runner.worker.child`).
-
-    With :attr:`consume` set, each child fetches its own batches and the main process only
-    watches: whenever it collects, it reads what each child posted on its board (the claims
-    of its batch, reported as :class:`Received`; the end of the batch, as :class:`Settled`).
-    Otherwise the worker submits batches of up to ``batch_size`` jobs, one pipe message each,
-    and the results come back the same way.
-    """
+    """Child processes that run batches and settle them: what both prefork pools share (see
+    the module docstring). A subclass says what its children run (:meth:`_child_main`), what
+    it reads from them (:meth:`_received`), and what it watches between batches."""
 
     defers_acks = tracks_started = True
-
-    def __init__(self, *args: Any, consume: ConsumeOptions | None = None, **kwargs: Any):
-        """``consume``: where the children fetch for themselves (else they are fed)."""
-        super().__init__(*args, **kwargs)
-        self.consume = consume
+    #: claims a child's board holds (a consuming child posts its claims there)
+    board_claims = 0
 
     def start(self) -> None:
         self.fatal: ConfigError | None = None  # a child was refused by the broker for good
-        #: when this process next wakes by itself (monotonic ms), for consuming children to
-        #: know whether a batch would wait too long to be seen (see collect)
-        self.main_wake = _fork.RawArray("q", 1)
-        self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
         self.stopping = False  # a warm shutdown: children that end are not replaced
         self.children: list[_Child] = [self._spawn(slot) for slot in range(1, self.size + 1)]
 
@@ -112,31 +90,17 @@ class PreforkPool(Pool):
         """Start the child of ``slot`` (1..size; its process is named ``runner-child-<slot>``,
         Celery's pool process index: ``%i`` in a ``--logfile`` name)."""
         parent_end, child_end = _fork.Pipe()
-        board = Board(_fork, CLAIMS_SIZE if self.consume is not None else 0)
-        if self.consume is not None:
-            target, args = consume_main, (self.app, self._run, child_end, board,
-                                          self.main_wake, os.getpid(), self.consume)
-        else:
-            target, args = child_main, (self.app, self._run, child_end, board,
-                                        bool(self.max_memory_per_child), os.getpid(),
-                                        self.hostname)
+        board = Board(_fork, self.board_claims)
+        target, args = self._child_main(child_end, board)
         process = _fork.Process(target=target, args=args, daemon=True,
                                  name=f"runner-child-{slot}")
         process.start()
         child_end.close()
         return _Child(slot, process, parent_end, board)
 
-    def free_slots(self) -> int:
-        if self.consume is not None:
-            return 0
-        return sum(1 for c in self.children if not c.jobs and not c.retiring)
-
-    def free_batches(self) -> list[int]:
-        size = max(1, self.batch_size)
-        if self.max_tasks_per_child:
-            return [max(1, min(size, self.max_tasks_per_child - c.done))
-                    for c in self.children if not c.jobs and not c.retiring]
-        return [size] * self.free_slots()
+    def _child_main(self, conn: Connection, board: Board) -> tuple[Callable, tuple]:
+        """The function a new child runs, and its arguments."""
+        raise NotImplementedError
 
     def busy(self) -> int:
         """Processes running a batch now."""
@@ -156,31 +120,12 @@ class PreforkPool(Pool):
             if child.jobs:
                 continue
             child.retiring = True
-            if self.consume is not None:
-                child.board.ask_stop()
-            else:
-                try:
-                    child.conn.send(None)
-                except OSError:
-                    pass
+            self._ask_to_exit(child)
         self.size = sum(1 for c in self.children if not c.retiring)
 
-    def renew(self) -> None:
-        """Replace every process after its current job (remote control changed what the
-        processes were forked with: queues, time limits). A consuming child asked to stop
-        ends after its current job (what it claimed and did not start goes back) and is
-        replaced with the pool's current :attr:`consume` options; an idle fed child is
-        replaced now, a busy one after its batch."""
-        for index, child in enumerate(self.children):
-            if child.retiring or child.ended:
-                continue
-            if self.consume is not None:
-                child.board.ask_stop()
-            elif child.jobs:
-                child.stale = True
-            else:
-                self._retire(child)
-                self.children[index] = self._spawn(child.slot)
+    def _ask_to_exit(self, child: _Child) -> None:
+        """Ask an idle ``child`` to exit (it is retiring)."""
+        raise NotImplementedError
 
     def pids(self) -> list[int]:
         """The pool's processes (retiring ones left out)."""
@@ -189,13 +134,6 @@ class PreforkPool(Pool):
     def job_pids(self) -> dict[int, int]:
         """Job id -> pid of the process it is given to."""
         return {job: c.process.pid for c in self.children for job in c.jobs}
-
-    def submit(self, jobs: list[Job]) -> None:
-        child = next(c for c in self.children if not c.jobs and not c.retiring)
-        child.jobs = [job.id for job in jobs]
-        child.limits = [job.time_limit for job in jobs]
-        child.board.reset_for_batch()
-        child.conn.send(jobs)
 
     def finish_current(self) -> None:
         self.stopping = True  # (a consuming child stops now: a new one would fetch again)
@@ -213,26 +151,18 @@ class PreforkPool(Pool):
         return [job for c in self.children if (view := c.view()) is not None
                 for job in c.jobs[:view.started + 1]]
 
+    # -- watching the children ----------------------------------------------------------------
+
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
         events: list[Event] = []
-        watched = [c for c in self.children
-                   if (c.jobs or self.consume is not None) and not c.ended]
+        watched = [c for c in self.children if self._watches(c) and not c.ended]
         now = time.monotonic()
         deadlines = [d for c in watched if (d := c.deadline()) is not None]
         if deadlines:
             timeout = min(timeout, min(deadlines) - now)
         if any(any(c.limits) for c in watched):  # a job with a limit may start any time
             timeout = min(timeout, TIME_LIMIT_POLL)
-        if self.consume is not None and self.consume.main_acks_early:
-            # The worker acks the early-ack jobs it sees running: while batches come, the
-            # boards are read every LOOK_WITHIN; a child whose batch would wait longer (this
-            # process sleeps) wakes it with a Look. A batch posted before that was published
-            # is looked at now.
-            if now - self.seen_work < ACTIVE_FOR:
-                timeout = min(timeout, LOOK_WITHIN)
-            self.main_wake[0] = int((now + max(0.0, timeout)) * 1000)
-            if any(c.board.claimed_after(c.batch) for c in self.children):
-                timeout = 0.0
+        timeout = self._wait_at_most(now, timeout)
         ready = set(wait([*(c.conn for c in watched),
                           *(c.process.sentinel for c in self.children if not c.ended),
                           *waitables],
@@ -246,8 +176,8 @@ class PreforkPool(Pool):
                 if not child.jobs and not self.stopping and self._should_recycle(child):
                     recycle.append(index)
                     continue
-            elif self.consume is not None:
-                events += self._look(child)
+            else:
+                events += self._between_reads(child)
             if child.process.sentinel in ready or not child.process.is_alive():
                 events += self._read(child)  # what it sent before it ended
                 if child.jobs:
@@ -271,8 +201,20 @@ class PreforkPool(Pool):
             del self.children[index]
         return events
 
+    def _watches(self, child: _Child) -> bool:
+        """Whether :meth:`collect` waits on ``child``'s pipe (not ended)."""
+        return bool(child.jobs)
+
+    def _wait_at_most(self, now: float, timeout: float) -> float:
+        """How long :meth:`collect` may wait, given ``timeout`` and the time limits."""
+        return timeout
+
+    def _between_reads(self, child: _Child) -> list[Event]:
+        """Events of a child whose pipe had nothing this time."""
+        return []
+
     def _read(self, child: _Child) -> list[Event]:
-        """Everything ``child`` sent so far, and then posted on its board, as events."""
+        """Everything ``child`` sent so far, as events."""
         events: list[Event] = []
         while True:
             try:
@@ -281,78 +223,19 @@ class PreforkPool(Pool):
                 message = child.conn.recv()
             except (EOFError, OSError):
                 break
-            if isinstance(message, Look):
-                events += self._look(child)
-            elif isinstance(message, Claimed):  # too large for the board
-                if message.number > child.batch:  # (else the board told of a later one)
-                    events += self._superseded(child)
-                    events += self._claimed(child, message)
-            elif isinstance(message, Fatal):
+            if isinstance(message, Fatal):
                 self.fatal = ConfigError(message.error)
-            else:  # the results of a batch sent here, in order
-                results: list[JobResult] = message
-                events += [Finished(result) for result in results]
-                if len(results) < len(child.jobs):  # stopped early (finish_current)
-                    events.append(Returned(child.jobs[len(results):], ran=False))
-                child.done += len(results)
-                child.rss_kib = results[-1].rss_kib if results else 0
-                child.jobs, child.limits = [], []
-        if self.consume is not None:
-            events += self._look(child)
+            else:
+                events += self._received(child, message)
         return events
 
-    def _look(self, child: _Child) -> list[Event]:
-        """What a consuming child posted on its board since the last look: the end of the
-        batch known here, and a batch claimed after it (only once that one ended)."""
-        events: list[Event] = []
-        if child.jobs and (settled := child.board.ended(child.batch)) is not None:
-            events += self._ended(child, settled)
-        claimed = child.board.read_claims(child.batch)
-        if claimed is not None:
-            events += self._superseded(child)
-            events += self._claimed(child, claimed)
-            if (settled := child.board.ended(child.batch)) is not None:
-                events += self._ended(child, settled)
-        return events
+    def _received(self, child: _Child, message: Any) -> list[Event]:
+        """The events of one message ``child`` sent (a :class:`Fatal` is read here)."""
+        raise NotImplementedError
 
-    def _superseded(self, child: _Child) -> list[Event]:
-        """The child claimed a later batch, so the one known here is over (a child claims
-        again only once its batch is settled): settled as far as the board says, else all."""
-        if not child.jobs:
-            return []
-        settled = child.board.ended(child.batch)
-        return self._ended(child, len(child.jobs) if settled is None else settled)
-
-    def _claimed(self, child: _Child, claimed: Claimed) -> list[Event]:
-        fetched = claimed.fetched()
-        child.jobs = [next(self.job_ids) for _ in fetched]
-        child.limits = [self._time_limit(f.message) for f in fetched]
-        child.batch = claimed.number
-        self.seen_work = time.monotonic()
-        return [Received(child.jobs, fetched)] if child.jobs else []
-
-    def _time_limit(self, message: Message) -> float | None:
-        """The hard time limit to watch; None (and logged) if looking it up failed: the child
-        that runs the job looks it up too, and its failure is that job's, not this process's.
-        """
-        try:
-            return time_limit_of(self.app, message)
-        except Exception:  # noqa: BLE001 - one message must never stop the worker
-            logger.exception("Task %s[%s]: looking up its time limit failed", message.task,
-                             message.id)
-            return None
-
-    @staticmethod
-    def _ended(child: _Child, settled: int) -> list[Event]:
-        """A consuming child's batch is over: ``settled`` jobs written, the rest (a warm
-        shutdown) never started."""
-        jobs = child.jobs
-        events: list[Event] = [Settled(jobs[:settled])] if settled else []
-        if settled < len(jobs):
-            events.append(Returned(jobs[settled:], ran=False))
-        child.done += len(jobs)
-        child.jobs, child.limits = [], []
-        return events
+    def _should_recycle(self, child: _Child) -> bool:
+        """Whether an idle ``child`` is replaced now (its settings changed, or limits)."""
+        return False
 
     @staticmethod
     def _died(child: _Child, event: Lost | TimedOut) -> list[Event]:
@@ -368,15 +251,6 @@ class PreforkPool(Pool):
             events.append(Returned(dead.unstarted, ran=False))
         child.jobs, child.limits = [], []
         return events
-
-    def _should_recycle(self, child: _Child) -> bool:
-        if self.consume is not None:  # a consuming child ends by itself (see consume_main)
-            return False
-        if child.stale:
-            return True
-        if self.max_tasks_per_child and child.done >= self.max_tasks_per_child:
-            return True
-        return bool(self.max_memory_per_child and child.rss_kib > self.max_memory_per_child)
 
     def _retire(self, child: _Child) -> None:
         try:
@@ -431,5 +305,3 @@ class PreforkPool(Pool):
         # What they sent last (a consuming child may have claimed a batch meanwhile): the
         # worker settles or gives back each job of it.
         return [event for child in self.children for event in self._read(child)]
-
-

@@ -54,6 +54,8 @@ class Job:
     discard: str | None = None  # "revoked" or "expired": recorded as REVOKED, never run
     finished: ResultRecord | None = None  # ran before (a redelivery): only settled again
     acked: bool = False  # the process that runs it acked it before it started
+    #: (args, kwargs) decoded for task_received in the process that runs the job: not again
+    arguments: tuple[list, dict] | None = None
 
 
 def discard_reason(message: Message, revoked: bool, now: float) -> str | None:
@@ -125,18 +127,22 @@ class SignalRequest(Request):
         return self.task
 
 
+def decoded_arguments(message: Message, accept: frozenset[str]) -> tuple[list, dict]:
+    """``message``'s (args, kwargs), decompressed and decoded (raises if it cannot be)."""
+    payload = message.payload
+    if message.options.get("compression"):
+        payload = serialization.decompress(payload, message.options["compression"])
+    return call_arguments(serialization.loads(payload, message.content_type, accept))
+
+
 def signal_request(app: Runner, message: Message, hostname: str | None,
                    delivery_info: dict | None = None) -> SignalRequest:
     """The request of ``message`` for ``task_received`` / ``task_revoked`` receivers, with its
     arguments where this process can decode them (else empty)."""
-    args: list = []
-    kwargs: dict = {}
     try:
-        payload = serialization.decompress(message.payload, message.options.get("compression"))
-        args, kwargs = call_arguments(serialization.loads(
-            payload, message.content_type, app.task_accept))
+        args, kwargs = decoded_arguments(message, app.task_accept)
     except Exception:  # noqa: BLE001 - refused or undecodable: the job's result will say why
-        pass
+        args, kwargs = [], {}
     return SignalRequest(id=message.id, task=message.task, args=args, kwargs=kwargs,
                          retries=message.retries, eta=message.eta, expires=message.expires,
                          hostname=hostname, delivery_info=delivery_info or {},
@@ -146,10 +152,12 @@ def signal_request(app: Runner, message: Message, hostname: str | None,
 
 
 def announce_received(sender: object, message: Message, hostname: str | None,
-                      delivery_info: dict | None = None) -> None:
-    """``task_received``, where the worker first holds ``message`` (callers test receivers)."""
-    task_received.send(sender=sender, request=signal_request(sender.app, message, hostname,
-                                                             delivery_info))
+                      delivery_info: dict | None = None) -> tuple[list, dict]:
+    """``task_received``, where the worker first holds ``message`` (callers test receivers);
+    returns the arguments decoded for it (empty where they could not be)."""
+    request = signal_request(sender.app, message, hostname, delivery_info)
+    task_received.send(sender=sender, request=request)
+    return request.args, request.kwargs
 
 
 def announce_revoked(app: Runner, message: Message, hostname: str | None, why: str,
@@ -191,9 +199,10 @@ class JobResult:
 
 
 def handle(app: Runner, job_id: int, message: Message, hostname: str,
-           accept: frozenset[str], delivery_info: dict) -> JobResult:
-    """Run ``message``'s task and describe the result."""
-    prepared = prepare(app, job_id, message, hostname, accept, delivery_info)
+           accept: frozenset[str], delivery_info: dict,
+           arguments: tuple[list, dict] | None = None) -> JobResult:
+    """Run ``message``'s task and describe the result (``arguments``: see :func:`prepare`)."""
+    prepared = prepare(app, job_id, message, hostname, accept, delivery_info, arguments)
     if isinstance(prepared, JobResult):
         return prepared
     task, request, args, kwargs = prepared
@@ -206,20 +215,22 @@ def handle(app: Runner, job_id: int, message: Message, hostname: str,
 
 
 def prepare(app: Runner, job_id: int, message: Message, hostname: str,
-            accept: frozenset[str], delivery_info: dict
+            accept: frozenset[str], delivery_info: dict,
+            arguments: tuple[list, dict] | None = None
             ) -> JobResult | tuple[Task, Request, list, dict]:
     """What running ``message`` takes (its task, request and arguments), or the result of a
-    message that cannot run (unknown task, refused content, revoked by a stamp)."""
+    message that cannot run (unknown task, refused content, revoked by a stamp).
+    ``arguments``: what this process decoded of the message already with ``accept`` (for
+    ``task_received``), used unless messages are signed (decoded only once verified)."""
     try:
         verifier = app.verifier
         if verifier is not None:  # before anything of the message is looked at
             verifier.verify(message)
         task = app.get_task(message.task)
-        payload = message.payload
-        if message.options.get("compression"):
-            payload = serialization.decompress(payload, message.options["compression"])
-        args, kwargs = call_arguments(serialization.loads(payload, message.content_type,
-                                                          accept))
+        if arguments is None or verifier is not None:
+            args, kwargs = decoded_arguments(message, accept)
+        else:
+            args, kwargs = arguments
         if "result_serializer" in message.options:  # one the worker knows, before it runs
             serialization.content_type_of(message.options["result_serializer"])
         request = Request(

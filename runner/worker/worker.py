@@ -34,7 +34,6 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from runner import states
@@ -47,13 +46,13 @@ from runner.signals import (
     task_received,
     worker_init,
     worker_ready,
-    worker_shutdown,
 )
 from runner.worker.autoscale import Autoscaler
 from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, sort_out
 from runner.worker.events import WorkerEvents
+from runner.worker.held import Held, WorkerOptions
 from runner.worker.outcomes import JobOutcomes
 from runner.worker.ownership import Ownership
 from runner.worker.panel import Panel
@@ -68,7 +67,9 @@ from runner.worker.pool import (
     TimedOut,
 )
 from runner.worker.pools import pool_class as pool_class_of
+from runner.worker.pools import prefork_kind
 from runner.worker.prefork import PreforkPool
+from runner.worker.shutdown import Shutdown
 from runner.worker.trace import (
     acks_late_of,
     announce_received,
@@ -89,52 +90,10 @@ IDLE_WAIT = 1.0  # longest the main loop sleeps (signals and new messages wake i
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between revoke checks (terminate, drop prefetched)
 CLEANUP_INTERVAL = 300.0  # seconds between deletions of expired results
 EARLY_ACK_AFTER = 0.005  # a job of a batch seen running this long is acked (if it acks early)
-#: messages per process that ``worker_prefetch_multiplier = 0`` ("no limit", as Celery's) may
-#: hold: a bound all the same, so that one fetch stays one bounded read
-NO_PREFETCH_LIMIT = 1000
 REVOKED_KEPT = 10_000  # ids of revoked tasks remembered for ``inspect revoked``
 
 
-@dataclass(slots=True)
-class Held:
-    """A message this worker holds: buffered, or running as ``job``."""
-
-    delivery: Delivery
-    message: Message
-    acks_late: bool
-    acked: bool = False
-    job: int | None = None
-    started: float = 0.0
-    reject_on_worker_lost: bool = False
-    checked: float = 0.0  # when it was last looked up in the revoked set (monotonic)
-    seen_running: float = 0.0  # when the pool first showed it running (monotonic)
-
-
-@dataclass
-class WorkerOptions:
-    concurrency: int = 1
-    pool: str = "prefork"
-    queues: list[str] = field(default_factory=lambda: ["celery"])
-    hostname: str = ""
-    prefetch_multiplier: int = 4
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None
-    #: (MAX, MIN) processes for ``--autoscale`` (prefork only); ``concurrency`` is where it
-    #: starts
-    autoscale: tuple[int, int] | None = None
-    heartbeat: bool = True  # send worker-heartbeat events (--without-heartbeat: no)
-    #: -P asyncio: processes, each running ``concurrency`` tasks at once on its event loop
-    #: (0: the loop runs in the worker's own process)
-    processes: int = 1
-
-    @property
-    def prefetch(self) -> int:
-        """Messages one process may hold: the multiplier, and 0 means no limit (as Celery's;
-        in practice :data:`NO_PREFETCH_LIMIT`)."""
-        return self.prefetch_multiplier if self.prefetch_multiplier > 0 else NO_PREFETCH_LIMIT
-
-
-class Worker(JobOutcomes):
+class Worker(JobOutcomes, Shutdown):
     def __init__(self, app: Runner, options: WorkerOptions):
         self.app = app
         self.options = options
@@ -148,9 +107,7 @@ class Worker(JobOutcomes):
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
-        most = options.autoscale[0] if options.autoscale else options.concurrency
-        if options.pool == "asyncio":
-            most *= max(1, options.processes)
+        most = options.autoscale[0] if options.autoscale else options.in_flight
         self.capacity = most * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
@@ -179,12 +136,13 @@ class Worker(JobOutcomes):
                           "batch_size": options.prefetch}
         if options.pool == "asyncio" and options.processes:
             settings["processes"] = options.processes
-        if forks:  # children fetch for themselves: each claims its share of the prefetch
+        if forks:
+            pool_class = prefork_kind(self.ownership.children_consume)
+        if forks and self.ownership.children_consume:  # each claims its share of the prefetch
             settings["consume"] = ConsumeOptions(
                 options.queues, self.hostname, options.prefetch,
                 options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=self.ownership.main_acks_early,
-            ) if self.ownership.children_consume else None
+                main_acks_early=self.ownership.main_acks_early)
         self.pool: Pool = pool_class(
             app, options.concurrency, self.hostname, self.accept,
             options.max_tasks_per_child, options.max_memory_per_child, **settings)
@@ -495,77 +453,3 @@ class Worker(JobOutcomes):
                 if self.pool.terminate_job(by_task[task_id], signum):
                     self.terminated[task_id] = signum
                     logger.info("Terminating task %s (%s)", task_id, signame)
-
-    # -- stopping ---------------------------------------------------------------------------
-
-    def install_signal_handlers(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.on_signal)
-        signal.signal(signal.SIGQUIT, self.on_cold_signal)
-
-    def on_signal(self, signum, frame) -> None:
-        if self.stopping:
-            self.on_cold_signal(signum, frame)
-            return
-        logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)",
-                       signal.Signals(signum).name, len(self.running))
-        self.stopping = True
-        self.pool.finish_current()
-        self.waker.wake()
-
-    def reload(self) -> None:
-        """Celery's test worker ``reload()``: nothing to do here, tasks are looked up by name
-        for each message, so one defined after the worker started is found."""
-
-    def stop(self) -> None:
-        """Ask for a warm shutdown from another thread: running tasks finish, unstarted ones
-        go back, and :meth:`run` returns."""
-        if not self.stopping:
-            self.stopping = True
-            self.pool.finish_current()
-        self.waker.wake()
-
-    def on_cold_signal(self, signum, frame) -> None:
-        logger.warning("worker: Cold shutdown (%s)", signal.Signals(signum).name)
-        self.stopping = self.killing = True
-        self.waker.wake()
-        self.pool.interrupt()
-
-    def give_back_unstarted(self) -> None:
-        """Stop consuming; what was fetched and never started goes back to the broker at once,
-        for other workers to run."""
-        if self.consumer.is_alive():
-            self.consumer.stop()
-        unstarted = [h.delivery for h in self.buffer if not h.acked]
-        unstarted += [fetched.delivery for fetched in self.consumer.take()]
-        self.buffer = []
-        if unstarted:
-            self.broker.requeue(unstarted)
-
-    def shutdown(self) -> None:
-        """Give back what did not start, stop the pool, store and ack what finished."""
-        self.give_back_unstarted()
-        self.handle(self.pool.stop(kill=self.killing))
-        # A warm shutdown leaves the loop only when nothing runs; a cold one interrupts tasks,
-        # whose messages go back to the broker to run again elsewhere.
-        settled = set(self.pool.settled_jobs())
-        started = set(self.pool.started_jobs())
-        for job, held in self.running.items():
-            if job in started:
-                self.started_by_child(held)
-            if job in settled:  # finished and stored by its child before it was stopped
-                if self.ownership.owes_ack_after_child(held):
-                    self.acks.append(held.delivery)
-            else:
-                self.give_back(held, started=job in started)
-        self.running.clear()
-        self.flush()
-        self.writer.stop()  # returns once everything handed over is written
-        if self.control.is_alive():
-            self.control.stop()
-        self.events.stop()
-        self.run_calls()  # (none is left waiting)
-        self.waker.close()
-        if worker_shutdown.receivers:
-            worker_shutdown.send(sender=self)
-        logger.info("%s stopped.", self.hostname)

@@ -1,6 +1,7 @@
 """Tasks of tests/test_hosts.py: workers on hosts made of network namespaces. The host a
 process runs on is ``RUNNER_TEST_HOST``; marks go to ``HOSTS_MARKS`` (a file every namespace
-sees: they share the filesystem)."""
+sees: they share the filesystem). On Redis a host cut off gives its tasks back after the
+visibility timeout, on RabbitMQ when the node misses its heartbeats (2 s here)."""
 
 import os
 import time
@@ -9,7 +10,7 @@ from runner import Celery
 
 app = Celery("hosts_tasks")
 app.conf.update(
-    broker_transport_options={"visibility_timeout": 4},
+    broker_transport_options={"visibility_timeout": 4, "heartbeat": 2},
     beat_schedule={"tick": {"task": "hosts_tasks.tick", "schedule": 1.0}},
     beat_lease_seconds=4,
 )
