@@ -299,3 +299,71 @@ def test_asyncio_pool_plain_task_hard_time_limit(atasks, start_worker):
     assert [add.delay(i, i).get(timeout=10) for i in range(4)] == [0, 2, 4, 6]
     assert atasks.aadd.delay(1, 1).get(timeout=10) == 2
     assert "Exception in thread" not in worker.log()
+
+
+@pytest.mark.transports("redis")
+def test_aget_wakes_on_the_result_announcement_rather_than_polling(atasks, app, start_worker):
+    import asyncio
+
+    start_worker("-P", "asyncio", "-c", "4", app=APP)
+    assert atasks.aadd.delay(0, 0).get(timeout=15) == 0  # (the worker is up)
+    redis = app.backend.client
+
+    def reads() -> int:
+        return redis.info("commandstats").get("cmdstat_get", {}).get("calls", 0)
+
+    async def caller(wait: bool):
+        result = await atasks.aadd.adelay(1, 2, 2.0)
+        before = reads()
+        if wait:
+            value = await result.aget(timeout=15)
+        else:  # the same time, only sleeping: what the worker reads meanwhile
+            await asyncio.sleep(2.0)
+            value = 3
+        return value, reads() - before
+
+    value, baseline = asyncio.run(caller(wait=False))
+    value, gets = asyncio.run(caller(wait=True))
+    assert value == 3
+    assert gets - baseline <= 4  # (looking every 0.1 s at most, as it did, read it about 25 times)
+
+
+def test_many_agets_at_once_on_one_loop(atasks, start_worker):
+    import asyncio
+
+    start_worker("-P", "asyncio", "-c", "50", app=APP)
+
+    async def caller():
+        sent = [await atasks.aadd.adelay(i, i, 0.5 + (i % 5) * 0.2) for i in range(50)]
+        return await asyncio.gather(*(r.aget(timeout=30) for r in sent))
+
+    assert asyncio.run(caller()) == [2 * i for i in range(50)]
+
+
+def test_an_async_endpoint_enqueues_and_awaits_results(atasks, start_worker):
+    """The README's FastAPI-style caller, on Starlette (what FastAPI is built on): requests
+    served at once on one loop, each enqueueing a task and awaiting its result."""
+    import asyncio
+
+    import httpx
+
+    pytest.importorskip("starlette")
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def add(request):
+        result = await atasks.ainflight.adelay(0.5)  # (how many ran at once, seen by it)
+        return JSONResponse({"id": result.id, "most": await result.aget(timeout=20)})
+
+    api = Starlette(routes=[Route("/add", add, methods=["POST"])])
+    start_worker("-P", "asyncio", "-c", "20", app=APP)
+
+    async def callers():
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await asyncio.gather(*(client.post("/add") for _ in range(10)))
+
+    responses = asyncio.run(callers())
+    assert [r.status_code for r in responses] == [200] * 10
+    assert max(r.json()["most"] for r in responses) > 1  # the requests' tasks overlapped

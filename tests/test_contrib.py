@@ -84,3 +84,27 @@ def test_start_worker_refuses_a_prefork_pool(app):
 
     with pytest.raises(ValueError, match="prefork"), start_worker(app, pool="prefork"):
         pass
+
+
+def test_start_worker_runs_async_tasks_on_an_asyncio_pool(app, tmp_path):
+    import os
+    import time
+
+    import async_tasks
+
+    from runner.contrib.testing import start_worker
+
+    with start_worker(app, pool="asyncio", concurrency=10) as worker:
+        got = [r.get(timeout=15) for r in [async_tasks.apid.delay(0.3) for _ in range(10)]]
+        assert {pid for pid, _ in got} == {os.getpid()}  # on a loop in the test's process
+        assert max(most for _, most in got) > 1  # several at once
+        marker = tmp_path / "long"
+        long = async_tasks.along.delay(str(marker), 30)
+        deadline = time.monotonic() + 15
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        long.revoke(terminate=True)
+        while long.state != "REVOKED" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert long.state == "REVOKED" and marker.read_text() == "cancelled"
+        assert worker.terminated == {}  # forgotten once its job is over (it was kept: #22)

@@ -243,6 +243,7 @@ PROBES: dict[str, tuple[Any, Any]] = {
                          lambda app: task(app, "acks_late")),
     "worker_concurrency": (3, lambda app: worker_options(app).concurrency),
     "worker_pool": ("threads", lambda app: worker_options(app).pool),
+    "worker_processes": (0, lambda app: worker_options(app).processes),
     "worker_prefetch_multiplier": (1, lambda app: worker_options(app).prefetch_multiplier),
     "worker_max_tasks_per_child": (10, lambda app: worker_options(app).max_tasks_per_child),
     "worker_max_memory_per_child": (10_000,

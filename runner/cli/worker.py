@@ -49,7 +49,12 @@ ASYNCIO_CONCURRENCY = 100
 @app_options
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
               help="Child processes (or threads; with -P asyncio, tasks in flight on the event "
-                   "loop); default: worker_concurrency, else the CPU count (asyncio: 100).")
+                   "loop of each process); default: worker_concurrency, else the CPU count "
+                   "(asyncio: 100).")
+@click.option("--processes", type=click.IntRange(min=0), default=None,
+              help="With -P asyncio: processes, each running -c tasks at once on its event "
+                   "loop; 0: the loop runs in the worker's own process. Default: "
+                   "worker_processes (1).")
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
               default=None,
               help="Pool implementation; default: worker_pool.")
@@ -169,7 +174,9 @@ def worker_options(conf, given: dict[str, Any]) -> WorkerOptions:
         prefetch_multiplier=prefetch if prefetch is not None else conf.worker_prefetch_multiplier,
         max_tasks_per_child=given["max_tasks_per_child"] or conf.worker_max_tasks_per_child,
         max_memory_per_child=given["max_memory_per_child"] or conf.worker_max_memory_per_child,
-        heartbeat=not given.get("without_heartbeat"))
+        heartbeat=not given.get("without_heartbeat"),
+        processes=(given["processes"] if given.get("processes") is not None
+                   else conf.worker_processes))
 
 
 def _setup_logging(app, loglevel: str, logfile: str | None, nodename: str) -> None:
@@ -189,6 +196,9 @@ def _note_options(options, given: dict[str, Any]) -> None:
     elif autoscale:
         logger.info("--autoscale: %d to %d processes, starting with %d", autoscale[1],
                     autoscale[0], options.concurrency)
+    if given.get("processes") is not None and options.pool != "asyncio":
+        logger.warning("--processes: only the asyncio pool has it; with -P %s, -c says how "
+                       "many processes or threads run tasks", options.pool)
     if given["optimization"]:
         logger.info("-O %s: accepted; runner's scheduling is always fair (a child takes "
                     "long tasks one at a time)", given["optimization"])
@@ -264,6 +274,10 @@ def _concurrency_text(options) -> str:
     if options.autoscale and options.pool == "prefork":
         high, low = options.autoscale
         return f"{{min={low}, max={high}}} ({options.pool}, autoscale)"
+    if options.pool == "asyncio":
+        where = (f"x {options.processes} processes" if options.processes
+                 else "in the worker's process")
+        return f"{options.concurrency} in flight {where} (asyncio)"
     return f"{options.concurrency} ({options.pool})"
 
 

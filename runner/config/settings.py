@@ -222,6 +222,9 @@ class Settings(BaseModel):
         None, ge=1, description="replace a child after this many tasks")
     worker_max_memory_per_child: int | None = Field(
         None, ge=1, description="replace a child whose resident memory passes this (KiB)")
+    worker_processes: int = Field(
+        1, ge=0, description="asyncio pool: processes, each running worker_concurrency tasks "
+        "at once on its event loop; 0: the loop runs in the worker's own process")
     worker_loop_block_threshold: float = Field(
         1.0, ge=0, description="asyncio pool: log an async task that holds the event loop "
         "longer than this (seconds; a blocking call in an async def); 0: never")

@@ -7,8 +7,10 @@ test's own process, started and stopped around a block of test code.
         assert add.delay(2, 2).get(timeout=10) == 4
 
 The worker is runner's own (consumer, pool, result writer): what a test sees is what a worker
-process does, minus the process. Its pool is ``solo`` (the worker's thread runs the tasks) or
-``threads``; a prefork pool would fork the test process from a thread, so it is refused.
+process does, minus the process. Its pool is ``solo`` (the worker's thread runs the tasks), ``threads``, or
+``asyncio`` (``async def`` tasks, ``concurrency`` at once on an event loop in a thread of the
+test's process, as ``-P asyncio --processes 0``); a prefork pool would fork the test process
+from a thread, so it is refused.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ def start_worker(app: Runner, concurrency: int = 1, pool: str = "solo",
     from runner.worker.held import WorkerOptions
     from runner.worker.worker import Worker
 
-    if pool not in ("solo", "threads"):
-        raise ValueError(f"start_worker(pool={pool!r}): use 'solo' or 'threads' (a prefork "
-                         f"pool would fork the test process from a thread)")
+    if pool not in ("solo", "threads", "asyncio"):
+        raise ValueError(f"start_worker(pool={pool!r}): use 'solo', 'threads' or 'asyncio' (a "
+                         f"prefork pool would fork the test process from a thread)")
     if perform_ping_check and PING_TASK not in app.tasks:
         app.task(name=PING_TASK)(ping)
     app.import_task_modules()
@@ -56,7 +58,8 @@ def start_worker(app: Runner, concurrency: int = 1, pool: str = "solo",
         queues=queues or ([q.name for q in conf.task_queues] if conf.task_queues
                           else [conf.task_default_queue]),
         hostname=f"gen{os.getpid()}@{socket.gethostname()}",
-        prefetch_multiplier=conf.worker_prefetch_multiplier)
+        prefetch_multiplier=conf.worker_prefetch_multiplier,
+        processes=0)  # (asyncio: its loop in this process; no fork)
     worker = Worker(app, options)
     failure: list[BaseException] = []
 

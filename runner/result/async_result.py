@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from runner import serialization, states
 from runner._state import current_app, running
 from runner.exceptions import RunnerError, TaskRevokedError, TimeoutError
-from runner.utils.aio import in_client_thread
+from runner.utils.aio import WAIT_SLICE, in_client_thread, in_waiting_thread
 
 SENT_CHECK = 1.0  # seconds AsyncResult.get() waits before it makes sure its task was sent
 ASYNC_POLL = 0.1  # seconds AsyncResult.aget() waits at most between two looks at the backend
@@ -277,17 +277,27 @@ class AsyncResult:
     async def aget(self, timeout: float | None = None, propagate: bool = True,
                    interval: float | None = None, follow_parents: bool = True,
                    **_ignored: Any) -> Any:
-        """:meth:`get` for async code (``await result.aget(timeout=10)``): the backend is read
-        in the async client's thread between sleeps on the caller's event loop (every 5 ms at
-        first, backing off to ``interval``, 0.1 s by default), so the loop keeps serving other
-        work while it waits. ``timeout`` raises :class:`runner.exceptions.TimeoutError`."""
+        """:meth:`get` for async code (``await result.aget(timeout=10)``): the caller's event
+        loop keeps serving other work while a thread waits with the backend's own wait, which
+        wakes when the result is stored (Redis: its announcement; SQLite: a write to the file;
+        see :func:`runner.utils.aio.in_waiting_thread`). With ``rpc://``, whose replies come
+        on the async client's connection, that thread reads them between sleeps on the
+        caller's loop (every 5 ms at first, backing off to ``interval``, 0.1 s by default).
+        ``timeout`` raises :class:`runner.exceptions.TimeoutError`."""
         if self.ignored:
             return None
         deadline = None if timeout is None else time.monotonic() + timeout
         pause, most = 0.005, interval or ASYNC_POLL
+        replies = self.app.backend.sends_replies
         record = self._record
         while record is None or not record.ready:
-            record = await in_client_thread(self._read_backend)
+            left = None if deadline is None else deadline - time.monotonic()
+            if replies:
+                record = await in_client_thread(self._read_backend)
+            else:
+                part = WAIT_SLICE if left is None else max(0.0, min(left, WAIT_SLICE))
+                record = await in_waiting_thread(self.app.backend.wait, self.id, part,
+                                                 interval)
             if record is not None and record.ready:
                 break
             left = None if deadline is None else deadline - time.monotonic()
@@ -295,8 +305,9 @@ class AsyncResult:
                 raise TimeoutError(
                     f"The operation timed out: task {self.id} is still "
                     f"{record.state if record else states.PENDING} after {timeout}s")
-            await asyncio.sleep(pause if left is None else min(pause, left))
-            pause = min(pause * 2, most)
+            if replies:
+                await asyncio.sleep(pause if left is None else min(pause, left))
+                pause = min(pause * 2, most)
         self._record = record
         if propagate and follow_parents and self.parent is not None and (
                 record.state in states.PROPAGATE_STATES):

@@ -129,3 +129,27 @@ async def in_client_thread(function: Callable[..., Any], *args: Any, **kwargs: A
     loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
     return await loop.run_in_executor(_client_executor(), call)
+
+
+# -- waiting for results ------------------------------------------------------------------------
+
+#: at most this many ``aget`` calls of a process wait on the result backend at once (each in a
+#: thread of its own, with the backend's own wait: a Redis subscription, SQLite's file watch);
+#: more take turns, WAIT_SLICE seconds at a time
+WAITERS = 32
+#: seconds one wait of ``aget`` lasts before it gives its thread to the next one
+WAIT_SLICE = 1.0
+
+_waiters: tuple[int, ThreadPoolExecutor] | None = None
+
+
+async def in_waiting_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` (a backend's blocking wait) in one of WAITERS threads, awaited: the
+    caller's loop runs meanwhile, and the client thread stays free for sends."""
+    global _waiters
+    with _client_lock:
+        if _waiters is None or _waiters[0] != os.getpid():
+            _waiters = (os.getpid(), ThreadPoolExecutor(WAITERS,
+                                                        thread_name_prefix="runner-aio-wait"))
+        executor = _waiters[1]
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)

@@ -1,14 +1,14 @@
-"""The asyncio pool (``-P asyncio``): one event loop, in a thread of the worker process, runs up
-to ``-c`` (``--concurrency``) jobs at once: ``async def`` tasks are awaited on the loop, plain
+"""The asyncio pool's event loop: in a thread of each of its processes (see
+:mod:`runner.worker.aio_procs`), or of the worker's own process with ``--processes 0``, it runs
+up to ``-c`` (``--concurrency``) jobs at once: ``async def`` tasks are awaited on the loop, plain
 ``def`` tasks run in a bounded thread pool so they never block it.
 
 Time limits: the soft one raises ``SoftTimeLimitExceeded`` inside the coroutine at its current
 ``await`` (the task may catch it and clean up); the hard one cancels the coroutine and fails the
 task with ``TimeLimitExceeded``. ``revoke(..., terminate=True)`` cancels the coroutine. A plain
 task's limits are kept as in the threads pool (an exception injected into its thread). Warm
-shutdown waits for the jobs in flight.
-
-One process for now: ``-c`` is the number of tasks in flight on its loop.
+shutdown waits for the jobs in flight. (A job that does not stop when cancelled is left to the
+process pool, which replaces the process.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from typing import Any
 
 from runner import states
@@ -64,6 +63,7 @@ class _Entry:
 class AsyncioPool(Pool):
     def start(self) -> None:
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._woken = False  # the waker was woken for what is in the outbox
         self._jobs: dict[int, _Entry] = {}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -84,27 +84,16 @@ class AsyncioPool(Pool):
         with self._lock:
             return self.size - len(self._jobs)
 
-    def _submit(self, job: Job) -> None:
+    def submit(self, jobs: list[Job]) -> None:
+        """Start ``jobs`` on the loop (all at once: one wake-up of the loop's thread)."""
         with self._lock:
-            self._jobs[job.id] = _Entry(timers=[])
-        self._loop.call_soon_threadsafe(self._begin, job)
+            for job in jobs:
+                self._jobs[job.id] = _Entry(timers=[])
+        self._loop.call_soon_threadsafe(self._begin_all, jobs)
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
-        events: list[Event] = []
-        if self._outbox.empty():
-            if waitables:  # a finished job wakes the waker, which is one of them
-                wait(list(waitables), timeout)
-            else:
-                try:
-                    events.append(self._outbox.get(timeout=timeout))
-                except queue.Empty:
-                    pass
-        try:
-            while True:
-                events.append(self._outbox.get_nowait())
-        except queue.Empty:
-            pass
-        return events
+        self._woken = False  # (before the outbox is read: a job ending after it wakes again)
+        return self._take_outbox(self._outbox, timeout, waitables)
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         """Cancel an ``async def`` job (a plain one in a thread cannot be stopped)."""
@@ -166,6 +155,10 @@ class AsyncioPool(Pool):
 
     # -- in the loop's thread -----------------------------------------------------------------
 
+    def _begin_all(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._begin(job)
+
     def _begin(self, job: Job) -> None:
         entry = self._jobs[job.id]
         entry.task = self._loop.create_task(self._job(job, entry))
@@ -199,7 +192,8 @@ class AsyncioPool(Pool):
             with self._lock:
                 self._jobs.pop(job.id, None)
         self._outbox.put(Finished(result))
-        if self.waker is not None:
+        if self.waker is not None and not self._woken:  # (one wake-up for a burst of ends)
+            self._woken = True
             self.waker.wake()
 
     async def _result(self, job: Job, entry: _Entry) -> JobResult:

@@ -41,6 +41,14 @@ class WorkerOptions:
     #: starts
     autoscale: tuple[int, int] | None = None
     heartbeat: bool = True  # send worker-heartbeat events (--without-heartbeat: no)
+    #: -P asyncio: processes, each running ``concurrency`` tasks at once on its event loop
+    #: (0: the loop runs in the worker's own process)
+    processes: int = 1
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks the pool runs at once (``-P asyncio``: ``concurrency`` in each process)."""
+        return self.concurrency * (max(1, self.processes) if self.pool == "asyncio" else 1)
 
     @property
     def prefetch(self) -> int:

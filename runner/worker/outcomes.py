@@ -56,6 +56,7 @@ class JobOutcomes:
         held = self.running.pop(result.job_id)
         self.consumer.release()
         message = held.message
+        self.terminated.pop(message.id, None)  # (it ended, cancelled or not: forgotten)
         previous = self.runtimes.get(message.task)
         self.runtimes[message.task] = (result.runtime if previous is None
                                        else 0.8 * previous + 0.2 * result.runtime)
@@ -86,6 +87,7 @@ class JobOutcomes:
         for job in job_ids:
             held = self.running.pop(job)
             self.consumer.release()
+            self.terminated.pop(held.message.id, None)
             if self.ownership.owes_ack_after_child(held):
                 self.acks.append(held.delivery)
 
@@ -101,6 +103,7 @@ class JobOutcomes:
             held = self.running.pop(job)
             self.consumer.release()
             message = held.message
+            self.terminated.pop(message.id, None)
             if ran:
                 self.started_by_child(held)
                 if self.stored_by_child(held, "died"):
@@ -169,6 +172,7 @@ class JobOutcomes:
         self.consumer.release()
         self.started_by_child(held)
         message = held.message
+        self.terminated.pop(message.id, None)
         error = TimeLimitExceeded(f"TimeLimitExceeded({limit},)")
         logger.error("Hard time limit (%ss) exceeded for %s[%s]", limit, message.task,
                      message.id)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -160,6 +162,28 @@ class Pool:
         """Events that happened, waiting up to ``timeout`` seconds for the first, or until one
         of ``waitables`` (objects with ``fileno()``) is ready."""
         raise NotImplementedError
+
+    @staticmethod
+    def _take_outbox(outbox: queue.SimpleQueue, timeout: float,
+                     waitables: Sequence[Any] = ()) -> list[Event]:
+        """For a pool whose threads put their events in ``outbox``: what is there, waiting up
+        to ``timeout`` for the first one (or until one of ``waitables`` is ready: a finished
+        job wakes the worker's waker, which is one of them)."""
+        events: list[Event] = []
+        if outbox.empty():
+            if waitables:
+                wait(list(waitables), timeout)
+            else:
+                try:
+                    events.append(outbox.get(timeout=timeout))
+                except queue.Empty:
+                    pass
+        try:
+            while True:
+                events.append(outbox.get_nowait())
+        except queue.Empty:
+            pass
+        return events
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
         """Kill what runs ``job_id`` (revoke with terminate); False if the pool cannot."""

@@ -8,7 +8,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import wait
 from typing import Any
 
 from runner.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -93,24 +92,11 @@ class ThreadPool(Pool):
         self._inbox.put(job)
 
     def collect(self, timeout: float, waitables: Sequence[Any] = ()) -> list[Event]:
-        events: list[Event] = []
         with self._lock:
             deadlines = [d for entry in self._jobs.values() for d in entry[1:] if d is not None]
         if deadlines:  # wake at the first time limit, as the prefork pool does
             timeout = max(0.0, min(timeout, min(deadlines) - time.monotonic()))
-        if self._outbox.empty():
-            if waitables:  # a finished job wakes the waker, which is one of them
-                wait(list(waitables), timeout)
-            else:
-                try:
-                    events.append(self._outbox.get(timeout=timeout))
-                except queue.Empty:
-                    pass
-        try:
-            while True:
-                events.append(self._outbox.get_nowait())
-        except queue.Empty:
-            pass
+        events = self._take_outbox(self._outbox, timeout, waitables)
         self._enforce_limits()
         return events
 

@@ -66,7 +66,8 @@ from runner.worker.pool import (
     Settled,
     TimedOut,
 )
-from runner.worker.pools import POOLS, prefork_kind
+from runner.worker.pools import pool_class as pool_class_of
+from runner.worker.pools import prefork_kind
 from runner.worker.prefork import PreforkPool
 from runner.worker.shutdown import Shutdown
 from runner.worker.trace import (
@@ -106,7 +107,7 @@ class Worker(JobOutcomes, Shutdown):
         self.backend = app.backend
         self.broker.check(options.queues)  # refused credentials: one error now, not later
         self.backend.check()
-        most = options.autoscale[0] if options.autoscale else options.concurrency
+        most = options.autoscale[0] if options.autoscale else options.in_flight
         self.capacity = most * options.prefetch
         transport = app.conf.broker_transport_options
         self.visibility_timeout = float(getattr(transport, "visibility_timeout", 30.0))
@@ -126,13 +127,15 @@ class Worker(JobOutcomes, Shutdown):
         self.calls: collections.deque = collections.deque()  # (function, future) for the loop
         self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
-        pool_class = POOLS[options.pool]
+        pool_class = pool_class_of(options.pool, options.processes)
         forks = issubclass(pool_class, PreforkPool)
         #: who claims, stores and acks (see runner.worker.ownership)
         self.ownership = Ownership.decide(forks, self.broker, self.backend,
                                           pool_class.defers_acks)
         settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
                           "batch_size": options.prefetch}
+        if options.pool == "asyncio" and options.processes:
+            settings["processes"] = options.processes
         if forks:
             pool_class = prefork_kind(self.ownership.children_consume)
         if forks and self.ownership.children_consume:  # each claims its share of the prefetch
@@ -312,7 +315,9 @@ class Worker(JobOutcomes, Shutdown):
             held.job = next(self.job_ids)
             held.started = time.monotonic()
             self.running[held.job] = held
-            jobs.append(job_for(self.app, held.job, held.delivery, message))
+            job = job_for(self.app, held.job, held.delivery, message)
+            job.acked = held.acked  # (a process that settles it does not ack it again)
+            jobs.append(job)
         for middleware in self.app.middleware:  # e.g. a pipeline step is now `running`
             if type(middleware).before_tasks_start is Middleware.before_tasks_start:
                 continue

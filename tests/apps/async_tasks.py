@@ -122,3 +122,63 @@ async def aprogress(self, steps):
         self.update_state(state="PROGRESS", meta={"step": step})
         await asyncio.sleep(0.2)
     return steps
+
+
+@app.task
+async def apid(delay=0.0):
+    """The pid of the process that ran it, and how many of these ran at once there."""
+    global _in_flight, _most
+    _in_flight += 1
+    _most = max(_most, _in_flight)
+    try:
+        await asyncio.sleep(delay)
+        return [os.getpid(), _most]
+    finally:
+        _in_flight -= 1
+
+
+async def _swallow(marker, seconds):
+    """Sleeps ``seconds`` and will not be cancelled (a mistake: swallows CancelledError)."""
+    Path(marker).write_text("started")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(deadline - time.monotonic())
+        except asyncio.CancelledError:
+            Path(marker).write_text("cancel swallowed")
+    return "not stopped"
+
+
+@app.task(time_limit=0.5)
+async def aswallow_limited(marker, seconds):
+    return await _swallow(marker, seconds)
+
+
+@app.task
+async def aswallow(marker, seconds):
+    return await _swallow(marker, seconds)
+
+
+@app.task(time_limit=0.5)
+async def ablocking_limited(seconds):
+    """Blocks its loop past its hard time limit: cancelling cannot reach it."""
+    time.sleep(seconds)
+    return "woke"
+
+
+@app.task(bind=True, acks_late=True)
+async def alate(self, marker, seconds):
+    """Acked after it ran; appends its attempt to ``marker`` as it starts."""
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True)
+async def aredeliver(marker, seconds):
+    """Delivered again if its process dies (acks_late and reject_on_worker_lost)."""
+    with open(marker, "a") as f:
+        f.write("attempt\n")
+    await asyncio.sleep(seconds)
+    return "done"
