@@ -1,4 +1,4 @@
-"""Paired rows (issue 21): a variant of runner against plain runner on the same redis-server,
+"""Paired rows (issues 18 and 21): a variant of runner against plain runner on the same redis-server,
 measured in interleaved rounds so that a slow moment of the machine hits both alike.
 
 One run of either system is noisy (±20 % between runs on a busy 2-core machine), far more
@@ -39,6 +39,9 @@ PAIRS = [
     Pair("runner-wait", "runner with wait_for_replicas: 1 against without, a replica attached "
          "to the bench's redis-server for both (issue 21; no target: the cost)", replica=True),
 ]
+PAIRS.append(Pair("runnerE", "runner with task events (-E) against without (issue 18)",
+                  targets=[("drain_rate", "-E drain within 15% of without", lambda r: r >= 0.85),
+                           ("rt_p50_ms", "-E p50 within 10% of without", lambda r: r <= 1.1)]))
 PAIRED = {pair.other for pair in PAIRS}
 
 
