@@ -3,13 +3,23 @@ nobody reads, keeps at most its buffer and goes on (in process, no worker needed
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runner import Celery
 from runner.events.dispatcher import EventDispatcher
 from runner.events.state import State
+
+#: any JSON value, nested a little
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=12)
 
 
 def _closed_port() -> int:
@@ -106,3 +116,20 @@ def test_a_malformed_event_body_is_dropped_with_a_warning(body, caplog):
 
     assert decode(body) == []
     assert "dropped a malformed body" in caplog.text
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.fixed_dictionaries({"v": st.just(2), "base": JSON_VALUES, "shapes": JSON_VALUES,
+                           "rows": JSON_VALUES}).map(lambda d: json.dumps(d).encode()),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode())))
+def test_any_event_body_is_read_or_dropped_never_raises(body):
+    """Whatever arrives on the events channel, a receiver gets a list of event dicts (maybe
+    empty): a garbled or hostile body never stops ``runner events`` or the dashboard."""
+    from runner.events.receiver import decode
+
+    events = decode(body)
+    assert isinstance(events, list)
+    assert all(isinstance(e, dict) and isinstance(e["type"], str) for e in events)

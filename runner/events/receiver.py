@@ -38,6 +38,9 @@ def decode(body: bytes) -> list[dict]:
         return []
     if isinstance(events, dict):
         events = [events]
+    if not isinstance(events, list):  # (null, a number, a string: no events)
+        logger.warning("events: dropped a body that holds no events: %r", body[:200])
+        return []
     return [e for e in events if isinstance(e, dict) and isinstance(e.get("type"), str)]
 
 
