@@ -135,3 +135,128 @@ def test_acks_late_and_claim_renewal_with_several_processes(atasks, app, start_w
     second.stop()
     assert app.broker.qsize("celery") == 0  # acked once stored: nothing comes back
     assert "async_tasks.alate[" not in second.log()
+
+
+# -- jobs handed over beyond -c wait in their process -------------------------------------
+
+
+def _child_pids(worker) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(worker.pid).children()]
+
+
+def test_tasks_beyond_c_wait_in_their_process_and_start_as_running_ones_end(atasks, app,
+                                                                           start_worker):
+    start_worker("-n", "wait@%h", "-P", "asyncio", "--processes", "1", "-c", "2", app=APP)
+    me = next(iter(app.control.ping(timeout=2)[0]))
+    results = [atasks.apid.delay(1.0) for _ in range(4)]
+    inspect = app.control.inspect([me])
+    deadline = time.monotonic() + 10
+    while len((inspect.active() or {}).get(me, [])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    active, reserved = inspect.active()[me], inspect.reserved()[me]
+    assert len(active) == 2 and len(reserved) == 2  # the waiting ones are reserved, not active
+    assert {r["id"] for r in active + reserved} == {r.id for r in results}
+    got = [r.get(timeout=15) for r in results]
+    assert max(most for _, most in got) == 2  # never more than -c at once
+
+
+def test_a_waiting_task_goes_back_unstarted_when_its_process_dies(atasks, start_worker,
+                                                                 tmp_path):
+    from runner.exceptions import WorkerLostError
+
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "1", app=APP)
+    marker = tmp_path / "running"
+    running = atasks.along.delay(str(marker), 30)
+    _wait_for_text(marker, "started")
+    waiting = atasks.aadd.delay(2, 3)  # early ack (the default): acked only once it starts
+    time.sleep(1.0)  # (handed to the process, waiting behind the running one)
+    assert waiting.state == "PENDING"
+    [child] = _child_pids(worker)
+    import os
+
+    os.kill(child, signal.SIGKILL)
+    with pytest.raises(WorkerLostError):  # it ran: lost with the process, as in prefork
+        running.get(timeout=15)
+    assert waiting.get(timeout=15) == 5  # it never started: delivered again, and ran
+
+
+def test_warm_shutdown_gives_back_the_waiting_tasks_unstarted(atasks, app, start_worker,
+                                                             tmp_path):
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "1", app=APP)
+    first, second = tmp_path / "first", tmp_path / "second"
+    running = atasks.along.delay(str(first), 1.5)
+    _wait_for_text(first, "started")
+    waiting = atasks.along.delay(str(second), 0.1)
+    time.sleep(0.5)
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(20) == 0
+    assert running.get(timeout=5) == "done"
+    assert not second.exists() and waiting.state == "PENDING"  # never started...
+    assert app.broker.qsize("celery") == 1  # ...and back in the queue
+    start_worker("-P", "asyncio", "-c", "2", app=APP)
+    assert waiting.get(timeout=15) == "done"
+
+
+@pytest.mark.parametrize("terminate", [False, True])
+def test_a_task_revoked_while_it_waits_never_runs(atasks, app, start_worker, tmp_path,
+                                                  terminate):
+    start_worker("-P", "asyncio", "--processes", "1", "-c", "1", app=APP)
+    first, second = tmp_path / "first", tmp_path / "second"
+    running = atasks.along.delay(str(first), 2)
+    _wait_for_text(first, "started")
+    waiting = atasks.along.delay(str(second), 0.1)
+    time.sleep(0.5)  # (handed to the process, waiting)
+    waiting.revoke(terminate=terminate)
+    deadline = time.monotonic() + 10
+    while waiting.state != "REVOKED" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert waiting.state == "REVOKED"
+    assert running.state == "PENDING"  # dropped while the running one still runs
+    assert running.get(timeout=10) == "done"
+    time.sleep(0.3)
+    assert not second.exists()
+
+
+def test_a_waiting_task_is_not_acked_so_a_killed_worker_loses_none(atasks, start_worker,
+                                                                  tmp_path):
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "1", app=APP,
+                          env=SHORT_VISIBILITY)
+    marker = tmp_path / "running"
+    atasks.along.delay(str(marker), 30)
+    _wait_for_text(marker, "started")
+    waiting = atasks.aadd.delay(2, 3)  # early ack (the default), but it has not started
+    time.sleep(1.0)  # (handed to the process, waiting behind the running one)
+    worker.kill_all()  # the whole worker, at once
+    start_worker("-P", "asyncio", "-c", "2", app=APP, env=SHORT_VISIBILITY)
+    assert waiting.get(timeout=20) == 5  # delivered again once its claim expired
+
+
+# -- replacing a process after max_tasks_per_child / max_memory_per_child ---------------
+
+
+def test_max_tasks_per_child_replaces_a_process_once_its_tasks_are_done(atasks, start_worker):
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "4",
+                          "--max-tasks-per-child", "3", "-l", "info", app=APP)
+    pids = []
+    for _ in range(3):
+        batch = [atasks.apid.delay(0.3) for _ in range(3)]  # one process's 3 at once
+        pids.append({pid for pid, _ in (r.get(timeout=15) for r in batch)})
+    assert all(len(each) == 1 for each in pids)  # each batch ran in one process...
+    assert len(set().union(*pids)) == 3  # ...a new one each time
+    assert "replaced after 3 tasks (max_tasks_per_child)" in worker.log()
+
+
+def test_max_memory_per_child_replaces_a_process_past_it(atasks, start_worker):
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "4",
+                          "--max-memory-per-child", "1", "-l", "info", app=APP)  # 1 KiB
+    pids = [atasks.apid.delay().get(timeout=15)[0] for _ in range(3)]
+    assert len(set(pids)) == 3
+    assert "over max_memory_per_child (1)" in worker.log()
+
+
+def test_max_tasks_per_child_without_a_pool_process_says_it_has_no_effect(start_worker):
+    worker = start_worker("-P", "asyncio", "--processes", "0", "--max-tasks-per-child", "3",
+                          app=APP)
+    assert "has no process of its own to replace" in worker.log()

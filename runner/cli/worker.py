@@ -196,6 +196,11 @@ def _note_options(options, given: dict[str, Any]) -> None:
     elif autoscale:
         logger.info("--autoscale: %d to %d processes, starting with %d", autoscale[1],
                     autoscale[0], options.concurrency)
+    if (options.max_tasks_per_child or options.max_memory_per_child) and (
+            options.pool in ("threads", "solo")
+            or (options.pool == "asyncio" and options.processes == 0)):
+        logger.warning("--max-tasks-per-child / --max-memory-per-child: the %s pool has no "
+                       "process of its own to replace; they have no effect", options.pool)
     if given.get("processes") is not None and options.pool != "asyncio":
         logger.warning("--processes: only the asyncio pool has it; with -P %s, -c says how "
                        "many processes or threads run tasks", options.pool)
@@ -209,6 +214,7 @@ def _note_options(options, given: dict[str, Any]) -> None:
 
 
 def _run(app, options, embed_beat: bool, quiet: bool) -> None:
+    from runner.worker.collector import tune_collector
     from runner.worker.worker import Worker
 
     app.import_task_modules()
@@ -222,6 +228,7 @@ def _run(app, options, embed_beat: bool, quiet: bool) -> None:
         beat = threading.Thread(target=scheduler.run, args=(stop,), name="runner-beat",
                                 daemon=True)
         beat.start()
+    tune_collector(app.conf.worker_gc_threshold)  # (the worker's own process: not a test's)
     try:
         instance.run()
     finally:

@@ -9,11 +9,17 @@ task with ``TimeLimitExceeded``. ``revoke(..., terminate=True)`` cancels the cor
 task's limits are kept as in the threads pool (an exception injected into its thread). Warm
 shutdown waits for the jobs in flight. (A job that does not stop when cancelled is left to the
 process pool, which replaces the process.)
+
+Jobs handed over beyond ``-c`` wait in the pool, in order, and each starts the moment a running
+one ends, on the loop, without a round trip to whoever hands them over (the process pool keeps
+its processes one batch ahead this way). A waiting job whose start was asked to be reported
+(``Job.report_start``) is reported as :class:`~runner.worker.pool.Began` when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import queue
@@ -31,7 +37,7 @@ from runner.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimit
 from runner.execute import arun_task, is_async
 from runner.task import fresh_stacks
 from runner.utils.aio import Interruptible
-from runner.worker.pool import Event, Finished, Pool
+from runner.worker.pool import Began, Event, Finished, Pool, Returned
 from runner.worker.trace import (
     Job,
     JobResult,
@@ -65,6 +71,8 @@ class AsyncioPool(Pool):
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._woken = False  # the waker was woken for what is in the outbox
         self._jobs: dict[int, _Entry] = {}
+        self._waiting: collections.deque[Job] = collections.deque()  # beyond -c, in order
+        self._running = 0  # (read and changed on the loop's thread only)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._executor = ThreadPoolExecutor(min(self.size, SYNC_THREADS),
@@ -85,7 +93,8 @@ class AsyncioPool(Pool):
             return self.size - len(self._jobs)
 
     def submit(self, jobs: list[Job]) -> None:
-        """Start ``jobs`` on the loop (all at once: one wake-up of the loop's thread)."""
+        """Start ``jobs`` on the loop (all at once: one wake-up of the loop's thread); those
+        beyond ``-c`` wait for a running one to end."""
         with self._lock:
             for job in jobs:
                 self._jobs[job.id] = _Entry(timers=[])
@@ -96,18 +105,30 @@ class AsyncioPool(Pool):
         return self._take_outbox(self._outbox, timeout, waitables)
 
     def terminate_job(self, job_id: int, signum: int = signal.SIGTERM) -> bool:
-        """Cancel an ``async def`` job (a plain one in a thread cannot be stopped)."""
+        """Cancel an ``async def`` job (a plain one in a thread cannot be stopped); one still
+        waiting to start is dropped (recorded REVOKED)."""
         with self._lock:
             entry = self._jobs.get(job_id)
             if entry is None or entry.thread is not None:
                 return False
-        self._loop.call_soon_threadsafe(self._stop_job, entry,
+        self._loop.call_soon_threadsafe(self._terminate, job_id, entry,
                                         TaskRevokedError(f"terminated ({signum})"))
         return True
 
+    def drop_waiting(self, job_id: int) -> None:
+        """Drop ``job_id`` if it is still waiting to start (revoked meanwhile): recorded
+        REVOKED, never run. (A running one is left alone.)"""
+        self._loop.call_soon_threadsafe(self._drop, job_id)
+
+    def return_waiting(self) -> None:
+        """Warm shutdown: the jobs waiting to start never will; they are reported as
+        :class:`Returned` (not run), for the broker to deliver again."""
+        self._loop.call_soon_threadsafe(self._return_waiting)
+
     def stop(self, kill: bool = False) -> list[Event]:
-        """Warm: wait for the jobs in flight; ``kill``: cancel them."""
+        """Warm: wait for the jobs in flight; ``kill``: cancel them (and drop those waiting)."""
         if kill:
+            self._loop.call_soon_threadsafe(self._return_waiting)
             for entry in list(self._jobs.values()):
                 self._loop.call_soon_threadsafe(self._stop_job, entry, None)
         else:
@@ -157,15 +178,60 @@ class AsyncioPool(Pool):
 
     def _begin_all(self, jobs: list[Job]) -> None:
         for job in jobs:
-            self._begin(job)
+            if self._running < self.size:
+                self._begin(job)
+            else:
+                self._waiting.append(job)
 
     def _begin(self, job: Job) -> None:
         entry = self._jobs[job.id]
+        self._running += 1
+        if job.report_start:
+            if job.ack_on_start:  # (the process that handed it over acks it, told by Began)
+                job.acked = True
+            self._put(Began([job.id]))
         entry.task = self._loop.create_task(self._job(job, entry))
         if job.time_limit:
             entry.timers.append(self._loop.call_later(
                 job.time_limit, self._stop_job, entry, TimeLimitExceeded(
                     f"TimeLimitExceeded({job.time_limit})")))
+
+    def _take_waiting(self, job_id: int) -> Job | None:
+        for job in self._waiting:
+            if job.id == job_id:
+                self._waiting.remove(job)
+                with self._lock:
+                    self._jobs.pop(job_id, None)
+                return job
+        return None
+
+    def _terminate(self, job_id: int, entry: _Entry, why: BaseException) -> None:
+        if not self._drop(job_id):
+            self._stop_job(entry, why)
+
+    def _drop(self, job_id: int) -> bool:
+        job = self._take_waiting(job_id)
+        if job is None:
+            return False
+        job.discard = "revoked"
+        self._put(Finished(discarded(self.app, job, self.hostname)))
+        return True
+
+    def _return_waiting(self) -> None:
+        if self._waiting:
+            returned = [job.id for job in self._waiting]
+            self._waiting.clear()
+            with self._lock:
+                for job_id in returned:
+                    self._jobs.pop(job_id, None)
+            self._put(Returned(returned, False))
+
+    def _put(self, event: Event) -> None:
+        """Hand ``event`` to whoever collects (one wake-up for a burst of them)."""
+        self._outbox.put(event)
+        if self.waker is not None and not self._woken:
+            self._woken = True
+            self.waker.wake()
 
     def _stop_job(self, entry: _Entry, why: BaseException | None) -> None:
         if entry.task is None or entry.task.done():
@@ -191,10 +257,10 @@ class AsyncioPool(Pool):
                 timer.cancel()
             with self._lock:
                 self._jobs.pop(job.id, None)
-        self._outbox.put(Finished(result))
-        if self.waker is not None and not self._woken:  # (one wake-up for a burst of ends)
-            self._woken = True
-            self.waker.wake()
+            self._running -= 1
+            if self._waiting:  # the next one starts now, in this process
+                self._begin(self._waiting.popleft())
+        self._put(Finished(result))
 
     async def _result(self, job: Job, entry: _Entry) -> JobResult:
         try:

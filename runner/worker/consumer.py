@@ -5,6 +5,8 @@ It keeps at most ``capacity`` messages (concurrency x prefetch multiplier) in th
 each claimed message takes a slot, given back when the worker is done with it. While the worker
 still has messages to start, the consumer waits until a batch of slots is free, so a busy
 worker fetches several messages per round trip; a worker with nothing to start fetches at once.
+One fetch claims at most FETCH_AT_MOST messages: decoding them holds the process's GIL, and the
+main loop, which hands work to the pool, must not wait behind a fetch of thousands.
 When the broker has nothing, the consumer blocks in ``broker.wait`` (BLPOP on Redis, a cheap
 change counter on SQLite) and wakes the main loop through a :class:`Waker` when work arrives.
 """
@@ -28,6 +30,7 @@ logger = logging.getLogger("runner.worker")
 
 IDLE_BLOCK = 0.25  # longest one broker.wait; also how soon a stop is noticed
 ERROR_PAUSE = 1.0  # seconds between attempts while the broker fails
+FETCH_AT_MOST = 1000  # messages one fetch claims (-P asyncio -c 1000 holds thousands)
 
 
 class Waker:
@@ -113,7 +116,7 @@ class Consumer(threading.Thread):
         self.queues = list(queues)
         self.consumer_id = consumer_id
         self.capacity = capacity
-        self.batch = max(1, capacity // 2)
+        self.batch = max(1, min(capacity, FETCH_AT_MOST) // 2)
         self.waker = waker
         self.revoked = revoked  # the backend's revoked-set lookup, done here, off the loop
         self.inbox: list[Fetched] = []
@@ -165,7 +168,8 @@ class Consumer(threading.Thread):
                     self._cond.wait(IDLE_BLOCK)
                 if self._stopped:
                     return
-                want, self._free = self._free, 0
+                want = min(self._free, FETCH_AT_MOST)
+                self._free -= want
             got = self._fetch(want)
             prepared = prepare(got, self.revoked) if got else []
             with self._cond:

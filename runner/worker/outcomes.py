@@ -91,6 +91,14 @@ class JobOutcomes:
             if self.ownership.owes_ack_after_child(held):
                 self.acks.append(held.delivery)
 
+    def began(self, job_ids: list[int]) -> None:
+        """Jobs that waited in the pool started: the early-ack ones are acked now."""
+        for job in job_ids:
+            held = self.running.get(job)
+            if held is not None and not held.acked and not held.acks_late:
+                self.acks.append(held.delivery)
+                held.acked = True
+
     def started_by_child(self, held: Held) -> None:
         """``held`` started in a child that acks its own: an early-ack message is acked."""
         if self.ownership.acked_by_child_at_start(held):

@@ -40,7 +40,7 @@ class Panel:
         worker = self.worker
         pool = worker.pool
         running = list(worker.running.items())
-        current = set(pool.current_jobs()) if pool.defers_acks else None
+        current = set(pool.current_jobs()) if pool.holds_jobs else None
         pids = pool.job_pids()
         now, clock = time.time(), time.monotonic()
         out = []
@@ -187,11 +187,11 @@ class Panel:
 
     def revoke(self, ids: list[str], terminate: bool, signal: str) -> None:
         """Remember ``ids`` (the caller stored them in the backend, where the worker looks
-        before each task starts); with ``terminate``, look now for running ones."""
+        before each task starts); look now for those handed to the pool: waiting there to
+        start (dropped), or, with ``terminate``, running."""
         for task_id in ids:
             self.worker.remember_revoked(task_id)
-        if terminate:
-            self.worker.call_soon(self.worker.terminate_revoked)
+        self.worker.call_soon(self.worker.stop_revoked)
 
     def heartbeat(self) -> None:
         events = getattr(self.worker, "events", None)

@@ -58,6 +58,13 @@ class Received:
 
 
 @dataclass(slots=True)
+class Began:
+    """Jobs that waited in the pool (handed over beyond what it runs at once) started now."""
+
+    job_ids: list[int]
+
+
+@dataclass(slots=True)
 class Settled:
     """Jobs a child settled (stored, acked where it can) before it died: they are done."""
 
@@ -79,7 +86,7 @@ class TimedOut:
     limit: float
 
 
-Event = Finished | Lost | TimedOut | Settled | Returned | Received
+Event = Finished | Lost | TimedOut | Settled | Returned | Received | Began
 
 
 class ColdShutdown(BaseException):
@@ -112,6 +119,9 @@ class Pool:
     defers_acks = False
     #: True when the pool's processes store the STARTED state of ``track_started`` tasks
     tracks_started = False
+    #: True when a submitted job may wait in the pool before it starts (prefork batches, the
+    #: asyncio pool's processes): :meth:`current_jobs` tells which run
+    holds_jobs = False
 
     def start(self) -> None: ...
 
@@ -129,6 +139,16 @@ class Pool:
 
     def _submit(self, job: Job) -> None:
         raise NotImplementedError
+
+    def starts_now(self) -> int:
+        """How many of the next jobs submitted start at once (the others wait in the pool, and
+        are reported as :class:`Began` when they start)."""
+        return 1 << 30
+
+    def drop_waiting(self, job_id: int) -> bool:
+        """Drop ``job_id``, revoked while it waits in the pool to start (it is then reported
+        REVOKED); False if it started, or the pool holds none waiting."""
+        return False
 
     def current_jobs(self) -> list[int]:
         """Jobs running now, where :attr:`defers_acks`: the worker acks them (if they ack

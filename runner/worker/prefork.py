@@ -77,7 +77,7 @@ class PreforkPool(Pool):
     the module docstring). A subclass says what its children run (:meth:`_child_main`), what
     it reads from them (:meth:`_received`), and what it watches between batches."""
 
-    defers_acks = tracks_started = True
+    defers_acks = tracks_started = holds_jobs = True
     #: claims a child's board holds (a consuming child posts its claims there)
     board_claims = 0
 

@@ -56,6 +56,12 @@ class Job:
     acked: bool = False  # the process that runs it acked it before it started
     #: (args, kwargs) decoded for task_received in the process that runs the job: not again
     arguments: tuple[list, dict] | None = None
+    #: handed over to wait in the pool until a running job ends: its start is reported
+    #: (:class:`~runner.worker.pool.Began`), and with ``ack_on_start`` it is an early-ack
+    #: message the process that handed it over acks then (so a process that dies first holds
+    #: no acked message that never ran)
+    report_start: bool = False
+    ack_on_start: bool = False
 
 
 def discard_reason(message: Message, revoked: bool, now: float) -> str | None:

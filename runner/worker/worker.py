@@ -57,6 +57,7 @@ from runner.worker.outcomes import JobOutcomes
 from runner.worker.ownership import Ownership
 from runner.worker.panel import Panel
 from runner.worker.pool import (
+    Began,
     ColdShutdown,
     Finished,
     Lost,
@@ -301,10 +302,12 @@ class Worker(JobOutcomes, Shutdown):
 
     def start(self, batch: list[Held]) -> None:
         jobs = []
-        for held in batch:
+        at_once = self.pool.starts_now()  # the others wait in the pool: acked as they start
+        for index, held in enumerate(batch):
             message = held.message
             task = self.app.tasks.get(message.task)
-            if self.ownership.ack_on_submit(held):
+            early = self.ownership.ack_on_submit(held)
+            if early and index < at_once:
                 self.acks.append(held.delivery)  # early ack: Celery's default
                 held.acked = True
             if (not self.pool.tracks_started and task is not None
@@ -317,6 +320,7 @@ class Worker(JobOutcomes, Shutdown):
             self.running[held.job] = held
             job = job_for(self.app, held.job, held.delivery, message)
             job.acked = held.acked  # (a process that settles it does not ack it again)
+            job.ack_on_start = early and not held.acked
             jobs.append(job)
         for middleware in self.app.middleware:  # e.g. a pipeline step is now `running`
             if type(middleware).before_tasks_start is Middleware.before_tasks_start:
@@ -373,6 +377,8 @@ class Worker(JobOutcomes, Shutdown):
                 self.returned(event.job_ids, event.ran)
             elif isinstance(event, Received):
                 self.received(event.job_ids, event.fetched)
+            elif isinstance(event, Began):
+                self.began(event.job_ids)
 
     # -- remote control (see runner.control) ------------------------------------------------
 
@@ -434,7 +440,7 @@ class Worker(JobOutcomes, Shutdown):
             self.broker.extend(held)
         if now >= self.next_housekeeping and (self.running or self.buffer):
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL
-            self.terminate_revoked()
+            self.stop_revoked()
             if self.buffer:  # revoked after it was prefetched: it must not start
                 buffered, self.buffer = self.buffer, []
                 self.drop_revoked(buffered)
@@ -445,10 +451,14 @@ class Worker(JobOutcomes, Shutdown):
             self.next_cleanup = now + CLEANUP_INTERVAL
             self.backend.cleanup()
 
-    def terminate_revoked(self) -> None:
+    def stop_revoked(self) -> None:
+        """Revoked tasks already handed to the pool: dropped if they still wait there to
+        start, terminated if running and the revoke asked for it."""
         by_task = {h.message.id: job for job, h in self.running.items()}
         for task_id, (terminate, signame) in self.backend.revoked(list(by_task)).items():
-            if terminate and task_id not in self.terminated:
+            if not terminate:
+                self.pool.drop_waiting(by_task[task_id])  # (if it has not started yet)
+            elif task_id not in self.terminated:
                 signum = getattr(signal, signame, signal.SIGTERM)
                 if self.pool.terminate_job(by_task[task_id], signum):
                     self.terminated[task_id] = signum
