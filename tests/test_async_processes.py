@@ -34,9 +34,11 @@ def _wait_for_text(path: Path, text: str, timeout: float = 15.0) -> None:
     raise AssertionError(f"{path} never said {text!r}")
 
 
-def test_several_processes_each_run_many_at_once(atasks, start_worker):
-    worker = start_worker("-P", "asyncio", "--processes", "2", "-c", "5", app=APP)
-    assert "5 in flight x 2 processes (asyncio)" in worker.log()
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_several_processes_each_run_many_at_once(atasks, start_worker, loop):
+    worker = start_worker("-P", "asyncio", "--processes", "2", "-c", "5", "--loop", loop,
+                          app=APP)
+    assert f"5 in flight x 2 processes (asyncio, {loop} loop)" in worker.log()
     results = [atasks.apid.delay(0.5) for _ in range(20)]
     got = [r.get(timeout=20) for r in results]
     pids = {pid for pid, _ in got}
@@ -44,11 +46,13 @@ def test_several_processes_each_run_many_at_once(atasks, start_worker):
     assert 1 < max(most for _, most in got) <= 5  # each runs several at once, at most -c
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_hard_limit_replaces_a_process_whose_coroutine_will_not_stop(atasks, start_worker,
-                                                                      tmp_path):
+                                                                      tmp_path, loop):
     from runner.exceptions import TimeLimitExceeded, WorkerLostError
 
-    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "4", app=APP)
+    worker = start_worker("-P", "asyncio", "--processes", "1", "-c", "4", "--loop", loop,
+                          app=APP)
     before = atasks.apid.delay().get(timeout=10)[0]
     marker = tmp_path / "swallow"
     innocent = atasks.aadd.delay(1, 1, 5)  # in flight in the same process
@@ -260,3 +264,19 @@ def test_max_tasks_per_child_without_a_pool_process_says_it_has_no_effect(start_
     worker = start_worker("-P", "asyncio", "--processes", "0", "--max-tasks-per-child", "3",
                           app=APP)
     assert "has no process of its own to replace" in worker.log()
+
+
+def test_the_default_loop_is_uvloop_where_installed_and_asking_for_it_without_says_so(
+        monkeypatch):
+    import sys
+
+    from runner.exceptions import ConfigError
+    from runner.utils.aio import loop_kind, new_event_loop
+
+    loop = new_event_loop("auto")
+    assert type(loop).__module__.startswith("uvloop")  # (installed with the test extra)
+    loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    assert loop_kind("auto") == "asyncio"
+    with pytest.raises(ConfigError, match=r"pip install 'runner\[uvloop\]'"):
+        loop_kind("uvloop")

@@ -16,6 +16,7 @@ from runner.cli.options import app_options, global_options, known_queues, split_
 from runner.config.urls import mask_url
 from runner.exceptions import ConfigError, RunnerError
 from runner.log import setup_logging_subsystem
+from runner.utils.aio import loop_kind
 from runner.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +56,9 @@ ASYNCIO_CONCURRENCY = 100
               help="With -P asyncio: processes, each running -c tasks at once on its event "
                    "loop; 0: the loop runs in the worker's own process. Default: "
                    "worker_processes (1).")
+@click.option("--loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default=None,
+              help="With -P asyncio: the event loop (auto: uvloop where installed). Default: "
+                   "worker_event_loop (auto).")
 @click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
               default=None,
               help="Pool implementation; default: worker_pool.")
@@ -139,6 +143,8 @@ def _configure(conf, given: dict[str, Any]) -> None:
     """The settings the options stand for: ``-I``, ``--time-limit``, ``--soft-time-limit``."""
     if given["task_events"]:
         conf.update(worker_send_task_events=True)
+    if given["loop"]:
+        conf.update(worker_event_loop=given["loop"])
     if given["include"]:
         conf.update(include=[*(conf.include or ()), *split_names(given["include"])])
     limits = {key: given[option] for key, option in (("task_time_limit", "time_limit"),
@@ -218,6 +224,8 @@ def _run(app, options, embed_beat: bool, quiet: bool) -> None:
     from runner.worker.worker import Worker
 
     app.import_task_modules()
+    if options.pool == "asyncio":
+        loop_kind(app.conf.worker_event_loop)  # (uvloop asked for and missing: say so now)
     instance = Worker(app, options)  # opens broker and backend: errors before the banner
     scheduler = _embedded_beat(app) if embed_beat else None
     if not quiet:
@@ -264,7 +272,7 @@ def banner(app, options, embed_beat: bool = False) -> str:
         f"- *** --- * --- .> app:         {app.main or '__main__'}:{id(app):#x}",
         f"- ** ---------- .> transport:   {mask_url(app.broker_url)}",
         f"- ** ---------- .> results:     {mask_url(app.backend_url)}{follows}",
-        f"- *** --- * --- .> concurrency: {_concurrency_text(options)}",
+        f"- *** --- * --- .> concurrency: {_concurrency_text(options, app.conf)}",
         f"-- ******* ---- .> prefetch:    {_prefetch_text(options)}",
         f"--- ***** ----- .> beat:        {'embedded (-B)' if embed_beat else 'off'}",
         " -------------- [queues]",
@@ -277,14 +285,15 @@ def banner(app, options, embed_beat: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _concurrency_text(options) -> str:
+def _concurrency_text(options, conf) -> str:
     if options.autoscale and options.pool == "prefork":
         high, low = options.autoscale
         return f"{{min={low}, max={high}}} ({options.pool}, autoscale)"
     if options.pool == "asyncio":
         where = (f"x {options.processes} processes" if options.processes
                  else "in the worker's process")
-        return f"{options.concurrency} in flight {where} (asyncio)"
+        return (f"{options.concurrency} in flight {where} (asyncio, "
+                f"{loop_kind(conf.worker_event_loop)} loop)")
     return f"{options.concurrency} ({options.pool})"
 
 

@@ -225,6 +225,9 @@ class Settings(BaseModel):
     worker_processes: int = Field(
         1, ge=0, description="asyncio pool: processes, each running worker_concurrency tasks "
         "at once on its event loop; 0: the loop runs in the worker's own process")
+    worker_event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="asyncio pool: the event loop; auto: uvloop where it is installed "
+        "(pip install 'runner[uvloop]'), else asyncio's own")
     worker_loop_block_threshold: float = Field(
         1.0, ge=0, description="asyncio pool: log an async task that holds the event loop "
         "longer than this (seconds; a blocking call in an async def); 0: never")

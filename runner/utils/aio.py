@@ -18,6 +18,32 @@ from typing import Any
 _loops = threading.local()
 
 
+def loop_kind(setting: str) -> str:
+    """The event loop ``worker_event_loop`` (``setting``) stands for: "uvloop" or "asyncio"
+    ("auto": uvloop where it is installed). Raises ConfigError for "uvloop" without it."""
+    if setting == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if setting == "uvloop":
+            from runner.exceptions import ConfigError
+
+            raise ConfigError("worker_event_loop = uvloop (--loop uvloop): uvloop is not "
+                              "installed; pip install 'runner[uvloop]'") from None
+        return "asyncio"
+    return "uvloop"
+
+
+def new_event_loop(setting: str) -> asyncio.AbstractEventLoop:
+    """A new event loop of the kind ``worker_event_loop`` (``setting``) stands for."""
+    if loop_kind(setting) == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class Interruptible:
     """Awaits ``coro``, forwarding what its task sends and throws; after :meth:`interrupt`
     the next cancellation of the task reaches the coroutine as that exception instead (and

@@ -36,7 +36,7 @@ from runner import states
 from runner.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from runner.execute import arun_task, is_async
 from runner.task import fresh_stacks
-from runner.utils.aio import Interruptible
+from runner.utils.aio import Interruptible, new_event_loop
 from runner.worker.pool import Began, Event, Finished, Pool, Returned
 from runner.worker.trace import (
     Job,
@@ -74,7 +74,7 @@ class AsyncioPool(Pool):
         self._waiting: collections.deque[Job] = collections.deque()  # beyond -c, in order
         self._running = 0  # (read and changed on the loop's thread only)
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop(self.app.conf.worker_event_loop)
         self._executor = ThreadPoolExecutor(min(self.size, SYNC_THREADS),
                                             thread_name_prefix="runner-asyncio-sync")
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
