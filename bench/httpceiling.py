@@ -3,8 +3,9 @@ made by bare aiohttp with no task queue at all, so the row can tell the client's
 the pool's. ``python bench/httpceiling.py URL [--tasks N] [--processes P] [-c C]`` prints the
 rate (requests/s).
 
-P processes (default 2) each open one session as ``iotasks.afetch`` does (a connector without
-a limit, kept-alive connections), make C requests first to open their connections (warm, as a
+P processes (default 2) each run one event loop (uvloop's where installed, as the worker's
+``--loop auto``) and open one session as ``iotasks.afetch`` does (a connector without a limit,
+kept-alive connections), make C requests first to open their connections (warm, as a
 worker's are after its first round), wait for each other, then make N/P requests with at most C
 (default 1,000) at once. The rate is N over the time from the first start to the last end.
 """
@@ -43,7 +44,13 @@ async def _requests(url: str, count: int, concurrency: int, barrier) -> tuple[fl
 
 
 def _child(url: str, count: int, concurrency: int, barrier, out) -> None:
-    out.put(asyncio.run(_requests(url, count, concurrency, barrier)))
+    from runner.utils.aio import new_event_loop
+
+    loop = new_event_loop("auto")
+    try:
+        out.put(loop.run_until_complete(_requests(url, count, concurrency, barrier)))
+    finally:
+        loop.close()
 
 
 def ceiling(url: str, tasks: int, processes: int, concurrency: int) -> float:
