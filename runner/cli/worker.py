@@ -220,7 +220,7 @@ def _note_options(options, given: dict[str, Any]) -> None:
 
 
 def _run(app, options, embed_beat: bool, quiet: bool) -> None:
-    from runner.worker.collector import tune_collector
+    from runner.worker.collector import threshold_for, tune_collector
     from runner.worker.worker import Worker
 
     app.import_task_modules()
@@ -236,7 +236,8 @@ def _run(app, options, embed_beat: bool, quiet: bool) -> None:
         beat = threading.Thread(target=scheduler.run, args=(stop,), name="runner-beat",
                                 daemon=True)
         beat.start()
-    tune_collector(app.conf.worker_gc_threshold)  # (the worker's own process: not a test's)
+    # (here: in the worker's own process, not in a test's)
+    tune_collector(threshold_for(app.conf.worker_gc_threshold, options.pool))
     try:
         instance.run()
     finally:

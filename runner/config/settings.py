@@ -231,11 +231,12 @@ class Settings(BaseModel):
     worker_loop_block_threshold: float = Field(
         1.0, ge=0, description="asyncio pool: log an async task that holds the event loop "
         "longer than this (seconds; a blocking call in an async def); 0: never")
-    worker_gc_threshold: int = Field(
-        10_000, ge=0, description="the worker's processes collect Python's youngest garbage "
+    worker_gc_threshold: int | None = Field(
+        None, ge=0, description="the worker's processes collect Python's youngest garbage "
         "generation every this many allocations (Python's default: 700), after freezing what "
         "start-up made, so that short-lived task objects die between collections instead of "
-        "causing long full collections; 0: Python's own settings")
+        "causing long full collections; None: 10000 with the asyncio pool (thousands of "
+        "coroutines in flight), Python's own settings with the others; 0: Python's own")
     worker_log_format: str = Field(
         "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
         description="format of the worker's log lines (logging's %-style)")
