@@ -150,3 +150,30 @@ def test_a_key_template_may_read_only_run_and_params():
         "defined; templates can read: params, run",
         "k.yaml:2:1: '{{ steps.a.result }}-{{ params.nope }}' reads params.nope, which is not "
         "a param"]
+
+
+WHEN_WORDS = """
+name: when_words
+params:
+  flag: {default: "yes"}
+steps:
+  quoted_false: {task: pipeline_tasks.echo, when: "false", args: [1], kwargs: {label: a}}
+  quoted_no: {task: pipeline_tasks.echo, when: " No ", args: [1], kwargs: {label: b}}
+  param_flag: {task: pipeline_tasks.echo, when: "{{ params.flag }}", args: [1],
+               kwargs: {label: c}}
+  text_zero: {task: pipeline_tasks.echo, when: "{{ 0 }}", args: [1], kwargs: {label: d}}
+  quoted_true: {task: pipeline_tasks.echo, when: "true", args: [1], kwargs: {label: e}}
+"""
+
+
+@pytest.mark.transports("sqlite")
+def test_a_condition_that_reads_false_as_a_string_skips_its_step(pipelines):
+    pipelines.worker("-c", "2")
+    path = pipelines.write(WHEN_WORDS)
+    states = {name: step.state for name, step in pipelines.wait(
+        pipelines.submit(path, flag="false")).steps.items()}
+    assert states == {"quoted_false": "skipped", "quoted_no": "skipped",
+                      "param_flag": "skipped", "text_zero": "skipped", "quoted_true": "success"}
+    record = pipelines.wait(pipelines.submit(path))  # flag: "yes"
+    assert record.steps["param_flag"].state == "success"
+    assert record.steps["quoted_false"].reason == "when 'false' is false"

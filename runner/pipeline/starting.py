@@ -21,7 +21,7 @@ from runner.message import (
 )
 from runner.pipeline.model import Step
 from runner.pipeline.runs import SECRET_MASK, RunRecord, reused_key, task_id
-from runner.pipeline.template import RenderError, render
+from runner.pipeline.template import RenderError, is_true, render
 
 logger = logging.getLogger("runner.pipeline")
 
@@ -57,7 +57,7 @@ class StepStarter:
             return
         try:
             context = self.context(record, step)
-            if step.when is not None and not render(step.when, context):
+            if step.when is not None and not is_true(render(step.when, context)):
                 self.settle(name, "skipped", reason=f"when {step.when!r} is false")
                 return
             items = None
@@ -109,7 +109,7 @@ class StepStarter:
         child_id = child_run_id(record.id, name, attempt)
         try:
             context = self.context(record, step)
-            if step.when is not None and not render(step.when, context):
+            if step.when is not None and not is_true(render(step.when, context)):
                 self.settle(name, "skipped", reason=f"when {step.when!r} is false")
                 return
             params = render(step.params, context)

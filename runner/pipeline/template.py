@@ -71,6 +71,20 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     return value
 
 
+#: strings a condition (``when:``) reads as false, whatever their case: what YAML, a CLI
+#: parameter (``-p flag=false``) or a template's text gives where a boolean is meant
+FALSE_WORDS = frozenset({"", "false", "no", "off", "0", "none", "null"})
+
+
+def is_true(value: Any) -> bool:
+    """A condition's rendered value as a boolean: a string is false when it reads as one of
+    FALSE_WORDS (``when: "false"``, or ``{{ params.flag }}`` given ``-p flag=false``), anything
+    else by Python's truth."""
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSE_WORDS
+    return bool(value)
+
+
 def check_syntax(text: str) -> str | None:
     """None when ``text`` compiles, else the syntax error's message."""
     return inspect(text).error
