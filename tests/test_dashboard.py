@@ -529,6 +529,19 @@ def test_listening_elsewhere_needs_auth_and_bad_options_are_one_line(tmp_path):
         assert "Traceback" not in done.stderr
 
 
+def test_the_banner_masks_the_broker_password(tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "runner", "dashboard", "-b",
+                               "redis://user:s3cret@127.0.0.1:1/0", "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              cwd=tmp_path)
+    try:
+        banner = server.stdout.readline()
+        assert "broker redis://user:**@127.0.0.1:1/0" in banner and "s3cret" not in banner
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def test_a_port_in_use_is_one_line_naming_it_and_port_0_says_the_port_it_got(board, tmp_path):
     env_db = f"sqlite:///{tmp_path}/r.db"
     port = board.options.port  # (the module's dashboard listens there)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from runner.cli.options import app_options
+from runner.config.urls import mask_url
 
 
 @click.command()
@@ -43,7 +44,7 @@ def dashboard(app, host, port, auth, token, hide_args, max_tasks, pipelines_dir,
                       max_tasks=max_tasks, pipelines=pipelines_dir, refresh=refresh)
     board = Dashboard(app, options)
     sock = board.bind()  # (a port in use: one line, exit 2, before any banner)
-    click.echo(f"runner dashboard on {board.url}/ (broker {app.broker_url}; "
+    click.echo(f"runner dashboard on {board.url}/ (broker {mask_url(app.broker_url)}; "
                f"{'login required' if auth or token else 'no login: local only'})")
     board.serve(sock)
 
