@@ -3,7 +3,7 @@ one redis-server the benchmark starts itself, and on the machine's RabbitMQ (AMQ
 
     pip install -e '.[bench]' && python bench/run.py [--transports sqlite,redis,amqp]
         [--systems runner,huey,celery,dramatiq,dramatiq8] [--tasks N] [--roundtrips 300]
-        [--items 1000] [--no-pipeline] [--rounds 5]
+        [--items 1000] [--no-pipeline] [--rounds 5] [--repeat 1]
 
 Every system runs with 2 worker processes and the noop task ``add(i, i)``, results stored: on
 SQLite on fresh files in one temporary folder (same disk), on Redis on one redis-server
@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,14 +260,15 @@ def notes(results: dict, tasks: dict[str, int], args: argparse.Namespace) -> lis
     return lines
 
 
-def targets(results: dict) -> list[str]:
+def targets(results: dict, repeat: int = 1) -> list[str]:
+    how_many = "one run" if repeat == 1 else f"of the medians of {repeat} runs each"
     lines = []
     for transport, found in results.items():
         rows = [t for t in TARGETS if t[0] == transport]
         if "runner" not in found or not rows:
             continue
         lines.append(f"Targets of issue {ISSUES[transport]} on {transport} (runner's ratio, "
-                     f"one run):")
+                     f"{how_many}):")
         for _, key, label, others, test in rows:
             ratios = [r for o in others if (r := ratio(found, key, o)) is not None]
             # against the best of several: the smallest ratio where higher is better
@@ -368,6 +370,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of each paired row (runner-sentinel, runner-wait against "
                              "runner, in turn)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each system this many times, in turn (the order reversed "
+                             "every other time); the table gives each figure's median")
     parser.add_argument("--dir", default=None,
                         help="where the temporary folder goes (default: the system's temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and worker logs")
@@ -411,14 +416,28 @@ def replica_of(redis_url: str, folder: Path) -> Iterator[None]:
         yield
 
 
+def merged(runs: list[dict]) -> dict:
+    """One system's runs (``--repeat``) as one: each figure the median of the runs' (anything
+    else, an error or a note, as the last run said it)."""
+    out = dict(runs[-1])
+    for key in {k for run in runs for k, v in run.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}:
+        values = [run[key] for run in runs if isinstance(run.get(key), int | float)]
+        out[key] = statistics.median(values)
+    return out
+
+
 def run_transport(transport: str, root: Path, servers: Servers, args: argparse.Namespace,
                   tasks: int, results: dict, pipelines: dict, paired: dict) -> None:
-    results[transport] = {}
-    for name in args.systems:
-        if transport in SYSTEMS[name].transports and name not in pairs.PAIRED:
+    names = [name for name in args.systems
+             if transport in SYSTEMS[name].transports and name not in pairs.PAIRED]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for n in range(args.repeat):
+        for name in names if n % 2 == 0 else names[::-1]:
             servers.reset()
-            results[transport][name] = measure(name, root / transport / name, tasks, servers,
-                                               args)
+            folder = root / transport / (name if args.repeat == 1 else f"{name}-{n + 1}")
+            runs[name].append(measure(name, folder, tasks, servers, args))
+    results[transport] = {name: merged(found) for name, found in runs.items()}
     for pair in pairs.PAIRS:
         if pair.other not in args.systems or transport not in SYSTEMS[pair.other].transports:
             continue
@@ -490,7 +509,7 @@ def main() -> int:
         print("amqp: broker RabbitMQ (a vhost of the bench's own, emptied before each system), "
               "results in Redis db 1 for both systems, counted with DBSIZE.")
     skips = [f"{t}: skipped, {reason}" for t, reason in skipped.items()]
-    for line in skips + notes(results, tasks, args) + [""] + targets(results):
+    for line in skips + notes(results, tasks, args) + [""] + targets(results, args.repeat):
         print(line)
     for transport, found in paired.items():
         for pair in pairs.PAIRS:
