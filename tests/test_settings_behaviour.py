@@ -71,6 +71,25 @@ def loop_watchers(app):
         pool.stop(kill=True)
 
 
+def event_loop_module(app):
+    """The module of the asyncio pool's event loop's class (uvloop's or asyncio's)."""
+    from runner.worker.aio import AsyncioPool
+
+    pool = AsyncioPool(app, 2, "probe@host", app.task_accept)
+    pool.start()
+    try:
+        return type(pool._loop).__module__.split(".")[0]
+    finally:
+        pool.stop(kill=True)
+
+
+def gc_threshold(app):
+    """The youngest generation's threshold a prefork worker's processes run with."""
+    from runner.worker.collector import threshold_for
+
+    return threshold_for(app.conf.worker_gc_threshold, "prefork")
+
+
 def idempotency_window(app):
     """Who holds a key claimed again 0.2 s after a first claim (the first, within the
     window; the second once it passed)."""
@@ -266,6 +285,8 @@ PROBES: dict[str, tuple[Any, Any]] = {
     "beat_history_keep": (50, lambda app: scheduler(app)[2]),
     "task_default_queue_type": ("quorum", lambda app: queue_types(app.conf)[None]),
     "worker_loop_block_threshold": (0, loop_watchers),
+    "worker_event_loop": ("asyncio", event_loop_module),
+    "worker_gc_threshold": (5000, gc_threshold),
     "task_idempotency_window": (0.1, idempotency_window),
     "broker_failover_strategy": ("shuffle",
                                  lambda app: app._transport_options()["failover_strategy"]),

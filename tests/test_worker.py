@@ -60,7 +60,7 @@ def test_each_pool_runs_tasks(app, start_worker, pool):
     from tasks import add, boom, whoami
 
     worker = start_worker("-P", pool, "-c", "2")
-    assert f"({pool})" in worker.log()
+    assert f"({pool}" in worker.log()  # (asyncio: "(asyncio, uvloop loop)")
     results = [add.delay(i, i) for i in range(10)]
     assert [r.get(timeout=10) for r in results] == [2 * i for i in range(10)]
     with pytest.raises(ValueError, match="kaput"):

@@ -81,12 +81,14 @@ class AsyncioPool(Pool):
                                         name="runner-asyncio-loop")
         self._thread.start()
         self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
         threshold = float(self.app.conf.worker_loop_block_threshold or 0)
         if threshold:
             self._last_beat = time.monotonic()
             self._loop.call_soon_threadsafe(self._beat, threshold / 4)
-            threading.Thread(target=self._watch, args=(threshold,), daemon=True,
-                             name="runner-asyncio-watch").start()
+            self._watcher = threading.Thread(target=self._watch, args=(threshold,),
+                                             daemon=True, name="runner-asyncio-watch")
+            self._watcher.start()
 
     def free_slots(self) -> int:
         with self._lock:
@@ -138,6 +140,8 @@ class AsyncioPool(Pool):
                         break
                 self._thread.join(0.05)
         self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._executor.shutdown(wait=not kill, cancel_futures=True)
