@@ -95,6 +95,8 @@ class AsyncioProcessPool(Pool):
     def start(self) -> None:
         self.procs = [self._spawn(slot) for slot in range(1, self.processes + 1)]
         self.retiring: list[_Proc] = []  # replaced, ending once their jobs have
+        self.finishing = False  # warm shutdown asked: the waiting jobs are to go back
+        self._finish_sent = False
 
     def _all(self) -> list[_Proc]:
         return [*self.procs, *self.retiring]
@@ -186,6 +188,10 @@ class AsyncioProcessPool(Pool):
         every = self._all()
         for proc in every:
             self._flush(proc)
+        if self.finishing and not self._finish_sent:
+            self._finish_sent = True
+            for proc in every:
+                self._post(proc, RETURN_WAITING)
         kills = [e.kill_at for p in every for e in p.jobs.values() if e.kill_at]
         if kills:
             timeout = min(timeout, min(kills) - time.monotonic())
@@ -319,10 +325,9 @@ class AsyncioProcessPool(Pool):
 
     def finish_current(self) -> None:
         """Warm shutdown: the jobs in flight finish, those waiting go back unstarted (nothing
-        new is handed over)."""
-        for proc in self.procs:
-            self._flush(proc)
-            self._post(proc, RETURN_WAITING)
+        new is handed over). Only a flag: this may run in a signal handler or another thread,
+        and the pipes are written by the main loop alone (:meth:`collect`, :meth:`stop`)."""
+        self.finishing = True
 
     def stop(self, kill: bool = False) -> list[Event]:
         every = self._all()
@@ -331,6 +336,8 @@ class AsyncioProcessPool(Pool):
                 proc.process.kill()
             else:
                 self._flush(proc)
+                if self.finishing and not self._finish_sent:
+                    self._post(proc, RETURN_WAITING)
                 self._post(proc, None)  # (it ends once nothing is in flight)
         for proc in every:
             proc.process.join(10 if not kill else 5)
