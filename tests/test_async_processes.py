@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for_state
+
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 APP = "async_tasks"
@@ -85,10 +87,7 @@ def test_terminate_replaces_a_process_whose_coroutine_will_not_stop(atasks, star
     stuck = atasks.aswallow.delay(str(marker), 60)
     _wait_for_text(marker, "started")
     stuck.revoke(terminate=True)
-    deadline = time.monotonic() + 15
-    while stuck.state != "REVOKED" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert stuck.state == "REVOKED"
+    wait_for_state(stuck, "REVOKED", timeout=15)
     assert marker.read_text() == "cancel swallowed"
     assert atasks.aadd.delay(1, 2).get(timeout=10) == 3
 
@@ -213,10 +212,7 @@ def test_a_task_revoked_while_it_waits_never_runs(atasks, app, start_worker, tmp
     waiting = atasks.along.delay(str(second), 0.1)
     time.sleep(0.5)  # (handed to the process, waiting)
     waiting.revoke(terminate=terminate)
-    deadline = time.monotonic() + 10
-    while waiting.state != "REVOKED" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert waiting.state == "REVOKED"
+    wait_for_state(waiting, "REVOKED", timeout=10)
     assert running.state == "PENDING"  # dropped while the running one still runs
     assert running.get(timeout=10) == "done"
     time.sleep(0.3)

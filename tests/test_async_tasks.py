@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.helpers import wait_for_state
+
 pytestmark = pytest.mark.transports("sqlite", "redis", "amqp")
 
 APP = "async_tasks"
@@ -112,10 +114,7 @@ def test_asyncio_pool_revoke_terminate_cancels(atasks, app, start_worker, tmp_pa
         time.sleep(0.05)
     assert marker.read_text() == "started"
     long.revoke(terminate=True)
-    deadline = time.monotonic() + 15
-    while long.state != "REVOKED" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert long.state == "REVOKED"
+    wait_for_state(long, "REVOKED", timeout=15)
     assert marker.read_text() == "cancelled"
 
 

@@ -117,9 +117,11 @@ class AsyncioPool(Pool):
                                         TaskRevokedError(f"terminated ({signum})"))
         return True
 
-    def drop_waiting(self, job_id: int) -> None:
+    def drop_if_waiting(self, job_id: int) -> None:
         """Drop ``job_id`` if it is still waiting to start (revoked meanwhile): recorded
-        REVOKED, never run. (A running one is left alone.)"""
+        REVOKED, never run; a running one is left alone. (From the process pool's Drop: the
+        loop's thread alone knows whether it started; :meth:`Pool.drop_waiting` is the main
+        process's side.)"""
         self._loop.call_soon_threadsafe(self._drop, job_id)
 
     def return_waiting(self) -> None:

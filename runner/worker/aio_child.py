@@ -160,7 +160,7 @@ def _serve(app: Runner, conn: Connection, pool: AsyncioPool, inbox: queue.Simple
             elif isinstance(message, Terminate):
                 pool.terminate_job(message.job_id, message.signum)
             elif isinstance(message, Drop):
-                pool.drop_waiting(message.job_id)
+                pool.drop_if_waiting(message.job_id)
             elif message == RETURN_WAITING:
                 pool.return_waiting()
             else:

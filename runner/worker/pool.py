@@ -151,8 +151,8 @@ class Pool:
         return False
 
     def current_jobs(self) -> list[int]:
-        """Jobs running now, where :attr:`defers_acks`: the worker acks them (if they ack
-        early) once it sees them run."""
+        """Jobs running now, where :attr:`holds_jobs` (the others handed over wait); with
+        :attr:`defers_acks` the worker acks them (if they ack early) once it sees them run."""
         return []
 
     def settled_jobs(self) -> list[int]:
