@@ -24,7 +24,7 @@ from runner.config.conf import Conf
 from runner.config.safe_yaml import load
 from runner.config.settings import SETTING_NAMES, Settings
 from runner.exceptions import ConfigError, PipelineError, RunnerError
-from runner.pipeline import engine
+from runner.pipeline import engine, template
 from runner.pipeline.template import RenderError, check_syntax, render
 from runner.pipeline.validate import load_pipeline_text
 from runner.schedules import crontab, parse_every
@@ -241,3 +241,14 @@ def test_any_p_name_value_is_a_param_or_a_clear_error(params_pipeline, pairs):
                               engine.run_context("r", "p", datetime(2026, 1, 1, tzinfo=UTC)))
     except PipelineError:
         pass
+
+
+@given(st.one_of(st.text(), st.integers(), st.floats(allow_nan=False), st.booleans(),
+                 st.none(), st.lists(st.integers())),
+       st.sampled_from(sorted(template.FALSE_WORDS)), st.text(" \t\n", max_size=3))
+def test_a_condition_is_always_a_boolean_and_every_false_word_is_false(value, word, space):
+    """``when:``'s reading: any rendered value gives True or False (never an error), and a
+    false word in any case, with blanks around it, is False."""
+    assert template.is_true(value) in (True, False)
+    assert template.is_true(f"{space}{word.upper()}{space}") is False
+    assert template.is_true(word.capitalize()) is False
