@@ -324,7 +324,9 @@ def test_aget_wakes_on_the_result_announcement_rather_than_polling(atasks, app, 
     value, baseline = asyncio.run(caller(wait=False))
     value, gets = asyncio.run(caller(wait=True))
     assert value == 3
-    assert gets - baseline <= 4  # (looking every 0.1 s at most, as it did, read it about 25 times)
+    # (looking every 0.1 s, as it did, read it about 25 times; the counts are the whole
+    # server's, and tests running beside this one read too: 5 more were seen in a CI run)
+    assert gets - baseline <= 12
 
 
 def test_many_agets_at_once_on_one_loop(atasks, start_worker):
