@@ -27,6 +27,16 @@ def wait_for_state(result, state: str, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def eventually(check: Callable[[], object], timeout: float = 5.0) -> bool:
+    """``check()`` became true within ``timeout`` (for what a worker does after a reply)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def rabbitmqctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True,
                           timeout=60, check=check)

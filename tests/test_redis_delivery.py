@@ -13,6 +13,8 @@ import time
 import pytest
 import redis
 
+from tests.helpers import eventually
+
 pytestmark = pytest.mark.transports("redis")
 
 SHORT_VISIBILITY = {"RUNNER_BROKER_TRANSPORT_OPTIONS": json.dumps({"visibility_timeout": 1})}
@@ -28,16 +30,6 @@ def store(db_url):
 
 def received(worker, result) -> bool:
     return f"[{result.id}] received" in worker.log()
-
-
-def eventually(check, timeout: float = 5.0) -> bool:
-    """``check()`` became true within ``timeout`` (acks follow the stored result)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- a killed worker -----------------------------------------------------------------------------

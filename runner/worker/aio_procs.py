@@ -19,9 +19,10 @@ they wait there and start the moment a running one ends, without a round trip to
 process dies first, or a warm shutdown comes, it goes back to the broker unstarted
 (:class:`~runner.worker.pool.Returned`); revoked meanwhile, it is dropped.
 
-A process that has run ``max_tasks_per_child`` tasks, or whose memory passed
+A process that has been handed ``max_tasks_per_child`` tasks, or whose memory passed
 ``max_memory_per_child`` (it reports it with its results), retires: it is handed nothing more,
-a new process takes its place at once, and it ends once its jobs have.
+a new process takes its place at once, and it ends once its jobs have. (The memory is known
+only once a result comes back, so a job handed over meanwhile still runs in the old process.)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class _InFlight:
 
 
 class _Proc:
-    __slots__ = ("slot", "process", "conn", "jobs", "pending", "running", "done", "rss_kib")
+    __slots__ = ("slot", "process", "conn", "jobs", "pending", "running", "handed", "rss_kib")
 
     def __init__(self, slot: int, process: Any, conn: Connection):
         self.slot = slot  # 1..processes (named runner-child-<slot>, as prefork's)
@@ -78,7 +79,7 @@ class _Proc:
         self.jobs: dict[int, _InFlight] = {}
         self.pending: list[Job] = []  # handed over, sent with the next collect
         self.running = 0  # of its jobs, those not waiting (at most -c)
-        self.done = 0  # jobs it ran
+        self.handed = 0  # jobs handed to it
         self.rss_kib = 0  # its memory, as it last said (with max_memory_per_child)
 
 
@@ -128,6 +129,13 @@ class AsyncioProcessPool(Pool):
             entry.waiting = job.report_start = True
         proc.jobs[job.id] = entry
         proc.pending.append(job)
+        proc.handed += 1
+        if self.max_tasks_per_child and proc.handed >= self.max_tasks_per_child:
+            # (counted as handed, not as done: a job sent while its result is on the way
+            # would otherwise run there too)
+            logger.info("asyncio pool process %s: replaced after %d tasks (max_tasks_per_child);"
+                        " it ends once they have", proc.process.pid, proc.handed)
+            self._retire(self.procs.index(proc))
 
     def pids(self) -> list[int]:
         return [p.process.pid for p in self.procs]
@@ -232,16 +240,13 @@ class AsyncioProcessPool(Pool):
         return events + self._gone(proc, exitcode)
 
     def _worn(self, proc: _Proc) -> bool:
-        """Whether ``proc`` ran max_tasks_per_child jobs, or passed max_memory_per_child."""
-        if self.max_tasks_per_child and proc.done >= self.max_tasks_per_child:
-            why = f"after {proc.done} tasks (max_tasks_per_child)"
-        elif self.max_memory_per_child and proc.rss_kib > self.max_memory_per_child:
-            why = (f"using {proc.rss_kib} KiB, over max_memory_per_child "
-                   f"({self.max_memory_per_child})")
-        else:
+        """Whether ``proc`` passed max_memory_per_child, as it said with its last results
+        (max_tasks_per_child is seen as jobs are handed over)."""
+        if not (self.max_memory_per_child and proc.rss_kib > self.max_memory_per_child):
             return False
-        logger.info("asyncio pool process %s: replaced %s; it ends once its %d task(s) have",
-                    proc.process.pid, why, len(proc.jobs))
+        logger.info("asyncio pool process %s: replaced using %d KiB, over max_memory_per_child "
+                    "(%d); it ends once its %d task(s) have", proc.process.pid, proc.rss_kib,
+                    self.max_memory_per_child, len(proc.jobs))
         return True
 
     def _retire(self, index: int) -> None:
@@ -265,7 +270,6 @@ class AsyncioProcessPool(Pool):
             except (EOFError, OSError):
                 break
             results, began, returned, proc.rss_kib = sent
-            proc.done += len(results)
             if began:
                 now = time.monotonic()
                 for job in began:
