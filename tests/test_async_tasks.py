@@ -60,9 +60,22 @@ def test_soft_time_limit_reaches_the_coroutine_on_the_other_pools(atasks, start_
                                                                   pool):
     start_worker("-P", pool, "-c", "1", app=APP)
     marker = tmp_path / "soft"
-    assert atasks.asoft.delay(str(marker)).get(timeout=15) == "stopped in time"
+    # (at once: the 10 s sleep it awaits is interrupted, on every pool)
+    assert atasks.asoft.delay(str(marker)).get(timeout=5) == "stopped in time"
     assert marker.read_text() == "cleaned up"
     assert atasks.aadd.delay(1, 1).get(timeout=10) == 2  # the thread's loop still works
+
+
+def test_threads_pool_hard_time_limit_stops_an_awaiting_coroutine_at_once(atasks, start_worker,
+                                                                         tmp_path):
+    from runner.exceptions import TimeLimitExceeded
+
+    start_worker("-P", "threads", "-c", "2", app=APP)
+    marker = tmp_path / "hard"
+    with pytest.raises(TimeLimitExceeded):
+        atasks.ahard.delay(str(marker)).get(timeout=5)  # (its 10 s sleep cut at 0.5 s)
+    assert marker.read_text() == "cancelled"  # its finally: ran
+    assert atasks.aadd.delay(1, 2).get(timeout=10) == 3  # the thread and its loop go on
 
 
 def test_asyncio_pool_runs_many_at_once_each_with_its_own_request(atasks, start_worker):
@@ -183,7 +196,7 @@ def test_async_client_never_blocks_the_callers_loop(atasks, app, start_worker):
         by_name = await app.asend_task("async_tasks.aadd", (1, 1))
         plain = await add.aapply_async((5, 5), countdown=0)
         failed = await atasks.afail.adelay("from the client")
-        never = await atasks.aadd.adelay(0, 0, 5)
+        never = await atasks.aadd.adelay(0, 0, 1.5)  # (not done within 0.3 s)
         with pytest.raises(RunnerTimeout):
             await never.aget(timeout=0.3)
         with pytest.raises(ValueError, match="from the client"):

@@ -87,6 +87,27 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
+#: thread id -> (its loop, the coroutine it runs there, that coroutine's task), while
+#: :func:`run_coroutine` runs one
+_running: dict[int, tuple[asyncio.AbstractEventLoop, Interruptible, asyncio.Task]] = {}
+
+
+def interrupt_coroutine(thread_id: int, exc_type: type[BaseException]) -> bool:
+    """Raise ``exc_type`` inside the coroutine thread ``thread_id`` runs (with
+    :func:`run_coroutine`) at its current ``await``, from that thread's loop; False if it runs
+    none. (An exception injected into the thread instead would wait for the loop to wake: a
+    coroutine awaiting a 10 s sleep would see its 0.3 s soft limit after 10 s.)"""
+    running = _running.get(thread_id)
+    if running is None:
+        return False
+    loop, wrapper, task = running
+    try:
+        loop.call_soon_threadsafe(wrapper.interrupt, task, exc_type())
+    except RuntimeError:  # its loop closed meanwhile: it runs nothing
+        return False
+    return True
+
+
 def run_coroutine(coro: Coroutine) -> Any:
     """Run ``coro`` to its end in this thread and return its value (or raise its exception).
 
@@ -94,7 +115,8 @@ def run_coroutine(coro: Coroutine) -> Any:
     on it, cached, stays usable). An exception raised into the thread while the loop waits (a
     soft time limit's SIGALRM, or one a thread pool injects) is thrown into the coroutine at
     its ``await``, as it would be in a plain function. Called where a loop already runs (an
-    ``apply()`` from async code), the coroutine runs on a thread of its own."""
+    ``apply()`` from async code), the coroutine runs on a thread of its own. A thread pool's
+    time limits reach it through :func:`interrupt_coroutine`."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -106,6 +128,8 @@ def run_coroutine(coro: Coroutine) -> Any:
         loop = _loops.loop = asyncio.new_event_loop()
     wrapper = Interruptible(coro)
     task = loop.create_task(_await(wrapper))
+    thread_id = threading.get_ident()
+    _running[thread_id] = (loop, wrapper, task)
     try:
         return loop.run_until_complete(task)
     except BaseException as exc:
@@ -113,6 +137,8 @@ def run_coroutine(coro: Coroutine) -> Any:
             raise
         wrapper.interrupt(task, exc)  # raised outside the coroutine: into it, then its end
         return loop.run_until_complete(task)
+    finally:
+        _running.pop(thread_id, None)
 
 
 def _in_thread(coro: Coroutine) -> Any:

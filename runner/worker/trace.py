@@ -35,6 +35,7 @@ from runner.execute import Outcome, build_record, run_task
 from runner.message import Message, call_arguments
 from runner.signals import task_failure, task_received, task_revoked, task_unknown
 from runner.task import Request, Task
+from runner.utils.aio import interrupt_coroutine
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -404,7 +405,10 @@ def _raise_soft_limit(signum, frame):
 
 
 def _inject(thread_id: int, exc_type: type[BaseException] | None) -> None:
-    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (None: cancel that)."""
+    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (None: cancel that);
+    in the coroutine it runs on its event loop, if it runs one, at once."""
+    if exc_type is not None and interrupt_coroutine(thread_id, exc_type):
+        return
     exc = ctypes.py_object(exc_type) if exc_type is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)
 
