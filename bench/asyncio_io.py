@@ -8,7 +8,7 @@ no-op drain, runner's threads pool at ``-c 1000`` and Celery's gevent pool at ``
 On a redis-server of its own (broker db 0, results db 1). Two variants of the wait:
 ``asyncio.sleep(0.1)`` (``time.sleep`` on the threads pool, patched by gevent on Celery's), and
 an HTTP GET (aiohttp in a coroutine, urllib3 in a plain task, kept-alive connections) to a
-server the bench starts (``bench/slowhttp.py``, one asyncio loop answering each request after
+server the bench starts (``bench/slowhttp.py``, one event loop answering each request after
 100 ms).
 
 Each worker is started once and runs one task of each kind (warm); then, round after round, it

@@ -42,13 +42,9 @@ from runner.brokers.base import Delivery
 from runner.control.loop import ControlLoop, wait_listening
 from runner.message import Message
 from runner.middleware import Middleware
-from runner.signals import (
-    task_received,
-    worker_init,
-    worker_ready,
-)
+from runner.signals import task_received, worker_init, worker_ready
 from runner.worker.autoscale import Autoscaler
-from runner.worker.child import BATCH_BELOW, RECHECK_AFTER, ConsumeOptions
+from runner.worker.child import BATCH_BELOW, RECHECK_AFTER
 from runner.worker.consumer import Consumer, Fetched, Waker
 from runner.worker.dead import Burial, burial, bury, sort_out
 from runner.worker.events import WorkerEvents
@@ -67,8 +63,8 @@ from runner.worker.pool import (
     Settled,
     TimedOut,
 )
+from runner.worker.pools import build_pool
 from runner.worker.pools import pool_class as pool_class_of
-from runner.worker.pools import prefork_kind
 from runner.worker.prefork import PreforkPool
 from runner.worker.shutdown import Shutdown
 from runner.worker.trace import (
@@ -129,24 +125,11 @@ class Worker(JobOutcomes, Shutdown):
         self.writer = Writer(self.write)  # stores results and acks off the main loop
         self.waker = Waker()  # new messages, thread-pool results and signals wake the loop
         pool_class = pool_class_of(options.pool, options.processes)
-        forks = issubclass(pool_class, PreforkPool)
         #: who claims, stores and acks (see runner.worker.ownership)
-        self.ownership = Ownership.decide(forks, self.broker, self.backend,
-                                          pool_class.defers_acks)
-        settings: dict = {"waker": self.waker, "job_ids": self.job_ids,
-                          "batch_size": options.prefetch}
-        if options.pool == "asyncio" and options.processes:
-            settings["processes"] = options.processes
-        if forks:
-            pool_class = prefork_kind(self.ownership.children_consume)
-        if forks and self.ownership.children_consume:  # each claims its share of the prefetch
-            settings["consume"] = ConsumeOptions(
-                options.queues, self.hostname, options.prefetch,
-                options.max_tasks_per_child, options.max_memory_per_child,
-                main_acks_early=self.ownership.main_acks_early)
-        self.pool: Pool = pool_class(
-            app, options.concurrency, self.hostname, self.accept,
-            options.max_tasks_per_child, options.max_memory_per_child, **settings)
+        self.ownership = Ownership.decide(issubclass(pool_class, PreforkPool), self.broker,
+                                          self.backend, pool_class.defers_acks)
+        self.pool: Pool = build_pool(app, options, self.hostname, self.ownership, self.waker,
+                                     self.job_ids)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
