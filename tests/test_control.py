@@ -37,6 +37,9 @@ def test_two_workers_answer_one_inspect_ping(app, start_worker):
     assert replies == {node("w1"): {"ok": "pong"}, node("w2"): {"ok": "pong"}}
     assert sorted(app.control.ping(timeout=1.5), key=str) == [
         {node("w1"): {"ok": "pong"}}, {node("w2"): {"ok": "pong"}}]
+    first = app.control.inspect([node("w1")], timeout=1.5).clock()[node("w1")]["clock"]
+    again = app.control.inspect([node("w1")], timeout=1.5).clock()[node("w1")]["clock"]
+    assert isinstance(first, int) and 0 < first < again  # a logical clock, as Celery's
 
 
 def test_a_busy_worker_answers_active_with_the_running_task(app, start_worker):

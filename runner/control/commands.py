@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner.events.clock import clock_tick
 from runner.exceptions import RunnerError
 
 
@@ -141,8 +142,8 @@ def report(panel) -> dict:
 
 @command("inspect")
 def clock(panel) -> dict:
-    """The worker's logical clock (runner has none: 0)."""
-    return {"clock": 0}
+    """The worker's logical clock: it ticks with each event the process sends."""
+    return {"clock": clock_tick()}
 
 
 # -- control ------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ connection).
 from __future__ import annotations
 
 import collections
-import itertools
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from runner.brokers.fanout import Fanout, open_fanout
 from runner.brokers.registry import broker_class
 from runner.config.urls import parse_url
+from runner.events.clock import clock_tick
 
 if TYPE_CHECKING:  # pragma: no cover
     from runner.app import Runner
@@ -42,7 +42,6 @@ FLUSH_INTERVAL = 0.2  # seconds between two publishes of a busy process's events
 RETRY_AFTER = 5.0  # seconds after a failed publish during which senders never publish
 SAFE_REPR_LIMIT = 1024  # characters of args, kwargs and results an event carries
 
-_clock = itertools.count(1)
 
 
 def safe_repr(value: Any, limit: int = SAFE_REPR_LIMIT) -> str:
@@ -133,7 +132,7 @@ class EventDispatcher:
         buffer = self._buffer
         if len(buffer) >= self.buffer_size:
             self.dropped += 1
-        buffer.append((type, time.time(), next(_clock), fields))
+        buffer.append((type, time.time(), clock_tick(), fields))
         self.sent += 1
         if not self._due:
             self._due = time.monotonic() + self.flush_interval

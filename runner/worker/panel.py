@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.config.report import masked, report_text
 from runner.control.commands import CommandError
+from runner.events.clock import clock_tick
 from runner.message import shown_arguments
 from runner.worker.autoscale import Autoscaler
 from runner.worker.prefork import PreforkPool
@@ -99,7 +100,7 @@ class Panel:
             "broker": {"transport": worker.broker.scheme, "hostname": url.host,
                        "port": url.port, "virtual_host": url.path or None,
                        "userid": url.username or None},
-            "clock": "0",
+            "clock": str(clock_tick()),
             "pid": os.getpid(),
             "pool": {"implementation": f"{type(pool).__module__}:{type(pool).__name__}",
                      "max-concurrency": pool.size, "processes": pool.pids(),
