@@ -5,6 +5,7 @@ escaping."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -105,7 +106,11 @@ def test_any_envelope_decodes_to_a_checked_message_or_a_bad_message(head, payloa
             assert exc.task_id == head["id"]  # its FAILURE can be stored under it
         return
     check_types(message)
-    assert Message.decode(message.encode()) == message  # unknown fields kept, re-sent as is
+    again = Message.decode(message.encode())
+    if not message.sent_at:  # (0: "not stamped", so sending stamps it now)
+        assert again.sent_at > 0
+        message = dataclasses.replace(message, sent_at=again.sent_at)
+    assert again == message  # unknown fields kept, re-sent as is
 
 
 @FUZZ
@@ -126,3 +131,12 @@ def test_what_decodes_goes_through_the_worker_without_an_exception(app, head, ar
         call_arguments(arguments)
     except BadMessage:
         assert result.refused and result.state == "FAILURE"
+
+
+def test_a_message_never_stamped_is_stamped_when_sent_again():
+    """(Found by the envelope fuzz: ``sent_at: 0`` means "not stamped"; sending stamps it.)"""
+    head = {"id": "t-1", "task": "tasks.add", "content_type": "application/json",
+            "sent_at": 0, "v": 1}
+    message = Message.decode(json.dumps(head).encode() + b"\n[]")
+    assert message.sent_at == 0
+    assert Message.decode(message.encode()).sent_at > 0
