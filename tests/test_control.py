@@ -207,3 +207,22 @@ def test_time_limit_set_remotely_applies_to_the_next_tasks(app, start_worker):
         result.get(timeout=20)
     [reply] = app.control.time_limit("tasks.nope", hard=1)
     assert "unknown task 'tasks.nope'" in reply[node("tl")]["error"]
+
+
+def test_stats_total_counts_every_task_received(app, start_worker):
+    """Prefork children claim their own batches; the main process sees only the latest claims
+    of each, so a short batch can end unseen: the counts (also the heartbeats' processed) come
+    from the children."""
+    from tasks import add
+
+    start_worker("-n", "count@%h", "-c", "2", env={"RUNNER_TASK_ACKS_LATE": "true"})  # (no early acks to watch: it looks
+    # at the boards once a second)
+    for _round in range(5):
+        results = [add.delay(i, i) for i in range(60)]
+        assert [r.get(timeout=20) for r in results] == [2 * i for i in range(60)]
+
+    def total():
+        stats = app.control.inspect([node("count")], timeout=1.5).stats() or {}
+        return (stats.get(node("count")) or {}).get("total", {}).get("tasks.add")
+
+    assert wait_until(lambda: total() == 300, what="a total of 300", timeout=10)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import marshal
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner.brokers.base import Delivery
@@ -82,6 +82,10 @@ class Claimed:
     number: int
     claims: list[tuple[object, str, bool, bytes]]
 
+    #: task name -> messages the child received so far, this batch's included (cumulative:
+    #: the main process reads only the latest claims, and may miss a whole short batch)
+    totals: dict[str, int] = field(default_factory=dict)
+
     def fetched(self) -> list[Fetched]:
         """The claims as the worker sees them: deliveries (without body) and their messages."""
         return [Fetched(Delivery(tag, b"", queue, redelivered), Message.decode(body))
@@ -125,7 +129,7 @@ class Board:
         """Post ``claimed`` (False: it does not fit, or holds what marshal cannot write; the
         caller sends it by pipe)."""
         try:
-            data = marshal.dumps(claimed.claims)
+            data = marshal.dumps((claimed.claims, claimed.totals))
         except ValueError:
             return False
         if self.claims is None or len(data) > len(self.claims):
@@ -183,7 +187,8 @@ class Board:
         data = ctypes.string_at(self.claims, size)
         if counters.seq != seq or zlib.crc32(data) != crc:
             return None  # being rewritten, or not all of it visible yet: the next look reads it
-        return Claimed(number, marshal.loads(data))
+        claims, totals = marshal.loads(data)
+        return Claimed(number, claims, totals)
 
     def ended(self, number: int) -> int | None:
         """How many jobs of batch ``number`` were settled, if that batch is over."""

@@ -143,6 +143,7 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
     claimed: list | None = None  # the next batch, claimed with the last write
     idle = False  # the last fetch found nothing: the next one blocks until work comes
     done = number = 0
+    totals: dict[str, int] = {}  # task name -> messages received (posted with each batch)
     try:
         settler = Settler(app, options.hostname, consuming=True)
         settler.broker.prefetch(options.prefetch)
@@ -169,8 +170,11 @@ def consume_main(app: Runner, run: Callable[[Job], JobResult], conn: Connection,
                 continue
             number += 1
             board.begin_batch(number)
+            readable = [f for f in fetched if f.message is not None]
+            for each in readable:
+                totals[each.message.task] = totals.get(each.message.task, 0) + 1
             batch = Claimed(number, [(f.delivery.tag, f.delivery.queue, f.delivery.redelivered,
-                                      f.delivery.body) for f in fetched if f.message is not None])
+                                      f.delivery.body) for f in readable], dict(totals))
             posted = board.post_claims(batch)
             if not posted:
                 conn.send(batch)

@@ -146,7 +146,7 @@ class WorkerEvents:
             loadavg = []
         return {"freq": self.freq, "sw_ident": "runner", "sw_ver": __version__,
                 "sw_sys": platform.system(), "active": len(worker.running),
-                "processed": sum(worker.total.values()), "loadavg": loadavg}
+                "processed": sum(worker.received_counts().values()), "loadavg": loadavg}
 
     def heartbeat(self, worker: Worker | None = None) -> None:
         self.dispatcher.send("worker-heartbeat", **self._info())

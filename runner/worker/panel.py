@@ -115,7 +115,7 @@ class Panel:
                        "maxrss": usage.ru_maxrss, "minflt": usage.ru_minflt,
                        "majflt": usage.ru_majflt, "nvcsw": usage.ru_nvcsw,
                        "nivcsw": usage.ru_nivcsw},
-            "total": dict(worker.total),
+            "total": dict(worker.received_counts()),
             "uptime": int(time.monotonic() - self.started_at),
         }
 

@@ -140,6 +140,11 @@ class Pool:
     def _submit(self, job: Job) -> None:
         raise NotImplementedError
 
+    def received_totals(self) -> dict[str, int] | None:
+        """Messages received by task name, where this pool's processes claim them themselves
+        (None, or empty: the worker counts those it is handed)."""
+        return None
+
     def starts_now(self) -> int:
         """How many of the next jobs submitted start at once (the others wait in the pool, and
         are reported as :class:`Began` when they start)."""

@@ -36,7 +36,7 @@ TIME_LIMIT_POLL = 0.01  # seconds between looks at a child whose batch holds a t
 
 class _Child:
     __slots__ = ("slot", "process", "conn", "board", "jobs", "limits", "batch",
-                 "done", "rss_kib", "retiring", "ended", "stale")
+                 "done", "rss_kib", "retiring", "ended", "stale", "totals")
 
     def __init__(self, slot: int, process, conn: Connection, board: Board):
         self.slot = slot  # 1..size: Celery's pool process index
@@ -51,6 +51,7 @@ class _Child:
         self.retiring = False  # asked to exit (autoscale shrinking): removed, not replaced
         self.ended = False  # exited during a warm shutdown: not replaced, no longer watched
         self.stale = False  # started before a change of settings: replaced after its batch
+        self.totals: dict[str, int] = {}  # messages it received by task name, as last posted
 
     def view(self) -> Snapshot | None:
         """The board's counters, if they are about :attr:`jobs` (not a batch not heard of)."""

@@ -43,6 +43,7 @@ class ConsumingPool(PreforkPool):
         #: know whether a batch would wait too long to be seen (see _wait_at_most)
         self.main_wake = _fork.RawArray("q", 1)
         self.seen_work = 0.0  # when a board last showed a new batch (monotonic)
+        self.totals: dict[str, int] = {}  # task name -> messages the children received
         super().start()
 
     def _child_main(self, conn: Connection, board: Board) -> tuple[Callable, tuple]:
@@ -51,6 +52,9 @@ class ConsumingPool(PreforkPool):
 
     def free_slots(self) -> int:
         return 0  # (nothing is submitted: children claim their own)
+
+    def received_totals(self) -> dict[str, int]:
+        return dict(self.totals)
 
     def renew(self) -> None:
         """Replace every process after its current job (remote control changed what they
@@ -124,6 +128,10 @@ class ConsumingPool(PreforkPool):
         child.limits = [self._time_limit(f.message) for f in fetched]
         child.batch = claimed.number
         self.seen_work = time.monotonic()
+        for name, count in claimed.totals.items():  # (what it claimed since its last claims
+            # seen here too: a short batch may end, and the next be claimed, between two looks)
+            self.totals[name] = self.totals.get(name, 0) + count - child.totals.get(name, 0)
+        child.totals = claimed.totals
         return [Received(child.jobs, fetched)] if child.jobs else []
 
     def _time_limit(self, message: Message) -> float | None:

@@ -218,6 +218,10 @@ class Worker(JobOutcomes, Shutdown):
             self.bury([burial(self.app, delivery, message, exc, self.hostname)])
             return None
 
+    def received_counts(self) -> dict[str, int]:
+        """Task name -> messages received (``inspect stats``' total; heartbeats' processed)."""
+        return self.pool.received_totals() or self.total
+
     def bury(self, burials: list[Burial]) -> None:
         """Bury messages this worker holds (see :mod:`runner.worker.dead`); their slots are
         free again. Where the children ack their own, it is theirs to ack."""
