@@ -31,6 +31,13 @@ def test_claims_posted_are_read_once_per_batch():
     assert len(board.read_claims(1).claims) == 3
 
 
+def test_claims_carry_the_childs_cumulative_counts():
+    board = Board(FORK)
+    assert board.post_claims(Claimed(1, [("t", "celery", False, b"{}")], {"tasks.add": 1}))
+    assert board.post_claims(Claimed(2, [("u", "celery", False, b"{}")], {"tasks.add": 2}))
+    assert board.read_claims(0).totals == {"tasks.add": 2}  # (batch 1 was never read)
+
+
 def test_claims_too_large_for_the_board_go_by_pipe():
     board = Board(FORK, claims_size=64)
     assert not board.post_claims(Claimed(1, [("t", "celery", False, b"x" * 100)]))
