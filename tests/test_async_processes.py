@@ -195,6 +195,7 @@ def test_warm_shutdown_gives_back_the_waiting_tasks_unstarted(atasks, app, start
     time.sleep(0.5)
     worker.signal(signal.SIGTERM)
     assert worker.proc.wait(20) == 0
+    assert "finishing 1 running task(s); 1 not started go back to the broker" in worker.log()
     assert running.get(timeout=5) == "done"
     assert not second.exists() and waiting.state == "PENDING"  # never started...
     assert app.broker.qsize("celery") == 1  # ...and back in the queue

@@ -76,6 +76,9 @@ def test_threads_pool_hard_time_limit_stops_an_awaiting_coroutine_at_once(atasks
         atasks.ahard.delay(str(marker)).get(timeout=5)  # (its 10 s sleep cut at 0.5 s)
     assert marker.read_text() == "cancelled"  # its finally: ran
     assert atasks.aadd.delay(1, 2).get(timeout=10) == 3  # the thread and its loop go on
+    blocking = atasks.ablocking_limited.delay(1.5)  # its loop blocked: nothing can cut in...
+    with pytest.raises(TimeLimitExceeded):
+        blocking.get(timeout=10)  # ...but it fails at its end, as a plain function would
 
 
 def test_asyncio_pool_runs_many_at_once_each_with_its_own_request(atasks, start_worker):

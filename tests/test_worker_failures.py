@@ -151,6 +151,20 @@ def test_hard_time_limit_kills_the_child_records_failure_and_next_task_runs(
     assert pid.delay().get(timeout=10) != before  # the child was replaced
 
 
+@pytest.mark.parametrize("task", ["hard_limited", "async_hard_limited"])
+def test_hard_time_limit_on_the_solo_pool_fails_the_task_and_the_worker_goes_on(
+        app, start_worker, task):
+    """No process to kill: the limit is raised in the task (a sleep is interrupted)."""
+    import tasks
+
+    start_worker("-P", "solo")
+    started = time.monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        getattr(tasks, task).delay(30).get(timeout=10)
+    assert time.monotonic() - started < 5
+    assert tasks.add.delay(1, 2).get(timeout=10) == 3
+
+
 def test_time_limit_given_when_calling(app, start_worker):
     from tasks import sleep
 

@@ -87,22 +87,41 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-#: thread id -> (its loop, the coroutine it runs there, that coroutine's task), while
-#: :func:`run_coroutine` runs one
-_running: dict[int, tuple[asyncio.AbstractEventLoop, Interruptible, asyncio.Task]] = {}
+class _Running:
+    """A coroutine :func:`run_coroutine` runs on a thread's loop, and an exception asked to be
+    raised in it from another thread (a time limit)."""
+
+    __slots__ = ("loop", "wrapper", "task", "raised", "thrown")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wrapper: Interruptible,
+                 task: asyncio.Task) -> None:
+        self.loop, self.wrapper, self.task = loop, wrapper, task
+        self.raised: BaseException | None = None
+        self.thrown = False
+
+    def throw(self) -> None:
+        """(On the loop.)"""
+        if self.raised is not None and not self.task.done():
+            self.thrown = True
+            self.wrapper.interrupt(self.task, self.raised)
+
+
+#: thread id -> what it runs, while :func:`run_coroutine` runs a coroutine there
+_running: dict[int, _Running] = {}
 
 
 def interrupt_coroutine(thread_id: int, exc_type: type[BaseException]) -> bool:
     """Raise ``exc_type`` inside the coroutine thread ``thread_id`` runs (with
     :func:`run_coroutine`) at its current ``await``, from that thread's loop; False if it runs
     none. (An exception injected into the thread instead would wait for the loop to wake: a
-    coroutine awaiting a 10 s sleep would see its 0.3 s soft limit after 10 s.)"""
+    coroutine awaiting a 10 s sleep would see its 0.3 s soft limit after 10 s.) A coroutine
+    that blocks its loop until it ends gets it as it ends, as a plain function would."""
     running = _running.get(thread_id)
     if running is None:
         return False
-    loop, wrapper, task = running
+    running.raised = exc_type()
     try:
-        loop.call_soon_threadsafe(wrapper.interrupt, task, exc_type())
+        running.loop.call_soon_threadsafe(running.throw)
     except RuntimeError:  # its loop closed meanwhile: it runs nothing
         return False
     return True
@@ -129,16 +148,20 @@ def run_coroutine(coro: Coroutine) -> Any:
     wrapper = Interruptible(coro)
     task = loop.create_task(_await(wrapper))
     thread_id = threading.get_ident()
-    _running[thread_id] = (loop, wrapper, task)
+    running = _running[thread_id] = _Running(loop, wrapper, task)
     try:
-        return loop.run_until_complete(task)
-    except BaseException as exc:
-        if task.done():
-            raise
-        wrapper.interrupt(task, exc)  # raised outside the coroutine: into it, then its end
-        return loop.run_until_complete(task)
+        try:
+            value = loop.run_until_complete(task)
+        except BaseException as exc:
+            if task.done():
+                raise
+            wrapper.interrupt(task, exc)  # raised outside the coroutine: into it, then its end
+            value = loop.run_until_complete(task)
     finally:
         _running.pop(thread_id, None)
+    if running.raised is not None and not running.thrown:  # its loop never got to throw it
+        raise running.raised
+    return value
 
 
 def _in_thread(coro: Coroutine) -> Any:

@@ -28,8 +28,11 @@ class Shutdown:
         if self.stopping:
             self.on_cold_signal(signum, frame)
             return
-        logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)",
-                       signal.Signals(signum).name, len(self.running))
+        running = len(self.pool.started_jobs()) if self.pool.holds_jobs else len(self.running)
+        waiting = len(self.running) - running  # (handed to the pool, not started: they go back)
+        logger.warning("worker: Warm shutdown (%s): finishing %d running task(s)%s",
+                       signal.Signals(signum).name, running,
+                       f"; {waiting} not started go back to the broker" if waiting > 0 else "")
         self.stopping = True
         self.pool.finish_current()
         self.waker.wake()

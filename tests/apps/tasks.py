@@ -3,6 +3,7 @@
 Broker and backend come from RUNNER_BROKER_URL / RUNNER_RESULT_BACKEND, set per test.
 """
 
+import asyncio
 import os
 import signal
 import time
@@ -77,6 +78,12 @@ def soft_limited(seconds):
 @app.task(time_limit=0.5)
 def hard_limited(seconds):
     time.sleep(seconds)
+    return "finished"
+
+
+@app.task(time_limit=0.5)
+async def async_hard_limited(seconds):
+    await asyncio.sleep(seconds)
     return "finished"
 
 
