@@ -123,6 +123,9 @@ def test_acks_late_and_claim_renewal_with_several_processes(atasks, app, start_w
                                                             tmp_path):
     first = start_worker("-P", "asyncio", "--processes", "2", "-c", "2", app=APP,
                          env=SHORT_VISIBILITY)
+    [stats] = app.control.inspect(timeout=1.5).stats().values()
+    assert stats["pool"]["max-concurrency"] == 4  # (-c in each of its 2 processes, as a total)
+    assert len(stats["pool"]["processes"]) == 2
     runs = tmp_path / "runs"
     late = [atasks.alate.delay(str(runs), 3) for _ in range(3)]  # 3x the visibility timeout
     deadline = time.monotonic() + 15

@@ -83,7 +83,7 @@ def test_threads_pool_hard_time_limit_stops_an_awaiting_coroutine_at_once(atasks
 
 def test_asyncio_pool_runs_many_at_once_each_with_its_own_request(atasks, start_worker):
     worker = start_worker("-P", "asyncio", "-c", "10", app=APP)
-    assert "in flight x 1 processes (asyncio, " in worker.log()
+    assert "in flight x 1 process (asyncio, " in worker.log()
     seen = [atasks.ainflight.delay(0.5) for _ in range(20)]
     own = [atasks.aown_id.delay(0.05) for _ in range(20)]
     assert [r.get(timeout=20) for r in own] == [r.id for r in own]

@@ -197,8 +197,8 @@ def _setup_logging(app, loglevel: str, logfile: str | None, nodename: str) -> No
 def _note_options(options, given: dict[str, Any]) -> None:
     autoscale = options.autoscale
     if autoscale and options.pool != "prefork":
-        logger.warning("--autoscale: only the prefork pool scales; the %s pool keeps %d",
-                       options.pool, options.concurrency)
+        logger.warning("--autoscale: only the prefork pool scales; the %s pool keeps its "
+                       "concurrency of %d", options.pool, options.concurrency)
     elif autoscale:
         logger.info("--autoscale: %d to %d processes, starting with %d", autoscale[1],
                     autoscale[0], options.concurrency)
@@ -291,8 +291,8 @@ def _concurrency_text(options, conf) -> str:
         high, low = options.autoscale
         return f"{{min={low}, max={high}}} ({options.pool}, autoscale)"
     if options.pool == "asyncio":
-        where = (f"x {options.processes} processes" if options.processes
-                 else "in the worker's process")
+        where = (f"x {options.processes} process{'es' if options.processes > 1 else ''}"
+                 if options.processes else "in the worker's process")
         return (f"{options.concurrency} in flight {where} (asyncio, "
                 f"{loop_kind(conf.worker_event_loop)} loop)")
     return f"{options.concurrency} ({options.pool})"

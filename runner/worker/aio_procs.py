@@ -245,7 +245,7 @@ class AsyncioProcessPool(Pool):
         if not (self.max_memory_per_child and proc.rss_kib > self.max_memory_per_child):
             return False
         logger.info("asyncio pool process %s: replaced using %d KiB, over max_memory_per_child "
-                    "(%d); it ends once its %d task(s) have", proc.process.pid, proc.rss_kib,
+                    "(%d); it ends once its tasks have (%d in it)", proc.process.pid, proc.rss_kib,
                     self.max_memory_per_child, len(proc.jobs))
         return True
 
