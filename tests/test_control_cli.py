@@ -49,6 +49,7 @@ def test_inspect_active_shows_a_running_task_in_a_table(app, start_worker, tmp_p
         if result.id in done.stdout or time.monotonic() > deadline:
             break
     assert result.id in done.stdout and "tasks.sleep" in done.stdout, done.stdout
+    assert done.stdout.rstrip().endswith("  20")  # its arguments, as the call wrote them
     app.control.revoke(result.id, terminate=True)
 
 

@@ -134,6 +134,14 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+def _arguments(args: Any, kwargs: Any) -> str:
+    """``2, 3, x=1``: the arguments as the call wrote them (hidden ones: their argsrepr)."""
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        return " ".join(str(part) for part in (args, kwargs) if part)
+    return ", ".join([json.dumps(a, default=repr) for a in args]
+                     + [f"{k}={json.dumps(v, default=repr)}" for k, v in kwargs.items()])
+
+
 def show_requests(merged: dict[str, Any]) -> None:
     click.echo(f"{'NODE':<28} {'ID':<36} {'TASK':<24} {'STARTED':<8} {'PID':>7}  ARGS")
     for node, requests in sorted(merged.items()):
@@ -145,7 +153,7 @@ def show_requests(merged: dict[str, Any]) -> None:
         for r in requests:
             click.echo(f"{node:<28} {r['id']:<36} {_short(r['name'], 24):<24} "
                        f"{_when(r.get('time_start')):<8} {r.get('worker_pid') or '-':>7}  "
-                       f"{_short([r.get('args'), r.get('kwargs')])}")
+                       f"{_short(_arguments(r.get('args'), r.get('kwargs')))}")
 
 
 def show_stats(merged: dict[str, Any]) -> None:
