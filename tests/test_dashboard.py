@@ -199,8 +199,10 @@ def test_the_runs_list_counts_every_step_skipped_ones_too(board):
     answer = board.http.post("/api/pipelines/skips/runs", headers=XHR, json={})
     assert answer.status_code == 200, answer.text
     run_id = answer.json()["run_id"]
-    wait_until(lambda: board.http.get(f"/api/runs/{run_id}").json()["state"] in
-               ("success", "failed"), what="run done")
+    first = board.http.get("/api/runs", params={"pipeline": "skips"}).json()["runs"]
+    assert [r["id"] for r in first] == [run_id]  # (read, and kept decoded, while it runs...)
+    wait_until(lambda: board.http.get("/api/runs", params={"pipeline": "skips"}).json()[
+        "runs"][0]["state"] in ("success", "failed"), what="the list showing the run done")
     listed = board.http.get("/api/runs", params={"pipeline": "skips"}).json()["runs"]
     assert listed[0]["steps"]["success"] == 2 and listed[0]["steps"]["skipped"] == 2
     assert sum(listed[0]["steps"].values()) == 4

@@ -71,7 +71,7 @@ class _Scraped:
 
 def cluster_gauges(ctx: Any) -> list[GaugeMetricFamily]:
     """Workers up, queue lengths and pipeline runs by state, now."""
-    from runner.pipeline.runs import list_runs
+    from runner.dashboard.runs import run_records
 
     workers = GaugeMetricFamily("runner_workers_up", "Workers online (a heartbeat within two "
                                 "intervals).")
@@ -88,7 +88,7 @@ def cluster_gauges(ctx: Any) -> list[GaugeMetricFamily]:
                              "by pipeline and state.", labels=["pipeline", "state"])
     by: dict[tuple[str, str], int] = {}
     try:
-        for record in list_runs(ctx.app.backend):
+        for record in run_records(ctx):
             by[(record.pipeline, record.state)] = by.get((record.pipeline, record.state), 0) + 1
     except Exception:  # noqa: BLE001 - the other metrics still go out
         pass
