@@ -396,6 +396,13 @@ class Task:
                               meta={"name": self.name}, reply_to=request.reply_to)
         self.app.backend.store([record])
 
+    async def aupdate_state(self, task_id: str | None = None, state: str | None = None,
+                            meta: Any = None, **_ignored: Any) -> None:
+        """:meth:`update_state` for async code: stored from the async client's thread (in
+        the caller's context, so the running task is still the default), and the event loop,
+        with every other task on it, does not wait for the backend meanwhile."""
+        await in_client_thread(self.update_state, task_id, state, meta)
+
     def effective(self, option: str) -> Any:
         """The task's own option (``task_annotations`` applied), or the app setting it
         defaults to."""

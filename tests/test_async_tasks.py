@@ -279,6 +279,10 @@ def test_asyncio_pool_acks_late_and_update_state(atasks, app, start_worker):
     while result.state != "PROGRESS" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert result.state == "PROGRESS" and result.info["step"] >= 0
+    while (result.state != "PROGRESS" or result.info["step"] < 1) \
+            and time.monotonic() < deadline:  # (steps after the first: aupdate_state)
+        time.sleep(0.02)
+    assert result.state == "PROGRESS" and result.info["step"] >= 1
     assert result.get(timeout=15) == 5
     worker.stop()  # acked once it ran: nothing comes back to a new worker
     second = start_worker("-P", "asyncio", "-c", "4", app=APP)

@@ -117,9 +117,13 @@ async def ablocking(seconds):
 
 @app.task(bind=True, acks_late=True)
 async def aprogress(self, steps):
-    """Reports its progress with update_state, acked after it ran."""
+    """Reports its progress with update_state (step 0), then aupdate_state; acked after it
+    ran."""
     for step in range(steps):
-        self.update_state(state="PROGRESS", meta={"step": step})
+        if step:
+            await self.aupdate_state(state="PROGRESS", meta={"step": step})
+        else:
+            self.update_state(state="PROGRESS", meta={"step": step})
         await asyncio.sleep(0.2)
     return steps
 
