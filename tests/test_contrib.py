@@ -108,3 +108,17 @@ def test_start_worker_runs_async_tasks_on_an_asyncio_pool(app, tmp_path):
             time.sleep(0.05)
         assert long.state == "REVOKED" and marker.read_text() == "cancelled"
         assert worker.terminated == {}  # forgotten once its job is over (it was kept: #22)
+
+
+def test_start_worker_solo_in_a_thread_applies_a_hard_time_limit(app):
+    """The solo pool in a test's thread cannot use a signal: the limit is injected (best
+    effort: a busy task sees it at its next instruction), and the worker goes on."""
+    from tasks import add, spin_hard_limited
+
+    from runner.contrib.testing import start_worker
+    from runner.exceptions import TimeLimitExceeded
+
+    with start_worker(app, pool="solo"):
+        with pytest.raises(TimeLimitExceeded):
+            spin_hard_limited.delay(30).get(timeout=10)
+        assert add.delay(2, 2).get(timeout=10) == 4

@@ -41,7 +41,10 @@ class SoloPool(Pool):
         timer = self._arm_hard_limit(job) if job.time_limit else None
         try:
             try:
-                result = self._run(job)
+                try:
+                    result = self._run(job)
+                finally:
+                    self._limited = None  # (no hard limit is raised after this)
             except TimeLimitExceeded as exc:  # (passed outside the task's code)
                 result = refused(self.app, job.id, job.message, exc, self.hostname)
             self._done.append(Finished(result))
@@ -49,6 +52,8 @@ class SoloPool(Pool):
             self._limited = None
             if timer is not None:
                 timer.cancel()
+                if not self._signals:
+                    _inject(threading.get_ident(), None)  # (one not raised yet is dropped)
             self._busy = False
 
     def _arm_hard_limit(self, job: Job) -> threading.Timer:

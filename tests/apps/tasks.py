@@ -82,6 +82,15 @@ def hard_limited(seconds):
 
 
 @app.task(time_limit=0.5)
+def spin_hard_limited(seconds):
+    """Busy (no blocking call) for ``seconds``: a limit injected into its thread stops it."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return "finished"
+
+
+@app.task(time_limit=0.5)
 async def async_hard_limited(seconds):
     await asyncio.sleep(seconds)
     return "finished"
