@@ -114,7 +114,7 @@ def test_asyncio_pool_time_limits(atasks, start_worker, tmp_path):
     hard = atasks.ahard.delay(str(hard_marker))
     assert soft.get(timeout=15) == "stopped in time"  # raised inside the coroutine: caught
     assert soft_marker.read_text() == "cleaned up"
-    with pytest.raises(TimeLimitExceeded):
+    with pytest.raises(TimeLimitExceeded, match=r"^TimeLimitExceeded\(0\.5,\)$"):
         hard.get(timeout=15)
     assert hard_marker.read_text() == "cancelled"
     assert atasks.aadd.delay(1, 2).get(timeout=10) == 3  # the loop is fine afterwards

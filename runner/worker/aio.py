@@ -200,7 +200,7 @@ class AsyncioPool(Pool):
         if job.time_limit:
             entry.timers.append(self._loop.call_later(
                 job.time_limit, self._stop_job, entry, TimeLimitExceeded(
-                    f"TimeLimitExceeded({job.time_limit})")))
+                    f"TimeLimitExceeded({job.time_limit},)")))  # (as prefork's: Celery's text)
 
     def _take_waiting(self, job_id: int) -> Job | None:
         for job in self._waiting:

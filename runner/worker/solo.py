@@ -79,7 +79,7 @@ class SoloPool(Pool):
         limited = self._limited
         if limited is not None and limited[0] == self._expired:
             self._limited = None
-            raise TimeLimitExceeded(limited[1])
+            raise TimeLimitExceeded(f"TimeLimitExceeded({limited[1]},)")  # (prefork's text)
 
     def interrupt(self) -> None:
         if getattr(self, "_busy", False):
