@@ -43,7 +43,6 @@ RETRY_AFTER = 5.0  # seconds after a failed publish during which senders never p
 SAFE_REPR_LIMIT = 1024  # characters of args, kwargs and results an event carries
 
 
-
 def safe_repr(value: Any, limit: int = SAFE_REPR_LIMIT) -> str:
     try:
         text = repr(value)

@@ -111,6 +111,9 @@ class AsyncioProcessPool(Pool):
         child_end.close()
         return _Proc(slot, process, parent_end)
 
+    def in_flight(self) -> int:
+        return self.size * self.processes
+
     def free_slots(self) -> int:
         return sum(2 * self.size - len(p.jobs) for p in self.procs)
 

@@ -103,7 +103,7 @@ class Panel:
             "clock": str(clock_tick()),
             "pid": os.getpid(),
             "pool": {"implementation": f"{type(pool).__module__}:{type(pool).__name__}",
-                     "max-concurrency": pool.size * max(1, getattr(pool, "processes", 1)),
+                     "max-concurrency": pool.in_flight(),
                      "processes": pool.pids(),
                      "max-tasks-per-child": worker.options.max_tasks_per_child,
                      "max-memory-per-child": worker.options.max_memory_per_child,

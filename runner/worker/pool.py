@@ -125,6 +125,11 @@ class Pool:
 
     def start(self) -> None: ...
 
+    def in_flight(self) -> int:
+        """Jobs the pool runs at once, all its processes together (``inspect stats``'
+        ``max-concurrency``)."""
+        return self.size
+
     def free_slots(self) -> int:
         raise NotImplementedError
 

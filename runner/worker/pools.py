@@ -39,11 +39,11 @@ def prefork_kind(children_consume: bool) -> type[PreforkPool]:
     return ConsumingPool if children_consume else FedPool
 
 
-def build_pool(app: Runner, options: WorkerOptions, hostname: str, ownership: Ownership,
-               waker: Waker, job_ids: itertools.count) -> Pool:
-    """The worker's pool, not started: with the prefork pool, children that claim their own
-    share of the prefetch if ``ownership`` says they consume."""
-    kind = pool_class(options.pool, options.processes)
+def build_pool(kind: type[Pool], app: Runner, options: WorkerOptions, hostname: str,
+               ownership: Ownership, waker: Waker, job_ids: itertools.count) -> Pool:
+    """The worker's pool of class ``kind`` (:func:`pool_class`), not started: with the
+    prefork pool, children that claim their own share of the prefetch if ``ownership`` says
+    they consume."""
     settings: dict[str, Any] = {"waker": waker, "job_ids": job_ids,
                                 "batch_size": options.prefetch}
     if options.pool == "asyncio" and options.processes:

@@ -128,8 +128,8 @@ class Worker(JobOutcomes, Shutdown):
         #: who claims, stores and acks (see runner.worker.ownership)
         self.ownership = Ownership.decide(issubclass(pool_class, PreforkPool), self.broker,
                                           self.backend, pool_class.defers_acks)
-        self.pool: Pool = build_pool(app, options, self.hostname, self.ownership, self.waker,
-                                     self.job_ids)
+        self.pool: Pool = build_pool(pool_class, app, options, self.hostname, self.ownership,
+                                     self.waker, self.job_ids)
         self.consumer = Consumer(self.broker, options.queues, self.consumer_id, self.capacity,
                                  self.waker, revoked=self.backend.revoked)
         self.autoscaler = (Autoscaler(self.pool, self.broker.qsize, options.queues,
